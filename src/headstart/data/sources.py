@@ -1,0 +1,114 @@
+"""Resolve what the user points at (a folder, a table, a built-in name) into train/val/test splits."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from ..errors import DataError
+from .builtins import BUILTINS
+from .dataset import Dataset, Splits
+from .images import class_folders, read_image_folder
+from .tables import TABLE_EXTENSIONS, is_table_file, read_text_table
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+def _explicit_split_paths(root: Path) -> dict[str, Path]:
+    """Map split name -> folder or table when `root` holds train/ (val/ test/) folders or train.csv-like files."""
+    found: dict[str, Path] = {}
+    for child in sorted(root.iterdir()):
+        stem = child.stem.lower() if child.is_file() else child.name.lower()
+        split = SPLIT_NAMES.get(stem)
+        if split is None or split in found:
+            continue
+        if child.is_dir() or (child.is_file() and child.suffix.lower() in TABLE_EXTENSIONS):
+            found[split] = child
+    return found if "train" in found else {}
+
+
+def _read_one(path: Path, classes: list[str] | None, text_column: str | None,
+              label_column: str | None) -> Dataset:
+    if path.is_dir():
+        return read_image_folder(path, classes)
+    return read_text_table(path, text_column, label_column, classes)
+
+
+def load_data(source: str | Path, text_column: str | None = None, label_column: str | None = None,
+              classes: list[str] | None = None) -> Splits:
+    """Read a data set as given, with only the splits it defines itself (val/test may be None).
+
+    With `classes` (e.g. a trained model's), labels are mapped onto them and unknown labels are an error.
+    """
+    name = str(source)
+    if name in BUILTINS:
+        return BUILTINS[name]()
+    path = Path(source).expanduser()
+    if not path.exists():
+        hint = f" or a built-in data set ({', '.join(BUILTINS)})"
+        raise DataError(f"data not found: {path} does not exist (give a folder of class sub-folders, a table{hint})")
+    if is_table_file(path):
+        return Splits(read_text_table(path, text_column, label_column, classes), None, None)
+    if path.is_file():
+        raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
+    explicit = _explicit_split_paths(path)
+    if explicit:
+        train = _read_one(explicit["train"], classes, text_column, label_column)
+        parts = {k: _read_one(p, train.classes, text_column, label_column) for k, p in explicit.items() if k != "train"}
+        return Splits(train, parts.get("val"), parts.get("test"))
+    if not class_folders(path):
+        tables = sorted(p.name for p in path.iterdir() if is_table_file(p))
+        if tables:
+            raise DataError(f"{path} holds tables ({', '.join(tables)}) but no train file: name one train.csv "
+                            "or point at the table itself")
+    return Splits(read_image_folder(path, classes), None, None)
+
+
+def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.arange(len(data))
+    counts = np.bincount(data.labels)
+    stratify = data.labels if counts[counts > 0].min() >= 2 else None
+    try:
+        keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
+    except ValueError as e:
+        raise DataError(f"cannot split {len(data)} examples of {data.name} ({e}): give more data or a smaller split") from e
+    return np.sort(keep), np.sort(held)
+
+
+def per_class_subset(data: Dataset, n: int, seed: int, warn: bool = True) -> Dataset:
+    """Keep at most `n` examples of each class, drawn at random with `seed`."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(data.classes)):
+        idx = np.flatnonzero(data.labels == c)
+        if warn and len(idx) < n:
+            log.warning("class '%s' has only %d examples in %s, fewer than %d", data.classes[c], len(idx), data.name, n)
+        chosen.append(rng.permutation(idx)[:n])
+    return data.subset(np.sort(np.concatenate(chosen)))
+
+
+def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | int = 0.2,
+                labels_per_class: int | None = None, seed: int = 0) -> Splits:
+    """Fill in missing test/val splits by seeded stratified splitting, then apply `labels_per_class`.
+
+    With `labels_per_class=N` the training split keeps N examples per class and validation at most N per class;
+    the test split is left whole so that results stay comparable across N.
+    """
+    if labels_per_class is not None and labels_per_class < 1:
+        raise DataError(f"--labels-per-class must be at least 1, got {labels_per_class}")
+    train, val, test = splits.train, splits.val, splits.test
+    if test is None:
+        keep, held = _stratified_split(train, test_size, seed)
+        train, test = train.subset(keep), train.subset(held, name=f"{train.name}-test")
+    if val is None:
+        keep, held = _stratified_split(train, val_size, seed + 1)
+        train, val = train.subset(keep), train.subset(held, name=f"{train.name}-val")
+    if labels_per_class is not None:
+        train = per_class_subset(train, labels_per_class, seed)
+        val = per_class_subset(val, labels_per_class, seed, warn=False)
+    return Splits(train, val, test)

@@ -1,0 +1,60 @@
+"""On-disk cache of embeddings keyed by backbone (weights + preprocessing), precision and item contents."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from .data.builtins import cache_root
+
+
+class EmbeddingCache:
+    """Shards of (content digest, embedding) rows under one folder per backbone key.
+
+    Each store writes a new shard atomically, so concurrent or interrupted runs never corrupt it, and items are
+    matched by content: renamed or re-split files still hit, edited files miss.
+    """
+
+    def __init__(self, key: str, root: Path | None = None):
+        self.folder = (root or cache_root() / "embeddings") / key
+        self.hits = 0
+        self.misses = 0
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.folder.glob("*.safetensors")) if self.folder.is_dir() else []
+
+    def lookup(self, digests: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, found mask); rows not found are zeros."""
+        wanted = {d: i for i, d in enumerate(digests)}
+        out = np.zeros((len(digests), dim), dtype=np.float32)
+        found = np.zeros(len(digests), dtype=bool)
+        for shard in self._shards():
+            if found.all():
+                break
+            tensors = load_file(str(shard))
+            keys = tensors["digests"]
+            rows = [(wanted[k], r) for r, k in enumerate(map(bytes, keys)) if k in wanted]
+            rows = [(i, r) for i, r in rows if not found[i]]
+            if rows and tensors["embeddings"].shape[1] == dim:
+                dst, src = map(np.array, zip(*rows))
+                out[dst] = tensors["embeddings"][src]
+                found[dst] = True
+        self.hits += int(found.sum())
+        self.misses += int((~found).sum())
+        return out, found
+
+    def store(self, digests: Sequence[bytes], embeddings: np.ndarray) -> None:
+        if len(digests) == 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), -1)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        os.close(fd)
+        save_file({"digests": np.ascontiguousarray(keys), "embeddings": np.ascontiguousarray(embeddings, np.float32)}, tmp)
+        os.replace(tmp, self.folder / f"{uuid.uuid4().hex}.safetensors")

@@ -1,0 +1,13 @@
+"""User-facing errors: bad input that the user can fix, reported in one line without a traceback."""
+
+
+class HeadstartError(Exception):
+    """A problem with the user's input or environment; the message says what is wrong and what to do."""
+
+
+class DataError(HeadstartError):
+    """The data set cannot be read or used as given."""
+
+
+class BackboneError(HeadstartError):
+    """The backbone name is unknown or its weights are not available."""

@@ -1,0 +1,61 @@
+"""Classification heads placed on top of a backbone's embeddings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+HEAD_KINDS = ("linear", "mlp")
+
+
+class Standardize(nn.Module):
+    """Fixed per-feature centring and scaling, fitted once on training embeddings and saved with the head."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def fit(self, embeddings: torch.Tensor) -> None:
+        self.mean.copy_(embeddings.mean(0))
+        self.scale.copy_(embeddings.std(0).clamp(min=1e-6).reciprocal())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) * self.scale
+
+
+class ClassificationHead(nn.Module):
+    """`linear`: standardise -> dropout -> linear. `mlp`: the classic recipe's Dense(1024, relu) -> Dense(n)."""
+
+    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 1024, dropout: float = 0.1):
+        super().__init__()
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
+        self.config = {"kind": kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden, "dropout": dropout}
+        self.standardize = Standardize(in_dim)
+        if kind == "linear":
+            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
+        else:
+            self.layers = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                        nn.Linear(hidden, n_classes))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ClassificationHead":
+        return cls(**config)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.standardize(embeddings))
+
+
+class Classifier(nn.Module):
+    """Backbone followed by head: inputs -> logits."""
+
+    def __init__(self, backbone: nn.Module, head: ClassificationHead):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.head(self.backbone(batch))

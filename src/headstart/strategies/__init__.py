@@ -1,0 +1,3 @@
+"""Fine-tuning strategies: what is frozen, which learning rates, in which stages."""
+
+STRATEGIES = ("probe", "finetune")
