@@ -1,0 +1,83 @@
+"""Shared fixtures: small generated data sets, an isolated cache, and the shared real data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own embedding/data cache; progress bars are off."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HEADSTART_PROGRESS", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def shared_dataset(relative: str) -> Path:
+    """A path under ../shared/datasets, or skip the test saying what is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"shared data set {relative} not found at {path} (see ../shared/datasets/README.md)")
+    return path
+
+
+def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class: int = 12, size: int = 24,
+                      seed: int = 0) -> Path:
+    """Images whose dominant colour is their class, with noise: learnable, tiny, real files."""
+    rng = np.random.default_rng(seed)
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (size, size, 3))
+            pixels[..., c % 3] += 150
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+def write_text_table(path: Path, n_per_class: int = 30, seed: int = 0) -> Path:
+    """A tiny sentiment table with clearly positive and negative sentences."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    good = ["wonderful", "great", "delightful", "excellent", "lovely", "superb", "brilliant", "moving"]
+    bad = ["terrible", "awful", "boring", "dreadful", "dull", "horrible", "tedious", "painful"]
+    rows = []
+    for i in range(n_per_class):
+        rows.append({"text": f"a {rng.choice(good)} and {rng.choice(good)} film number {i}", "label": "positive"})
+        rows.append({"text": f"a {rng.choice(bad)} and {rng.choice(bad)} film number {i}", "label": "negative"})
+    df = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".tsv":
+        df.to_csv(path, sep="\t", index=False)
+    elif path.suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    else:
+        df.to_parquet(path)
+    return path
+
+
+@pytest.fixture
+def text_table(tmp_path) -> Path:
+    return write_text_table(tmp_path / "reviews.csv")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("HEADSTART_SKIP_SLOW") == "1":
+        skip = pytest.mark.skip(reason="HEADSTART_SKIP_SLOW=1")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
