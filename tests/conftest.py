@@ -13,9 +13,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own embedding/data cache; progress bars are off."""
-    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own embedding/data cache; progress bars are off; no hub access."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HEADSTART_PROGRESS", "0")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 

@@ -145,7 +145,7 @@ def fit(
         _check_classes_usable(train)
         timings["embed"] = time.perf_counter() - t
         t = time.perf_counter()
-        classifier_head, training["head"] = train_head(train_x, train.labels, val_x, val.labels, n_classes, head_config)
+        classifier_head, training["head_stage"] = train_head(train_x, train.labels, val_x, val.labels, n_classes, head_config)
         timings["head"] = time.perf_counter() - t
     elif strategy == "probe":
         raise HeadstartError(f"backbone '{backbone}' has no pre-trained weights, so a probe would learn on random "
@@ -171,7 +171,7 @@ def fit(
         "data": {"source": str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name,
                  "splits": {k: len(v) for k, v in (("train", train), ("val", val), ("test", test))},
                  "labels_per_class": labels_per_class, "seed": seed},
-        "training": training | {"precision": precision, "head": head},
+        "training": training | {"precision": precision, "head_kind": head},
     }
     model = TrainedModel(classifier, splits.classes, manifest)
     t = time.perf_counter()

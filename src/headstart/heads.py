@@ -19,8 +19,11 @@ class Standardize(nn.Module):
         self.register_buffer("scale", torch.ones(dim))
 
     def fit(self, embeddings: torch.Tensor) -> None:
+        """Centre and scale; variances are shrunk towards their mean, so that features (nearly) constant in a
+        small training set do not blow up on new data."""
+        var = embeddings.var(0) if len(embeddings) > 1 else torch.zeros_like(embeddings[0])
         self.mean.copy_(embeddings.mean(0))
-        self.scale.copy_(embeddings.std(0).clamp(min=1e-6).reciprocal())
+        self.scale.copy_((var + 0.1 * var.mean() + 1e-12).rsqrt())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) * self.scale

@@ -10,6 +10,7 @@ schedule included.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -164,15 +165,19 @@ def finetune(classifier: Classifier, train: Dataset, val: Dataset, config: FineT
     lr = config.learning_rate(backbone, pretrained)
     if not pretrained:
         config.lr_ratio = 1.0  # random weights: no reason to hold early layers back
+    classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
     module = FineTuneModule(classifier, config, lr, total_steps)
     ckpt_dir = run_dir / "checkpoints"
+    if not resume and ckpt_dir.is_dir():
+        shutil.rmtree(ckpt_dir)  # another run's checkpoints; --resume would have continued from them
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_accuracy", mode="max",
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator="auto", devices=1, precision=lightning_precision(config.precision),
         callbacks=[checkpoint, EarlyStopping("val_accuracy", mode="max", patience=config.patience)],
-        logger=CSVLogger(run_dir, name="logs", version=""), enable_model_summary=False,
-        enable_progress_bar=progress_enabled(), default_root_dir=run_dir, log_every_n_steps=10,
+        logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
+        enable_progress_bar=progress_enabled(), default_root_dir=run_dir,
+        log_every_n_steps=min(10, len(train_loader)),
         num_sanity_val_steps=0,
     )
     last = ckpt_dir / "last.ckpt"

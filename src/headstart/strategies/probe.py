@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ class HeadTraining:
     batch_size: int = 64
     weight_decay: float = 1e-4
     patience: int = 8
+    min_steps: int = 600  # small data sets get more epochs, so the head sees enough updates
     seed: int = 0
 
 
@@ -41,7 +43,10 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     loss_fn = nn.CrossEntropyLoss()
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
     generator = torch.Generator().manual_seed(config.seed)
-    for epoch in range(config.epochs):
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    patience = max(config.patience, math.ceil(config.min_steps / 6 / steps_per_epoch))
+    for epoch in range(epochs):
         head.train()
         for idx in torch.randperm(len(x), generator=generator).split(config.batch_size):
             optimizer.zero_grad(set_to_none=True)
@@ -55,7 +60,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
         history.append({"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc})
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
-        elif epoch - best_epoch >= config.patience:
+        elif epoch - best_epoch >= patience:
             break
     head.load_state_dict(best_state)
     head.eval()

@@ -1,0 +1,121 @@
+"""fit/load/evaluate through the Python API: strategies, cache, artifact, resume, unreadable files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import headstart
+from headstart.errors import DataError, HeadstartError
+
+from .conftest import make_image_folder
+
+
+def test_probe_fit_save_load_predict_identical(image_folder, tmp_path):
+    run = tmp_path / "run"
+    model = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=run, image_size=64, test_size=9)
+    assert model.metrics["accuracy"] >= 0.89  # colour classes are easy for an ImageNet backbone
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(metrics)
+    manifest = json.loads((run / "model" / "headstart.json").read_text())
+    assert manifest["classes"] == ["blue", "green", "red"] and manifest["backbone"]["image_size"] == 64
+    assert (run / "model" / "model.safetensors").is_file() and not list((run / "model").glob("*.pt*"))
+    loaded = headstart.load(run / "model")
+    files = sorted((image_folder / "red").glob("*.png"))
+    np.testing.assert_allclose(loaded.predict_proba(files), model.predict_proba(files), atol=1e-5)
+    assert set(loaded.predict(files)) == {"red"}
+
+
+def test_probe_keeps_backbone_and_batchnorm_statistics_frozen(image_folder, tmp_path):
+    model = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "r", image_size=64)
+    fresh = headstart.resolve_backbone("efficientnet_lite0", image_size=64).state_dict()
+    trained = model.backbone.state_dict()
+    assert all(torch.equal(fresh[k], trained[k]) for k in fresh)  # running_mean/var included
+
+
+def test_second_identical_probe_does_no_forward_pass(image_folder, tmp_path, monkeypatch):
+    first = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "a", image_size=64)
+    assert first.manifest["embedding_cache"]["misses"] == 36
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("backbone forward pass on cached data")
+
+    monkeypatch.setattr("headstart.embeddings.compute_embeddings", forbidden)
+    second = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "b", image_size=64)
+    assert second.manifest["embedding_cache"] == {"hits": 36, "misses": 0}
+    assert second.metrics["accuracy"] == first.metrics["accuracy"]
+
+
+def test_cache_follows_file_contents(image_folder, tmp_path):
+    headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "a", image_size=64)
+    from PIL import Image
+
+    Image.new("RGB", (24, 24), (0, 0, 255)).save(image_folder / "blue" / "0.png")  # changed content
+    again = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "b", image_size=64)
+    assert again.manifest["embedding_cache"]["misses"] == 1
+
+
+def test_unreadable_images_skipped_with_count_or_strict_error(image_folder, tmp_path, caplog):
+    (image_folder / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = (image_folder / "green" / "0.png").read_bytes()
+    (image_folder / "green" / "truncated.png").write_bytes(good[: len(good) // 2])
+    model = headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "r", image_size=64)
+    splits = model.manifest["data"]["splits"]
+    assert sum(splits.values()) == 36  # 38 files, 2 skipped
+    assert "unreadable image(s) skipped" in caplog.text
+    with pytest.raises(DataError, match="unreadable image"):
+        headstart.fit(image_folder, "efficientnet_lite0", "probe", out=tmp_path / "s", image_size=64, strict=True,
+                      cache=False)
+
+
+def test_finetune_from_scratch_resumes_where_it_stopped(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "imgs", per_class=20, size=16)
+    steps = []
+    from headstart.strategies.finetune import FineTuneModule
+
+    original = FineTuneModule.training_step
+    monkeypatch.setattr(FineTuneModule, "training_step",
+                        lambda self, batch, i: steps.append(self.current_epoch) or original(self, batch, i))
+    run = tmp_path / "run"
+    first = headstart.fit(data, "smallcnn", "finetune", out=run, epochs=2, image_size=16, batch_size=16)
+    assert (run / "checkpoints" / "last.ckpt").is_file() and sorted(set(steps)) == [0, 1]
+    steps.clear()
+    resumed = headstart.fit(data, "smallcnn", "finetune", out=run, epochs=3, image_size=16, batch_size=16, resume=True)
+    assert sorted(set(steps)) == [2]  # epochs 0-1 restored, not retrained
+    assert resumed.manifest["training"]["finetune"]["steps"] == first.manifest["training"]["finetune"]["steps"] * 3 // 2
+    assert resumed.metrics["accuracy"] >= 0.6
+
+
+def test_finetune_uses_discriminative_learning_rates(image_folder):
+    from headstart.heads import ClassificationHead, Classifier
+    from headstart.strategies.finetune import discriminative_groups
+
+    backbone = headstart.resolve_backbone("efficientnet_lite0")
+    head = ClassificationHead(1280, 3)
+    groups = discriminative_groups(Classifier(backbone, head), lr=1e-3, lr_ratio=10, weight_decay=0.0)
+    rates = [g["lr"] for g in groups]
+    assert rates == sorted(rates) and rates[0] == pytest.approx(1e-4) and rates[-1] == rates[-2] == 1e-3
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped)) == len(list(backbone.parameters())) + len(list(head.parameters()))
+
+
+def test_text_finetune_round_trip(text_table, tmp_path):
+    run = tmp_path / "text"
+    model = headstart.fit(text_table, "minilm", "finetune", out=run, epochs=1, batch_size=16)
+    loaded = headstart.load(run / "model")
+    texts = ["a wonderful and superb film", "a dull and tedious film"]
+    assert loaded.predict(texts) == model.predict(texts)
+    assert loaded.evaluate(text_table)["accuracy"] >= 0.9
+    assert (run / "model" / "backbone" / "tokenizer.json").is_file()
+
+
+def test_probe_needs_pretrained_backbone_and_matching_modality(image_folder, text_table, tmp_path):
+    with pytest.raises(HeadstartError, match="use --strategy finetune"):
+        headstart.fit(image_folder, "smallcnn", "probe", out=tmp_path / "x")
+    with pytest.raises(HeadstartError, match="takes image inputs, but the data are text"):
+        headstart.fit(text_table, "efficientnet_lite0", "probe", out=tmp_path / "y")
+    with pytest.raises(HeadstartError, match="unknown strategy"):
+        headstart.fit(image_folder, "efficientnet_lite0", "lora-ish")
