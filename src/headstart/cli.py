@@ -25,9 +25,11 @@ err_console = Console(stderr=True)
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
-    logging.getLogger("headstart").setLevel(logging.INFO)
+    """headstart's INFO messages and warnings go to stderr through Rich; chatty libraries are held at WARNING."""
+    logger = logging.getLogger("headstart")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err_console, show_path=False, show_time=False))
+    logger.setLevel(logging.INFO)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,14 +71,19 @@ def load_data(source: str | Path, text_column: str | None = None, label_column: 
 
 
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split keeping class proportions; a held-out part gets at least one example per class."""
     idx = np.arange(len(data))
     counts = np.bincount(data.labels)
+    n_classes = int((counts > 0).sum())
     stratify = data.labels if counts[counts > 0].min() >= 2 else None
+    held = math.ceil(size * len(data)) if isinstance(size, float) else int(size)
+    if stratify is not None:
+        held = max(held, n_classes)
     try:
-        keep, held = train_test_split(idx, test_size=size, random_state=seed, stratify=stratify)
+        keep, held_idx = train_test_split(idx, test_size=held, random_state=seed, stratify=stratify)
     except ValueError as e:
         raise DataError(f"cannot split {len(data)} examples of {data.name} ({e}): give more data or a smaller split") from e
-    return np.sort(keep), np.sort(held)
+    return np.sort(keep), np.sort(held_idx)
 
 
 def per_class_subset(data: Dataset, n: int, seed: int, warn: bool = True) -> Dataset:
