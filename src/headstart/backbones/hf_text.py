@@ -29,7 +29,9 @@ def minilm_location() -> str:
 def _load_pretrained(location: str):
     """Load model and tokenizer: a local directory, else the HF cache, else the hub; never remote code."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per weight load is noise; our own bars show the long work
     local = Path(location).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
