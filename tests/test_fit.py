@@ -119,3 +119,13 @@ def test_probe_needs_pretrained_backbone_and_matching_modality(image_folder, tex
         headstart.fit(text_table, "efficientnet_lite0", "probe", out=tmp_path / "y")
     with pytest.raises(HeadstartError, match="unknown strategy"):
         headstart.fit(image_folder, "efficientnet_lite0", "lora-ish")
+
+
+def test_embedding_cache_serves_duplicate_items(tmp_path):
+    from headstart.embedding_cache import EmbeddingCache
+
+    cache = EmbeddingCache("k", root=tmp_path)
+    cache.store([b"a" * 16, b"b" * 16], np.array([[1.0, 2.0], [3.0, 4.0]], np.float32))
+    out, found = cache.lookup([b"b" * 16, b"a" * 16, b"b" * 16, b"c" * 16], dim=2)
+    assert found.tolist() == [True, True, True, False]
+    assert out[:3].tolist() == [[3.0, 4.0], [1.0, 2.0], [3.0, 4.0]] and out[3].tolist() == [0.0, 0.0]

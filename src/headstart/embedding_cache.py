@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
@@ -31,17 +32,20 @@ class EmbeddingCache:
 
     def lookup(self, digests: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, found mask); rows not found are zeros."""
-        wanted = {d: i for i, d in enumerate(digests)}
+        wanted: dict[bytes, list[int]] = defaultdict(list)  # duplicates (same text, same file twice) share a row
+        for i, d in enumerate(digests):
+            wanted[d].append(i)
         out = np.zeros((len(digests), dim), dtype=np.float32)
         found = np.zeros(len(digests), dtype=bool)
         for shard in self._shards():
             if found.all():
                 break
             tensors = load_file(str(shard))
-            keys = tensors["digests"]
-            rows = [(wanted[k], r) for r, k in enumerate(map(bytes, keys)) if k in wanted]
+            if tensors["embeddings"].shape[1] != dim:
+                continue
+            rows = [(i, r) for r, k in enumerate(map(bytes, tensors["digests"])) if k in wanted for i in wanted[k]]
             rows = [(i, r) for i, r in rows if not found[i]]
-            if rows and tensors["embeddings"].shape[1] == dim:
+            if rows:
                 dst, src = map(np.array, zip(*rows))
                 out[dst] = tensors["embeddings"][src]
                 found[dst] = True

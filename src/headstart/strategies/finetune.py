@@ -9,6 +9,7 @@ schedule included.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from ..data.dataset import Dataset
 from ..data.images import ImageTensors
 from ..heads import Classifier
 from ..progress import progress_enabled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,6 +116,19 @@ class FineTuneModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+class ResumeHint(L.Callback):
+    """On Ctrl-C, say how to continue; Lightning itself shuts down and exits."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("interrupted in epoch %d: the same `fit` command with --resume continues from %s "
+                        "(saved at the end of each epoch)", trainer.current_epoch,
+                        self.run_dir / "checkpoints" / "last.ckpt")
+
+
 class _Texts(torch.utils.data.Dataset):
     def __init__(self, data: Dataset):
         self.data = data
@@ -174,7 +190,8 @@ def finetune(classifier: Classifier, train: Dataset, val: Dataset, config: FineT
                                  save_top_k=1, save_last=True, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator="auto", devices=1, precision=lightning_precision(config.precision),
-        callbacks=[checkpoint, EarlyStopping("val_accuracy", mode="max", patience=config.patience)],
+        callbacks=[checkpoint, EarlyStopping("val_accuracy", mode="max", patience=config.patience),
+                   ResumeHint(run_dir)],
         logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
         enable_progress_bar=progress_enabled(), default_root_dir=run_dir,
         log_every_n_steps=min(10, len(train_loader)),
