@@ -5,7 +5,8 @@ from .backbones import list_backbones, resolve_backbone
 from .data import Dataset, Splits, load_data, make_splits
 from .errors import HeadstartError
 from .model import TrainedModel
+from .pretrain import pretrain
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "evaluate", "list_backbones", "resolve_backbone", "load_data", "make_splits", "Dataset",
+__all__ = ["fit", "pretrain", "load", "evaluate", "list_backbones", "resolve_backbone", "load_data", "make_splits", "Dataset",
            "Splits", "TrainedModel", "HeadstartError", "__version__"]

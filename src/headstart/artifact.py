@@ -82,11 +82,17 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
     return TrainedModel(classifier, manifest["classes"], manifest)
 
 
-def save_backbone_dir(backbone, path: Path, info: dict[str, Any]) -> Path:
-    """A stand-alone backbone folder (e.g. from `pretrain`) that `fit --backbone PATH` accepts."""
+def save_backbone_dir(backbone, path: Path, info: dict[str, Any],
+                      extra_files: dict[str, bytes] | None = None) -> Path:
+    """A stand-alone backbone folder (e.g. from `pretrain`) that `fit --backbone PATH` accepts.
+
+    `extra_files` (name -> bytes, e.g. a loss-curve plot) are written inside the same atomic step.
+    """
     with atomic_directory(path) as tmp:
         save_weights(backbone, str(tmp / "backbone.safetensors"))
         backbone.save_files(tmp)
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         (tmp / BACKBONE_MANIFEST).write_text(json.dumps({**info, "backbone": backbone.spec,
                                                           "versions": library_versions()}, indent=2) + "\n")
     return path

@@ -106,6 +106,51 @@ def fit(
 
 @app.command()
 @friendly
+def pretrain(
+    data: str = typer.Argument(..., help="Unlabeled data: image folder (sub-folders ignored), built-in (digits, "
+                                         "fashion-mnist), a table's text column or a .txt file (one text a line)."),
+    objective: str = typer.Option(..., help="autoencoder, masked or contrastive (images); mlm (text)."),
+    backbone: str = typer.Option(..., help="Encoder: smallcnn, timm:<name>, efficientnet_lite0; minilm, hf:<id>, "
+                                           "a folder."),
+    out: Path = typer.Option(..., help="Backbone folder to write (then: headstart fit DATA --backbone OUT)."),
+    from_weights: Optional[str] = typer.Option(None, "--from", help="Start images from 'pretrained' (published "
+                                               "weights), a timm weights file or an earlier pretrain folder; "
+                                               "default random init. Text always starts pre-trained."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the data (default 20 images, 3 text; unlimited "
+                                                     "with --max-minutes or --max-steps)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Time budget: stop after this many minutes of training."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
+    batch_size: Optional[int] = typer.Option(None, help="Default 128 (contrastive 256, mlm 32)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3 images, 5e-5 mlm)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: Optional[int] = typer.Option(None, help="Token limit for text (default 128)."),
+    denoise: bool = typer.Option(False, help="autoencoder: denoising variant (noisy input, clean target)."),
+    mask_ratio: float = typer.Option(0.5, help="masked: fraction of patches hidden."),
+    temperature: float = typer.Option(0.5, help="contrastive: NT-Xent temperature."),
+    whole_word: bool = typer.Option(False, help="mlm: mask whole words instead of word pieces."),
+    text_column: Optional[str] = typer.Option(None),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="Continue (or extend, with a larger budget) the run in OUT.run/."),
+    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
+) -> None:
+    """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes."""
+    from .pretrain import pretrain as pretrain_backbone
+
+    result = pretrain_backbone(data, objective, backbone, out=out, from_weights=from_weights, epochs=epochs,
+                               max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                               image_size=image_size, max_length=max_length, denoise=denoise, mask_ratio=mask_ratio,
+                               temperature=temperature, whole_word=whole_word, text_column=text_column,
+                               precision=precision, seed=seed, resume=resume, strict=strict)
+    p = result.pretraining
+    out_console.print(f"{objective}: {p['steps']} steps ({p['samples_seen']:,} samples, stopped by {p['stopped_by']}) "
+                      f"in {p['train_seconds']:.0f}s; loss {p['first_loss']:.4g} -> {p['final_loss']:.4g}")
+    out_console.print(f"saved backbone to {out} (loss plot {out / p['loss_plot']}); next: "
+                      f"headstart fit LABELED --backbone {out}")
+
+
+@app.command()
+@friendly
 def evaluate(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
     data: str = typer.Argument(..., help="Labeled data: its test split if it has one, else all of it."),

@@ -1,0 +1,112 @@
+"""What every pretraining objective provides, and the pieces the image objectives share."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..backbones.base import Backbone, ImageBackbone
+from ..data.images import ImageTensors
+from .unlabeled import UnlabeledData
+
+
+class Objective(nn.Module):
+    """A self-supervised loss around a backbone. Subclasses set `name`, `modality`, `paper` and `options`.
+
+    The trainer asks for a torch Dataset and a collate function, calls `loss(batch)` on each batch and, at the
+    end, `trained_backbone()` for the encoder to save (the heads used only for pretraining are dropped).
+    """
+
+    name: str = ""
+    modality: str = "image"
+    paper: str = ""
+    default_lr: float = 1e-3
+    default_batch_size: int = 128
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.options: dict[str, Any] = {}
+
+    def dataset(self, data: UnlabeledData) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def collate(self, batch: list) -> Any:
+        return torch.utils.data.default_collate(batch)
+
+    def loss(self, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch)
+
+    def trained_backbone(self) -> Backbone:
+        return self.backbone
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "paper": self.paper, "options": self.options}
+
+
+class ImageObjective(Objective):
+    """Image objectives: items are decoded in DataLoader workers by `transform` (PIL -> tensor or views)."""
+
+    def __init__(self, backbone: ImageBackbone, grayscale: bool = False):
+        super().__init__(backbone)
+        self.grayscale = grayscale
+
+    def transform(self) -> Callable:
+        return self.backbone.transform(train=False)
+
+    def dataset(self, data: UnlabeledData) -> torch.utils.data.Dataset:
+        size = self.backbone.image_size
+        return ImageTensors(data.items, self.transform(), None, self.backbone.draft_size(), (3, size, size))
+
+    def collate(self, batch: list) -> Any:
+        """Only the images (or views); unreadable files were left out before training."""
+        x = torch.utils.data.default_collate([b[0] for b in batch])
+        if isinstance(x, torch.Tensor):
+            return x.contiguous(memory_format=torch.channels_last)
+        return [v.contiguous(memory_format=torch.channels_last) for v in x]
+
+    def batch_size_of(self, batch: Any) -> int:
+        return len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+
+    def normalize_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A pixel-unit quantity ([0, 1] scale) in the backbone's normalised units, per channel."""
+        std = torch.tensor(self.backbone.std, device=pixels.device, dtype=pixels.dtype).view(1, -1, 1, 1)
+        return pixels / std
+
+
+class ConvDecoder(nn.Module):
+    """Embedding (B, D) -> image (B, 3, S, S): a linear map onto a 4x4 grid, then upsample-and-convolve blocks
+    (x2 each, nearest neighbour then 3x3 conv, avoiding transposed-convolution checkerboards), resized to S.
+
+    Hand-written: the Backbone interface exposes only the pooled embedding (the representation `fit` uses),
+    and no library ships a decoder from a vector for an arbitrary encoder.
+    """
+
+    def __init__(self, dim: int, image_size: int, width: int = 128, channels: int = 3):
+        super().__init__()
+        self.image_size = image_size
+        self.start = 4
+        n_up = max(1, math.ceil(math.log2(image_size / self.start)))
+        widths = [max(16, width >> k) for k in range(n_up + 1)]
+        self.fc = nn.Sequential(nn.Linear(dim, widths[0] * self.start ** 2), nn.ReLU(inplace=True))
+        self.width = widths[0]
+        blocks = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.blocks = nn.Sequential(*blocks)
+        self.out = nn.Conv2d(widths[-1], channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(len(z), self.width, self.start, self.start)
+        x = self.out(self.blocks(x))
+        if x.shape[-1] != self.image_size:
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                          align_corners=False)
+        return x
