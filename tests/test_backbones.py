@@ -19,9 +19,9 @@ def _covers_all_parameters_once(backbone) -> bool:
 
 
 def test_unknown_backbone_names_the_choices():
-    with pytest.raises(BackboneError, match="unknown backbone 'resnet9000'.*efficientnet_lite0"):
+    with pytest.raises(BackboneError, match=r"unknown backbone 'resnet9000'.*efficientnet_lite0"):
         resolve_backbone("resnet9000")
-    with pytest.raises(BackboneError, match="unknown timm model"):
+    with pytest.raises(BackboneError, match=r"unknown timm model"):
         resolve_backbone("timm:not_a_model_xyz")
 
 
@@ -36,9 +36,9 @@ def test_efficientnet_lite0_weights_map_exactly_onto_timm():
 
 
 def test_state_dict_mapping_checks_shapes():
-    with pytest.raises(BackboneError, match="shape"):
+    with pytest.raises(BackboneError, match=r"shape"):
         map_state_dict_in_order({"a": torch.zeros(2)}, {"b": torch.zeros(3)})
-    with pytest.raises(BackboneError, match="tensors"):
+    with pytest.raises(BackboneError, match=r"tensors"):
         map_state_dict_in_order({"a": torch.zeros(2)}, {})
 
 
@@ -77,22 +77,22 @@ def test_timm_backbone_from_local_weights_file(tmp_path):
     backbone = resolve_backbone("timm:resnet18", weights=str(path))
     assert torch.equal(backbone.model.conv1.weight, source.conv1.weight)
     assert backbone.embedding_dim == 512 and _covers_all_parameters_once(backbone)
-    with pytest.raises(BackboneError, match="weights file not found"):
+    with pytest.raises(BackboneError, match=r"weights file not found"):
         resolve_backbone("timm:resnet18", weights=str(tmp_path / "missing.safetensors"))
 
 
 def test_timm_hub_weights_offline_error_says_how(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(BackboneError, match="not available offline.*--weights PATH"):
+    with pytest.raises(BackboneError, match=r"not available offline.*--weights PATH"):
         resolve_backbone("timm:resnet18")
 
 
 def test_hf_offline_error_names_model_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(BackboneError, match="'someone/absent-model' is not available offline.*huggingface-cli download"):
+    with pytest.raises(BackboneError, match=r"'someone/absent-model' is not available offline.*huggingface-cli download"):
         resolve_backbone("hf:someone/absent-model")
     (tmp_path / "notamodel").mkdir()
-    with pytest.raises(BackboneError, match="config.json is missing"):
+    with pytest.raises(BackboneError, match=r"config.json is missing"):
         resolve_backbone("hf:" + str(tmp_path / "notamodel"))
 
 

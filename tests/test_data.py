@@ -68,7 +68,7 @@ def test_columns_found_by_common_names_or_given(tmp_path):
     assert load_data(path).train.classes == ["x", "y"]
     other = tmp_path / "odd.csv"
     pd.DataFrame({"words": ["a", "b"], "tag": ["x", "y"]}).to_csv(other, index=False)
-    with pytest.raises(DataError, match="no text column.*--text-column"):
+    with pytest.raises(DataError, match=r"no text column.*--text-column"):
         load_data(other)
     assert len(load_data(other, text_column="words", label_column="tag").train) == 2
 
@@ -119,7 +119,7 @@ def test_stratified_split_and_labels_per_class(image_folder):
 
 
 def test_labels_per_class_must_be_positive(image_folder):
-    with pytest.raises(DataError, match="at least 1"):
+    with pytest.raises(DataError, match=r"at least 1"):
         make_splits(load_data(image_folder), labels_per_class=0)
 
 
@@ -137,7 +137,7 @@ def test_idx_reader_round_trip(tmp_path):
     assert np.array_equal(read_idx(path), images)
     with gzip.open(path, "wb") as f:
         f.write(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.tobytes()[:-1])
-    with pytest.raises(DataError, match="truncated"):
+    with pytest.raises(DataError, match=r"truncated"):
         read_idx(path)
 
 
@@ -160,5 +160,5 @@ def test_fashion_mnist_offline_error_says_how_to_install(monkeypatch, tmp_path):
         raise OSError("network unreachable")
 
     monkeypatch.setattr("torchvision.datasets.utils.download_url", no_network)
-    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(DataError, match=r"apt-get install dataset-fashion-mnist"):
         load_data("fashion-mnist")

@@ -28,7 +28,7 @@ from .strategies.probe import HeadTraining, head_probabilities, train_head
 
 log = logging.getLogger("headstart")
 
-__all__ = ["fit", "load", "evaluate"]
+__all__ = ["evaluate", "fit", "load"]
 
 
 def load(path: str | Path) -> TrainedModel:

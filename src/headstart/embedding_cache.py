@@ -6,8 +6,8 @@ import os
 import tempfile
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file

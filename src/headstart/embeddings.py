@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch

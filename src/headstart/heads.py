@@ -45,7 +45,7 @@ class ClassificationHead(nn.Module):
                                         nn.Linear(hidden, n_classes))
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ClassificationHead":
+    def from_config(cls, config: dict[str, Any]) -> ClassificationHead:
         return cls(**config)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:

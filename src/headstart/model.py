@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class TrainedModel:
     def predict(self, items: Sequence) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(items).argmax(1)]
 
-    def evaluate(self, data: "Dataset | str | Path", text_column: str | None = None,
+    def evaluate(self, data: Dataset | str | Path, text_column: str | None = None,
                  label_column: str | None = None, strict: bool = False) -> dict[str, Any]:
         """Metrics on labeled data: a Dataset, or a path/built-in (its test split if it defines one, else all)."""
         from .data.sources import load_data

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
-from .data.images import is_image_file, list_images
+from .data.images import list_images
 from .data.tables import is_table_file, read_text_column
 from .errors import DataError
 from .model import TrainedModel

@@ -3,5 +3,12 @@
 from .base import Backbone, ImageBackbone, TextBackbone
 from .registry import BackboneInfo, backbone_from_spec, list_backbones, resolve_backbone
 
-__all__ = ["Backbone", "ImageBackbone", "TextBackbone", "BackboneInfo", "backbone_from_spec", "list_backbones",
-           "resolve_backbone"]
+__all__ = [
+           "Backbone",
+           "BackboneInfo",
+           "ImageBackbone",
+           "TextBackbone",
+           "backbone_from_spec",
+           "list_backbones",
+           "resolve_backbone",
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ class Backbone(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> "Backbone":
+    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> Backbone:
         """Rebuild the architecture (random weights) from `spec` and files saved beside it in `model_dir`."""
 
     def save_files(self, model_dir: Path) -> None:

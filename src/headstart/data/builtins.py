@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def _fashion_dir() -> Path:
         for name, md5 in FashionMNIST.resources:
             if not (cache / name).is_file():
                 download_url(FashionMNIST.mirrors[0] + name, str(cache), filename=name, md5=md5)
-    except Exception as e:  # noqa: BLE001 - any network failure means: install it locally
+    except Exception as e:
         raise DataError(
             f"fashion-mnist is not available offline and could not be downloaded ({type(e).__name__}). "
             f"Install it with `apt-get install dataset-fashion-mnist` (files in {FASHION_DEBIAN_DIR}) or put "

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Sequence, Union
+from typing import Literal
 
 import numpy as np
 
 Modality = Literal["image", "text"]
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
-ImageItem = Union[Path, np.ndarray]
+ImageItem = Path | np.ndarray
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.items)
 
-    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> "Dataset":
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Dataset:
         idx = np.asarray(indices, dtype=np.int64)
         if isinstance(self.items, np.ndarray):
             items = self.items[idx]

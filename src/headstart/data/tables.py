@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ def read_table(path: Path) -> pd.DataFrame:
             return pd.read_json(path, lines=suffix == ".jsonl")
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - parser errors vary by format
+    except Exception as e:
         raise DataError(f"cannot read table {path}: {e}") from e
     raise DataError(f"{path}: unsupported table format '{suffix}' (use {', '.join(sorted(TABLE_EXTENSIONS))})")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
@@ -30,7 +31,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Seque
     return {
         "accuracy": float((pred == labels).mean()),
         "macro_f1": float(f1_score(labels, pred, labels=ids, average="macro", zero_division=0)),
-        "n": int(len(labels)),
+        "n": len(labels),
         "ece": expected_calibration_error(probs, labels),
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
