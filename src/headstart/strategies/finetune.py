@@ -159,8 +159,16 @@ def make_loader(backbone: Backbone, data: Dataset, batch_size: int, train: bool,
         texts, labels = zip(*batch)
         return backbone.collate(texts), torch.tensor(labels)
 
-    return torch.utils.data.DataLoader(_Texts(data), batch_size=batch_size, shuffle=train, collate_fn=collate,
-                                       generator=generator)
+    # Batches of similar length (shuffled in groups, as Hugging Face's Trainer does with group_by_length), so
+    # little compute goes to padding; validation simply runs in length order.
+    lengths = backbone.token_lengths(data.items)
+    if train:
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+    else:
+        sampler = sorted(range(len(data)), key=lengths.__getitem__)
+    return torch.utils.data.DataLoader(_Texts(data), batch_size=batch_size, sampler=sampler, collate_fn=collate)
 
 
 def lightning_precision(precision: str) -> str:
