@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class FineTuning:
     """Stage-2 settings. `lr` is the rate of the last layer group and the head; the first group gets lr/lr_ratio."""
 
-    epochs: int = 5
+    epochs: int = 6
     lr: float | None = None
     lr_ratio: float = 10.0
     warmup_fraction: float = 0.1
@@ -51,7 +51,8 @@ class FineTuning:
             return self.lr
         if not pretrained:
             return 3e-3
-        return 1e-4 if isinstance(backbone, TextBackbone) else 1e-3
+        # minilm on SST-2 (dev accuracy): 1e-4 -> 85.2%, 2e-4 -> 86.2% (runs recorded in benchmarks/RESULTS.md)
+        return 2e-4 if isinstance(backbone, TextBackbone) else 1e-3
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
