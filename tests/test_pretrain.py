@@ -70,6 +70,9 @@ def test_finetune_from_pretrained_folder_and_cli(images, tmp_path):
     assert "6 steps" in result.stdout and f"--backbone{out}" in "".join(result.stdout.split())  # Rich wraps lines
     model = headstart.fit(images, backbone=str(out), strategy="finetune", epochs=1, out=tmp_path / "run")
     assert 0 <= model.metrics["accuracy"] <= 1
+    listed = CliRunner().invoke(app, ["backbones", str(out), "--json"])
+    row = json.loads(listed.stdout)[-1]
+    assert row["name"] == str(out) and row["offline"] and "autoencoder" in row["description"]
     # continued pretraining from that folder, with another objective
     again = pretrain(images, "contrastive", out=tmp_path / "cont", from_weights=str(out), max_steps=2, **FAST)
     assert again.pretraining["base_weights"].startswith("backbone folder")

