@@ -150,7 +150,7 @@ def test_resume_extends_the_run_and_checks_settings(images, tmp_path):
     second = pretrain(images, "masked", out=tmp_path / "m", max_steps=6, resume=True, **FAST)
     assert second.pretraining["steps"] == 6 and len(second.pretraining["loss_curve"]) == 6
     assert second.pretraining["loss_curve"][:3] == first.pretraining["loss_curve"]
-    with pytest.raises(HeadstartError, match="mask_ratio|objective_options"):
+    with pytest.raises(HeadstartError, match=r"mask_ratio|objective_options"):
         pretrain(images, "masked", out=tmp_path / "m", max_steps=8, resume=True, mask_ratio=0.7, **FAST)
     with pytest.raises(HeadstartError, match="no checkpoint"):
         pretrain(images, "masked", out=tmp_path / "other", max_steps=2, resume=True, **FAST)

@@ -8,5 +8,18 @@ from .model import TrainedModel
 from .pretrain import pretrain
 
 __version__ = "0.1.0"
-__all__ = ["fit", "pretrain", "load", "evaluate", "list_backbones", "resolve_backbone", "load_data", "make_splits", "Dataset",
-           "Splits", "TrainedModel", "HeadstartError", "__version__"]
+__all__ = [
+           "Dataset",
+           "HeadstartError",
+           "Splits",
+           "TrainedModel",
+           "__version__",
+           "evaluate",
+           "fit",
+           "list_backbones",
+           "load",
+           "load_data",
+           "make_splits",
+           "pretrain",
+           "resolve_backbone",
+]

@@ -8,8 +8,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -46,10 +46,10 @@ def friendly(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except HeadstartError as e:
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: checkpoints are kept; `fit ... --resume` continues a finetune run")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -59,7 +59,7 @@ def _size(value: str) -> float | int:
     try:
         return float(value) if "." in value else int(value)
     except ValueError:
-        raise HeadstartError(f"split size must be a fraction like 0.2 or a count like 500, got '{value}'")
+        raise HeadstartError(f"split size must be a fraction like 0.2 or a count like 500, got '{value}'") from None
 
 
 @app.command()
@@ -68,20 +68,20 @@ def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
     strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings) or finetune."),
-    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
-    labels_per_class: Optional[int] = typer.Option(None, help="Keep N labeled training examples per class."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
+    labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
+    epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
     head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
-    batch_size: Optional[int] = typer.Option(None),
+    lr: float | None = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
+    batch_size: int | None = typer.Option(None),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
     test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
     seed: int = typer.Option(0),
-    text_column: Optional[str] = typer.Option(None),
-    label_column: Optional[str] = typer.Option(None),
-    weights: Optional[str] = typer.Option(None, help="Local weights file or folder for a timm backbone."),
-    image_size: Optional[int] = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: Optional[int] = typer.Option(None, help="Token limit for text backbones (default 128)."),
+    text_column: str | None = typer.Option(None),
+    label_column: str | None = typer.Option(None),
+    weights: str | None = typer.Option(None, help="Local weights file or folder for a timm backbone."),
+    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
     cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
@@ -113,22 +113,22 @@ def pretrain(
     backbone: str = typer.Option(..., help="Encoder: smallcnn, timm:<name>, efficientnet_lite0; minilm, hf:<id>, "
                                            "a folder."),
     out: Path = typer.Option(..., help="Backbone folder to write (then: headstart fit DATA --backbone OUT)."),
-    from_weights: Optional[str] = typer.Option(None, "--from", help="Start images from 'pretrained' (published "
+    from_weights: str | None = typer.Option(None, "--from", help="Start images from 'pretrained' (published "
                                                "weights), a timm weights file or an earlier pretrain folder; "
                                                "default random init. Text always starts pre-trained."),
-    epochs: Optional[int] = typer.Option(None, help="Passes over the data (default 20 images, 3 text; unlimited "
+    epochs: int | None = typer.Option(None, help="Passes over the data (default 20 images, 3 text; unlimited "
                                                      "with --max-minutes or --max-steps)."),
-    max_minutes: Optional[float] = typer.Option(None, help="Time budget: stop after this many minutes of training."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: Optional[int] = typer.Option(None, help="Default 128 (contrastive 256, mlm 32)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 1e-3 images, 5e-5 mlm)."),
-    image_size: Optional[int] = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: Optional[int] = typer.Option(None, help="Token limit for text (default 128)."),
+    max_minutes: float | None = typer.Option(None, help="Time budget: stop after this many minutes of training."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many optimiser steps."),
+    batch_size: int | None = typer.Option(None, help="Default 128 (contrastive 256, mlm 32)."),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default 1e-3 images, 5e-5 mlm)."),
+    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: int | None = typer.Option(None, help="Token limit for text (default 128)."),
     denoise: bool = typer.Option(False, help="autoencoder: denoising variant (noisy input, clean target)."),
     mask_ratio: float = typer.Option(0.5, help="masked: fraction of patches hidden."),
     temperature: float = typer.Option(0.5, help="contrastive: NT-Xent temperature."),
     whole_word: bool = typer.Option(False, help="mlm: mask whole words instead of word pieces."),
-    text_column: Optional[str] = typer.Option(None),
+    text_column: str | None = typer.Option(None),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue (or extend, with a larger budget) the run in OUT.run/."),
@@ -155,8 +155,8 @@ def evaluate(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
     data: str = typer.Argument(..., help="Labeled data: its test split if it has one, else all of it."),
     json_output: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
-    text_column: Optional[str] = typer.Option(None),
-    label_column: Optional[str] = typer.Option(None),
+    text_column: str | None = typer.Option(None),
+    label_column: str | None = typer.Option(None),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
 ) -> None:
     """Evaluate a saved model on labeled data."""
@@ -174,9 +174,9 @@ def evaluate(
 @friendly
 def predict(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
-    inputs: List[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
+    inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
     top_k: int = typer.Option(3, help="How many ranked labels to list per input."),
-    text_column: Optional[str] = typer.Option(None),
+    text_column: str | None = typer.Option(None),
 ) -> None:
     """Predict labels; prints one JSON line per input."""
     from .api import load
@@ -191,7 +191,7 @@ def predict(
 @app.command()
 @friendly
 def backbones(
-    folders: Optional[List[str]] = typer.Argument(None, help="Local backbone folders (e.g. from `pretrain`) to describe."),
+    folders: list[str] | None = typer.Argument(None, help="Local backbone folders (e.g. from `pretrain`) to describe."),
     json_output: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List the named backbones, whether their weights are available offline, and any FOLDERS given."""

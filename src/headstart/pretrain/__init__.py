@@ -41,7 +41,7 @@ DEFAULT_EPOCHS = {"image": 20, "text": 3}
 RUN_CONFIG = "pretrain-config.json"
 LOSS_PLOT = "loss_curve.png"
 
-__all__ = ["pretrain", "Pretrained", "OBJECTIVES", "read_unlabeled", "UnlabeledData"]
+__all__ = ["OBJECTIVES", "Pretrained", "UnlabeledData", "pretrain", "read_unlabeled"]
 
 
 @dataclass
@@ -101,7 +101,7 @@ def _image_backbone(backbone: str, from_weights: str | None, image_size: int | N
         net = resolve_backbone(backbone, image_size=image_size)
         try:
             load_model(net, str(path))
-        except Exception as e:  # noqa: BLE001 - wrong format or shapes
+        except Exception as e:
             raise BackboneError(f"--from {path}: not smallcnn weights in safetensors format ({type(e).__name__}); "
                                 "give a folder written by `headstart pretrain` instead") from e
         return net, str(path)

@@ -13,7 +13,7 @@ Augmentations follow the paper's recipes, chosen by image size and colour:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -55,7 +55,7 @@ def _mlm_model(backbone: HFTextBackbone):
                 prefix = model.base_model_prefix
                 head_missing = [k for k in info["missing_keys"] if not k.startswith(prefix + ".")]
                 head = "new" if head_missing else "pre-trained"
-            except Exception:  # noqa: BLE001 - no local MLM checkpoint: a new head below
+            except Exception:
                 model = None
         if model is None or model.config.vocab_size != config.vocab_size:
             model, head = AutoModelForMaskedLM.from_config(config), "new"

@@ -181,4 +181,4 @@ def plot_loss_curve(curve: list[list[float]], title: str) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["PretrainModule", "train", "downsample_curve", "plot_loss_curve"]
+__all__ = ["PretrainModule", "downsample_curve", "plot_loss_curve", "train"]

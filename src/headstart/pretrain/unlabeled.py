@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -59,13 +59,13 @@ class UnlabeledData:
         for i in np.linspace(0, len(self.items) - 1, min(sample, len(self.items))).astype(int):
             try:
                 pixels = np.asarray(open_image(self.items[i]).resize((32, 32)), dtype=np.int16)
-            except Exception:  # noqa: BLE001 - unreadable images are reported elsewhere
+            except Exception:
                 continue
             if np.abs(pixels[..., 0] - pixels[..., 1]).max() > 8 or np.abs(pixels[..., 1] - pixels[..., 2]).max() > 8:
                 return False
         return True
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "UnlabeledData":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> UnlabeledData:
         idx = np.asarray(indices, dtype=np.int64)
         items = self.items[idx] if isinstance(self.items, np.ndarray) else [self.items[i] for i in idx]
         return UnlabeledData(self.modality, items, self.name, self.source)
