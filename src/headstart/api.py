@@ -95,6 +95,7 @@ def fit(
     epochs: int | None = None,
     head: str = "linear",
     lr: float | None = None,
+    lr_ratio: float | None = None,
     batch_size: int | None = None,
     val_size: float | int = 0.1,
     test_size: float | int = 0.2,
@@ -161,6 +162,7 @@ def fit(
         if run_dir is None:
             raise HeadstartError("finetune needs an output folder for its checkpoints: pass out=... (--out)")
         config = FineTuning(seed=seed, precision=precision, **({"epochs": epochs} if epochs else {}),
+                            **({"lr_ratio": lr_ratio} if lr_ratio else {}),
                             **({"lr": lr} if lr else {}), **({"batch_size": batch_size} if batch_size else {}))
         t = time.perf_counter()
         training["finetune"] = finetune(classifier, train, val, config, run_dir, net.is_pretrained, resume)

@@ -73,6 +73,7 @@ def fit(
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
     head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
     lr: float | None = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
+    lr_ratio: float | None = typer.Option(None, help="finetune: first layer group's rate is lr / lr-ratio (default 10)."),
     batch_size: int | None = typer.Option(None),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
     test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
@@ -94,7 +95,7 @@ def fit(
     name = Path(data).stem if Path(data).exists() else data
     run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
     model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class, epochs=epochs,
-                      head=head, lr=lr, batch_size=batch_size, val_size=_size(val_size), test_size=_size(test_size),
+                      head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size, val_size=_size(val_size), test_size=_size(test_size),
                       seed=seed, text_column=text_column, label_column=label_column, weights=weights,
                       image_size=image_size, max_length=max_length, precision=precision, cache=cache, strict=strict,
                       resume=resume)
