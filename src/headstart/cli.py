@@ -95,7 +95,8 @@ def fit(
     name = Path(data).stem if Path(data).exists() else data
     run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
     model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class, epochs=epochs,
-                      head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size, val_size=_size(val_size), test_size=_size(test_size),
+                      head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size, val_size=_size(val_size),
+                      test_size=_size(test_size),
                       seed=seed, text_column=text_column, label_column=label_column, weights=weights,
                       image_size=image_size, max_length=max_length, precision=precision, cache=cache, strict=strict,
                       resume=resume)
