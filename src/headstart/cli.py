@@ -73,7 +73,8 @@ def fit(
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
     head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
     lr: float | None = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
-    lr_ratio: float | None = typer.Option(None, help="finetune: first layer group's rate is lr / lr-ratio (default 10)."),
+    lr_ratio: float | None = typer.Option(
+        None, help="finetune: the first layer group learns at lr / lr-ratio (default 10 images, 2.5 text)."),
     batch_size: int | None = typer.Option(None),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
     test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
