@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -60,6 +61,7 @@ def classic(root: Path, epochs: int) -> dict:
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
+    epoch_times = []
     for epoch in range(epochs):
         model.train()
         backbone.eval()  # Keras' trainable=False keeps BatchNorm in inference mode
@@ -67,13 +69,19 @@ def classic(root: Path, epochs: int) -> dict:
             optimizer.zero_grad()
             loss_fn(model(x), y).backward()
             optimizer.step()
+        epoch_times.append(time.perf_counter() - start - sum(epoch_times))
         print(f"classic: epoch {epoch + 1}/{epochs} done at {time.perf_counter() - start:.0f}s", flush=True)
     model.eval()
     correct = 0
+    test_start = time.perf_counter()
     with torch.no_grad():
         for x, y in torch.utils.data.DataLoader(test, batch_size=32):
             correct += int((model(x).argmax(1) == y).sum())
-    return {"method": "classic recipe (fp32, recompute each epoch)", "wall_s": time.perf_counter() - start,
+    test_s = time.perf_counter() - test_start
+    # With --epochs below the recipe's 10, the 10-epoch wall time is extrapolated from the measured epochs.
+    return {"method": f"classic recipe (fp32, recompute each epoch; {epochs} epochs run)",
+            "wall_s": time.perf_counter() - start, "wall_s_10_epochs": 10 * float(np.mean(epoch_times)) + test_s,
+            "epoch_s": epoch_times, "test_s": test_s,
             "test_accuracy": correct / len(test), "train": len(train), "test": len(test)}
 
 
@@ -104,8 +112,9 @@ def main() -> None:
 
     shutil.rmtree(cache_dir, ignore_errors=True)
     rows = [headstart_probe(root, cache_dir), classic(root, args.epochs)]
-    speedup = rows[1]["wall_s"] / rows[0]["wall_s"]
-    print(table(rows, ["method", "wall_s", "test_accuracy", "train", "test"]))
+    rows[0]["wall_s_10_epochs"] = rows[0]["wall_s"]
+    speedup = rows[1]["wall_s_10_epochs"] / rows[0]["wall_s"]
+    print(table(rows, ["method", "wall_s", "wall_s_10_epochs", "test_accuracy", "train", "test"]))
     print(f"\nheadstart is {speedup:.1f}x faster; accuracy {rows[0]['test_accuracy']:.4f} vs {rows[1]['test_accuracy']:.4f}")
     write_results("classic_recipe", {"rows": rows, "speedup": speedup, "args": vars(args)})
 
