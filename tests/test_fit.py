@@ -129,3 +129,11 @@ def test_embedding_cache_serves_duplicate_items(tmp_path):
     out, found = cache.lookup([b"b" * 16, b"a" * 16, b"b" * 16, b"c" * 16], dim=2)
     assert found.tolist() == [True, True, True, False]
     assert out[:3].tolist() == [[3.0, 4.0], [1.0, 2.0], [3.0, 4.0]] and out[3].tolist() == [0.0, 0.0]
+
+
+def test_fp32_finetune_of_a_pretrained_image_backbone_after_its_head_stage(image_folder, tmp_path):
+    """The head stage's extraction (inference mode, channels_last) must leave the weights trainable."""
+    model = headstart.fit(image_folder, "efficientnet_lite0", "finetune", out=tmp_path / "r", epochs=1, image_size=32,
+                          precision="fp32", batch_size=16)
+    assert model.manifest["training"]["finetune"]["precision"] == "32-true"
+    assert 0 <= model.metrics["accuracy"] <= 1

@@ -58,13 +58,13 @@ def _to_device(batch: object, device: torch.device) -> object:
     return batch.to(device)
 
 
-@torch.inference_mode()
 def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | None = None,
                        precision: str = "auto", device: torch.device | None = None, desc: str = "embedding"
                        ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Embeddings (float32, one row per item) and (index, reason) for items that could not be decoded."""
     device = device or default_device()
     batch_size = batch_size or default_batch_size(backbone)
+    # Outside inference mode: moved or re-laid-out parameters must stay usable for training afterwards.
     backbone.eval().to(device)
     if isinstance(backbone, ImageBackbone):
         backbone.to(memory_format=torch.channels_last)
@@ -74,7 +74,8 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
     out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
     unit = "img" if isinstance(backbone, ImageBackbone) else "text"
-    with progress_bar(desc, total=len(items), unit=unit) as advance, inference_context(device, precision):
+    with progress_bar(desc, total=len(items), unit=unit) as advance, inference_context(device, precision), \
+            torch.inference_mode():
         for batch, idx, failed in batches:
             out[idx] = backbone(_to_device(batch, device)).float().cpu().numpy()
             failures += failed
