@@ -137,3 +137,11 @@ def test_fp32_finetune_of_a_pretrained_image_backbone_after_its_head_stage(image
                           precision="fp32", batch_size=16)
     assert model.manifest["training"]["finetune"]["precision"] == "32-true"
     assert 0 <= model.metrics["accuracy"] <= 1
+
+
+def test_finetune_keeps_the_head_stage_when_it_never_does_better(text_table, tmp_path, caplog):
+    """A destructive learning rate on tiny data must not leave a model worse than the frozen-backbone one."""
+    model = headstart.fit(text_table, "minilm", "finetune", out=tmp_path / "r", epochs=1, lr=0.05, batch_size=16)
+    assert model.manifest["training"]["finetune"].get("kept") == "head stage"
+    assert "keeping the head-stage model" in caplog.text
+    assert model.metrics["accuracy"] >= 0.9

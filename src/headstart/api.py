@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -72,6 +73,11 @@ def _embed_split(backbone: Backbone, data: Dataset, cache, precision: str, stric
     if len(keep) == len(data):
         return data, embeddings
     return data.subset(keep), embeddings[keep]
+
+
+def _head_stage_val_accuracy(head_stage: dict[str, Any]) -> float:
+    """Validation accuracy of the head-stage model that train_head kept (its best-loss epoch)."""
+    return head_stage["history"][head_stage["best_epoch"]]["val_accuracy"]
 
 
 def _prepare(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
@@ -165,7 +171,18 @@ def fit(
                             **({"lr_ratio": lr_ratio} if lr_ratio else {}),
                             **({"lr": lr} if lr else {}), **({"batch_size": batch_size} if batch_size else {}))
         t = time.perf_counter()
+        head_stage = training.get("head_stage")
+        baseline = _head_stage_val_accuracy(head_stage) if head_stage else None
+        before = copy.deepcopy(classifier.state_dict()) if baseline is not None else None
         training["finetune"] = finetune(classifier, train, val, config, run_dir, net.is_pretrained, resume)
+        tuned = training["finetune"]["best_val_accuracy"]
+        if baseline is not None and tuned is not None and tuned < baseline:
+            # Fine-tuning never beat the frozen backbone + head on validation (tiny data, too high a rate):
+            # keep the head-stage model rather than a worse one.
+            log.warning("finetune's best validation accuracy %.3f is below the head stage's %.3f: keeping the "
+                        "head-stage model (try a lower --lr or more data)", tuned, baseline)
+            classifier.load_state_dict(before)
+            training["finetune"]["kept"] = "head stage"
         timings["finetune"] = time.perf_counter() - t
     manifest = {
         "backbone_name": backbone,
