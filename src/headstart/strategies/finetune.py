@@ -230,6 +230,3 @@ def finetune(classifier: Classifier, train: Dataset, val: Dataset, config: FineT
             "precision": lightning_precision(config.precision), "steps": int(trainer.global_step)}
 
 
-def resumable(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last.ckpt").is_file()
-
