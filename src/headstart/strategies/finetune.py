@@ -228,5 +228,3 @@ def finetune(classifier: Classifier, train: Dataset, val: Dataset, config: FineT
     return {"best_checkpoint": str(best), "best_val_accuracy": float(score) if score is not None else None,
             "epochs_run": int(trainer.current_epoch), "lr": lr, "lr_ratio": config.lr_ratio,
             "precision": lightning_precision(config.precision), "steps": int(trainer.global_step)}
-
-
