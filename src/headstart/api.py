@@ -126,6 +126,8 @@ def fit(
         raise HeadstartError(f"unknown strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     if precision not in ("auto", "fp32", "bf16"):
         raise HeadstartError(f"precision must be auto, fp32 or bf16, got '{precision}'")
+    if strategy == "finetune" and out is None:
+        raise HeadstartError("finetune needs an output folder for its checkpoints: pass out=... (--out)")
     timings: dict[str, float] = {}
     started = time.perf_counter()
     splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
@@ -161,12 +163,10 @@ def fit(
         classifier_head = ClassificationHead(net.embedding_dim, n_classes, head)
     classifier = Classifier(net, classifier_head)
     if strategy == "finetune":
-        if net.modality == "image":
+        if net.modality == "image" and not net.is_pretrained:  # a pretrained backbone's head stage already decoded them
             train = train.subset(_drop_unreadable(train, find_unreadable(train.items), strict))
             val = val.subset(_drop_unreadable(val, find_unreadable(val.items), strict))
             _check_classes_usable(train)
-        if run_dir is None:
-            raise HeadstartError("finetune needs an output folder for its checkpoints: pass out=... (--out)")
         config = FineTuning(seed=seed, precision=precision, **({"epochs": epochs} if epochs else {}),
                             **({"lr_ratio": lr_ratio} if lr_ratio else {}),
                             **({"lr": lr} if lr else {}), **({"batch_size": batch_size} if batch_size else {}))
