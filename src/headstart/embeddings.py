@@ -12,6 +12,7 @@ import torch
 
 from ._util import autocast_dtype, default_device, worker_count
 from .backbones.base import Backbone, ImageBackbone, TextBackbone
+from .backbones.folding import folded_copy
 from .data.images import ImageTensors, describe, item_digest
 from .embedding_cache import EmbeddingCache
 from .progress import progress_bar
@@ -29,6 +30,25 @@ def inference_context(device: torch.device, precision: str = "auto"):
 
 def default_batch_size(backbone: Backbone) -> int:
     return 64 if isinstance(backbone, ImageBackbone) else 128
+
+
+FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm costs more than it saves
+
+
+def inference_model(backbone: Backbone, n_items: int, device: torch.device) -> Backbone:
+    """The backbone in eval mode on `device`; for images, channels_last and (for many items) BatchNorm folded.
+
+    Runs outside inference mode: moved or re-laid-out parameters must stay usable for training afterwards.
+    """
+    backbone.eval().to(device)
+    if not isinstance(backbone, ImageBackbone):
+        return backbone
+    backbone.to(memory_format=torch.channels_last)
+    if n_items < FOLD_MIN_ITEMS:
+        return backbone
+    example = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
+    return folded_copy(backbone, example.to(device, memory_format=torch.channels_last)).to(
+        memory_format=torch.channels_last)
 
 
 def _image_batches(backbone: ImageBackbone, items: Sequence, batch_size: int
@@ -64,10 +84,8 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
     """Embeddings (float32, one row per item) and (index, reason) for items that could not be decoded."""
     device = device or default_device()
     batch_size = batch_size or default_batch_size(backbone)
-    # Outside inference mode: moved or re-laid-out parameters must stay usable for training afterwards.
-    backbone.eval().to(device)
+    model = inference_model(backbone, len(items), device)
     if isinstance(backbone, ImageBackbone):
-        backbone.to(memory_format=torch.channels_last)
         batches = _image_batches(backbone, items, batch_size)
     else:
         batches = _text_batches(backbone, items, batch_size)
@@ -77,7 +95,7 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
     with progress_bar(desc, total=len(items), unit=unit) as advance, inference_context(device, precision), \
             torch.inference_mode():
         for batch, idx, failed in batches:
-            out[idx] = backbone(_to_device(batch, device)).float().cpu().numpy()
+            out[idx] = model(_to_device(batch, device)).float().cpu().numpy()
             failures += failed
             advance(len(idx))
     return out, failures
