@@ -72,7 +72,8 @@ def fit(
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
     head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
-    lr: float | None = typer.Option(None, help="Learning rate (of the last layers, for finetune)."),
+    lr: float | None = typer.Option(
+        None, help="Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, of the last layers."),
     lr_ratio: float | None = typer.Option(
         None, help="finetune: the first layer group learns at lr / lr-ratio (default 10 images, 2.5 text)."),
     batch_size: int | None = typer.Option(None),

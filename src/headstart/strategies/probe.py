@@ -19,7 +19,7 @@ class HeadTraining:
 
     kind: str = "linear"
     epochs: int = 60
-    lr: float = 1e-3
+    lr: float | None = None  # None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
     batch_size: int = 64
     weight_decay: float = 1e-4
     patience: int = 8
@@ -39,7 +39,8 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
     head = ClassificationHead(x.shape[1], n_classes, config.kind)
     head.standardize.fit(x)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    lr = config.lr or (3e-4 if config.kind == "mlp" else 1e-3)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
     generator = torch.Generator().manual_seed(config.seed)
