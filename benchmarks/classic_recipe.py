@@ -1,6 +1,6 @@
 """The textbook Keras-style transfer recipe in plain PyTorch against `headstart fit --strategy probe`.
 
-    python benchmarks/classic_recipe.py [--per-class 500] [--epochs 10]
+    python benchmarks/classic_recipe.py [--per-class 500] [--epochs 10] [--classic-from EARLIER.json]
 
 Both use EfficientNet-Lite0 with the same ImageNet weights and preprocessing, the same head (global average
 pooling, Dense(1024, relu), Dense(10, softmax), Adam) and the same CIFAR-10 images: `--per-class` training and
@@ -105,13 +105,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--classic-from", type=Path, default=None,
+                        help="reuse the classic row of an earlier run's JSON (it takes 30+ minutes); rerun headstart only")
     args = parser.parse_args()
     root = build_split(args.per_class)
     cache_dir = OUT / "classic-cache"
     import shutil
 
     shutil.rmtree(cache_dir, ignore_errors=True)
-    rows = [headstart_probe(root, cache_dir), classic(root, args.epochs)]
+    rows = [headstart_probe(root, cache_dir)]
+    if args.classic_from:
+        import json
+
+        earlier = json.loads(args.classic_from.read_text())
+        rows.append({**earlier["rows"][1], "method": earlier["rows"][1]["method"] + f" (from {args.classic_from.name})"})
+    else:
+        rows.append(classic(root, args.epochs))
     rows[0]["wall_s_10_epochs"] = rows[0]["wall_s"]
     speedup = rows[1]["wall_s_10_epochs"] / rows[0]["wall_s"]
     print(table(rows, ["method", "wall_s", "wall_s_10_epochs", "test_accuracy", "train", "test"]))
