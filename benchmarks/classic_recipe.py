@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=500)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--classic-from", type=Path, default=None,
-                        help="reuse the classic row of an earlier run's JSON (it takes 30+ minutes); rerun headstart only")
+                        help="reuse the classic row (and its --epochs) of an earlier run's JSON; rerun headstart only")
     args = parser.parse_args()
     root = build_split(args.per_class)
     cache_dir = OUT / "classic-cache"
@@ -118,7 +118,11 @@ def main() -> None:
         import json
 
         earlier = json.loads(args.classic_from.read_text())
-        rows.append({**earlier["rows"][1], "method": earlier["rows"][1]["method"] + f" (from {args.classic_from.name})"})
+        if earlier["args"]["per_class"] != args.per_class:
+            parser.error(f"{args.classic_from} used --per-class {earlier['args']['per_class']}, not {args.per_class}")
+        row = next(r for r in earlier["rows"] if r["method"].startswith("classic recipe"))
+        rows.append({**row, "method": row["method"] + f" (from {args.classic_from.name})",
+                     "machine": earlier["machine"]})
     else:
         rows.append(classic(root, args.epochs))
     rows[0]["wall_s_10_epochs"] = rows[0]["wall_s"]

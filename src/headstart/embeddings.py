@@ -36,9 +36,11 @@ FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm costs more than it saves
 
 
 def inference_model(backbone: Backbone, n_items: int, device: torch.device) -> Backbone:
-    """The backbone in eval mode on `device`; for images, channels_last and (for many items) BatchNorm folded.
+    """The module to run extraction with: `backbone` itself, or for many images a copy with BatchNorm folded.
 
-    Runs outside inference mode: moved or re-laid-out parameters must stay usable for training afterwards.
+    `backbone` is put in eval mode on `device` (channels_last for images) either way; the folded copy shares
+    nothing with it, so a backbone about to be fine-tuned is unaffected. Runs outside inference mode: moved or
+    re-laid-out parameters must stay usable for training afterwards.
     """
     backbone.eval().to(device)
     if not isinstance(backbone, ImageBackbone):
@@ -47,8 +49,8 @@ def inference_model(backbone: Backbone, n_items: int, device: torch.device) -> B
     if n_items < FOLD_MIN_ITEMS:
         return backbone
     example = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
-    return folded_copy(backbone, example.to(device, memory_format=torch.channels_last)).to(
-        memory_format=torch.channels_last)
+    model = folded_copy(backbone, example.to(device, memory_format=torch.channels_last))
+    return model if model is backbone else model.to(memory_format=torch.channels_last)
 
 
 def _image_batches(backbone: ImageBackbone, items: Sequence, batch_size: int

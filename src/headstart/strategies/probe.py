@@ -39,7 +39,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
     head = ClassificationHead(x.shape[1], n_classes, config.kind)
     head.standardize.fit(x)
-    lr = config.lr or (3e-4 if config.kind == "mlp" else 1e-3)
+    lr = config.lr if config.lr is not None else (3e-4 if config.kind == "mlp" else 1e-3)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
@@ -65,7 +65,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
             break
     head.load_state_dict(best_state)
     head.eval()
-    return head, {"best_epoch": best_epoch, "epochs_run": len(history), "history": history}
+    return head, {"lr": lr, "best_epoch": best_epoch, "epochs_run": len(history), "history": history}
 
 
 @torch.no_grad()
