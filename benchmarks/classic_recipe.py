@@ -13,7 +13,9 @@ cached, bfloat16 where the CPU has it; early stopping on a validation split carv
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -94,8 +96,6 @@ def headstart_probe(root: Path, cache_dir: Path) -> dict:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    import json
-
     metrics = json.loads((out / "metrics.json").read_text())
     return {"method": "headstart fit --strategy probe --head mlp", "wall_s": wall,
             "test_accuracy": metrics["accuracy"], "train": "90% of train (10% validation)", "test": metrics["n"]}
@@ -110,13 +110,9 @@ def main() -> None:
     args = parser.parse_args()
     root = build_split(args.per_class)
     cache_dir = OUT / "classic-cache"
-    import shutil
-
     shutil.rmtree(cache_dir, ignore_errors=True)
     rows = [headstart_probe(root, cache_dir)]
     if args.classic_from:
-        import json
-
         earlier = json.loads(args.classic_from.read_text())
         if earlier["args"]["per_class"] != args.per_class:
             parser.error(f"{args.classic_from} used --per-class {earlier['args']['per_class']}, not {args.per_class}")
