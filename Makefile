@@ -25,4 +25,5 @@ quickstart: setup
 	$(BIN)/headstart quickstart
 
 test: setup datasets
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -q

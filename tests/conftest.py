@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# Before anything imports headstart or huggingface_hub (which read these once, at import): no hub access, and a
+# throw-away Hugging Face cache, so that no test can download into or read from the user's real one.
+_HF_HOME = Path(tempfile.mkdtemp(prefix="headstart-tests-hf-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = str(_HF_HOME)
+os.environ["HF_HUB_CACHE"] = str(_HF_HOME / "hub")
+os.environ["HEADSTART_PROGRESS"] = "0"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """Each test gets its own embedding/data cache; progress bars are off; no hub access."""
+    """Each test gets its own embedding/data cache."""
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HEADSTART_PROGRESS", "0")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def shared_dataset(relative: str) -> Path:
@@ -47,6 +54,12 @@ def image_folder(tmp_path) -> Path:
     return make_image_folder(tmp_path / "images")
 
 
+@pytest.fixture(scope="module")
+def shared_image_folder(tmp_path_factory) -> Path:
+    """The same colour images, made once per test module, for tests that only read them."""
+    return make_image_folder(tmp_path_factory.mktemp("data") / "images")
+
+
 def write_text_table(path: Path, n_per_class: int = 30, seed: int = 0) -> Path:
     """A tiny sentiment table with clearly positive and negative sentences."""
     import pandas as pd
@@ -73,6 +86,11 @@ def write_text_table(path: Path, n_per_class: int = 30, seed: int = 0) -> Path:
 @pytest.fixture
 def text_table(tmp_path) -> Path:
     return write_text_table(tmp_path / "reviews.csv")
+
+
+@pytest.fixture(scope="module")
+def shared_text_table(tmp_path_factory) -> Path:
+    return write_text_table(tmp_path_factory.mktemp("data") / "reviews.csv")
 
 
 def pytest_collection_modifyitems(config, items):

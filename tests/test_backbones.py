@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from headstart.backbones import list_backbones, resolve_backbone
-from headstart.backbones.timm_image import efficientnet_lite0_weights_path, map_state_dict_in_order
+from headstart.backbones.efficientnet_lite import efficientnet_lite0_weights_path, map_state_dict_in_order
 from headstart.errors import BackboneError
+from headstart.modalities import get_modality
 
 from .conftest import shared_dataset
 
@@ -51,8 +52,10 @@ def test_efficientnet_lite0_classifies_real_photos_as_imagenet_would():
     """With the mapped weights and the package's classifier, CIFAR trucks land on ImageNet's vehicle classes."""
     import timm
 
-    from headstart.backbones.timm_image import LITE0_CREATE_KWARGS
-    from headstart.data.images import list_images, open_image
+    from headstart.backbones.efficientnet_lite import LITE0_CREATE_KWARGS
+    from headstart.modalities.image import open_image
+
+    list_images = get_modality("image").list_files
 
     folder = shared_dataset("images/cifar10/train/truck")
     full = timm.create_model("efficientnet_lite0", **LITE0_CREATE_KWARGS)

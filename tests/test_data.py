@@ -11,8 +11,8 @@ from PIL import Image
 
 from headstart.data import load_data, make_splits
 from headstart.data.builtins import read_idx
-from headstart.data.images import open_image
 from headstart.errors import DataError
+from headstart.modalities.image import open_image
 
 from .conftest import make_image_folder, write_text_table
 

@@ -9,7 +9,7 @@ from torch import nn
 from headstart import embeddings
 from headstart.backbones import resolve_backbone
 from headstart.backbones.folding import conv_bn_pairs, folded_copy
-from headstart.data.images import list_images
+from headstart.modalities import get_modality
 
 from .conftest import make_image_folder
 
@@ -100,14 +100,14 @@ def test_folding_skips_shared_modules_and_in_place_changes_and_folds_the_rest():
 
 def test_embeddings_are_the_same_with_folding_and_the_backbone_is_untouched(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "imgs", per_class=4)
-    items = list_images(root / "red") + list_images(root / "blue")
+    items = get_modality("image").list_files(root / "red") + get_modality("image").list_files(root / "blue")
     backbone = _with_running_statistics(resolve_backbone("smallcnn"))
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     monkeypatch.setattr(embeddings, "FOLD_MIN_ITEMS", 10**9)
-    assert embeddings.inference_model(backbone, len(items), torch.device("cpu")) is backbone
+    assert backbone.inference_copy(torch.device("cpu"), fold=False) is backbone
     plain, _ = embeddings.compute_embeddings(backbone, items, precision="fp32")
     monkeypatch.setattr(embeddings, "FOLD_MIN_ITEMS", 1)
-    assert _count(embeddings.inference_model(backbone, len(items), torch.device("cpu")), nn.BatchNorm2d) == 0
+    assert _count(backbone.inference_copy(torch.device("cpu"), fold=True), nn.BatchNorm2d) == 0
     folded, _ = embeddings.compute_embeddings(backbone, items, precision="fp32")
     np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-5)
     after = backbone.state_dict()

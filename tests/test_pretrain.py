@@ -7,11 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 import headstart
-from headstart.backbones.registry import BACKBONE_MANIFEST
+from headstart.backbones.folder import BACKBONE_MANIFEST
 from headstart.cli import app
 from headstart.errors import BackboneError, DataError, HeadstartError
 from headstart.pretrain import pretrain, read_unlabeled
@@ -68,8 +69,13 @@ def test_finetune_from_pretrained_folder_and_cli(images, tmp_path):
                                       "--image-size", "16", "--max-steps", "6", "--batch-size", "12", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "6 steps" in result.stdout and f"--backbone{out}" in "".join(result.stdout.split())  # Rich wraps lines
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "backbone.safetensors"))
+    started = headstart.resolve_backbone(str(out)).state_dict()
+    assert all(torch.equal(started[k], saved[k]) for k in saved)  # `--backbone CKPT` starts from its weights
     model = headstart.fit(images, backbone=str(out), strategy="finetune", epochs=1, out=tmp_path / "run")
-    assert 0 <= model.metrics["accuracy"] <= 1
+    assert model.manifest.training["head_stage"]["epochs_run"] > 0  # a pretrained backbone: head stage first
     listed = CliRunner().invoke(app, ["backbones", str(out), "--json"])
     row = json.loads(listed.stdout)[-1]
     assert row["name"] == str(out) and row["offline"] and "autoencoder" in row["description"]
@@ -127,7 +133,12 @@ def test_mlm_lowers_loss_and_loads_into_fit(tiny_bert, tmp_path, whole_word):
     assert p["steps"] == 20 and p["final_loss"] < p["first_loss"] and p["options"]["mlm_head"] == "new"
     assert p["options"]["whole_word_mask"] is whole_word
     model = headstart.fit(table, backbone=str(result.path), strategy="probe")
-    assert 0 <= model.metrics["accuracy"] <= 1 and model.classifier.backbone.max_length == 32
+    assert model.classifier.backbone.max_length == 32
+    from safetensors.torch import load_file
+
+    saved = load_file(str(result.path / "backbone.safetensors"))
+    used = model.backbone.state_dict()
+    assert all(torch.equal(used[k], saved[k]) for k in saved)  # the probe ran on the MLM-trained encoder
 
 
 @pytest.mark.slow
@@ -193,7 +204,7 @@ def _bad_cases(tmp_path, images):
     table = write_text_table(tmp_path / "t.csv", n_per_class=2)
     return {
         "missing": (dict(data=tmp_path / "nope", objective="autoencoder"), DataError, "does not exist"),
-        "empty folder": (dict(data=tmp_path / "empty", objective="masked"), DataError, "no image files"),
+        "empty folder": (dict(data=tmp_path / "empty", objective="masked"), DataError, "no files to pretrain on"),
         "tables in folder": (dict(data=tmp_path / "texts", objective="mlm"), DataError, "point at the file"),
         "blank text file": (dict(data=tmp_path / "blank.txt", objective="mlm"), DataError, "no non-empty"),
         "no text column": (dict(data=tmp_path / "notes.csv", objective="mlm"), DataError, "--text-column"),

@@ -1,25 +1,49 @@
-"""headstart: transfer learning with pre-trained models, from Python or the command line."""
+"""headstart: transfer learning with pre-trained models, from Python or the command line.
 
-from .api import evaluate, fit, load
-from .backbones import list_backbones, resolve_backbone
-from .data import Dataset, Splits, load_data, make_splits
-from .errors import HeadstartError
-from .model import TrainedModel
-from .pretrain import pretrain
+Attributes are imported on first use (PEP 562), so `import headstart` and `headstart --help` start in a
+fraction of a second; PyTorch, Lightning and Transformers load when a function needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "fit": "api", "load": "api", "evaluate": "api",
+    "pretrain": "pretrain", "Pretrained": "pretrain",
+    "TrainedModel": "model",
+    "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
+    "list_backbones": "backbones", "resolve_backbone": "backbones",
+    "register_backbone": "backbones", "register_family": "backbones",
+    "Strategy": "strategies", "Probe": "strategies", "FineTune": "strategies", "register_strategy": "strategies",
+    "HeadstartError": "errors",
+}
 __all__ = [
-           "Dataset",
-           "HeadstartError",
-           "Splits",
-           "TrainedModel",
-           "__version__",
-           "evaluate",
-           "fit",
-           "list_backbones",
-           "load",
-           "load_data",
-           "make_splits",
-           "pretrain",
-           "resolve_backbone",
+    "Dataset", "FineTune", "HeadstartError", "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
+    "__version__", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
+    "register_backbone", "register_family", "register_strategy", "resolve_backbone",
 ]
+
+if TYPE_CHECKING:
+    from .api import evaluate, fit, load
+    from .backbones import list_backbones, register_backbone, register_family, resolve_backbone
+    from .data import Dataset, Splits, load_data, make_splits
+    from .errors import HeadstartError
+    from .model import TrainedModel
+    from .pretrain import Pretrained, pretrain
+    from .strategies import FineTune, Probe, Strategy, register_strategy
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'headstart' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -60,6 +60,31 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def inside(base: Path, relative: str, what: str) -> Path:
+    """`base / relative`, refused unless it stays inside `base` (a manifest must not point elsewhere)."""
+    from .errors import ArtifactError
+
+    base = Path(base).resolve()
+    target = (base / str(relative)).resolve()
+    if not target.is_relative_to(base):
+        raise ArtifactError(f"{what} '{relative}' points outside {base}: the folder is damaged or was tampered with")
+    return target
+
+
+def library_versions() -> dict[str, str]:
+    """Python and the versions of the libraries a saved file depends on, for its manifest."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("headstart", "torch", "timm", "transformers", "lightning", "safetensors"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

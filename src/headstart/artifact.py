@@ -1,106 +1,66 @@
-"""The saved model: `model.safetensors` + `headstart.json` (+ backbone config files). Never pickle."""
+"""The saved model folder: `model.safetensors` (all weights) + `headstart.json` (a typed manifest) + the
+backbone's own files (e.g. a tokenizer). Never pickle; every path the manifest names stays inside the folder."""
 
 from __future__ import annotations
 
 import json
-import platform
-from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
-
-from safetensors.torch import load_model as load_weights
-from safetensors.torch import save_model as save_weights
 
 from ._util import atomic_directory
-from .backbones.registry import BACKBONE_MANIFEST, backbone_from_spec
-from .errors import HeadstartError
+from .backbones import backbone_from_spec
+from .backbones.base import Backbone
+from .errors import ArtifactError
 from .heads import ClassificationHead, Classifier
-from .model import TrainedModel
+from .manifests import ModelManifest, read_model_manifest
+from .strategies import strategy_class
+from .weights import load_weights, save_weights
 
 MANIFEST = "headstart.json"
 WEIGHTS = "model.safetensors"
-FORMAT = "headstart-model"
-FORMAT_VERSION = 1
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in ("headstart", "torch", "timm", "transformers", "lightning", "safetensors"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
-def save_model(model: TrainedModel, path: Path) -> Path:
-    """Write the model directory atomically: a crash leaves the previous model (if any) untouched."""
-    manifest = {
-        **model.manifest,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "modality": model.modality,
-        "classes": model.classes,
-        "backbone": model.backbone.spec,
-        "head": model.classifier.head.config,
-        "versions": library_versions(),
-        "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def write_model_dir(path: Path, classifier: Classifier, manifest: ModelManifest) -> None:
+    """Write the folder atomically: a crash leaves the previous model (if any) untouched."""
     with atomic_directory(path) as tmp:
-        save_weights(model.classifier, str(tmp / WEIGHTS))
-        model.backbone.save_files(tmp)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    model.manifest = manifest
-    return path
+        save_weights(classifier, tmp / WEIGHTS)
+        classifier.backbone.save_files(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, default=str) + "\n")
 
 
-def read_manifest(path: Path, name: str = MANIFEST) -> dict[str, Any]:
-    file = path / name
+def read_manifest(path: Path) -> ModelManifest:
+    file = path / MANIFEST
     if not path.is_dir() or not file.is_file():
-        raise HeadstartError(f"{path} is not a saved headstart model: {file} is missing (give the RUN/model folder)")
+        raise ArtifactError(f"{path} is not a saved headstart model: {file} is missing (give the RUN/model folder)")
+    return read_model_manifest(file)
+
+
+def _rebuild_backbone(manifest: ModelManifest, path: Path) -> Backbone:
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise HeadstartError(f"{file} is not valid JSON ({e}); the model folder is damaged") from e
-
-
-def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
-    """Rebuild a saved model from its folder with no network and no pickle."""
-    path = Path(path).expanduser()
-    manifest = read_manifest(path)
-    if manifest.get("format") != FORMAT:
-        raise HeadstartError(f"{path / MANIFEST} is not a headstart model manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise HeadstartError(f"{path} was saved by a newer headstart (format {manifest['format_version']}); upgrade")
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise HeadstartError(f"{weights} is missing; the model folder is incomplete")
-    backbone = backbone_from_spec(manifest["backbone"], path)
-    classifier = Classifier(backbone, ClassificationHead.from_config(manifest["head"]))
-    load_weights(classifier, str(weights), device=device)
-    return TrainedModel(classifier, manifest["classes"], manifest)
-
-
-def save_backbone_dir(backbone, path: Path, info: dict[str, Any],
-                      extra_files: dict[str, bytes] | None = None) -> Path:
-    """A stand-alone backbone folder (e.g. from `pretrain`) that `fit --backbone PATH` accepts.
-
-    `extra_files` (name -> bytes, e.g. a loss-curve plot) are written inside the same atomic step.
-    """
-    with atomic_directory(path) as tmp:
-        save_weights(backbone, str(tmp / "backbone.safetensors"))
-        backbone.save_files(tmp)
-        for name, content in (extra_files or {}).items():
-            (tmp / name).write_bytes(content)
-        (tmp / BACKBONE_MANIFEST).write_text(json.dumps({**info, "backbone": backbone.spec,
-                                                          "versions": library_versions()}, indent=2) + "\n")
-    return path
-
-
-def load_backbone_dir(path: Path):
-    manifest = read_manifest(path, BACKBONE_MANIFEST)
-    backbone = backbone_from_spec(manifest["backbone"], path)
-    load_weights(backbone, str(path / "backbone.safetensors"))
-    backbone.is_pretrained = True
+        backbone = backbone_from_spec(manifest.backbone, path)
+    except ArtifactError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path / MANIFEST}: the backbone description is incomplete or invalid "
+                            f"({type(e).__name__}: {e}); the folder is damaged") from None
+    except OSError as e:  # config or tokenizer files missing or unreadable
+        raise ArtifactError(f"{path}: the backbone's files cannot be read ({e}); the folder is damaged") from None
+    if backbone.modality != manifest.modality:
+        raise ArtifactError(f"{path / MANIFEST} says modality '{manifest.modality}', but its backbone takes "
+                            f"{backbone.modality}: the folder is damaged")
     return backbone
+
+
+def read_model_dir(path: Path, device: str = "cpu") -> tuple[Classifier, ModelManifest]:
+    """Rebuild a saved classifier and its manifest with no network and no pickle."""
+    manifest = read_manifest(path)
+    backbone = _rebuild_backbone(manifest, path)
+    if manifest.head.in_dim != backbone.embedding_dim:
+        raise ArtifactError(f"{path / MANIFEST}: the head takes {manifest.head.in_dim}-d embeddings, but the backbone "
+                            f"gives {backbone.embedding_dim}-d: the folder is damaged")
+    try:
+        head = ClassificationHead.from_config(manifest.head.model_dump())
+    except ValueError as e:
+        raise ArtifactError(f"{path / MANIFEST}: {e}") from None
+    classifier = strategy_class(manifest.strategy.name).restore(Classifier(backbone, head), manifest.strategy.settings)
+    load_weights(classifier, path / WEIGHTS, device=device)
+    return classifier, manifest

@@ -67,22 +67,27 @@ def _size(value: str) -> float | int:
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings) or finetune."),
+    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings), finetune, or another "
+                                               "registered strategy."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
-    head: str = typer.Option("linear", help="Head: linear, or mlp (Dense 1024 relu + Dense n)."),
+    head: str | None = typer.Option(None, help="Head: linear (default), or mlp (Dense 1024 relu + Dense n)."),
     lr: float | None = typer.Option(
         None, help="Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, of the last layers."),
     lr_ratio: float | None = typer.Option(
         None, help="finetune: the first layer group learns at lr / lr-ratio (default 10 images, 2.5 text)."),
-    batch_size: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None, help="Batch size (default 64 probe, 32 finetune)."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay (default 1e-4 probe, 0.01 finetune)."),
+    warmup_fraction: float | None = typer.Option(None, help="finetune: share of steps warming up (default 0.1)."),
+    patience: int | None = typer.Option(None, help="Epochs without improvement before stopping (8 probe, 3 finetune)."),
+    label_smoothing: float | None = typer.Option(None, help="Label smoothing (default 0 probe, 0.1 finetune)."),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
     test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
     seed: int = typer.Option(0),
     text_column: str | None = typer.Option(None),
     label_column: str | None = typer.Option(None),
-    weights: str | None = typer.Option(None, help="Local weights file or folder for a timm backbone."),
+    weights: str | None = typer.Option(None, help="Local weights: a file or folder (timm), a safetensors file (smallcnn)."),
     image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
     max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
@@ -96,14 +101,15 @@ def fit(
 
     name = Path(data).stem if Path(data).exists() else data
     run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
-    model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class, epochs=epochs,
-                      head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size, val_size=_size(val_size),
-                      test_size=_size(test_size),
-                      seed=seed, text_column=text_column, label_column=label_column, weights=weights,
-                      image_size=image_size, max_length=max_length, precision=precision, cache=cache, strict=strict,
-                      resume=resume)
+    settings = {k: v for k, v in dict(epochs=epochs, head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size,
+                                       weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
+                                       label_smoothing=label_smoothing).items() if v is not None}
+    model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
+                      val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
+                      label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
+                      precision=precision, cache=cache, strict=strict, resume=resume, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
-    timings = model.manifest["timings"]
+    timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
     out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}")
 
@@ -207,9 +213,13 @@ def backbones(
     if json_output:
         sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
         return
+    # Names are never cut, whatever the terminal's width (a pipe, CI, 80 columns): the prose columns wrap instead.
     table = Table(title="backbones")
-    for col in ("name", "modality", "offline", "weights from", "description"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True, min_width=max(len(r.name) for r in rows))
+    table.add_column("modality", no_wrap=True)
+    table.add_column("offline", no_wrap=True)
+    table.add_column("weights from", overflow="fold")
+    table.add_column("description", overflow="fold")
     for r in rows:
         table.add_row(r.name, r.modality, "yes" if r.offline else "no", r.where, r.description)
     out_console.print(table)

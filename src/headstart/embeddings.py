@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import numpy as np
 import torch
+from torch import nn
 
-from ._util import autocast_dtype, default_device, worker_count
-from .backbones.base import Backbone, ImageBackbone, TextBackbone
-from .backbones.folding import folded_copy
-from .data.images import ImageTensors, describe, item_digest
+from ._util import autocast_dtype, default_device
+from .backbones.base import Backbone
+from .data.dataset import Dataset
 from .embedding_cache import EmbeddingCache
+from .errors import DataError
+from .modalities import get_modality
 from .progress import progress_bar
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("headstart")
+
+FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm for a one-off extraction costs more than it saves
 
 
 def inference_context(device: torch.device, precision: str = "auto"):
@@ -28,52 +31,6 @@ def inference_context(device: torch.device, precision: str = "auto"):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def default_batch_size(backbone: Backbone) -> int:
-    return 64 if isinstance(backbone, ImageBackbone) else 128
-
-
-FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm costs more than it saves
-
-
-def inference_model(backbone: Backbone, n_items: int, device: torch.device) -> Backbone:
-    """The module to run extraction with: `backbone` itself, or for many images a copy with BatchNorm folded.
-
-    `backbone` is put in eval mode on `device` (channels_last for images) either way; the folded copy shares
-    nothing with it, so a backbone about to be fine-tuned is unaffected. Runs outside inference mode: moved or
-    re-laid-out parameters must stay usable for training afterwards.
-    """
-    backbone.eval().to(device)
-    if not isinstance(backbone, ImageBackbone):
-        return backbone
-    backbone.to(memory_format=torch.channels_last)
-    if n_items < FOLD_MIN_ITEMS:
-        return backbone
-    example = torch.randn(2, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
-    model = folded_copy(backbone, example.to(device, memory_format=torch.channels_last))
-    return model if model is backbone else model.to(memory_format=torch.channels_last)
-
-
-def _image_batches(backbone: ImageBackbone, items: Sequence, batch_size: int
-                   ) -> Iterator[tuple[object, np.ndarray, list[tuple[int, str]]]]:
-    dataset = ImageTensors(items, backbone.transform(train=False), draft_size=backbone.draft_size(),
-                           fallback_shape=(3, backbone.image_size, backbone.image_size))
-    workers = worker_count()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                         prefetch_factor=4 if workers else None)
-    for x, _, idx, errors in loader:
-        failed = [(int(i), e) for i, e in zip(idx, errors) if e]
-        yield x.contiguous(memory_format=torch.channels_last), idx.numpy(), failed
-
-
-def _text_batches(backbone: TextBackbone, texts: Sequence[str], batch_size: int
-                  ) -> Iterator[tuple[object, np.ndarray, list[tuple[int, str]]]]:
-    """Batches of texts of similar token length, so little compute goes to padding."""
-    order = np.argsort(backbone.token_lengths(texts), kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        yield backbone.collate([texts[i] for i in idx]), idx, []
-
-
 def _to_device(batch: object, device: torch.device) -> object:
     if isinstance(batch, dict):
         return {k: v.to(device) for k, v in batch.items()}
@@ -81,32 +38,26 @@ def _to_device(batch: object, device: torch.device) -> object:
 
 
 def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | None = None,
-                       precision: str = "auto", device: torch.device | None = None, desc: str = "embedding"
-                       ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Embeddings (float32, one row per item) and (index, reason) for items that could not be decoded."""
+                       precision: str = "auto", device: torch.device | None = None, desc: str = "embedding",
+                       model: nn.Module | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Embeddings (float32, one row per item) and (index, reason) for items that could not be decoded.
+
+    `model` is an inference copy of `backbone` made earlier (see `Backbone.inference_copy`) to reuse; without
+    it one is made for this call.
+    """
     device = device or default_device()
-    batch_size = batch_size or default_batch_size(backbone)
-    model = inference_model(backbone, len(items), device)
-    if isinstance(backbone, ImageBackbone):
-        batches = _image_batches(backbone, items, batch_size)
-    else:
-        batches = _text_batches(backbone, items, batch_size)
+    modality = get_modality(backbone.modality)
+    batch_size = batch_size or modality.default_batch_size
+    model = model or backbone.inference_copy(device, fold=len(items) >= FOLD_MIN_ITEMS)
     out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
-    unit = "img" if isinstance(backbone, ImageBackbone) else "text"
-    with progress_bar(desc, total=len(items), unit=unit) as advance, inference_context(device, precision), \
+    with progress_bar(desc, total=len(items), unit=modality.unit) as advance, inference_context(device, precision), \
             torch.inference_mode():
-        for batch, idx, failed in batches:
+        for batch, idx, failed in modality.extraction_batches(backbone, items, batch_size):
             out[idx] = model(_to_device(batch, device)).float().cpu().numpy()
             failures += failed
             advance(len(idx))
     return out, failures
-
-
-def item_digests(backbone: Backbone, items: Sequence) -> list[bytes]:
-    if isinstance(backbone, ImageBackbone):
-        return [item_digest(it) for it in items]
-    return [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in items]
 
 
 def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | None = None,
@@ -115,17 +66,20 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
     """Like `compute_embeddings`, but items already in `cache` are looked up instead of recomputed."""
     if cache is None:
         return compute_embeddings(backbone, items, batch_size, precision, desc=desc)
-    digests = item_digests(backbone, items)
+    modality = get_modality(backbone.modality)
+    digests = [modality.digest(item) for item in items]
     out, found = cache.lookup(digests, backbone.embedding_dim)
     missing = np.flatnonzero(~found)
     failures: list[tuple[int, str]] = []
     if len(missing):
         log.info("%s: %d of %d items not cached", desc, len(missing), len(items))
+        device = default_device()
+        model = backbone.inference_copy(device, fold=len(missing) >= FOLD_MIN_ITEMS)
         chunk = 4096  # extract and store in chunks: an interruption keeps what was done
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]
-            emb, failed = compute_embeddings(backbone, [items[i] for i in part], batch_size, precision,
-                                             desc=f"{desc} {start + len(part)}/{len(missing)}")
+            emb, failed = compute_embeddings(backbone, [items[i] for i in part], batch_size, precision, device,
+                                             desc=f"{desc} {start + len(part)}/{len(missing)}", model=model)
             bad = {i for i, _ in failed}
             good = [j for j in range(len(part)) if j not in bad]
             cache.store([digests[part[j]] for j in good], emb[good])
@@ -134,6 +88,28 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
     return out, failures
 
 
-def failure_summary(items: Sequence, failures: list[tuple[int, str]]) -> str:
-    i, reason = failures[0]
-    return f"{len(failures)} unreadable image(s) skipped, e.g. {describe(items[i], i)} ({reason})"
+def drop_failures(data: Dataset, failures: list[tuple[int, str]], strict: bool) -> np.ndarray:
+    """Indices of `data` to keep after unreadable items: a warning with a count, or with `strict` an error."""
+    if not failures:
+        return np.arange(len(data))
+    message = f"{data.name}: {get_modality(data.modality).failure_summary(data.items, failures)}"
+    if strict:
+        raise DataError(message + " (without --strict they are skipped)")
+    log.warning(message)
+    return np.setdiff1d(np.arange(len(data)), [i for i, _ in failures])
+
+
+def embed_dataset(backbone: Backbone, data: Dataset, cache: EmbeddingCache | None, precision: str,
+                  strict: bool) -> tuple[Dataset, np.ndarray]:
+    """The readable part of `data` and its embeddings (unreadable items warned about and left out)."""
+    embeddings, failures = embed_items(backbone, data.items, cache, precision, desc=f"embedding {data.name}")
+    keep = drop_failures(data, failures, strict)
+    if len(keep) == len(data):
+        return data, embeddings
+    return data.subset(keep), embeddings[keep]
+
+
+def without_unreadable(data: Dataset, strict: bool) -> Dataset:
+    """`data` less the items its modality cannot decode (checked by decoding each, in worker processes)."""
+    failures = get_modality(data.modality).find_unreadable(data.items)
+    return data.subset(drop_failures(data, failures, strict)) if failures else data

@@ -11,3 +11,11 @@ class DataError(HeadstartError):
 
 class BackboneError(HeadstartError):
     """The backbone name is unknown or its weights are not available."""
+
+
+class ArtifactError(HeadstartError):
+    """A saved model, backbone folder or checkpoint is damaged, tampered with, or from an incompatible version."""
+
+
+class SettingsError(HeadstartError):
+    """An option is out of its range or does not apply."""

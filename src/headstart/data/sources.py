@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from ..errors import DataError
 from .builtins import BUILTINS
 from .dataset import Dataset, Splits
-from .images import class_folders, read_image_folder
+from .folders import class_folders, read_class_folders
 from .tables import TABLE_EXTENSIONS, is_table_file, read_text_table
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _explicit_split_paths(root: Path) -> dict[str, Path]:
 def _read_one(path: Path, classes: list[str] | None, text_column: str | None,
               label_column: str | None) -> Dataset:
     if path.is_dir():
-        return read_image_folder(path, classes)
+        return read_class_folders(path, classes)
     return read_text_table(path, text_column, label_column, classes)
 
 
@@ -67,7 +67,7 @@ def load_data(source: str | Path, text_column: str | None = None, label_column: 
         if tables:
             raise DataError(f"{path} holds tables ({', '.join(tables)}) but no train file: name one train.csv "
                             "or point at the table itself")
-    return Splits(read_image_folder(path, classes), None, None)
+    return Splits(read_class_folders(path, classes), None, None)
 
 
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:

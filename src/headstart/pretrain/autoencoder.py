@@ -13,13 +13,19 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ConvDecoder, ImageObjective
+from .base import ConvDecoder, ImageObjective, ObjectiveOptions, register_objective
+from .unlabeled import UnlabeledData
 
 
+@register_objective
 class Autoencoder(ImageObjective):
     name = "autoencoder"
     paper = "Hinton & Salakhutdinov 2006; denoising: Vincent et al. 2008"
     default_lr = 1e-3
+
+    @classmethod
+    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> Autoencoder:
+        return cls(backbone, data.is_grayscale(), denoise=options.denoise)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, denoise: bool = False,
                  noise_std: float = 0.2):

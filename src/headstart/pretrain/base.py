@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..backbones import resolve_backbone
 from ..backbones.base import Backbone, ImageBackbone
-from ..data.images import ImageTensors
+from ..backbones.folder import BACKBONE_MANIFEST
+from ..errors import BackboneError
+from ..modalities.image import ImageTensors
 from .unlabeled import UnlabeledData
+
+
+@dataclass(frozen=True)
+class ObjectiveOptions:
+    """Settings of the objectives; each objective reads the ones that apply to it."""
+
+    denoise: bool = False
+    mask_ratio: float = 0.5
+    temperature: float = 0.5
+    whole_word: bool = False
+    seed: int = 0
+    image_size: int | None = None
+    max_length: int | None = None
 
 
 class Objective(nn.Module):
@@ -26,11 +44,23 @@ class Objective(nn.Module):
     paper: str = ""
     default_lr: float = 1e-3
     default_batch_size: int = 128
+    default_epochs: int = 20
+    decode_in_workers: bool = False  # items are decoded in DataLoader worker processes (images)
 
     def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone
         self.options: dict[str, Any] = {}
+
+    @classmethod
+    def create(cls, backbone: Backbone, data: UnlabeledData, options: ObjectiveOptions) -> Objective:
+        """The objective around `backbone`, set up for `data`."""
+        raise NotImplementedError
+
+    @classmethod
+    def starting_backbone(cls, name: str, from_weights: str | None, options: ObjectiveOptions) -> tuple[Backbone, str]:
+        """The encoder to train and a description of its starting weights."""
+        raise NotImplementedError
 
     def dataset(self, data: UnlabeledData) -> torch.utils.data.Dataset:
         raise NotImplementedError
@@ -51,12 +81,44 @@ class Objective(nn.Module):
         return {"name": self.name, "paper": self.paper, "options": self.options}
 
 
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: make an objective known to `pretrain --objective` by its `name`."""
+    OBJECTIVES[cls.name] = cls
+    return cls
+
+
 class ImageObjective(Objective):
     """Image objectives: items are decoded in DataLoader workers by `transform` (PIL -> tensor or views)."""
+
+    decode_in_workers = True
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False):
         super().__init__(backbone)
         self.grayscale = grayscale
+
+    @classmethod
+    def starting_backbone(cls, name: str, from_weights: str | None, options: ObjectiveOptions) -> tuple[Backbone, str]:
+        """Random init by default; 'pretrained' (published weights), a timm weights file or an earlier folder."""
+        size = options.image_size
+        if from_weights is None:
+            net = resolve_backbone(name, pretrained=False, image_size=size)
+            return net, ("random init" if not Path(name).expanduser().is_dir() else f"backbone folder {name}")
+        if from_weights == "pretrained":
+            net = resolve_backbone(name, pretrained=True, image_size=size)
+            if not net.is_pretrained:
+                raise BackboneError(f"backbone '{name}' has no published pre-trained weights: drop --from, or give "
+                                    "a weights file or an earlier pretrained folder")
+            return net, net.spec.get("source") or name
+        path = Path(from_weights).expanduser()
+        if path.is_dir() and (path / BACKBONE_MANIFEST).is_file():
+            return resolve_backbone(str(path)), f"backbone folder {path}"
+        if not path.exists():
+            raise BackboneError(f"--from {from_weights}: no such file or folder (give 'pretrained', a weights file, or "
+                                "a folder written by `headstart pretrain`)")
+        return resolve_backbone(name, weights=str(path), image_size=size), str(path)
 
     def transform(self) -> Callable:
         return self.backbone.transform(train=False)
@@ -111,3 +173,4 @@ class ConvDecoder(nn.Module):
             x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                                           align_corners=False)
         return x
+

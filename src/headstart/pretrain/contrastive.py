@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ImageObjective
+from .base import ImageObjective, ObjectiveOptions, register_objective
+from .unlabeled import UnlabeledData
 
 
 class SimCLRProjectionHead(nn.Sequential):
@@ -73,11 +74,16 @@ class TwoViews:
         return self.transform(image), self.transform(image)
 
 
+@register_objective
 class SimCLR(ImageObjective):
     name = "contrastive"
     paper = "SimCLR, Chen et al. 2020 (NT-Xent with a projection head)"
     default_lr = 1e-3
     default_batch_size = 256  # negatives come from the batch: larger is better, within memory
+
+    @classmethod
+    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> SimCLR:
+        return cls(backbone, data.is_grayscale(), temperature=options.temperature)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, temperature: float = 0.5,
                  projection_dim: int = 128):

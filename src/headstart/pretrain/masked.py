@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ConvDecoder, ImageObjective
+from .base import ConvDecoder, ImageObjective, ObjectiveOptions, register_objective
+from .unlabeled import UnlabeledData
 
 
 def random_patch_mask(batch: int, image_size: int, patch: int, ratio: float, device=None) -> torch.Tensor:
@@ -32,10 +33,15 @@ def random_patch_mask(batch: int, image_size: int, patch: int, ratio: float, dev
     return mask[..., :image_size, :image_size]
 
 
+@register_objective
 class MaskedImageModelling(ImageObjective):
     name = "masked"
     paper = "SimMIM, Xie et al. 2022 (pixel-space masking and a decoder from the pooled embedding)"
     default_lr = 1e-3
+
+    @classmethod
+    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> MaskedImageModelling:
+        return cls(backbone, data.is_grayscale(), mask_ratio=options.mask_ratio)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, mask_ratio: float = 0.5,
                  patch_size: int | None = None):

@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
+from ..backbones import resolve_backbone
+from ..backbones.base import Backbone
 from ..backbones.hf_text import HFTextBackbone
 from ..errors import BackboneError
-from .base import Objective
+from .base import Objective, ObjectiveOptions, register_objective
 from .unlabeled import UnlabeledData
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,29 @@ def _mlm_model(backbone: HFTextBackbone):
     return model, head
 
 
+@register_objective
 class MaskedLanguageModel(Objective):
     name = "mlm"
     modality = "text"
     paper = "Gururangan et al. 2020 (continued MLM pretraining, Devlin et al. 2019 masking)"
     default_lr = 5e-5
     default_batch_size = 32
+    default_epochs = 3
+
+    @classmethod
+    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> MaskedLanguageModel:
+        return cls(backbone, whole_word=options.whole_word, seed=options.seed)
+
+    @classmethod
+    def starting_backbone(cls, name: str, from_weights: str | None, options: ObjectiveOptions) -> tuple[Backbone, str]:
+        """Text always continues from pre-trained weights: the encoder named, or a model folder given with --from."""
+        if from_weights is not None:
+            if not Path(from_weights).expanduser().is_dir():
+                raise BackboneError(f"--from for text must be a model folder; got '{from_weights}' (or give the "
+                                    "encoder with --backbone, e.g. minilm, hf:<id> or a folder)")
+            name = str(from_weights)
+        net = resolve_backbone(name, max_length=options.max_length)
+        return net, getattr(net, "source", "") or name
 
     def __init__(self, backbone: HFTextBackbone, mlm_probability: float = 0.15, whole_word: bool = False,
                  seed: int = 0):

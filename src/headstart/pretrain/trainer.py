@@ -16,7 +16,7 @@ import torch
 
 from .._util import worker_count
 from ..progress import progress_enabled
-from ..strategies.finetune import lightning_precision
+from ..training import lightning_precision
 from .base import Objective
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class PretrainModule(L.LightningModule):
 
 
 def make_loader(objective: Objective, dataset: torch.utils.data.Dataset, batch_size: int, seed: int):
-    workers = worker_count() if objective.modality == "image" else 0
+    workers = worker_count() if objective.decode_in_workers else 0
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                        num_workers=workers, persistent_workers=workers > 0,
                                        collate_fn=objective.collate,

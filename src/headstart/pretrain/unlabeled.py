@@ -13,13 +13,12 @@ import numpy as np
 
 from ..data.builtins import BUILTINS
 from ..data.dataset import Modality
-from ..data.images import IMAGE_EXTENSIONS, item_digest, list_images, open_image
 from ..data.tables import TABLE_EXTENSIONS, is_table_file, read_text_column
 from ..errors import DataError
+from ..modalities import MODALITIES, get_modality
+from ..modalities.text import TEXT_FILE_EXTENSIONS, read_text_lines
 
 log = logging.getLogger(__name__)
-
-TEXT_FILE_EXTENSIONS = {".txt", ".text"}
 
 
 @dataclass
@@ -35,48 +34,21 @@ class UnlabeledData:
         return len(self.items)
 
     def fingerprint(self) -> str:
-        """A content hash of all items (bytes of each image, text of each line), independent of paths."""
-        h = hashlib.sha256()
-        h.update(f"{self.modality}:{len(self.items)}".encode())
-        if self.modality == "text":
-            for text in self.items:
-                h.update(text.encode("utf-8", "surrogatepass"))
-                h.update(b"\0")
-        elif isinstance(self.items, np.ndarray):
-            h.update(str(self.items.shape).encode())
-            h.update(np.ascontiguousarray(self.items).tobytes())
-        else:
-            for item in self.items:
-                h.update(item_digest(item))
+        """A content hash of all items (bytes of each file, text of each line), independent of paths."""
+        modality = get_modality(self.modality)
+        h = hashlib.sha256(f"{self.modality}:{len(self.items)}".encode())
+        for item in self.items:
+            h.update(modality.digest(item))
         return h.hexdigest()[:32]
 
-    def is_grayscale(self, sample: int = 32) -> bool:
-        """True when the images carry no colour (checked on up to `sample` evenly spaced images)."""
-        if self.modality != "image" or not len(self.items):
-            return False
-        if isinstance(self.items, np.ndarray) and self.items.ndim == 3:
-            return True  # (N, H, W): single-channel arrays
-        for i in np.linspace(0, len(self.items) - 1, min(sample, len(self.items))).astype(int):
-            try:
-                pixels = np.asarray(open_image(self.items[i]).resize((32, 32)), dtype=np.int16)
-            except Exception:
-                continue
-            if np.abs(pixels[..., 0] - pixels[..., 1]).max() > 8 or np.abs(pixels[..., 1] - pixels[..., 2]).max() > 8:
-                return False
-        return True
+    def is_grayscale(self) -> bool:
+        """True when the items are images without colour (checked on a sample)."""
+        return get_modality(self.modality).is_grayscale(self.items)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> UnlabeledData:
         idx = np.asarray(indices, dtype=np.int64)
         items = self.items[idx] if isinstance(self.items, np.ndarray) else [self.items[i] for i in idx]
         return UnlabeledData(self.modality, items, self.name, self.source)
-
-
-def _read_text_file(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
-    return [line.strip() for line in lines if line.strip()]
 
 
 def read_unlabeled(source: str | Path, text_column: str | None = None) -> UnlabeledData:
@@ -94,17 +66,18 @@ def read_unlabeled(source: str | Path, text_column: str | None = None) -> Unlabe
         if is_table_file(path):
             texts = [t for t in read_text_column(path, text_column) if t.strip()]
         elif suffix in TEXT_FILE_EXTENSIONS:
-            texts = _read_text_file(path)
+            texts = read_text_lines(path)
         else:
             raise DataError(f"{path} is not a table ({', '.join(sorted(TABLE_EXTENSIONS))}) or a text file (.txt): "
                             "give one of those, or a folder of images")
         if not texts:
             raise DataError(f"{path} holds no non-empty texts: add one text per line (or per table row)")
         return UnlabeledData("text", texts, path.stem, str(path))
-    images = list_images(path)
-    if not images:
+    found = {m.name: m.list_files(path) for m in MODALITIES.values() if m.file_extensions}
+    name = max(found, key=lambda k: len(found[k]))
+    if not found[name]:
         tables = sorted(p.name for p in path.iterdir() if is_table_file(p) or p.suffix.lower() in TEXT_FILE_EXTENSIONS)
         hint = f"; for text, point at the file itself ({', '.join(tables[:3])})" if tables else ""
-        raise DataError(f"{path} has no image files (looked recursively for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-                        f"{hint}")
-    return UnlabeledData("image", images, path.name, str(path))
+        known = ", ".join(sorted(e for m in MODALITIES.values() for e in m.file_extensions))
+        raise DataError(f"{path} has no files to pretrain on (looked recursively for {known}){hint}")
+    return UnlabeledData(name, found[name], path.name, str(path))

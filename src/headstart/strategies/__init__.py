@@ -1,3 +1,9 @@
-"""Fine-tuning strategies: what is frozen, which learning rates, in which stages."""
+"""Fine-tuning strategies: one module per strategy, each a dataclass of settings registered by name."""
 
-STRATEGIES = ("probe", "finetune")
+from . import finetune, probe  # noqa: F401  (registration)
+from .base import STRATEGIES, Strategy, TrainingRun, make_strategy, register_strategy, strategy_class
+from .finetune import FineTune
+from .probe import Probe
+
+__all__ = ["STRATEGIES", "FineTune", "Probe", "Strategy", "TrainingRun", "make_strategy", "register_strategy",
+           "strategy_class"]

@@ -1,62 +1,90 @@
-"""`probe`: frozen backbone, embeddings computed once (and cached), a head trained on them."""
+"""`probe`: frozen backbone (BatchNorm statistics too), embeddings computed once (and cached), a head trained on
+them with AdamW and early stopping on validation loss."""
 
 from __future__ import annotations
 
 import copy
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..heads import ClassificationHead
+from ..errors import HeadstartError
+from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+
+MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
 
 
+@register_strategy
 @dataclass
-class HeadTraining:
-    """How the head is trained on fixed embeddings (Adam, early stopping on validation loss)."""
+class Probe(Strategy):
+    """Settings of the head trained on fixed embeddings."""
 
-    kind: str = "linear"
+    name = "probe"
+
+    head: str = "linear"
     epochs: int = 60
     lr: float | None = None  # None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
     batch_size: int = 64
     weight_decay: float = 1e-4
     patience: int = 8
-    min_steps: int = 600  # small data sets get more epochs, so the head sees enough updates
-    seed: int = 0
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_choice("head", self.head, HEAD_KINDS)
+        check_range("epochs", self.epochs, low=1, integer=True)
+        check_range("lr", self.lr, low=0, low_open=True, high=10)
+        check_range("batch_size", self.batch_size, low=1, integer=True)
+        check_range("weight_decay", self.weight_decay, low=0, high=10)
+        check_range("patience", self.patience, low=1, integer=True)
+        check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
+
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else (3e-4 if self.head == "mlp" else 1e-3)
+
+    def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
+        if not run.backbone.is_pretrained:
+            raise HeadstartError("this backbone has no pre-trained weights, so a probe would learn on random "
+                                 "features: use --strategy finetune to train it from scratch")
+        train_x, val_x = run.embed_splits()
+        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed)
+        return Classifier(run.backbone, head), {"head_stage": record}
 
 
 def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-               config: HeadTraining) -> tuple[ClassificationHead, dict]:
+               settings: Probe, seed: int = 0) -> tuple[ClassificationHead, dict]:
     """Fit a head on embeddings; returns the head at its best validation loss and the training history.
 
     A plain loop rather than Lightning: on cached embeddings an epoch takes milliseconds, and a trainer's
     per-step overhead would dominate.
     """
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
-    head = ClassificationHead(x.shape[1], n_classes, config.kind)
+    head = ClassificationHead(x.shape[1], n_classes, settings.head)
     head.standardize.fit(x)
-    lr = config.lr if config.lr is not None else (3e-4 if config.kind == "mlp" else 1e-3)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    lr = settings.learning_rate()
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(len(x) / config.batch_size)
-    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-    patience = max(config.patience, math.ceil(config.min_steps / 6 / steps_per_epoch))
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(x) / settings.batch_size)
+    epochs = max(settings.epochs, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
+    patience = max(settings.patience, math.ceil(MIN_HEAD_STEPS / 6 / steps_per_epoch))
     for epoch in range(epochs):
         head.train()
-        for idx in torch.randperm(len(x), generator=generator).split(config.batch_size):
+        for idx in torch.randperm(len(x), generator=generator).split(settings.batch_size):
             optimizer.zero_grad(set_to_none=True)
             loss_fn(head(x[idx]), y[idx]).backward()
             optimizer.step()
         head.eval()
         with torch.no_grad():
             logits = head(vx)
-            val_loss = loss_fn(logits, vy).item()
+            val_loss = nn.functional.cross_entropy(logits, vy).item()
             val_acc = (logits.argmax(1) == vy).float().mean().item()
         history.append({"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc})
         if val_loss < best_loss - 1e-4:
@@ -66,9 +94,3 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     head.load_state_dict(best_state)
     head.eval()
     return head, {"lr": lr, "best_epoch": best_epoch, "epochs_run": len(history), "history": history}
-
-
-@torch.no_grad()
-def head_probabilities(head: ClassificationHead, embeddings: np.ndarray) -> np.ndarray:
-    head.eval()
-    return torch.softmax(head(torch.from_numpy(embeddings)), dim=1).numpy()

@@ -1,0 +1,165 @@
+"""Images: files (jpg, png, ...) or decoded uint8 arrays from a built-in data set."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+from .._util import worker_count
+from ..errors import DataError
+from .base import Batch, Modality, register_modality
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+# An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
+ImageItem = Path | np.ndarray
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images (16-bit PNG, TIFF) scaled to 8 bits: PIL's convert('L') would clip them."""
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert grayscale (8 or 16 bits), palette, RGBA (composited on white) and CMYK images to RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an item to an RGB PIL image. `draft_size` lets JPEG decode at reduced scale when larger."""
+    if isinstance(item, np.ndarray):
+        return to_rgb(Image.fromarray(item))
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with Image.open(item) as img:
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)
+        img.load()
+        return to_rgb(img)
+
+
+def file_digest(path: Path) -> bytes:
+    """blake2b of a file's bytes, read in chunks (hashlib.file_digest needs Python 3.11)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.digest()
+
+
+class ImageTensors(torch.utils.data.Dataset):
+    """Decodes and transforms images in DataLoader workers; a broken image yields an error string, not a crash."""
+
+    def __init__(self, items: Sequence[ImageItem], transform: Callable, labels: np.ndarray | None = None,
+                 draft_size: tuple[int, int] | None = None, fallback_shape: tuple[int, ...] = (3, 224, 224)):
+        self.items = items
+        self.transform = transform
+        self.labels = labels
+        self.draft_size = draft_size
+        self.fallback_shape = fallback_shape
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        label = int(self.labels[i]) if self.labels is not None else -1
+        try:
+            x = self.transform(open_image(self.items[i], self.draft_size))
+            return x, label, i, ""
+        except Exception as e:
+            return torch.zeros(self.fallback_shape), label, i, f"{type(e).__name__}: {e}"
+
+
+def _channels_last_collate(batch):
+    x, y, _, _ = torch.utils.data.default_collate(batch)
+    return x.contiguous(memory_format=torch.channels_last), y
+
+
+@register_modality
+class ImageModality(Modality):
+    name = "image"
+    noun = "image"
+    unit = "img"
+    file_extensions = IMAGE_EXTENSIONS
+    suggested_backbone = "efficientnet_lite0"
+    default_batch_size = 64
+
+    def describe(self, item: Any, index: int) -> str:
+        return f"item #{index}" if isinstance(item, np.ndarray) else str(item)
+
+    def digest(self, item: ImageItem) -> bytes:
+        if isinstance(item, np.ndarray):
+            h = hashlib.blake2b(digest_size=16)
+            h.update(str(item.shape).encode())
+            h.update(np.ascontiguousarray(item).tobytes())
+            return h.digest()
+        return file_digest(item)
+
+    def extraction_batches(self, backbone: Any, items: Sequence, batch_size: int) -> Iterator[Batch]:
+        size = backbone.image_size
+        dataset = ImageTensors(items, backbone.transform(train=False), draft_size=backbone.draft_size(),
+                               fallback_shape=(3, size, size))
+        workers = worker_count() if len(items) > batch_size else 0  # one batch: no worker start-up
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             prefetch_factor=4 if workers else None)
+        for x, _, idx, errors in loader:
+            failed = [(int(i), e) for i, e in zip(idx, errors) if e]
+            yield x.contiguous(memory_format=torch.channels_last), idx.numpy(), failed
+
+    def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
+                        seed: int = 0) -> Any:
+        dataset = ImageTensors(items, backbone.transform(train=train), labels, backbone.draft_size())
+        workers = worker_count()
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=False,
+                                           num_workers=workers, persistent_workers=workers > 0,
+                                           collate_fn=_channels_last_collate,
+                                           generator=torch.Generator().manual_seed(seed))
+
+    def find_unreadable(self, items: Sequence, workers: int = 0) -> list[tuple[int, str]]:
+        """Fully decode every image file (arrays are decoded already) and report those that fail."""
+        if isinstance(items, np.ndarray):
+            return []
+        loader = torch.utils.data.DataLoader(
+            ImageTensors(items, transform=lambda im: torch.zeros(1), fallback_shape=(1,)),
+            batch_size=256, num_workers=workers, collate_fn=lambda b: [(i, err) for _, _, i, err in b],
+        )
+        return [(i, err) for batch in loader for i, err in batch if err]
+
+    def is_grayscale(self, items: Sequence, sample: int = 32) -> bool:
+        if not len(items):
+            return False
+        if isinstance(items, np.ndarray) and items.ndim == 3:
+            return True  # (N, H, W): single-channel arrays
+        for i in np.linspace(0, len(items) - 1, min(sample, len(items))).astype(int):
+            try:
+                pixels = np.asarray(open_image(items[i]).resize((32, 32)), dtype=np.int16)
+            except Exception:
+                continue
+            if np.abs(pixels[..., 0] - pixels[..., 1]).max() > 8 or np.abs(pixels[..., 1] - pixels[..., 2]).max() > 8:
+                return False
+        return True
+
+    def expand_input(self, raw: str) -> list:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = self.list_files(path)
+            if not found:
+                raise DataError(f"{path} contains no image files (looked for {', '.join(sorted(self.file_extensions))})")
+            return found
+        if path.is_file():
+            return [path]
+        raise DataError(f"input not found: {path} (an image model takes image files or folders)")

@@ -1,0 +1,89 @@
+"""Texts: strings, tokenised by the backbone and batched by similar length."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .base import Batch, Modality, modality_of_file, register_modality
+
+TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
+
+
+class _Texts(torch.utils.data.Dataset):
+    def __init__(self, texts: Sequence[str], labels: np.ndarray):
+        self.texts = texts
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        return self.texts[i], int(self.labels[i])
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
+    return [line.strip() for line in lines if line.strip()]
+
+
+@register_modality
+class TextModality(Modality):
+    name = "text"
+    noun = "text"
+    unit = "text"
+    reads_text_tables = True
+    suggested_backbone = "minilm"
+    default_batch_size = 128
+
+    def digest(self, item: str) -> bytes:
+        return hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def extraction_batches(self, backbone: Any, items: Sequence, batch_size: int) -> Iterator[Batch]:
+        """Batches of texts of similar token length, so little compute goes to padding."""
+        order = np.argsort(backbone.token_lengths(items), kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            yield backbone.collate([items[i] for i in idx]), idx, []
+
+    def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
+                        seed: int = 0) -> Any:
+        def collate(batch: list[tuple[str, int]]):
+            texts, ys = zip(*batch)
+            return backbone.collate(texts), torch.tensor(ys)
+
+        # Batches of similar length (shuffled in groups, as Hugging Face's Trainer does with group_by_length), so
+        # little compute goes to padding; validation simply runs in length order.
+        lengths = backbone.token_lengths(items)
+        if train:
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            sampler = LengthGroupedSampler(batch_size, lengths=lengths,
+                                           generator=torch.Generator().manual_seed(seed))
+        else:
+            sampler = sorted(range(len(items)), key=lengths.__getitem__)
+        return torch.utils.data.DataLoader(_Texts(items, labels), batch_size=batch_size, sampler=sampler,
+                                           collate_fn=collate)
+
+    def expand_input(self, raw: str) -> list:
+        """A .txt file gives its lines; a file of another modality is an error; anything else is a literal text."""
+        path = Path(raw).expanduser()
+        if path.is_file() and path.suffix.lower() in TEXT_FILE_EXTENSIONS:
+            return read_text_lines(path)
+        other = modality_of_file(path)
+        if other is not None and other is not self:
+            raise DataError(f"{raw} is an {other.noun} file, but this model takes texts: give texts, .txt files or a "
+                            "table with a text column")
+        if path.is_dir():
+            raise DataError(f"{raw} is a folder, but this model takes texts: give texts, .txt files or a table")
+        return [raw]

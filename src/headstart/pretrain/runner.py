@@ -1,0 +1,202 @@
+"""`pretrain`: self-supervised training of a backbone on unlabeled data, saved as a backbone folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._util import atomic_write_json, stable_json
+from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
+from ..errors import BackboneError, DataError, HeadstartError
+from ..modalities import get_modality
+from ..training import PRECISIONS
+from . import autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
+from .base import OBJECTIVES, ObjectiveOptions
+from .trainer import downsample_curve, plot_loss_curve, train
+from .unlabeled import UnlabeledData, read_unlabeled
+
+log = logging.getLogger("headstart")
+
+RUN_CONFIG = "pretrain-config.json"
+LOSS_PLOT = "loss_curve.png"
+
+@dataclass
+class Pretrained:
+    """What `pretrain` returns: the backbone folder and its manifest (objective, data, steps, loss curve)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def pretraining(self) -> dict[str, Any]:
+        return self.manifest["pretraining"]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _check_positive(**values: float | int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            flag = "--" + name.replace("_", "-")
+            raise HeadstartError(f"{flag} must be positive, got {value}")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse to replace anything but an earlier backbone folder: `--out` is rewritten as a whole."""
+    if out.is_file():
+        raise HeadstartError(f"--out {out} is a file: give a folder path for the pretrained backbone")
+    if out.is_dir() and any(out.iterdir()) and not (out / BACKBONE_MANIFEST).is_file():
+        raise HeadstartError(f"--out {out} is a non-empty folder that is not a headstart backbone, and would be "
+                             "replaced: give a new folder path")
+
+
+def _drop_unreadable(data: UnlabeledData, strict: bool) -> tuple[UnlabeledData, int]:
+    modality = get_modality(data.modality)
+    failures = modality.find_unreadable(data.items)
+    if not failures:
+        return data, 0
+    message = f"{data.name}: {modality.failure_summary(data.items, failures)}"
+    if strict:
+        raise DataError(message + " (without --strict they are skipped)")
+    log.warning(message)
+    bad = {i for i, _ in failures}
+    return data.subset([i for i in range(len(data)) if i not in bad]), len(bad)
+
+
+def pretrain(
+    data: str | Path | UnlabeledData,
+    objective: str = "contrastive",
+    backbone: str = "smallcnn",
+    *,
+    out: str | Path,
+    from_weights: str | None = None,
+    epochs: int | None = None,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    image_size: int | None = None,
+    max_length: int | None = None,
+    denoise: bool = False,
+    mask_ratio: float = 0.5,
+    temperature: float = 0.5,
+    whole_word: bool = False,
+    text_column: str | None = None,
+    precision: str = "auto",
+    seed: int = 0,
+    resume: bool = False,
+    strict: bool = False,
+    run_dir: str | Path | None = None,
+) -> Pretrained:
+    """Train `backbone` on unlabeled `data` with a self-supervised `objective`; save it to `out`.
+
+    Images: objective autoencoder (`denoise=True` for the denoising variant), masked or contrastive; the
+    encoder starts from random weights, or from `from_weights` ('pretrained' for the backbone's published
+    weights, a timm weights file, or a folder from an earlier `pretrain`). Text: objective mlm on a Transformers
+    encoder (e.g. 'minilm'), continuing from its pre-trained weights. Training stops at the first of `epochs`,
+    `max_steps` and `max_minutes`; checkpoints go to `run_dir` (default OUT.run/) and `resume=True` continues
+    (or extends, with a larger budget) the run found there. Returns the folder and its manifest.
+    """
+    if objective not in OBJECTIVES:
+        raise HeadstartError(f"unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}")
+    if precision not in PRECISIONS:
+        raise HeadstartError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    _check_positive(epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                    image_size=image_size, max_length=max_length, temperature=temperature)
+    if not 0 < mask_ratio < 1:
+        raise HeadstartError(f"--mask-ratio must be between 0 and 1, got {mask_ratio}")
+    kind = OBJECTIVES[objective]
+    out = Path(out).expanduser()
+    _check_out(out)
+    run_dir = Path(run_dir).expanduser() if run_dir is not None else out.with_name(out.name + ".run")
+    started = time.perf_counter()
+
+    unlabeled = data if isinstance(data, UnlabeledData) else read_unlabeled(data, text_column)
+    if unlabeled.modality != kind.modality:
+        fitting = ", ".join(k for k, v in OBJECTIVES.items() if v.modality == unlabeled.modality)
+        fix = f"use --objective {fitting}" if fitting else f"no objective pretrains on {unlabeled.modality} yet"
+        raise HeadstartError(f"objective '{objective}' is for {kind.modality}, but {unlabeled.source} holds "
+                             f"{unlabeled.modality}: {fix}")
+    unlabeled, n_skipped = _drop_unreadable(unlabeled, strict)
+    if len(unlabeled) < 2:
+        raise DataError(f"{unlabeled.source} has {len(unlabeled)} usable item(s): pretraining needs at least 2 "
+                        "(and thousands to be worth it)")
+
+    torch.manual_seed(seed)
+    options = ObjectiveOptions(denoise=denoise, mask_ratio=mask_ratio, temperature=temperature, whole_word=whole_word,
+                               seed=seed, image_size=image_size, max_length=max_length)
+    net, base_weights = kind.starting_backbone(backbone, from_weights, options)
+    if net.modality != kind.modality:
+        suggestion = get_modality(kind.modality).suggested_backbone
+        raise BackboneError(f"backbone '{backbone}' takes {net.modality} inputs, but objective '{objective}' trains "
+                            f"on {kind.modality}: use --backbone {suggestion} or another {kind.modality} encoder")
+    fingerprint = unlabeled.fingerprint()
+    grayscale = unlabeled.is_grayscale()
+
+    obj = kind.create(net, unlabeled, options)
+    if kind.decode_in_workers:
+        net.to(memory_format=torch.channels_last)
+    batch = min(batch_size or kind.default_batch_size, len(unlabeled))
+    epochs = epochs or (10_000 if (max_minutes or max_steps) else kind.default_epochs)
+    config = {"objective": objective, "objective_options": obj.options, "backbone": backbone,
+              "base_weights": base_weights, "data_fingerprint": fingerprint, "batch_size": batch, "seed": seed}
+    _check_run_dir(run_dir, config, resume)
+    log.info("pretraining %s (%s) on %d %s items of %s; batch %d; base weights: %s", backbone, objective,
+             len(unlabeled), unlabeled.modality, unlabeled.name, batch, base_weights)
+
+    result = train(obj, obj.dataset(unlabeled), run_dir, batch_size=batch, lr=lr or kind.default_lr, epochs=epochs,
+                   max_steps=max_steps, max_minutes=max_minutes, precision=precision, seed=seed, resume=resume)
+    trained = obj.trained_backbone()
+    trained.is_pretrained = True
+    losses = result.pop("losses")
+    curve = downsample_curve(losses)
+    head = max(1, len(losses) // 20)
+    pretraining = {
+            "objective": objective, "paper": obj.paper, "options": obj.options, "backbone_name": backbone,
+            "base_weights": base_weights,
+            "data": {"source": unlabeled.source, "name": unlabeled.name, "modality": unlabeled.modality,
+                     "items": len(unlabeled), "skipped_unreadable": n_skipped, "fingerprint": fingerprint,
+                     "grayscale": grayscale},
+            "batch_size": batch, "lr": lr or kind.default_lr, "seed": seed, "max_minutes": max_minutes,
+            "max_steps": max_steps, "epochs_planned": epochs, **result,
+            "samples_seen": result["steps"] * batch,
+            "first_loss": float(np.mean([v for _, v in losses[:head]])) if losses else None,
+            "final_loss": float(np.mean([v for _, v in losses[-head:]])) if losses else None,
+            "loss_curve": curve, "loss_plot": LOSS_PLOT, "run_dir": str(run_dir),
+            "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    title = f"{objective} pretraining of {backbone} on {unlabeled.name} ({len(unlabeled)} items)"
+    manifest = save_backbone_dir(trained, out, pretraining, extra_files={LOSS_PLOT: plot_loss_curve(curve, title)})
+    return Pretrained(out, manifest.model_dump(mode="json"))
+
+
+def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
+    """Record the run's settings; `resume` must find a checkpoint made with the same ones."""
+    file = run_dir / RUN_CONFIG
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.is_file():
+            raise HeadstartError(f"--resume: no checkpoint at {last}; run without --resume to start afresh "
+                                 "(or give the same --out as the interrupted run)")
+        if file.is_file():
+            before = json.loads(file.read_text())
+            changed = [k for k in config if stable_json(before.get(k)) != stable_json(config[k])]
+            if changed:
+                raise HeadstartError(f"--resume: {', '.join(changed)} differ(s) from the run in {run_dir} "
+                                     f"(was {', '.join(str(before.get(k)) for k in changed)}): use the same "
+                                     "settings, or start afresh without --resume")
+    elif last.is_file():
+        log.info("starting afresh: the checkpoint in %s is replaced (use --resume to continue it)", run_dir)
+        last.unlink()
+    atomic_write_json(file, config)

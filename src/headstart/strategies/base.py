@@ -1,0 +1,151 @@
+"""The strategy interface: a strategy is a dataclass of validated settings that trains a Classifier.
+
+A strategy owns its settings (fields with ranges checked on creation), its stages (`train`), and what a saved
+model must record to be rebuilt (`record`, and `restore` at load time, for strategies such as LoRA that change
+the network's structure). New strategies register with `@register_strategy`; `fit` and the CLI find them by
+name, so a new strategy is one new module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
+from ..embedding_cache import EmbeddingCache
+from ..embeddings import embed_dataset, without_unreadable
+from ..errors import DataError, SettingsError
+from ..heads import Classifier
+
+
+def option(name: str) -> str:
+    """How a setting is named to a user: the Python name and its command-line flag."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                integer: bool = False, low_open: bool = False, high_open: bool = False) -> None:
+    """Raise a SettingsError naming the setting and its range unless `value` lies in it (None is always allowed)."""
+    if value is None:
+        return
+    kind = "a whole number" if integer else "a number"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        limits = " and ".join(x for x in (lo, hi) if x)
+        raise SettingsError(f"{option(name)} must be {kind}{' ' + limits if limits else ''}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass
+class TrainingRun:
+    """What a strategy trains on and with: the backbone, the train/val splits, and where to write."""
+
+    backbone: Backbone
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    run_dir: Path | None
+    precision: str
+    seed: int
+    strict: bool = False
+    resume: bool = False
+    cache: EmbeddingCache | None = None
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def embed_splits(self) -> tuple[np.ndarray, np.ndarray]:
+        """Frozen-backbone embeddings of train and val (cached), unreadable items dropped from both splits."""
+        started = time.perf_counter()
+        self.train, train_x = embed_dataset(self.backbone, self.train, self.cache, self.precision, self.strict)
+        self.val, val_x = embed_dataset(self.backbone, self.val, self.cache, self.precision, self.strict)
+        self.check_classes_usable()
+        self.timings["embed"] = time.perf_counter() - started
+        return train_x, val_x
+
+    def drop_unreadable(self) -> None:
+        """Leave out train/val items that cannot be decoded (for strategies that never embed them first)."""
+        self.train = without_unreadable(self.train, self.strict)
+        self.val = without_unreadable(self.val, self.strict)
+        self.check_classes_usable()
+
+    def check_classes_usable(self) -> None:
+        empty = [c for c, n in self.train.class_counts().items() if n == 0]
+        if empty:
+            raise DataError(f"class(es) {', '.join(empty)} have no usable training examples: add readable files")
+
+
+class Strategy(ABC):
+    """Subclasses are dataclasses: their fields are the settings, validated in `__post_init__`."""
+
+    name: ClassVar[str]
+    needs_run_dir: ClassVar[bool] = False  # writes checkpoints, so `fit` needs `out`
+    freezes_backbone: ClassVar[bool] = True  # test embeddings of an unchanged backbone may come from the cache
+
+    @abstractmethod
+    def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
+        """Train a classifier on `run`; returns it and a JSON-ready record of the training (history, rates)."""
+
+    def settings(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
+        """Bring a freshly built classifier into the structure this strategy trained (before weights load)."""
+        return classifier
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+S = TypeVar("S", bound=type[Strategy])
+
+
+def register_strategy(cls: S) -> S:
+    """Class decorator: make a strategy known to `fit` and `--strategy` by its `name`."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    if name not in STRATEGIES:
+        raise SettingsError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def make_strategy(strategy: str | Strategy, settings: dict[str, Any]) -> Strategy:
+    """A strategy object from a name and settings, or the object itself (settings then must be empty)."""
+    if isinstance(strategy, Strategy):
+        if settings:
+            raise SettingsError(f"pass settings ({', '.join(settings)}) inside the strategy object, not beside it")
+        return strategy
+    cls = strategy_class(strategy)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        others = [n for n, c in STRATEGIES.items() if set(unknown) <= {f.name for f in dataclasses.fields(c)}]
+        hint = f"; it is a setting of {', '.join(others)}" if others else ""
+        raise SettingsError(f"strategy '{strategy}' has no setting {', '.join(map(option, unknown))}{hint} "
+                            f"(its settings: {', '.join(sorted(fields))})")
+    return cls(**settings)
+
+
+def settings_of(cls: type[Strategy]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+

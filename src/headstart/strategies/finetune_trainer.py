@@ -1,0 +1,147 @@
+"""Stage 2 of `finetune` on Lightning: the whole network, discriminative learning rates, warm-up then cosine
+decay, early stopping on validation accuracy, the best checkpoint kept, `resume` from the last one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+import torch
+from torch import nn
+
+from ..heads import Classifier
+from ..modalities import get_modality
+from ..progress import progress_enabled
+from ..training import lightning_precision
+from .base import TrainingRun
+
+log = logging.getLogger("headstart")
+
+
+class EndToEndSettings(Protocol):
+    """What stage 2 reads of the strategy's settings (FineTune has them)."""
+
+    epochs: int
+    batch_size: int
+    weight_decay: float
+    warmup_fraction: float
+    patience: int
+    label_smoothing: float
+
+
+def discriminative_groups(classifier: Classifier, lr: float, lr_ratio: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups: backbone layer groups with geometrically rising rates, then the head."""
+    groups = [g for g in classifier.backbone.layer_groups() if g]
+    n = len(groups)
+    rates = [lr / lr_ratio ** ((n - 1 - k) / max(1, n - 1)) for k in range(n)]
+    param_groups = [{"params": g, "lr": r, "weight_decay": weight_decay} for g, r in zip(groups, rates)]
+    param_groups.append({"params": list(classifier.head.parameters()), "lr": lr, "weight_decay": weight_decay})
+    return param_groups
+
+
+class FineTuneModule(L.LightningModule):
+    """Trains a Classifier end to end; logs `val_loss` and `val_accuracy` each epoch."""
+
+    def __init__(self, classifier: Classifier, lr: float, lr_ratio: float, settings: EndToEndSettings, total_steps: int):
+        super().__init__()
+        self.classifier = classifier
+        self.lr, self.lr_ratio = lr, lr_ratio
+        self.settings = settings
+        self.total_steps = total_steps
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        self._val: list[tuple[float, int, int]] = []
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.classifier(x)
+
+    def training_step(self, batch: Sequence, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        loss = self.loss_fn(self.classifier(x), y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Sequence, batch_idx: int) -> None:
+        x, y = batch[0], batch[1]
+        logits = self.classifier(x)
+        self._val.append((nn.functional.cross_entropy(logits, y, reduction="sum").item(),
+                          int((logits.argmax(1) == y).sum()), len(y)))
+
+    def on_validation_epoch_end(self) -> None:
+        loss, correct, n = (sum(v) for v in zip(*self._val)) if self._val else (0.0, 0, 1)
+        self._val.clear()
+        self.log("val_loss", loss / n, prog_bar=True)
+        self.log("val_accuracy", correct / n, prog_bar=True)
+
+    def configure_optimizers(self):
+        from transformers import get_cosine_schedule_with_warmup
+
+        groups = discriminative_groups(self.classifier, self.lr, self.lr_ratio, self.settings.weight_decay)
+        optimizer = torch.optim.AdamW(groups)
+        warmup = max(1, int(self.settings.warmup_fraction * self.total_steps))
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class ResumeHint(L.Callback):
+    """On Ctrl-C, say how to continue; Lightning itself shuts down and exits."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("interrupted in epoch %d: the same `fit` command with --resume continues from %s "
+                        "(saved at the end of each epoch)", trainer.current_epoch,
+                        self.run_dir / "checkpoints" / "last.ckpt")
+
+
+def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
+                     lr_ratio: float) -> dict[str, Any]:
+    """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio); returns a
+    summary (best epoch, validation accuracy, checkpoint)."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    backbone, run_dir = classifier.backbone, run.run_dir
+    modality = get_modality(backbone.modality)
+    train_loader = modality.training_loader(backbone, run.train.items, run.train.labels, settings.batch_size,
+                                            train=True, seed=run.seed)
+    val_loader = modality.training_loader(backbone, run.val.items, run.val.labels, max(64, settings.batch_size),
+                                          train=False)
+    total_steps = settings.epochs * len(train_loader)
+    classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
+    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if not run.resume and last.is_file():
+        log.info("starting afresh: the checkpoints in %s are replaced (use --resume to continue them)", ckpt_dir)
+        for name in ("last.ckpt", "best.ckpt"):
+            (ckpt_dir / name).unlink(missing_ok=True)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_accuracy", mode="max",
+                                 save_top_k=1, enable_version_counter=False)
+    # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
+    # improve the monitored metric, and --resume would then repeat the epochs after the best one.
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=settings.epochs, accelerator="auto", devices=1, precision=lightning_precision(run.precision),
+        callbacks=[checkpoint, latest, EarlyStopping("val_accuracy", mode="max", patience=settings.patience),
+                   ResumeHint(run_dir)],
+        logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
+        enable_progress_bar=progress_enabled(), default_root_dir=run_dir,
+        log_every_n_steps=min(10, len(train_loader)),
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume and last.is_file() else None,
+                weights_only=True)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    classifier.cpu().eval()
+    score = checkpoint.best_model_score
+    return {"best_checkpoint": str(best), "best_val_accuracy": float(score) if score is not None else None,
+            "epochs_run": int(trainer.current_epoch), "lr": lr, "lr_ratio": lr_ratio,
+            "precision": lightning_precision(run.precision), "steps": int(trainer.global_step)}
