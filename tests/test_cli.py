@@ -35,7 +35,7 @@ def test_fit_evaluate_predict_images(image_folder, tmp_path):
     result = run("evaluate", out / "model", image_folder, "--json")
     assert result.exit_code == 0
     metrics = json.loads(result.stdout)
-    assert metrics["accuracy"] >= 0.9 and 0 <= metrics["macro_f1"] <= 1 and metrics["n"] == 36
+    assert metrics["accuracy"] >= 0.9 and metrics["macro_f1"] >= 0.9 and metrics["n"] == 36
     result = run("predict", out / "model", image_folder / "blue", "--top-k", "2")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 12 and {r["label"] for r in lines} == {"blue"}

@@ -16,7 +16,7 @@ from .embeddings import embed_dataset
 from .errors import HeadstartError
 from .evaluation.metrics import classification_metrics
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
-from .modalities import get_modality
+from .modalities import ensure_same_modality, get_modality
 from .model import TrainedModel
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
@@ -53,13 +53,6 @@ def _embedding_cache(backbone: Backbone, precision: str, enabled: bool) -> Embed
     if not (enabled and backbone.is_pretrained):
         return None
     return EmbeddingCache(sha256_bytes(backbone.fingerprint().encode(), precision.encode())[:24])
-
-
-def _check_modality(net: Backbone, splits: Splits, name: str) -> None:
-    if net.modality != splits.modality:
-        suggestion = get_modality(splits.modality).suggested_backbone
-        raise HeadstartError(f"backbone '{name}' takes {net.modality} inputs, but the data are {splits.modality} "
-                             f"(try --backbone {suggestion})")
 
 
 def fit(
@@ -102,7 +95,8 @@ def fit(
     splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
                            max_length=max_length)
-    _check_modality(net, splits, backbone)
+    ensure_same_modality(net.modality, splits.modality, f"backbone '{backbone}'", "the data are",
+                         f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
     log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,
              plan.name)
     run_dir = Path(out) if out is not None else None

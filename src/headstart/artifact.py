@@ -12,6 +12,7 @@ from .backbones.base import Backbone
 from .errors import ArtifactError
 from .heads import ClassificationHead, Classifier
 from .manifests import ModelManifest, read_model_manifest
+from .modalities import ensure_same_modality
 from .strategies import strategy_class
 from .weights import load_weights, save_weights
 
@@ -44,9 +45,8 @@ def _rebuild_backbone(manifest: ModelManifest, path: Path) -> Backbone:
                             f"({type(e).__name__}: {e}); the folder is damaged") from None
     except OSError as e:  # config or tokenizer files missing or unreadable
         raise ArtifactError(f"{path}: the backbone's files cannot be read ({e}); the folder is damaged") from None
-    if backbone.modality != manifest.modality:
-        raise ArtifactError(f"{path / MANIFEST} says modality '{manifest.modality}', but its backbone takes "
-                            f"{backbone.modality}: the folder is damaged")
+    ensure_same_modality(backbone.modality, manifest.modality, "the saved backbone", f"{path / MANIFEST} says",
+                         "the folder is damaged", ArtifactError)
     return backbone
 
 

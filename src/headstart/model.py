@@ -16,7 +16,7 @@ from .embeddings import compute_embeddings
 from .errors import DataError
 from .heads import Classifier
 from .manifests import ModelManifest
-from .modalities import get_modality
+from .modalities import ensure_same_modality, get_modality
 
 
 class TrainedModel:
@@ -104,8 +104,7 @@ class TrainedModel:
         if not isinstance(data, Dataset):
             splits = load_data(data, text_column, label_column, classes=self.classes)
             data = splits.test or splits.train
-        if data.modality != self.modality:
-            raise DataError(f"this model takes {self.modality} inputs, but the data are {data.modality}")
+        ensure_same_modality(self.modality, data.modality, "this model", "the data are")
         if list(data.classes) != self.classes:
             raise DataError(f"the data's classes {data.classes} differ from the model's {self.classes}")
         probs, failures = self.scores(data.items)

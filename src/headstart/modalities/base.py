@@ -92,6 +92,13 @@ def get_modality(name: str) -> Modality:
         raise DataError(f"unknown modality '{name}' (known: {', '.join(MODALITIES)})") from None
 
 
+def ensure_same_modality(takes: str, given: str, what_takes: str, what_given: str, fix: str = "",
+                         error: type[Exception] = DataError) -> None:
+    """One message for every mismatch: "<what_takes> takes image inputs, but <what_given> are text (<fix>)"."""
+    if takes != given:
+        raise error(f"{what_takes} takes {takes} inputs, but {what_given} {given}" + (f" ({fix})" if fix else ""))
+
+
 def modality_of_file(path: Path) -> Modality | None:
     """The modality whose item files have this file's extension, if any."""
     suffix = path.suffix.lower()

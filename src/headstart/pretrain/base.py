@@ -90,6 +90,14 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
     return cls
 
 
+def objectives_by_modality() -> dict[str, list[str]]:
+    """Objective names grouped by the modality they train on."""
+    groups: dict[str, list[str]] = {}
+    for name, cls in OBJECTIVES.items():
+        groups.setdefault(cls.modality, []).append(name)
+    return groups
+
+
 class ImageObjective(Objective):
     """Image objectives: items are decoded in DataLoader workers by `transform` (PIL -> tensor or views)."""
 

@@ -15,10 +15,10 @@ import torch
 from .._util import atomic_write_json, stable_json
 from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
 from ..errors import BackboneError, DataError, HeadstartError
-from ..modalities import get_modality
+from ..modalities import ensure_same_modality, get_modality
 from ..training import PRECISIONS
 from . import autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
-from .base import OBJECTIVES, ObjectiveOptions
+from .base import OBJECTIVES, ObjectiveOptions, objectives_by_modality
 from .trainer import downsample_curve, plot_loss_curve, train
 from .unlabeled import UnlabeledData, read_unlabeled
 
@@ -123,11 +123,10 @@ def pretrain(
     started = time.perf_counter()
 
     unlabeled = data if isinstance(data, UnlabeledData) else read_unlabeled(data, text_column)
-    if unlabeled.modality != kind.modality:
-        fitting = ", ".join(k for k, v in OBJECTIVES.items() if v.modality == unlabeled.modality)
-        fix = f"use --objective {fitting}" if fitting else f"no objective pretrains on {unlabeled.modality} yet"
-        raise HeadstartError(f"objective '{objective}' is for {kind.modality}, but {unlabeled.source} holds "
-                             f"{unlabeled.modality}: {fix}")
+    fitting = objectives_by_modality().get(unlabeled.modality, [])
+    ensure_same_modality(kind.modality, unlabeled.modality, f"objective '{objective}'", f"{unlabeled.source} holds",
+                         f"use --objective {', '.join(fitting)}" if fitting else "no objective pretrains on it yet",
+                         HeadstartError)
     unlabeled, n_skipped = _drop_unreadable(unlabeled, strict)
     if len(unlabeled) < 2:
         raise DataError(f"{unlabeled.source} has {len(unlabeled)} usable item(s): pretraining needs at least 2 "
@@ -137,10 +136,9 @@ def pretrain(
     options = ObjectiveOptions(denoise=denoise, mask_ratio=mask_ratio, temperature=temperature, whole_word=whole_word,
                                seed=seed, image_size=image_size, max_length=max_length)
     net, base_weights = kind.starting_backbone(backbone, from_weights, options)
-    if net.modality != kind.modality:
-        suggestion = get_modality(kind.modality).suggested_backbone
-        raise BackboneError(f"backbone '{backbone}' takes {net.modality} inputs, but objective '{objective}' trains "
-                            f"on {kind.modality}: use --backbone {suggestion} or another {kind.modality} encoder")
+    ensure_same_modality(net.modality, kind.modality, f"backbone '{backbone}'", f"objective '{objective}' trains on",
+                         f"use --backbone {get_modality(kind.modality).suggested_backbone} or another "
+                         f"{kind.modality} encoder", BackboneError)
     fingerprint = unlabeled.fingerprint()
     grayscale = unlabeled.is_grayscale()
 
