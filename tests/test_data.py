@@ -118,9 +118,14 @@ def test_stratified_split_and_labels_per_class(image_folder):
     assert list(map(str, again.train.items)) == list(map(str, splits.train.items))
 
 
-def test_labels_per_class_must_be_positive(image_folder):
-    with pytest.raises(DataError, match=r"at least 1"):
+def test_labels_per_class_and_split_sizes_are_checked(image_folder):
+    from headstart.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=r"--labels-per-class\) must be a whole number >= 1"):
         make_splits(load_data(image_folder), labels_per_class=0)
+    for size in (0, 0.0, 1.0, -2, True):
+        with pytest.raises(SettingsError, match=r"--test-size\) must be a fraction between 0 and 1"):
+            make_splits(load_data(image_folder), test_size=size)
 
 
 def test_digits_builtin():

@@ -70,7 +70,7 @@ def plugins():
         lambda _, options: ColourStatistics(options.image_size or 16))
     register_strategy(NearestCentroid)
     yield
-    FAMILIES.pop("toy_colour"), NAMES.pop("toy-colour"), STRATEGIES.pop("toy_centroid")
+    FAMILIES.pop("toy_colour", None), NAMES.pop("toy-colour"), STRATEGIES.pop("toy_centroid")
 
 
 def test_toy_family_and_strategy_fit_save_and_load(plugins, image_folder, tmp_path):
@@ -90,4 +90,3 @@ def test_a_model_of_an_unregistered_family_fails_to_load_with_a_message(plugins,
     FAMILIES.pop("toy_colour")
     with pytest.raises(headstart.HeadstartError, match=r"unknown backbone family 'toy_colour'.*plug-in"):
         headstart.load(tmp_path / "run" / "model")
-    FAMILIES["toy_colour"] = ColourStatistics

@@ -37,15 +37,59 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftovers(target: Path, kind: str) -> list[tuple[Path, int]]:
+    """(path, pid) of sibling folders `.NAME.KIND-PID...` that an atomic save left behind."""
+    found = []
+    for p in target.parent.glob(f".{target.name}.{kind}-*"):
+        pid = p.name.rsplit(f".{kind}-", 1)[1].split(".", 1)[0]
+        if pid.isdigit():
+            found.append((p, int(pid)))
+    return found
+
+
+def recover_directory(target: Path) -> None:
+    """Finish or undo an atomic directory save that was killed (see `atomic_directory`).
+
+    Killed after the old folder was moved aside but before the new one took its place, `target` is missing:
+    the old folder is moved back. Leftovers of dead processes (an unfinished new folder, an old one not yet
+    deleted) are removed. Folders of a save still running in another process are left alone.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    dead_old = sorted((p for p, pid in _leftovers(target, "old") if not _pid_alive(pid)),
+                      key=lambda p: p.stat().st_mtime)
+    if not target.exists() and dead_old:
+        os.replace(dead_old.pop(), target)
+    for p, pid in _leftovers(target, "new"):
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in dead_old:
+        shutil.rmtree(p, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces `target`, on failure it is removed.
 
-    The old directory, if any, stays intact until the new one is complete.
+    Steps: write `.NAME.new-PID`; move `target` aside to `.NAME.old-PID`; move the new folder in; delete the
+    old one. A kill at any step leaves either the old or the new folder readable: `recover_directory` (run by
+    the next save and by loading) restores the old one if the kill came between the two moves.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    recover_directory(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-{os.getpid()}."))
     try:
         yield tmp
     except BaseException:
@@ -54,10 +98,20 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_symlink(link: Path, points_to: str) -> None:
+    """Make `link` a symbolic link to `points_to` (relative to the link's folder), replacing what was there."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(points_to, tmp)
+    os.replace(tmp, link)
 
 
 def inside(base: Path, relative: str, what: str) -> Path:

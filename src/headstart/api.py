@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._util import atomic_write_json, sha256_bytes
+import torch
+
+from ._util import atomic_symlink, sha256_bytes
+from .artifact import METRICS
 from .backbones import resolve_backbone
 from .backbones.base import Backbone
 from .data import Dataset, Splits, load_data, make_splits
@@ -18,6 +21,7 @@ from .evaluation.metrics import classification_metrics
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import TrainedModel
+from .run_folder import check_run_folder, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
 from .training import PRECISIONS
@@ -55,6 +59,14 @@ def _embedding_cache(backbone: Backbone, precision: str, enabled: bool) -> Embed
     return EmbeddingCache(sha256_bytes(backbone.fingerprint().encode(), precision.encode())[:24])
 
 
+def _data_fingerprint(splits: Splits) -> str:
+    """A content hash of the training and validation items and labels: what --resume must find unchanged."""
+    modality = get_modality(splits.modality)
+    digests = [modality.digest(item) for part in (splits.train, splits.val) for item in part.items]
+    labels = b"".join(part.labels.tobytes() for part in (splits.train, splits.val))
+    return sha256_bytes(*digests, labels)[:32]
+
+
 def fit(
     data: str | Path | Dataset | Splits,
     backbone: str = "efficientnet_lite0",
@@ -75,6 +87,7 @@ def fit(
     cache: bool = True,
     strict: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -82,7 +95,9 @@ def fit(
     `strategy` is a name ("probe", "finetune", or any registered one) with its settings as keyword arguments
     (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
-    OUT/metrics.json. Returns the trained model (its `.metrics` hold the test results).
+    OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
+    refused unless `overwrite=True` (which still replaces only headstart's own files). Returns the trained model
+    (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
     check_choice("precision", precision, PRECISIONS)
@@ -91,15 +106,24 @@ def fit(
     check_range("seed", seed, low=0, integer=True)
     if plan.needs_run_dir and out is None:
         raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
+    run_dir = Path(out).expanduser() if out is not None else None
+    if run_dir is not None:  # an unusable --out fails now, not after training
+        check_run_folder(run_dir, "fit", overwrite=overwrite)
     started = time.perf_counter()
     splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
+    torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
                            max_length=max_length)
     ensure_same_modality(net.modality, splits.modality, f"backbone '{backbone}'", "the data are",
                          f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
     log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,
              plan.name)
-    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        config = {"backbone": backbone, "weights": weights, "image_size": image_size, "max_length": max_length,
+                  "strategy": plan.name, "seed": seed, "precision": precision,
+                  "settings": {k: v for k, v in plan.settings().items() if k != "epochs"},  # --resume may extend
+                  "classes": splits.classes, "data": _data_fingerprint(splits)}
+        record_run(run_dir, "fit", config, resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
                       cache=_embedding_cache(net, precision, cache))
     run.timings["load"] = time.perf_counter() - started
@@ -125,7 +149,6 @@ def fit(
     model = TrainedModel(classifier, splits.classes, manifest)
     if run_dir is not None:
         model.save(run_dir / "model")
-        atomic_write_json(run_dir / "metrics.json", {**metrics, "timings": manifest.timings, "backbone": backbone,
-                                                     "strategy": plan.name})
+        atomic_symlink(run_dir / METRICS, f"model/{METRICS}")  # RUN/metrics.json always follows RUN/model
     model.run_dir = run_dir
     return model

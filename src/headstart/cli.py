@@ -94,6 +94,8 @@ def fit(
     cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
     resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files (only headstart's "
+                                               "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
 ) -> None:
     """Train a classifier and evaluate it on a held-out split."""
     from .api import fit as fit_model
@@ -107,7 +109,8 @@ def fit(
     model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
-                      precision=precision, cache=cache, strict=strict, resume=resume, **settings)
+                      precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
+                      **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

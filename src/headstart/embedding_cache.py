@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import tempfile
 import uuid
@@ -10,16 +12,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from .data.builtins import cache_root
+
+log = logging.getLogger("headstart")
+
+
+def _checksum(digests: np.ndarray, embeddings: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(digests).tobytes())
+    h.update(np.ascontiguousarray(embeddings, np.float32).tobytes())
+    return h.hexdigest()
 
 
 class EmbeddingCache:
     """Shards of (content digest, embedding) rows under one folder per backbone key.
 
     Each store writes a new shard atomically, so concurrent or interrupted runs never corrupt it, and items are
-    matched by content: renamed or re-split files still hit, edited files miss.
+    matched by content: renamed or re-split files still hit, edited files miss. Each shard carries a checksum of
+    its numbers: a damaged, truncated or empty shard is deleted with a warning and its items are recomputed.
     """
 
     def __init__(self, key: str, root: Path | None = None):
@@ -40,8 +53,8 @@ class EmbeddingCache:
         for shard in self._shards():
             if found.all():
                 break
-            tensors = load_file(str(shard))
-            if tensors["embeddings"].shape[1] != dim:
+            tensors = self._read(shard)
+            if tensors is None or tensors["embeddings"].shape[1] != dim:
                 continue
             rows = [(i, r) for r, k in enumerate(map(bytes, tensors["digests"])) if k in wanted for i in wanted[k]]
             rows = [(i, r) for i, r in rows if not found[i]]
@@ -53,6 +66,21 @@ class EmbeddingCache:
         self.misses += int((~found).sum())
         return out, found
 
+    def _read(self, shard: Path) -> dict[str, np.ndarray] | None:
+        """A shard's tensors, or None (and the shard deleted) when it is damaged."""
+        try:
+            with safe_open(str(shard), "np") as f:
+                tensors = {k: f.get_tensor(k) for k in ("digests", "embeddings")}
+                expected = (f.metadata() or {}).get("blake2b")
+            if expected != _checksum(tensors["digests"], tensors["embeddings"]):
+                raise ValueError("checksum mismatch")
+            return tensors
+        except Exception as e:  # truncated, empty, garbage, or numbers changed after writing
+            log.warning("embedding cache: %s is damaged (%s); deleted, its items will be recomputed", shard,
+                        str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+            shard.unlink(missing_ok=True)
+            return None
+
     def store(self, digests: Sequence[bytes], embeddings: np.ndarray) -> None:
         if len(digests) == 0:
             return
@@ -60,5 +88,6 @@ class EmbeddingCache:
         keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), -1)
         fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
         os.close(fd)
-        save_file({"digests": np.ascontiguousarray(keys), "embeddings": np.ascontiguousarray(embeddings, np.float32)}, tmp)
+        keys, embeddings = np.ascontiguousarray(keys), np.ascontiguousarray(embeddings, np.float32)
+        save_file({"digests": keys, "embeddings": embeddings}, tmp, metadata={"blake2b": _checksum(keys, embeddings)})
         os.replace(tmp, self.folder / f"{uuid.uuid4().hex}.safetensors")

@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from ._util import default_device, library_versions
-from .artifact import read_model_dir, write_model_dir
+from .artifact import METRICS, read_model_dir, write_model_dir
 from .data.dataset import Dataset
 from .embeddings import compute_embeddings
 from .errors import DataError
@@ -41,12 +41,17 @@ class TrainedModel:
         return cls(classifier, manifest.classes, manifest)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model folder atomically (weights, manifest, the backbone's files)."""
+        """Write the model folder atomically: weights, manifest, the backbone's files and `metrics.json` (the test
+        metrics, so that they can never belong to another model)."""
+        import json
         from datetime import datetime, timezone
 
         self.manifest = self.manifest.model_copy(update={
             "versions": library_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        write_model_dir(Path(path), self.classifier, self.manifest)
+        report = {**self.metrics, "timings": self.manifest.timings, "backbone": self.manifest.backbone_name,
+                  "strategy": self.manifest.strategy.name}
+        write_model_dir(Path(path), self.classifier, self.manifest,
+                        {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()})
         return Path(path)
 
     @property
@@ -102,7 +107,7 @@ class TrainedModel:
         from .evaluation.metrics import classification_metrics
 
         if not isinstance(data, Dataset):
-            splits = load_data(data, text_column, label_column, classes=self.classes)
+            splits = load_data(data, text_column, label_column, classes=self.classes, modality=self.modality)
             data = splits.test or splits.train
         ensure_same_modality(self.modality, data.modality, "this model", "the data are")
         if list(data.classes) != self.classes:

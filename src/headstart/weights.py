@@ -9,6 +9,13 @@ from torch import nn
 from .errors import ArtifactError
 
 
+def is_pickle_refusal(error: BaseException) -> bool:
+    """True when torch.load(weights_only=True) refused a file because it holds more than plain tensors."""
+    import pickle
+
+    return isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error)
+
+
 def save_weights(module: nn.Module, file: Path) -> None:
     from safetensors.torch import save_model
 

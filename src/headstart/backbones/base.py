@@ -102,6 +102,8 @@ class ImageBackbone(Backbone):
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bilinear"):
         super().__init__()
+        if int(image_size) < 1:
+            raise ValueError(f"image size must be at least 1 pixel, got {image_size}")
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)

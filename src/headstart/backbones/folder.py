@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .._util import atomic_directory, library_versions
+from .._util import atomic_directory, library_versions, recover_directory
 from ..manifests import BackboneFolderManifest, read_backbone_manifest
 from ..weights import load_weights, save_weights
 from .base import Backbone
@@ -31,6 +31,7 @@ def save_backbone_dir(backbone: Backbone, path: Path, pretraining: dict[str, Any
 
 
 def read_backbone_dir_manifest(path: Path) -> BackboneFolderManifest:
+    recover_directory(path)
     return read_backbone_manifest(path / BACKBONE_MANIFEST)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._util import recover_directory
 from ..errors import BackboneError
 from .base import Backbone
 
@@ -129,6 +130,7 @@ def resolve_backbone(name: str, weights: str | None = None, pretrained: bool = T
     if prefix is not None:
         return NAMES[prefix].build(name[len(prefix):], options)
     path = Path(name).expanduser()
+    recover_directory(path)  # a `pretrain` save killed between its two renames
     if path.is_dir():
         return _folder_kind(path).load(path, options)
     raise BackboneError(f"unknown backbone '{name}': use one of {_known_names()} (see `headstart backbones`)")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import BackboneError
+from ..weights import is_pickle_refusal
 from .base import ImageBackbone
 from .registry import BackboneOptions, register_backbone, register_family
 
@@ -28,7 +29,7 @@ class TimmBackbone(ImageBackbone):
     def __init__(self, arch: str, model: nn.Module, image_size: int | None = None, source: str = "",
                  create_kwargs: dict[str, Any] | None = None):
         cfg = model.pretrained_cfg
-        super().__init__(image_size or cfg["input_size"][-1], cfg["mean"], cfg["std"],
+        super().__init__(image_size if image_size is not None else cfg["input_size"][-1], cfg["mean"], cfg["std"],
                          "bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear")
         self.arch = arch
         self.model = model
@@ -47,7 +48,16 @@ class TimmBackbone(ImageBackbone):
                 path = next((c for c in candidates if c.is_file()), candidates[0])
             if not path.is_file():
                 raise BackboneError(f"weights file not found: {path}")
-            model = _create(arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+            try:
+                model = _create(arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+            except BackboneError:
+                raise
+            except Exception as e:
+                if is_pickle_refusal(e):
+                    raise BackboneError(f"--weights {path} needs pickle to load beyond plain tensors, and headstart "
+                                        "never unpickles: give a .safetensors file or a plain state dict") from None
+                raise BackboneError(f"--weights {path} are not {arch} weights ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'})") from None
             return cls(arch, model, image_size, source=str(path))
         if not pretrained:
             backbone = cls(arch, _create(arch, pretrained=False), image_size, source="random init")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..modalities import MODALITIES, Modality
+from ..modalities import MODALITIES, Modality, ensure_same_modality
 from .dataset import Dataset
 
 
@@ -27,8 +27,10 @@ def folder_modality(folders: Sequence[Path]) -> Modality:
     return best
 
 
-def read_class_folders(root: Path, classes: Sequence[str] | None = None) -> Dataset:
-    """Read `root/<class>/<file>` into a Dataset; with `classes` (a trained model's), sub-folders must use them."""
+def read_class_folders(root: Path, classes: Sequence[str] | None = None, expected_modality: str | None = None
+                       ) -> Dataset:
+    """Read `root/<class>/<file>` into a Dataset; with `classes` (a trained model's), sub-folders must use them,
+    and with `expected_modality` the files must be of it."""
     root = Path(root)
     folders = class_folders(root)
     if not folders:
@@ -37,6 +39,8 @@ def read_class_folders(root: Path, classes: Sequence[str] | None = None) -> Data
             f"e.g. {root}/cat/1.jpg and {root}/dog/2.jpg"
         )
     modality = folder_modality(folders)
+    if expected_modality is not None:
+        ensure_same_modality(expected_modality, modality.name, "this model", "the data are")
     names = [f.name for f in folders]
     if classes is not None:
         unknown = sorted(set(names) - set(classes))

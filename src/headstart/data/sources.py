@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ..errors import DataError
+from ..errors import DataError, SettingsError
+from ..modalities import ensure_same_modality
 from .builtins import BUILTINS
 from .dataset import Dataset, Splits
 from .folders import class_folders, read_class_folders
-from .tables import TABLE_EXTENSIONS, is_table_file, read_text_table
+from .tables import TABLE_EXTENSIONS, TABLE_MODALITY, is_table_file, read_text_table
 
 log = logging.getLogger(__name__)
 
@@ -33,41 +34,51 @@ def _explicit_split_paths(root: Path) -> dict[str, Path]:
     return found if "train" in found else {}
 
 
-def _read_one(path: Path, classes: list[str] | None, text_column: str | None,
-              label_column: str | None) -> Dataset:
+def _read_one(path: Path, classes: list[str] | None, text_column: str | None, label_column: str | None,
+              modality: str | None = None) -> Dataset:
     if path.is_dir():
-        return read_class_folders(path, classes)
+        return read_class_folders(path, classes, modality)
+    _expect(modality, TABLE_MODALITY)
     return read_text_table(path, text_column, label_column, classes)
 
 
+def _expect(modality: str | None, found: str) -> None:
+    if modality is not None:
+        ensure_same_modality(modality, found, "this model", "the data are")
+
+
 def load_data(source: str | Path, text_column: str | None = None, label_column: str | None = None,
-              classes: list[str] | None = None) -> Splits:
+              classes: list[str] | None = None, modality: str | None = None) -> Splits:
     """Read a data set as given, with only the splits it defines itself (val/test may be None).
 
-    With `classes` (e.g. a trained model's), labels are mapped onto them and unknown labels are an error.
+    With `classes` (e.g. a trained model's), labels are mapped onto them and unknown labels are an error; with
+    `modality`, data of another modality are an error before anything else is checked.
     """
     name = str(source)
     if name in BUILTINS:
-        return BUILTINS[name]()
+        splits = BUILTINS[name]()
+        _expect(modality, splits.modality)
+        return splits
     path = Path(source).expanduser()
     if not path.exists():
         hint = f" or a built-in data set ({', '.join(BUILTINS)})"
         raise DataError(f"data not found: {path} does not exist (give a folder of class sub-folders, a table{hint})")
     if is_table_file(path):
-        return Splits(read_text_table(path, text_column, label_column, classes), None, None)
+        return Splits(_read_one(path, classes, text_column, label_column, modality), None, None)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
     explicit = _explicit_split_paths(path)
     if explicit:
-        train = _read_one(explicit["train"], classes, text_column, label_column)
-        parts = {k: _read_one(p, train.classes, text_column, label_column) for k, p in explicit.items() if k != "train"}
+        train = _read_one(explicit["train"], classes, text_column, label_column, modality)
+        parts = {k: _read_one(p, train.classes, text_column, label_column, modality)
+                 for k, p in explicit.items() if k != "train"}
         return Splits(train, parts.get("val"), parts.get("test"))
     if not class_folders(path):
         tables = sorted(p.name for p in path.iterdir() if is_table_file(p))
         if tables:
             raise DataError(f"{path} holds tables ({', '.join(tables)}) but no train file: name one train.csv "
                             "or point at the table itself")
-    return Splits(read_class_folders(path, classes), None, None)
+    return Splits(read_class_folders(path, classes, modality), None, None)
 
 
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +109,16 @@ def per_class_subset(data: Dataset, n: int, seed: int, warn: bool = True) -> Dat
     return data.subset(np.sort(np.concatenate(chosen)))
 
 
+def _check_split_size(name: str, size: float | int) -> None:
+    """A split size is a fraction strictly between 0 and 1, or a whole count of at least 1."""
+    ok = (isinstance(size, float) and 0 < size < 1) or (isinstance(size, int) and not isinstance(size, bool)
+                                                         and size >= 1)
+    if not ok:
+        flag = "--" + name.replace("_", "-")
+        raise SettingsError(f"{name} ({flag}) must be a fraction between 0 and 1 (like 0.2) or a count of at least 1 "
+                            f"(like 500), got {size!r}")
+
+
 def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | int = 0.2,
                 labels_per_class: int | None = None, seed: int = 0) -> Splits:
     """Fill in missing test/val splits by seeded stratified splitting, then apply `labels_per_class`.
@@ -105,8 +126,11 @@ def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | 
     With `labels_per_class=N` the training split keeps N examples per class and validation at most N per class;
     the test split is left whole so that results stay comparable across N.
     """
-    if labels_per_class is not None and labels_per_class < 1:
-        raise DataError(f"--labels-per-class must be at least 1, got {labels_per_class}")
+    if labels_per_class is not None and (isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int)
+                                         or labels_per_class < 1):
+        raise SettingsError(f"labels_per_class (--labels-per-class) must be a whole number >= 1, got {labels_per_class!r}")
+    for name, size in (("val_size", val_size), ("test_size", test_size)):
+        _check_split_size(name, size)
     train, val, test = splits.train, splits.val, splits.test
     if test is None:
         keep, held = _stratified_split(train, test_size, seed)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +15,9 @@ import pandas as pd
 from ..errors import DataError
 from .dataset import Dataset
 
+log = logging.getLogger("headstart")
+
+TABLE_MODALITY = "text"  # what a table's rows hold
 TABLE_EXTENSIONS = {".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq"}
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "review", "content", "utterance", "query", "question",
                 "document", "body", "comment", "tweet", "message", "input")
@@ -21,21 +28,73 @@ def is_table_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in TABLE_EXTENSIONS
 
 
+def _cell(value: Any) -> str | None:
+    """A table cell as the text it was written as; None when missing. Lists, maps and bytes raise TypeError."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError("bytes")
+    if isinstance(value, (list, tuple, np.ndarray)):
+        raise TypeError("list")
+    if isinstance(value, dict):
+        raise TypeError("map")
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))  # 1.0 stays "1.0", distinct from an integer 1
+    return str(value)
+
+
+def _json_rows(path: Path) -> list[dict]:
+    """Records of a JSON Lines file, or of a .json file holding one array of records."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DataError(f"{path}: record {bad + 1} is a JSON {type(rows[bad]).__name__}, not an object with named fields")
+    return rows
+
+
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a table by its extension; every failure becomes a DataError naming the file."""
+    """Read a table by its extension, every cell as the text it was written as (None where missing).
+
+    Hand-written cell handling: pandas' readers turn NaN/NA/null into missing values in some formats and not
+    others, drop leading zeros (01 -> 1) and merge 1 with 1.0; labels must stay exactly as written.
+    """
     suffix = path.suffix.lower()
+    if suffix not in TABLE_EXTENSIONS:
+        raise DataError(f"{path}: unsupported table format '{suffix}' (use {', '.join(sorted(TABLE_EXTENSIONS))})")
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path, keep_default_na=False)
-        if suffix == ".tsv":
-            return pd.read_csv(path, sep="\t", keep_default_na=False, quoting=3)
+        if suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                             na_filter=False)
+            return df.map(lambda v: v if v != "" else None)
         if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl")
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+            return pd.DataFrame(_json_rows(path), dtype=object)
+        return pd.read_parquet(path).astype(object)
+    except DataError:
+        raise
     except Exception as e:
-        raise DataError(f"cannot read table {path}: {e}") from e
-    raise DataError(f"{path}: unsupported table format '{suffix}' (use {', '.join(sorted(TABLE_EXTENSIONS))})")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"cannot read table {path}: {first}") from None
+
+
+def _column_texts(df: pd.DataFrame, column: str, path: Path, role: str) -> list[str | None]:
+    texts = []
+    for row, value in enumerate(df[column].tolist(), 1):
+        try:
+            texts.append(_cell(value))
+        except TypeError as e:
+            raise DataError(f"{path}: the {role} column '{column}' holds {e} values (row {row}); {role}s must be "
+                            f"plain text or numbers: convert the column (e.g. decode bytes to text)") from None
+    return texts
 
 
 def _pick(df: pd.DataFrame, given: str | None, candidates: Sequence[str], role: str, path: Path,
@@ -62,42 +121,52 @@ def find_columns(df: pd.DataFrame, path: Path, text_column: str | None = None,
     return text, label
 
 
-def _sorted_classes(values: pd.Series) -> list[str]:
-    uniques = values.unique()
+def _sorted_classes(values: Sequence[str]) -> list[str]:
+    """Numeric-looking labels in numeric order (2 before 10), others alphabetically; never merged."""
+    uniques = sorted(set(values))
     try:
-        ordered = sorted(uniques, key=float)
-    except (TypeError, ValueError):
-        ordered = sorted(uniques, key=str)
-    return [str(v) for v in ordered]
+        return sorted(uniques, key=lambda v: (float(v), v))
+    except ValueError:
+        return uniques
 
 
 def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
                     classes: Sequence[str] | None = None) -> Dataset:
-    """Read a labeled text table; with `classes`, labels must be among them (for val/test files)."""
+    """Read a labeled text table; with `classes`, labels must be among them (for val/test files).
+
+    Labels are read as strings exactly as written. Rows with an empty text or a missing label are dropped with
+    a warning that counts them.
+    """
     df = read_table(path)
     if len(df) == 0:
         raise DataError(f"{path} has no rows")
     text_col, label_col = find_columns(df, path, text_column, label_column)
-    df = df[df[label_col].astype(str).str.len() > 0]
-    texts = df[text_col].astype(str).tolist()
-    labels_str = df[label_col].astype(str)
+    texts = _column_texts(df, text_col, path, "text")
+    labels = _column_texts(df, label_col, path, "label")
+    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t is not None and t.strip() and y is not None]
+    no_text = sum(1 for t in texts if t is None or not t.strip())
+    no_label = sum(1 for t, y in zip(texts, labels) if t is not None and t.strip() and y is None)
+    if no_text or no_label:
+        log.warning("%s: %d row(s) without text and %d without a label left out (%d of %d rows kept)", path.name,
+                    no_text, no_label, len(keep), len(texts))
+    texts, label_names = [texts[i] for i in keep], [labels[i] for i in keep]
+    if not texts:
+        raise DataError(f"{path} has no row with both a text and a label")
     if classes is None:
-        classes = _sorted_classes(df[label_col])
+        classes = _sorted_classes(label_names)
         if len(classes) < 2:
-            raise DataError(
-                f"{path} column '{label_col}' has only one class ({classes[0] if classes else 'none'}): "
-                "a classifier needs at least two"
-            )
+            raise DataError(f"{path} column '{label_col}' has only one class ({classes[0]}): a classifier needs at "
+                            "least two")
     index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(labels_str) - set(index))
+    unknown = sorted(set(label_names) - set(index))
     if unknown:
         raise DataError(f"{path} has labels not seen in training: {', '.join(unknown[:10])}")
-    labels = np.array([index[v] for v in labels_str], dtype=np.int64)
-    return Dataset("text", texts, labels, list(classes), name=path.stem)
+    return Dataset(TABLE_MODALITY, texts, np.array([index[v] for v in label_names], dtype=np.int64), list(classes),
+                   name=path.stem)
 
 
 def read_text_column(path: Path, text_column: str | None = None) -> list[str]:
-    """The texts of a table (labels not needed), e.g. for prediction or unlabeled pretraining."""
+    """The non-empty texts of a table (labels not needed), e.g. for prediction or unlabeled pretraining."""
     df = read_table(path)
     text_col, _ = find_columns(df, path, text_column, need_label=False)
-    return df[text_col].astype(str).tolist()
+    return [t for t in _column_texts(df, text_col, path, "text") if t is not None and t.strip()]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 
@@ -74,6 +75,37 @@ class Modality(ABC):
     def failure_summary(self, items: Sequence, failures: list[tuple[int, str]]) -> str:
         i, reason = failures[0]
         return f"{len(failures)} unreadable {self.noun}(s) skipped, e.g. {self.describe(items[i], i)} ({reason})"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """Shuffled indices that depend only on (seed, epoch): a run resumed at epoch k sees the order and the
+    augmentations an uninterrupted run would have. Lightning calls `set_epoch` before each epoch.
+
+    Each index is yielded as `epoch * n + index` so that the dataset, even in persistent worker processes, can
+    seed an item's random augmentation from (seed, epoch, index); `split_epoch_index` undoes it.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
+        return iter((order + self.epoch * self.n).tolist())
+
+
+def split_epoch_index(key: int, n: int) -> tuple[int, int]:
+    """(epoch, index) of a key yielded by EpochShuffle over n items."""
+    return divmod(key, n)
 
 
 MODALITIES: dict[str, Modality] = {}

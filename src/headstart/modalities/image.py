@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image, ImageFile
 
 from .._util import worker_count
 from ..errors import DataError
-from .base import Batch, Modality, register_modality
+from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
@@ -65,20 +66,30 @@ class ImageTensors(torch.utils.data.Dataset):
     """Decodes and transforms images in DataLoader workers; a broken image yields an error string, not a crash."""
 
     def __init__(self, items: Sequence[ImageItem], transform: Callable, labels: np.ndarray | None = None,
-                 draft_size: tuple[int, int] | None = None, fallback_shape: tuple[int, ...] = (3, 224, 224)):
+                 draft_size: tuple[int, int] | None = None, fallback_shape: tuple[int, ...] = (3, 224, 224),
+                 seed: int | None = None):
         self.items = items
         self.transform = transform
         self.labels = labels
         self.draft_size = draft_size
         self.fallback_shape = fallback_shape
+        self.seed = seed  # set: keys come from EpochShuffle, and each item's augmentation is seeded by them
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int):
+        if self.seed is None:
+            i, rng = key, contextlib.nullcontext()
+        else:
+            epoch, i = split_epoch_index(key, len(self.items))
+            rng = torch.random.fork_rng(devices=[])
         label = int(self.labels[i]) if self.labels is not None else -1
         try:
-            x = self.transform(open_image(self.items[i], self.draft_size))
+            with rng:
+                if self.seed is not None:
+                    torch.manual_seed(epoch_seed(self.seed, epoch) * 65_537 + i)
+                x = self.transform(open_image(self.items[i], self.draft_size))
             return x, label, i, ""
         except Exception as e:
             return torch.zeros(self.fallback_shape), label, i, f"{type(e).__name__}: {e}"
@@ -122,12 +133,13 @@ class ImageModality(Modality):
 
     def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
                         seed: int = 0) -> Any:
-        dataset = ImageTensors(items, backbone.transform(train=train), labels, backbone.draft_size())
+        dataset = ImageTensors(items, backbone.transform(train=train), labels, backbone.draft_size(),
+                               seed=seed if train else None)
         workers = worker_count()
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=False,
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, drop_last=False,
+                                           sampler=EpochShuffle(len(items), seed) if train else None,
                                            num_workers=workers, persistent_workers=workers > 0,
-                                           collate_fn=_channels_last_collate,
-                                           generator=torch.Generator().manual_seed(seed))
+                                           collate_fn=_channels_last_collate)
 
     def find_unreadable(self, items: Sequence, workers: int = 0) -> list[tuple[int, str]]:
         """Fully decode every image file (arrays are decoded already) and report those that fail."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import Batch, Modality, modality_of_file, register_modality
+from .base import Batch, Modality, epoch_seed, modality_of_file, register_modality
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
 
@@ -35,6 +35,18 @@ def read_text_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
     return [line.strip() for line in lines if line.strip()]
+
+
+def _length_grouped_sampler(batch_size: int, lengths: list[int], seed: int) -> torch.utils.data.Sampler:
+    """Hugging Face's LengthGroupedSampler, reshuffled from (seed, epoch) at every epoch so that a resumed run
+    sees the order an uninterrupted one would have (Lightning calls `set_epoch`)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochLengthGrouped(LengthGroupedSampler):
+        def set_epoch(self, epoch: int) -> None:
+            self.generator.manual_seed(epoch_seed(seed, epoch))
+
+    return EpochLengthGrouped(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(epoch_seed(seed, 0)))
 
 
 @register_modality
@@ -66,10 +78,7 @@ class TextModality(Modality):
         # little compute goes to padding; validation simply runs in length order.
         lengths = backbone.token_lengths(items)
         if train:
-            from transformers.trainer_pt_utils import LengthGroupedSampler
-
-            sampler = LengthGroupedSampler(batch_size, lengths=lengths,
-                                           generator=torch.Generator().manual_seed(seed))
+            sampler = _length_grouped_sampler(batch_size, lengths, seed)
         else:
             sampler = sorted(range(len(items)), key=lengths.__getitem__)
         return torch.utils.data.DataLoader(_Texts(items, labels), batch_size=batch_size, sampler=sampler,

@@ -12,10 +12,13 @@ import lightning as L
 import torch
 from torch import nn
 
+from ..errors import ArtifactError, HeadstartError
 from ..heads import Classifier
 from ..modalities import get_modality
+from ..modalities.base import epoch_seed
 from ..progress import progress_enabled
 from ..training import lightning_precision
+from ..weights import is_pickle_refusal
 from .base import TrainingRun
 
 log = logging.getLogger("headstart")
@@ -45,8 +48,10 @@ def discriminative_groups(classifier: Classifier, lr: float, lr_ratio: float, we
 class FineTuneModule(L.LightningModule):
     """Trains a Classifier end to end; logs `val_loss` and `val_accuracy` each epoch."""
 
-    def __init__(self, classifier: Classifier, lr: float, lr_ratio: float, settings: EndToEndSettings, total_steps: int):
+    def __init__(self, classifier: Classifier, lr: float, lr_ratio: float, settings: EndToEndSettings, total_steps: int,
+                 seed: int = 0):
         super().__init__()
+        self.seed = seed
         self.classifier = classifier
         self.lr, self.lr_ratio = lr, lr_ratio
         self.settings = settings
@@ -56,6 +61,12 @@ class FineTuneModule(L.LightningModule):
 
     def forward(self, x: Any) -> torch.Tensor:
         return self.classifier(x)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Dropout's random numbers depend only on (seed, epoch): a resumed run repeats an uninterrupted one.
+        (At the first batch rather than in on_train_epoch_start, which Lightning skips in a resumed epoch.)"""
+        if batch_idx == 0:
+            torch.manual_seed(epoch_seed(self.seed, self.current_epoch) + 7)
 
     def training_step(self, batch: Sequence, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
@@ -98,6 +109,27 @@ class ResumeHint(L.Callback):
                         self.run_dir / "checkpoints" / "last.ckpt")
 
 
+def check_checkpoint(path: Path, module: L.LightningModule) -> int:
+    """A checkpoint to resume from must load without pickle and hold this model's tensors, shape for shape.
+    Returns the number of epochs it completed."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state = checkpoint["state_dict"]
+        done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except Exception as e:
+        if is_pickle_refusal(e):
+            raise ArtifactError(f"{path} needs pickle to load (it was not written by headstart), and headstart never "
+                                "unpickles: delete it and run without --resume") from None
+        raise ArtifactError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+                            "): delete it and run without --resume") from None
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    if found != expected:
+        raise ArtifactError(f"{path} was written for another model (its tensors differ from this run's): run without "
+                            "--resume, or give the --out of the interrupted run")
+    return done
+
+
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
                      lr_ratio: float) -> dict[str, Any]:
     """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio); returns a
@@ -114,7 +146,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
                                           train=False)
     total_steps = settings.epochs * len(train_loader)
     classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
-    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps)
+    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if not run.resume and last.is_file():
@@ -135,8 +167,12 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
         log_every_n_steps=min(10, len(train_loader)),
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume and last.is_file() else None,
-                weights_only=True)
+    if run.resume:
+        if not last.is_file():
+            raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
+        # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
+        getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume else None, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)

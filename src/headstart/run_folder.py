@@ -1,0 +1,93 @@
+"""The run folder (`fit --out RUN`): checked before any work, and never a place where headstart deletes or
+overwrites files it did not write.
+
+A run folder holds `headstart-run.json` (what kind of run, with which settings and data), `model/`,
+`metrics.json`, `checkpoints/` and `logs/`. A folder with other files is refused unless the user says
+`--overwrite`, and even then only headstart's own entries are replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ._util import atomic_write_json, stable_json
+from .errors import HeadstartError
+
+RUN_RECORD = "headstart-run.json"
+OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs"}
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".model."))
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".headstart-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise HeadstartError(f"--out {path}: cannot write there ({e.strerror or type(e).__name__}): choose a folder "
+                             "you can write to") from None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((path / RUN_RECORD).read_text())
+        return record if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    text = stable_json(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_run_folder(path: Path, kind: str, *, overwrite: bool) -> None:
+    """Before any work: `path` must be a writable folder that is new, empty, or a headstart run of this kind."""
+    if path.exists() and not path.is_dir():
+        raise HeadstartError(f"--out {path} is a file: give a folder path for the run")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        foreign = _foreign_entries(path)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise HeadstartError(f"--out {path} holds files headstart did not write ({shown}): give a new folder, "
+                                 "or add --overwrite to write beside them (only model/, metrics.json, "
+                                 "checkpoints/ and logs/ are replaced)")
+        record = _read_record(path)
+        if record is not None and record.get("kind") != kind:
+            raise HeadstartError(f"--out {path} holds a {record.get('kind')} run, not a {kind} run: give a new "
+                                 "folder, or add --overwrite to replace it")
+    _check_writable(path)
+
+
+def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -> None:
+    """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings)."""
+    if resume:
+        record = _read_record(path)
+        if record is None:
+            raise HeadstartError(f"--resume: {path} holds no headstart run to continue ({RUN_RECORD} is missing): "
+                                 "run without --resume to start afresh")
+        before, now = _flatten(record.get("config", {})), _flatten(config)
+        changed = [k for k in sorted(set(before) | set(now)) if stable_json(before.get(k)) != stable_json(now.get(k))]
+        if changed:
+            shown = "; ".join(f"{k}: {_short(before.get(k))} -> {_short(now.get(k))}" for k in changed[:3])
+            raise HeadstartError(f"--resume: the data or settings differ from the run in {path} ({shown}): use the "
+                                 "same data and settings as the interrupted run (only --epochs may grow), or start "
+                                 "afresh without --resume")
+    atomic_write_json(path / RUN_RECORD, {"kind": kind, "config": config})

@@ -1,0 +1,412 @@
+"""Hostile-but-honest inputs through the command line: every one ends in a one-line `error:` and exit 2, or in a
+counted warning where skipping is promised; never a traceback, a silent wrong result or a lost file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from headstart.cli import app
+
+from .conftest import make_image_folder, write_text_table
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert message in " ".join(result.stderr.split()), result.stderr
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG header claiming an absurd size (a decompression bomb), with no pixel data behind it."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bad")
+
+
+@pytest.fixture(scope="module")
+def images(work) -> Path:
+    return make_image_folder(work / "images", per_class=8, size=16)
+
+
+@pytest.fixture(scope="module")
+def image_model(images, work) -> Path:
+    result = run("fit", images, "--image-size", "32", "--out", work / "image-run")
+    assert result.exit_code == 0, result.output
+    return work / "image-run" / "model"
+
+
+@pytest.fixture(scope="module")
+def text_model(work) -> Path:
+    table = write_text_table(work / "reviews.csv", n_per_class=12)
+    result = run("fit", table, "--backbone", "minilm", "--out", work / "text-run")
+    assert result.exit_code == 0, result.output
+    return work / "text-run" / "model"
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default run folders land in the test's own folder
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+OPTION_CASES = {
+    "--epochs 0": (["--epochs", "0"], "--epochs) must be a whole number >= 1, got 0"),
+    "--epochs -1": (["--epochs", "-1"], "--epochs) must be a whole number >= 1, got -1"),
+    "--batch-size 0": (["--batch-size", "0"], "--batch-size) must be a whole number >= 1"),
+    "--image-size 0": (["--image-size", "0"], "--image-size) must be a whole number >= 1"),
+    "--max-length 0": (["--max-length", "0"], "--max-length) must be a whole number >= 1"),
+    "--lr -1": (["--lr", "-1"], "--lr) must be a number > 0"),
+    "--lr 0": (["--lr", "0"], "--lr) must be a number > 0"),
+    "--lr-ratio -1": (["--strategy", "finetune", "--lr-ratio", "-1"], "--lr-ratio) must be a number >= 1"),
+    "--lr-ratio on probe": (["--lr-ratio", "2"], "strategy 'probe' has no setting lr_ratio"),
+    "--head transformer": (["--head", "transformer"], "--head) must be one of linear, mlp"),
+    "--weight-decay -1": (["--weight-decay", "-1"], "--weight-decay) must be a number >= 0"),
+    "--warmup-fraction 2": (["--strategy", "finetune", "--warmup-fraction", "2"], "--warmup-fraction)"),
+    "--label-smoothing 1": (["--label-smoothing", "1"], "--label-smoothing) must be a number >= 0 and < 1"),
+    "--patience 0": (["--patience", "0"], "--patience) must be a whole number >= 1"),
+    "--test-size 0": (["--test-size", "0"], "--test-size) must be a fraction between 0 and 1"),
+    "--test-size 1.5": (["--test-size", "1.5"], "--test-size) must be a fraction between 0 and 1"),
+    "--val-size -1": (["--val-size", "-1"], "--val-size) must be a fraction"),
+    "--val-size abc": (["--val-size", "abc"], "split size must be a fraction like 0.2"),
+    "--labels-per-class 0": (["--labels-per-class", "0"], "--labels-per-class) must be a whole number >= 1"),
+    "--precision fp8": (["--precision", "fp8"], "--precision) must be one of auto, fp32, bf16"),
+    "--strategy magic": (["--strategy", "magic"], "unknown strategy 'magic': use one of probe, finetune"),
+    "--seed -3": (["--seed", "-3"], "--seed) must be a whole number >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_bad_option(case, images, tmp_path):
+    options, message = OPTION_CASES[case]
+    assert_one_line_error(run("fit", images, "--out", tmp_path / "run", *options), message)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+# ------------------------------------------------------------------------------------------------ image data
+
+
+def test_one_class_folder_is_an_error(tmp_path):
+    data = make_image_folder(tmp_path / "one", classes=("only",), per_class=4)
+    assert_one_line_error(run("fit", data), "has only one class sub-folder (only)")
+
+
+def test_sixteen_bit_png_keeps_its_grey_levels(tmp_path):
+    from headstart.modalities.image import open_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as raw:
+        assert raw.mode.startswith("I")
+    pixels = np.asarray(open_image(tmp_path / "deep.png"))[..., 0]
+    assert len(np.unique(pixels)) >= 60 and pixels.min() == 0 and pixels.max() == 255
+    np.testing.assert_allclose(pixels[0], ramp[0] / 257, atol=1)
+
+
+UNREADABLE = {
+    "zero bytes": b"",
+    "text named .png": b"this is not an image at all\n",
+    "decompression bomb": png_claiming(200_000, 200_000),
+    "absurd header": png_claiming(0, 5),
+    "truncated": None,  # half of a real PNG
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+@pytest.mark.parametrize("command", ["probe", "finetune", "evaluate"])
+def test_unreadable_images_are_skipped_with_a_count_everywhere(kind, command, tmp_path):
+    data = make_image_folder(tmp_path / "data", per_class=6, size=16)
+    content = UNREADABLE[kind]
+    if content is None:
+        good = (data / "red" / "0.png").read_bytes()
+        content = good[: len(good) // 2]
+    (data / "red" / "bad.png").write_bytes(content)
+    if command == "evaluate":
+        clean = make_image_folder(tmp_path / "clean", per_class=6, size=16)
+        assert run("fit", clean, "--image-size", "32", "--out", tmp_path / "run").exit_code == 0
+        result = run("evaluate", tmp_path / "run" / "model", data, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["skipped"] == 1
+    else:
+        backbone = "efficientnet_lite0" if command == "probe" else "smallcnn"
+        result = run("fit", data, "--backbone", backbone, "--strategy", command, "--image-size", "32", "--epochs", "1",
+                     "--out", tmp_path / "run")
+        assert result.exit_code == 0, result.output
+    assert "1 unreadable image(s) skipped" in " ".join(result.stderr.split())
+    strict = run("fit", data, "--backbone", "smallcnn", "--strategy", "finetune", "--image-size", "16", "--strict",
+                 "--out", tmp_path / "strict")
+    assert_one_line_error(strict, "unreadable image(s) skipped")
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _classes_of(path: Path, *extra) -> list[str]:
+    result = run("fit", path, "--backbone", "minilm", "--test-size", "4", "--val-size", "4", "--out", path.parent / "r",
+                 "--overwrite", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads((path.parent / "r" / "model" / "headstart.json").read_text())["classes"]
+
+
+def _rows(labels: list[str], n: int = 4) -> list[str]:
+    return [label for label in labels for _ in range(n)]
+
+
+def test_labels_are_read_exactly_as_written_in_csv(tmp_path):
+    labels = ["NaN", "nan", "NA", "null", "01", "1", "1.0", "2"]
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"text": [f"text {i}" for i in range(32)], "label": _rows(labels)}).to_csv(path, index=False)
+    assert sorted(_classes_of(path)) == sorted(labels)
+
+
+def test_labels_in_jsonl_keep_their_written_form(tmp_path):
+    path = tmp_path / "t.jsonl"
+    values = [1, 1.0, "1", "01"]
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": v}) + "\n"
+                            for i, v in enumerate(_rows(values))))
+    assert sorted(_classes_of(path)) == ["01", "1", "1.0"]  # the number 1 and the string "1" are one label
+
+
+def test_quoted_tsv_fields_are_unquoted(tmp_path):
+    path = tmp_path / "t.tsv"
+    lines = ["text\tlabel"] + [f'"a meal {i}"\t"food"' if i % 2 else f"a drink {i}\tfood" for i in range(8)]
+    lines += [f"a tool {i}\ttools" for i in range(8)]
+    path.write_text("\n".join(lines) + "\n")
+    assert _classes_of(path) == ["food", "tools"]
+
+
+def test_empty_texts_and_missing_labels_are_dropped_with_a_count(tmp_path):
+    path = tmp_path / "t.csv"
+    rows = [{"text": f"text {i}", "label": "a" if i % 2 else "b"} for i in range(20)]
+    rows += [{"text": "", "label": "a"}, {"text": "   ", "label": "b"}, {"text": "no label", "label": ""}]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    result = run("fit", path, "--backbone", "minilm", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "2 row(s) without text and 1 without a label left out (20 of 23 rows kept)" in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize("values, message", [
+    ([[1, 2], [3]], "holds list values"), ([b"x", b"y"], "holds bytes values (row 1); labels must be plain text"),
+])
+def test_parquet_labels_that_are_not_text(values, message, tmp_path):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"text": ["one", "two"] * 4, "label": values * 4}).to_parquet(path)
+    assert_one_line_error(run("fit", path, "--backbone", "minilm"), message)
+
+
+# ------------------------------------------------------------------------------------------------ model folders
+
+
+def _tamper(model: Path, tmp_path: Path, change) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(model, target)
+    change(target)
+    return target
+
+
+def _manifest(change):
+    def apply(folder: Path):
+        file = folder / "headstart.json"
+        m = json.loads(file.read_text())
+        change(m)
+        file.write_text(json.dumps(m))
+    return apply
+
+
+def _weights_of_another_model(folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("conv_stem.weight"))
+    tensors[key] = torch.zeros(16, 1, 3, 3)  # a one-channel stem: another architecture's weights
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+IMAGE_MODEL_CASES = {
+    "manifest is a list": (lambda f: (f / "headstart.json").write_text("[]"), "holds a JSON list, not an object"),
+    "manifest not JSON": (lambda f: (f / "headstart.json").write_text("{oops"), "is not valid JSON"),
+    "manifest missing": (lambda f: (f / "headstart.json").unlink(), "is not a saved headstart model"),
+    "fewer class names": (_manifest(lambda m: m.update(classes=m["classes"][:2])), "2 class names but the head has 3"),
+    "more class names": (_manifest(lambda m: m.update(classes=[*m["classes"], "extra"])), "4 class names but the head"),
+    "head size": (_manifest(lambda m: m["head"].update(in_dim=99)), "head takes 99-d embeddings"),
+    "missing keys": (_manifest(lambda m: m.pop("backbone")), "field 'backbone': Field required"),
+    "zero image size": (_manifest(lambda m: m["backbone"].update(image_size=0)), "image size must be at least 1"),
+    "unknown head kind": (_manifest(lambda m: m["head"].update(kind="forest")), "head must be one of"),
+    "newer schema": (_manifest(lambda m: m.update(format_version=9)), "upgrade headstart"),
+    "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:999]),
+                          "not a readable safetensors file"),
+    "garbage weights": (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 64), "not a readable safetensors"),
+    "pickle weights": (lambda f: (f / "model.safetensors").write_bytes(b"\x80\x04\x95\x00cos\nsystem\n."),
+                       "not a readable safetensors file"),
+    "channel mismatch": (_weights_of_another_model, "does not fit the model its manifest describes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGE_MODEL_CASES))
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_damaged_image_model(case, command, image_model, images, tmp_path):
+    change, message = IMAGE_MODEL_CASES[case]
+    folder = _tamper(image_model, tmp_path, change)
+    args = ["predict", folder, images / "red"] if command == "predict" else ["evaluate", folder, images]
+    assert_one_line_error(run(*args), message)
+
+
+TEXT_MODEL_CASES = {
+    "config_dir outside": (_manifest(lambda m: m["backbone"].update(config_dir="../../x")), "points outside"),
+    "config_dir absolute": (_manifest(lambda m: m["backbone"].update(config_dir="/etc")), "points outside"),
+    "tokenizer missing": (lambda f: shutil.rmtree(f / "backbone"), "the backbone's files cannot be read"),
+    "tokenizer truncated": (lambda f: (f / "backbone" / "tokenizer.json").write_text('{"version": '),
+                            "the backbone's files cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_MODEL_CASES))
+def test_damaged_text_model(case, text_model, tmp_path):
+    change, message = TEXT_MODEL_CASES[case]
+    assert_one_line_error(run("predict", _tamper(text_model, tmp_path, change), "a fine film"), message)
+
+
+def test_text_model_given_image_files_refuses_them(text_model, images):
+    assert_one_line_error(run("predict", text_model, images / "red" / "0.png"), "is an image file, but this model "
+                                                                                  "takes texts")
+    assert_one_line_error(run("predict", text_model, images), "is a folder, but this model takes texts")
+    assert_one_line_error(run("evaluate", text_model, images), "this model takes text inputs, but the data are image")
+
+
+def test_image_model_given_a_text(image_model):
+    assert_one_line_error(run("predict", image_model, "a fine film"), "input not found")
+
+
+# ------------------------------------------------------------------------------------------------ caches
+
+
+@pytest.mark.parametrize("damage", ["numbers changed", "truncated", "zero bytes"])
+def test_damaged_cache_shards_are_recomputed_with_a_warning(damage, images, tmp_path):
+    first = run("fit", images, "--image-size", "32", "--out", tmp_path / "a")
+    assert first.exit_code == 0
+    shards = sorted((tmp_path / "cache" / "embeddings").rglob("*.safetensors"))
+    assert shards
+    for shard in shards:
+        raw = bytearray(shard.read_bytes())
+        if damage == "numbers changed":
+            raw[-8:] = b"\x7f" * 8  # the header (and so the shapes) stays intact
+        shard.write_bytes(bytes(raw[: len(raw) // 2]) if damage == "truncated" else b"" if damage == "zero bytes"
+                          else bytes(raw))
+    again = run("fit", images, "--image-size", "32", "--out", tmp_path / "b")
+    assert again.exit_code == 0, again.output
+    assert "is damaged" in again.stderr and "recomputed" in again.stderr
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]
+    third = run("fit", images, "--image-size", "32", "--out", tmp_path / "c")
+    assert "is damaged" not in third.stderr  # the bad shards are gone, the new ones are good
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+
+@pytest.fixture(scope="module")
+def finetuned(images, work) -> Path:
+    run_dir = work / "ft"
+    args = ["fit", images, "--backbone", "smallcnn", "--strategy", "finetune", "--image-size", "16", "--epochs", "1",
+            "--out", run_dir]
+    assert run(*args).exit_code == 0
+    return run_dir
+
+
+def _resume(images, run_dir, *extra):
+    return run("fit", images, "--backbone", "smallcnn", "--strategy", "finetune", "--image-size", "16", "--epochs", "2",
+               "--out", run_dir, "--resume", *extra)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", "is damaged"), ("pickled", "needs pickle to load"), ("missing", "no checkpoint at"),
+    ("other model", "tensors differ from this run's"),
+])
+def test_resume_from_a_bad_checkpoint(case, message, finetuned, images, tmp_path):
+    import torch
+
+    run_dir = tmp_path / "ft"
+    shutil.copytree(finetuned, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if case == "truncated":
+        last.write_bytes(last.read_bytes()[:1000])
+    elif case == "pickled":
+        torch.save({"state_dict": {}, "payload": Path("/etc")}, last)  # an object beyond plain tensors
+    elif case == "missing":
+        last.unlink()
+    else:
+        state = torch.load(last, weights_only=True)
+        state["state_dict"] = {k: torch.zeros(1) for k in state["state_dict"]}
+        torch.save(state, last)
+    assert_one_line_error(_resume(images, run_dir), message)
+
+
+def test_resume_with_other_data_or_settings(finetuned, images, tmp_path):
+    run_dir = tmp_path / "ft"
+    shutil.copytree(finetuned, run_dir)
+    assert_one_line_error(_resume(images, run_dir, "--lr", "0.5"), "settings.lr: null -> 0.5")
+    other = make_image_folder(tmp_path / "other", per_class=8, size=16, seed=5)
+    assert_one_line_error(_resume(other, run_dir), "the data or settings differ from the run")
+    assert_one_line_error(_resume(images, tmp_path / "nothing-here"), "holds no headstart run to continue")
+
+
+def test_pickled_weights_file_is_refused(tmp_path, images):
+    import torch
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": Path("/etc")}, evil)
+    assert_one_line_error(run("fit", images, "--backbone", "timm:resnet18", "--weights", evil), "needs pickle to load")
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+
+
+def test_out_that_is_a_file_or_unwritable(images, tmp_path):
+    (tmp_path / "f").write_text("mine")
+    assert_one_line_error(run("fit", images, "--out", tmp_path / "f"), "is a file: give a folder path")
+    assert_one_line_error(run("fit", images, "--out", tmp_path / "f" / "below"), "cannot write there")
+    assert_one_line_error(run("fit", images, "--out", "/proc/headstart-run"), "cannot write there")
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_a_folder_of_someone_elses_files_is_never_touched(images, tmp_path):
+    out = tmp_path / "mine"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "notes.txt").write_text("keep me")
+    (out / "checkpoints" / "precious.ckpt").write_text("keep me too")
+    assert_one_line_error(run("fit", images, "--out", out, "--image-size", "32"), "holds files headstart did not write")
+    assert not (out / "model").exists()
+    result = run("fit", images, "--backbone", "smallcnn", "--strategy", "finetune", "--image-size", "16", "--epochs",
+                 "1", "--out", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "checkpoints" / "precious.ckpt").read_text() == "keep me too"
+    assert (out / "model" / "model.safetensors").is_file()
