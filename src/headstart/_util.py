@@ -98,7 +98,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():  # an earlier failed save of this process
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
@@ -108,6 +109,10 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 def atomic_symlink(link: Path, points_to: str) -> None:
     """Make `link` a symbolic link to `points_to` (relative to the link's folder), replacing what was there."""
     link = Path(link)
+    for stale in link.parent.glob(f".{link.name}.*.link"):  # left by a process killed in between
+        pid = stale.name[len(link.name) + 2:-len(".link")]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
     tmp.unlink(missing_ok=True)
     os.symlink(points_to, tmp)
