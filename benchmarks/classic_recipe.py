@@ -49,7 +49,7 @@ def classic(root: Path, epochs: int) -> dict:
     """The recipe exactly as usually run: frozen backbone inside the model, recomputed every epoch."""
     from torchvision import datasets, transforms
 
-    from headstart.backbones.timm_image import efficientnet_lite0
+    from headstart.backbones.efficientnet_lite import efficientnet_lite0
 
     torch.manual_seed(0)
     backbone = efficientnet_lite0()  # timm EfficientNet-Lite0 + the package's ImageNet weights, pooling built in

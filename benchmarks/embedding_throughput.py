@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import OUT, machine, matmul_rate, median, shared, table, timed, write_results
 
 from headstart.backbones import resolve_backbone
-from headstart.data.images import list_images
 from headstart.embeddings import compute_embeddings
+from headstart.modalities import get_modality
 
 
 def naive_images(backbone, paths: list[Path], batch_size: int = 32) -> np.ndarray:
@@ -83,7 +83,7 @@ def image_items(n: int) -> tuple[list[Path], np.ndarray]:
     per_class = n // len(classes)
     paths, labels = [], []
     for c, name in enumerate(classes):
-        files = list_images(root / name)[:per_class]
+        files = get_modality("image").list_files(root / name)[:per_class]
         paths += files
         labels += [c] * len(files)
     return paths, np.array(labels)

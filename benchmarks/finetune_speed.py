@@ -26,9 +26,9 @@ def run(name: str, data, backbone: str, precision: str, epochs: int, evaluate_on
     model = headstart.fit(data, backbone, "finetune", out=OUT / f"ft-{name}-{precision}", epochs=epochs,
                           precision=precision, **options)
     wall = time.perf_counter() - start
-    stage = model.manifest["training"]["finetune"]
-    train_n = model.manifest["data"]["splits"]["train"]
-    seconds = model.manifest["timings"]["finetune"]
+    stage = model.manifest.training["finetune"]
+    train_n = model.manifest.data.splits["train"]
+    seconds = model.manifest.timings["train"] - model.manifest.timings.get("head_stage", 0.0)  # stage 2 only
     accuracy = model.evaluate(evaluate_on)["accuracy"] if evaluate_on else model.metrics["accuracy"]
     return {"task": name, "precision": precision, "train_samples": train_n, "epochs": stage["epochs_run"],
             "finetune_s": seconds, "samples_per_s": train_n * stage["epochs_run"] / seconds,

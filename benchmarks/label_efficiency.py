@@ -153,7 +153,7 @@ def run_fit(rows: list, model_name: str, backbone: str, strategy: str, splits, n
     wall = time.perf_counter() - start
     rows.append({"model": model_name, "strategy": strategy, "labels_per_class": label_name(n), "seed": seed,
                  "accuracy": model.metrics["accuracy"], "macro_f1": model.metrics.get("macro_f1"),
-                 "train_size": model.manifest["data"]["splits"]["train"], "wall_s": round(wall, 1)})
+                 "train_size": model.manifest.data.splits["train"], "wall_s": round(wall, 1)})
     print(f"    {model_name:>20} {strategy:>8} {label_name(n):>4}/class seed {seed}: "
           f"acc {100 * model.metrics['accuracy']:.2f}% ({wall:.0f}s)", flush=True)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, table, write_results  # noqa: E402
+from _common import median, table, write_results
 
 PROBE = ("import sys, time; t = time.perf_counter(); import headstart; d = time.perf_counter() - t; "
          "print(d, int('lightning' in sys.modules), int('transformers' in sys.modules))")

@@ -167,11 +167,10 @@ def test_unreadable_images_are_skipped_with_a_count_everywhere(kind, command, tm
 # ------------------------------------------------------------------------------------------------ tables
 
 
-def _classes_of(path: Path, *extra) -> list[str]:
-    result = run("fit", path, "--backbone", "minilm", "--test-size", "4", "--val-size", "4", "--out", path.parent / "r",
-                 "--overwrite", *extra)
-    assert result.exit_code == 0, result.output
-    return json.loads((path.parent / "r" / "model" / "headstart.json").read_text())["classes"]
+def _classes_of(path: Path) -> list[str]:
+    from headstart.data import load_data
+
+    return load_data(path).train.classes
 
 
 def _rows(labels: list[str], n: int = 4) -> list[str]:
@@ -201,14 +200,15 @@ def test_quoted_tsv_fields_are_unquoted(tmp_path):
     assert _classes_of(path) == ["food", "tools"]
 
 
-def test_empty_texts_and_missing_labels_are_dropped_with_a_count(tmp_path):
+def test_empty_texts_and_missing_labels_are_dropped_with_a_count(tmp_path, caplog):
+    from headstart.data import load_data
+
     path = tmp_path / "t.csv"
     rows = [{"text": f"text {i}", "label": "a" if i % 2 else "b"} for i in range(20)]
     rows += [{"text": "", "label": "a"}, {"text": "   ", "label": "b"}, {"text": "no label", "label": ""}]
     pd.DataFrame(rows).to_csv(path, index=False)
-    result = run("fit", path, "--backbone", "minilm", "--out", tmp_path / "r")
-    assert result.exit_code == 0, result.output
-    assert "2 row(s) without text and 1 without a label left out (20 of 23 rows kept)" in " ".join(result.stderr.split())
+    assert len(load_data(path).train) == 20
+    assert "2 row(s) without text and 1 without a label left out (20 of 23 rows kept)" in caplog.text
 
 
 @pytest.mark.parametrize("values, message", [
@@ -307,10 +307,27 @@ def test_image_model_given_a_text(image_model):
 # ------------------------------------------------------------------------------------------------ caches
 
 
+@pytest.fixture(scope="module")
+def filled_cache(images, work):
+    """A cache filled by one probe fit, and that fit's metrics."""
+    import os
+
+    cache, before = work / "filled-cache", os.environ.get("HEADSTART_CACHE")
+    os.environ["HEADSTART_CACHE"] = str(cache)
+    try:
+        assert run("fit", images, "--image-size", "32", "--out", work / "cached-run").exit_code == 0
+    finally:
+        if before is None:
+            os.environ.pop("HEADSTART_CACHE")
+        else:
+            os.environ["HEADSTART_CACHE"] = before
+    return cache, work / "cached-run" / "metrics.json"
+
+
 @pytest.mark.parametrize("damage", ["numbers changed", "truncated", "zero bytes"])
-def test_damaged_cache_shards_are_recomputed_with_a_warning(damage, images, tmp_path):
-    first = run("fit", images, "--image-size", "32", "--out", tmp_path / "a")
-    assert first.exit_code == 0
+def test_damaged_cache_shards_are_recomputed_with_a_warning(damage, images, filled_cache, tmp_path):
+    cache, first_metrics = filled_cache
+    shutil.copytree(cache, tmp_path / "cache")
     shards = sorted((tmp_path / "cache" / "embeddings").rglob("*.safetensors"))
     assert shards
     for shard in shards:
@@ -322,7 +339,7 @@ def test_damaged_cache_shards_are_recomputed_with_a_warning(damage, images, tmp_
     again = run("fit", images, "--image-size", "32", "--out", tmp_path / "b")
     assert again.exit_code == 0, again.output
     assert "is damaged" in again.stderr and "recomputed" in again.stderr
-    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    a = json.loads(first_metrics.read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert a["accuracy"] == b["accuracy"] and a["confusion_matrix"] == b["confusion_matrix"]
     third = run("fit", images, "--image-size", "32", "--out", tmp_path / "c")
