@@ -130,18 +130,25 @@ def inside(base: Path, relative: str, what: str) -> Path:
     return target
 
 
+def installed_versions(*packages: str) -> dict[str, str]:
+    """Versions of those `packages` that are installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in packages:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def library_versions() -> dict[str, str]:
     """Python and the versions of the libraries a saved file depends on, for its manifest."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"python": platform.python_version()}
-    for name in ("headstart", "torch", "timm", "transformers", "lightning", "safetensors"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
+    return {"python": platform.python_version(),
+            **installed_versions("headstart", "torch", "timm", "transformers", "lightning", "safetensors")}
 
 
 def default_device() -> torch.device:

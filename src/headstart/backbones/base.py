@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._util import sha256_bytes, stable_json
+from .._util import installed_versions, sha256_bytes, stable_json
 
 
 class Backbone(nn.Module, ABC):
@@ -84,15 +84,7 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 def numerics_versions() -> dict[str, str]:
     """Versions of the libraries whose kernels and preprocessing shape an embedding's numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in ("torch", "torchvision", "timm", "transformers", "tokenizers", "pillow"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return installed_versions("torch", "torchvision", "timm", "transformers", "tokenizers", "pillow")
 
 
 class ImageBackbone(Backbone):
