@@ -427,3 +427,26 @@ def test_a_folder_of_someone_elses_files_is_never_touched(images, tmp_path):
     assert (out / "notes.txt").read_text() == "keep me"
     assert (out / "checkpoints" / "precious.ckpt").read_text() == "keep me too"
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_a_split_left_without_readable_items(tmp_path):
+    data = tmp_path / "data"
+    for name in ("train", "val", "test"):
+        make_image_folder(data / name, per_class=3, size=16)
+    for f in (data / "val").rglob("*.png"):
+        f.write_bytes(b"")
+    assert_one_line_error(run("fit", data, "--image-size", "32"), "the validation split (val) has no readable items")
+    make_image_folder(data / "val", per_class=3, size=16)
+    for f in (data / "test").rglob("*.png"):
+        f.write_bytes(b"")
+    assert_one_line_error(run("fit", data, "--image-size", "32", "--out", tmp_path / "r"),
+                          "the test split (test) has no readable items")
+
+
+def test_pretrain_resume_from_a_damaged_checkpoint(images, tmp_path):
+    args = ["pretrain", images, "--objective", "autoencoder", "--backbone", "smallcnn", "--image-size", "16",
+            "--batch-size", "8", "--out", tmp_path / "ae"]
+    assert run(*args, "--max-steps", "2").exit_code == 0
+    last = tmp_path / "ae.run" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:500])
+    assert_one_line_error(run(*args, "--max-steps", "4", "--resume"), "is damaged")

@@ -16,7 +16,7 @@ from .backbones.base import Backbone
 from .data import Dataset, Splits, load_data, make_splits
 from .embedding_cache import EmbeddingCache
 from .embeddings import embed_dataset
-from .errors import HeadstartError
+from .errors import DataError, HeadstartError
 from .evaluation.metrics import classification_metrics
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
@@ -133,6 +133,9 @@ def fit(
     t = time.perf_counter()
     test, test_x = embed_dataset(classifier.backbone, splits.test, run.cache if plan.freezes_backbone else None,
                                  precision, strict)
+    if len(test) == 0:
+        raise DataError(f"the test split ({splits.test.name}) has no readable items: add readable files or give a "
+                        "larger --test-size")
     metrics = classification_metrics(test.labels, classifier.head.probabilities(test_x), splits.classes)
     run.timings["evaluate"] = time.perf_counter() - t
     run.timings["total"] = time.perf_counter() - started

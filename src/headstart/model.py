@@ -114,6 +114,8 @@ class TrainedModel:
             raise DataError(f"the data's classes {data.classes} differ from the model's {self.classes}")
         probs, failures = self.scores(data.items)
         keep = drop_failures(data, failures, strict)
+        if len(keep) == 0:
+            raise DataError(f"{data.name}: none of its {len(data)} items could be read, so there is nothing to evaluate")
         if len(keep) < len(data):
             probs, data = probs[keep], data.subset(keep)
         metrics = classification_metrics(data.labels, probs, self.classes)

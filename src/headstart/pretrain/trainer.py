@@ -16,7 +16,7 @@ import torch
 
 from .._util import worker_count
 from ..progress import progress_enabled
-from ..training import lightning_precision
+from ..training import check_checkpoint, lightning_precision
 from .base import Objective
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
     last = ckpt_dir / "last.ckpt"
     started = time.perf_counter()
     objective.train()
+    if resume:
+        check_checkpoint(last, module)
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
     seconds = time.perf_counter() - started
     trainer.save_checkpoint(last, weights_only=False)  # the final state: `--resume` with a larger budget extends it

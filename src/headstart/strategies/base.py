@@ -91,6 +91,9 @@ class TrainingRun:
         empty = [c for c, n in self.train.class_counts().items() if n == 0]
         if empty:
             raise DataError(f"class(es) {', '.join(empty)} have no usable training examples: add readable files")
+        if len(self.val) == 0:
+            raise DataError(f"the validation split ({self.val.name}) has no readable items: add readable files or "
+                            "give a larger --val-size")
 
 
 class Strategy(ABC):
@@ -144,8 +147,4 @@ def make_strategy(strategy: str | Strategy, settings: dict[str, Any]) -> Strateg
         raise SettingsError(f"strategy '{strategy}' has no setting {', '.join(map(option, unknown))}{hint} "
                             f"(its settings: {', '.join(sorted(fields))})")
     return cls(**settings)
-
-
-def settings_of(cls: type[Strategy]) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 

@@ -12,13 +12,12 @@ import lightning as L
 import torch
 from torch import nn
 
-from ..errors import ArtifactError, HeadstartError
+from ..errors import HeadstartError
 from ..heads import Classifier
 from ..modalities import get_modality
 from ..modalities.base import epoch_seed
 from ..progress import progress_enabled
-from ..training import lightning_precision
-from ..weights import is_pickle_refusal
+from ..training import check_checkpoint, lightning_precision
 from .base import TrainingRun
 
 log = logging.getLogger("headstart")
@@ -107,27 +106,6 @@ class ResumeHint(L.Callback):
             log.warning("interrupted in epoch %d: the same `fit` command with --resume continues from %s "
                         "(saved at the end of each epoch)", trainer.current_epoch,
                         self.run_dir / "checkpoints" / "last.ckpt")
-
-
-def check_checkpoint(path: Path, module: L.LightningModule) -> int:
-    """A checkpoint to resume from must load without pickle and hold this model's tensors, shape for shape.
-    Returns the number of epochs it completed."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state = checkpoint["state_dict"]
-        done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except Exception as e:
-        if is_pickle_refusal(e):
-            raise ArtifactError(f"{path} needs pickle to load (it was not written by headstart), and headstart never "
-                                "unpickles: delete it and run without --resume") from None
-        raise ArtifactError(f"{path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
-                            "): delete it and run without --resume") from None
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
-    if found != expected:
-        raise ArtifactError(f"{path} was written for another model (its tensors differ from this run's): run without "
-                            "--resume, or give the --out of the interrupted run")
-    return done
 
 
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
