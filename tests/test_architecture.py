@@ -85,3 +85,10 @@ def test_backbones_table_never_cuts_a_name(monkeypatch):
         text = console.export_text()
         for row in list_backbones():
             assert row.name in text, f"{row.name} cut at width {width}:\n{text}"
+
+
+def test_pretrain_stays_the_function_after_its_package_is_imported():
+    out = subprocess.run([sys.executable, "-c", "import headstart\nfrom headstart.pretraining import UnlabeledData\n"
+                          "import headstart.pretraining\nprint(callable(headstart.pretrain), headstart.Pretrained)"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.startswith("True <class 'headstart.pretraining.runner.Pretrained'>")

@@ -450,3 +450,44 @@ def test_pretrain_resume_from_a_damaged_checkpoint(images, tmp_path):
     last = tmp_path / "ae.run" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:500])
     assert_one_line_error(run(*args, "--max-steps", "4", "--resume"), "is damaged")
+
+
+def test_a_folder_of_another_tools_model_and_checkpoints_is_not_taken_for_a_run(images, tmp_path):
+    out = tmp_path / "other-tool"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("keep me")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.ckpt").write_text("another trainer's checkpoint")
+    assert_one_line_error(run("fit", images, "--out", out), "holds files headstart did not write (checkpoints, model)")
+    assert (out / "model" / "notes.txt").read_text() == "keep me"
+
+
+def test_leftovers_of_a_killed_run_do_not_block_the_next(images, tmp_path):
+    out = tmp_path / "run"
+    assert run("fit", images, "--image-size", "32", "--out", out).exit_code == 0
+    (out / ".metrics.json.999999.link").symlink_to("model/metrics.json")
+    (out / ".headstart-run.json.abc.tmp").write_text("{")
+    (out / ".headstart-write-check-999999").write_bytes(b"")
+    assert run("fit", images, "--image-size", "32", "--out", out).exit_code == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_parquet_nulls_are_missing_labels_not_a_class(tmp_path):
+    from headstart.data import load_data
+
+    path = tmp_path / "t.parquet"
+    labels = pd.array([1, 2, None, 1, 2, 1], dtype="Int64")
+    pd.DataFrame({"text": [f"t{i}" for i in range(6)], "label": labels}).to_parquet(path)
+    data = load_data(path).train
+    assert data.classes == ["1", "2"] and len(data) == 5
+
+
+def test_nan_embeddings_are_an_error_not_a_crash():
+    from headstart.errors import HeadstartError
+    from headstart.strategies.probe import Probe, train_head
+
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    x[0, 0] = np.nan
+    y = np.arange(20) % 2
+    with pytest.raises(HeadstartError, match="validation loss is not a finite number"):
+        train_head(x, y, x, y, 2, Probe())

@@ -15,9 +15,9 @@ import headstart
 from headstart.backbones.folder import BACKBONE_MANIFEST
 from headstart.cli import app
 from headstart.errors import BackboneError, DataError, HeadstartError
-from headstart.pretrain import pretrain, read_unlabeled
-from headstart.pretrain.contrastive import nt_xent
-from headstart.pretrain.masked import random_patch_mask
+from headstart.pretraining import pretrain, read_unlabeled
+from headstart.pretraining.contrastive import nt_xent
+from headstart.pretraining.masked import random_patch_mask
 
 from .conftest import make_image_folder, write_text_table
 

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "fit": "api", "load": "api", "evaluate": "api",
-    "pretrain": "pretrain", "Pretrained": "pretrain",
+    "pretrain": "pretraining", "Pretrained": "pretraining",
     "TrainedModel": "model",
     "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
     "list_backbones": "backbones", "resolve_backbone": "backbones",
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .data import Dataset, Splits, load_data, make_splits
     from .errors import HeadstartError
     from .model import TrainedModel
-    from .pretrain import Pretrained, pretrain
+    from .pretraining import Pretrained, pretrain
     from .strategies import FineTune, Probe, Strategy, register_strategy
 
 

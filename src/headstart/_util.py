@@ -31,10 +31,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,10 +71,12 @@ def recover_directory(target: Path) -> None:
     target = Path(target)
     if not target.parent.is_dir():
         return
-    dead_old = sorted((p for p, pid in _leftovers(target, "old") if not _pid_alive(pid)),
-                      key=lambda p: p.stat().st_mtime)
+    dead_old = sorted((p for p, pid in _leftovers(target, "old") if not _pid_alive(pid)), key=lambda p: p.name)
     if not target.exists() and dead_old:
-        os.replace(dead_old.pop(), target)
+        try:
+            os.replace(dead_old.pop(), target)
+        except FileNotFoundError:
+            pass  # another process recovered it first
     for p, pid in _leftovers(target, "new"):
         if not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
@@ -96,12 +102,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        if old.exists():  # an earlier failed save of this process
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            if old.exists():  # an earlier failed save of this process
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None and old.exists() and not target.exists():
+            os.replace(old, target)  # put the previous folder back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

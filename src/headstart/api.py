@@ -108,7 +108,7 @@ def fit(
         raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
     run_dir = Path(out).expanduser() if out is not None else None
     if run_dir is not None:  # an unusable --out fails now, not after training
-        check_run_folder(run_dir, "fit", overwrite=overwrite)
+        check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
     splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
     torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
@@ -119,7 +119,8 @@ def fit(
     log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,
              plan.name)
     if run_dir is not None:
-        config = {"backbone": backbone, "weights": weights, "image_size": image_size, "max_length": max_length,
+        config = {"backbone": backbone, "weights": weights, "pretrained": pretrained, "image_size": image_size,
+                  "max_length": max_length,
                   "strategy": plan.name, "seed": seed, "precision": precision,
                   "settings": {k: v for k, v in plan.settings().items() if k != "epochs"},  # --resume may extend
                   "classes": splits.classes, "data": _data_fingerprint(splits)}

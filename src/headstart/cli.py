@@ -148,7 +148,7 @@ def pretrain(
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
 ) -> None:
     """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes."""
-    from .pretrain import pretrain as pretrain_backbone
+    from .pretraining import pretrain as pretrain_backbone
 
     result = pretrain_backbone(data, objective, backbone, out=out, from_weights=from_weights, epochs=epochs,
                                max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,

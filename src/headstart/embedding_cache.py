@@ -75,6 +75,8 @@ class EmbeddingCache:
             if expected != _checksum(tensors["digests"], tensors["embeddings"]):
                 raise ValueError("checksum mismatch")
             return tensors
+        except (OSError, MemoryError):
+            raise  # the disk or memory, not the shard: keep it
         except Exception as e:  # truncated, empty, garbage, or numbers changed after writing
             log.warning("embedding cache: %s is damaged (%s); deleted, its items will be recomputed", shard,
                         str(e).splitlines()[0][:80] if str(e) else type(e).__name__)

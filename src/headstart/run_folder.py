@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,28 @@ from .errors import HeadstartError
 
 RUN_RECORD = "headstart-run.json"
 OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs"}
+# Temporary names of headstart's own atomic writes (a kill can leave them): the model's new/old folders, the
+# metrics link, the run record, the writability check.
+OWN_TEMPORARY = re.compile(r"^\.(model\.(new|old)-|metrics\.json\..*\.link$|headstart-run\.json\..*\.tmp$|"
+                           r"headstart-write-check-)")
+
+
+def _is_headstart_run(path: Path) -> bool:
+    """Written by headstart: a run record, or (before run records) a saved model folder."""
+    return (path / RUN_RECORD).is_file() or (path / "model" / "headstart.json").is_file()
 
 
 def _foreign_entries(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name not in OWN_ENTRIES and not p.name.startswith(".model."))
+    """Entries headstart did not write. In a folder that is not a headstart run, that is all of them."""
+    own = OWN_ENTRIES if _is_headstart_run(path) else set()
+    return sorted(p.name for p in path.iterdir() if p.name not in own and not OWN_TEMPORARY.match(p.name))
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Files a killed write left behind (the model's folders are recovered by `recover_directory`)."""
+    for p in path.iterdir():
+        if OWN_TEMPORARY.match(p.name) and not p.name.startswith(".model."):
+            p.unlink(missing_ok=True)
 
 
 def _check_writable(path: Path) -> None:
@@ -58,8 +77,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_run_folder(path: Path, kind: str, *, overwrite: bool) -> None:
-    """Before any work: `path` must be a writable folder that is new, empty, or a headstart run of this kind."""
+def check_run_folder(path: Path, *, overwrite: bool) -> None:
+    """Before any work: `path` must be a writable folder that is new, empty, or a headstart run."""
     if path.exists() and not path.is_dir():
         raise HeadstartError(f"--out {path} is a file: give a folder path for the run")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
@@ -68,12 +87,9 @@ def check_run_folder(path: Path, kind: str, *, overwrite: bool) -> None:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise HeadstartError(f"--out {path} holds files headstart did not write ({shown}): give a new folder, "
                                  "or add --overwrite to write beside them (only model/, metrics.json, "
-                                 "checkpoints/ and logs/ are replaced)")
-        record = _read_record(path)
-        if record is not None and record.get("kind") != kind:
-            raise HeadstartError(f"--out {path} holds a {record.get('kind')} run, not a {kind} run: give a new "
-                                 "folder, or add --overwrite to replace it")
+                                 f"checkpoints/, logs/ and {RUN_RECORD} are written)")
     _check_writable(path)
+    _remove_dead_temporaries(path)
 
 
 def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -> None:

@@ -11,7 +11,7 @@ from .._util import atomic_directory, library_versions, recover_directory
 from ..manifests import BackboneFolderManifest, read_backbone_manifest
 from ..weights import load_weights, save_weights
 from .base import Backbone
-from .registry import BackboneInfo, BackboneOptions, backbone_from_spec, register_folder_kind
+from .registry import FAMILIES, BackboneInfo, BackboneOptions, backbone_from_spec, register_folder_kind
 
 BACKBONE_MANIFEST = "headstart-backbone.json"
 BACKBONE_WEIGHTS = "backbone.safetensors"
@@ -47,11 +47,13 @@ def describe_backbone_dir(path: Path) -> BackboneInfo:
     """A row for `headstart backbones PATH`, read from the folder's manifest."""
     manifest = read_backbone_dir_manifest(path)
     spec, pre = manifest.backbone, manifest.pretraining or {}
+    data = pre.get("data") or {}
     family = spec.get("arch") or spec.get("family", "?")
-    what = (f"{family} pretrained with {pre.get('objective', '?')} on {pre.get('data', {}).get('name', '?')} "
+    what = (f"{family} pretrained with {pre.get('objective', '?')} on {data.get('name', '?')} "
             f"({pre.get('steps', '?')} steps, final loss {pre.get('final_loss') or float('nan'):.4g})"
             if pre else f"{family} backbone folder")
-    modality = pre.get("data", {}).get("modality") or spec.get("modality", "?")
+    family_class = FAMILIES.get(spec.get("family", ""))
+    modality = family_class.modality if family_class is not None else "?"
     return BackboneInfo(str(path), modality, what, True, "local folder")
 
 

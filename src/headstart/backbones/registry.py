@@ -141,6 +141,7 @@ def list_backbones(folders: Sequence[str | Path] = ()) -> list[BackboneInfo]:
     rows = [entry.info() for entry in NAMES.values()]
     for folder in folders:
         path = Path(folder).expanduser()
+        recover_directory(path)
         rows.append(_folder_kind(path).describe(path))
     return rows
 

@@ -30,7 +30,8 @@ def is_table_file(path: Path) -> bool:
 
 def _cell(value: Any) -> str | None:
     """A table cell as the text it was written as; None when missing. Lists, maps and bytes raise TypeError."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, (float, np.floating))
+                                                                and math.isnan(value)):
         return None
     if isinstance(value, str):
         return value

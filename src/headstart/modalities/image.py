@@ -56,9 +56,12 @@ def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Im
 def file_digest(path: Path) -> bytes:
     """blake2b of a file's bytes, read in chunks (hashlib.file_digest needs Python 3.11)."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror or type(e).__name__}): fix its permissions or remove it") from None
     return h.digest()
 
 
@@ -141,13 +144,13 @@ class ImageModality(Modality):
                                            num_workers=workers, persistent_workers=workers > 0,
                                            collate_fn=_channels_last_collate)
 
-    def find_unreadable(self, items: Sequence, workers: int = 0) -> list[tuple[int, str]]:
+    def find_unreadable(self, items: Sequence) -> list[tuple[int, str]]:
         """Fully decode every image file (arrays are decoded already) and report those that fail."""
         if isinstance(items, np.ndarray):
             return []
         loader = torch.utils.data.DataLoader(
             ImageTensors(items, transform=lambda im: torch.zeros(1), fallback_shape=(1,)),
-            batch_size=256, num_workers=workers, collate_fn=lambda b: [(i, err) for _, _, i, err in b],
+            batch_size=256, collate_fn=lambda b: [(i, err) for _, _, i, err in b],
         )
         return [(i, err) for batch in loader for i, err in batch if err]
 

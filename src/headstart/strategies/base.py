@@ -128,7 +128,8 @@ def register_strategy(cls: S) -> S:
 
 def strategy_class(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
-        raise SettingsError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)}")
+        raise SettingsError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)} (a plug-in strategy is "
+                            "known once the module that registers it is imported)")
     return STRATEGIES[name]
 
 

@@ -91,6 +91,9 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
         elif epoch - best_epoch >= patience:
             break
+    if best_state is None:
+        raise HeadstartError("the head's validation loss is not a finite number (NaN or infinite embeddings: is the "
+                             "backbone's training diverged?): check the backbone, or lower --lr")
     head.load_state_dict(best_state)
     head.eval()
     return head, {"lr": lr, "best_epoch": best_epoch, "epochs_run": len(history), "history": history}
