@@ -248,3 +248,11 @@ def test_cli_bad_input_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["pretrain", str(tmp_path / "nope"), "--objective", "masked", "--backbone",
                                       "smallcnn", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "error:" in result.output and "does not exist" in result.output
+
+
+def test_backbone_folder_takes_a_new_input_size_but_not_a_weights_file(images, tmp_path):
+    result = pretrain(images, "autoencoder", out=tmp_path / "ae", max_steps=2, **FAST)
+    assert headstart.resolve_backbone(str(result.path)).image_size == 16
+    assert headstart.resolve_backbone(str(result.path), image_size=24).image_size == 24
+    with pytest.raises(BackboneError, match="carries its own weights"):
+        headstart.resolve_backbone(str(result.path), weights=str(tmp_path / "w.safetensors"))

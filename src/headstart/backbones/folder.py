@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import atomic_directory, library_versions, recover_directory
+from ..errors import BackboneError
 from ..manifests import BackboneFolderManifest, read_backbone_manifest
 from ..weights import load_weights, save_weights
 from .base import Backbone
@@ -36,8 +37,16 @@ def read_backbone_dir_manifest(path: Path) -> BackboneFolderManifest:
 
 
 def load_backbone_dir(path: Path, options: BackboneOptions | None = None) -> Backbone:
+    """The folder's backbone with its weights; `image_size` / `max_length`, when given, replace the saved ones."""
+    options = options or BackboneOptions()
+    if options.weights is not None:
+        raise BackboneError(f"--weights {options.weights}: {path} carries its own weights; give one or the other")
     manifest = read_backbone_dir_manifest(path)
-    backbone = backbone_from_spec(manifest.backbone, path)
+    spec = dict(manifest.backbone)
+    for key in ("image_size", "max_length"):
+        if getattr(options, key) is not None and key in spec:
+            spec[key] = getattr(options, key)
+    backbone = backbone_from_spec(spec, path)
     load_weights(backbone, path / BACKBONE_WEIGHTS)
     backbone.is_pretrained = True
     return backbone

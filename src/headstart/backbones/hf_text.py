@@ -163,8 +163,13 @@ def hub_model(model_id: str, options: BackboneOptions) -> HFTextBackbone:
     return HFTextBackbone.create(model_id, options.max_length or 128)
 
 
+def _from_folder(path: Path, options: BackboneOptions) -> HFTextBackbone:
+    _no_weights_file(options)
+    return HFTextBackbone.create(str(path), options.max_length or 128)
+
+
 register_folder_kind(
     detect=lambda path: (path / "config.json").is_file(),
-    load=lambda path, options: HFTextBackbone.create(str(path), options.max_length or 128),
+    load=_from_folder,
     describe=lambda path: BackboneInfo(str(path), "text", "Hugging Face model folder", True, "local folder"),
 )
