@@ -491,3 +491,20 @@ def test_nan_embeddings_are_an_error_not_a_crash():
     y = np.arange(20) % 2
     with pytest.raises(HeadstartError, match="validation loss is not a finite number"):
         train_head(x, y, x, y, 2, Probe())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "x", "--epochs", "abc"], "Invalid value for '--epochs'"),
+    (["fit", "x", "--epoch", "3"], "No such option: --epoch (Possible options: --epochs)"),
+    (["fitt", "x"], "No such command 'fitt'"),
+    (["fit"], "Missing argument 'data'"),
+])
+def test_usage_errors_of_the_console_script_are_one_line(args, message):
+    import subprocess
+    import sys
+
+    code = "import sys; from headstart.cli import main; sys.argv = ['headstart', *sys.argv[1:]]; main()"
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

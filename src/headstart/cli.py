@@ -237,8 +237,33 @@ def quickstart(out: Path = typer.Option(Path("runs/quickstart"), help="Where to 
     run_quickstart(out, out_console)
 
 
+def _usage_errors() -> tuple[type, type, type]:
+    """(UsageError, NoArgsIsHelpError, Abort) of the click that Typer runs on (Typer >= 0.20 vendors its own)."""
+    try:
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - Typer on the public click
+        from click.exceptions import NoArgsIsHelpError, UsageError
+    return UsageError, NoArgsIsHelpError, typer.Abort
+
+
 def main() -> None:
-    app()
+    """The console script: usage errors (a misspelt option, a value of the wrong type, an unknown command) are one
+    `error:` line with exit code 2, like every other bad input."""
+    usage_error, no_args, abort = _usage_errors()
+    try:
+        code = app(standalone_mode=False)
+    except no_args as e:
+        out_console.print(e.format_message(), highlight=False, markup=False)
+        code = 0
+    except usage_error as e:
+        where = e.ctx.command_path if e.ctx is not None else "headstart"
+        err_console.print(f"[bold red]error:[/] {e.format_message()} (see `{where} --help`)", highlight=False,
+                          soft_wrap=True)
+        code = 2
+    except abort:
+        err_console.print("interrupted")
+        code = 130
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":
