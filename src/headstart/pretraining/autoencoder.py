@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ConvDecoder, ImageObjective, ObjectiveOptions, register_objective
-from .unlabeled import UnlabeledData
+from .base import ConvDecoder, ImageObjective, register_objective
 
 
 @register_objective
@@ -23,9 +22,7 @@ class Autoencoder(ImageObjective):
     paper = "Hinton & Salakhutdinov 2006; denoising: Vincent et al. 2008"
     default_lr = 1e-3
 
-    @classmethod
-    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> Autoencoder:
-        return cls(backbone, data.is_grayscale(), denoise=options.denoise)
+    uses_options = ("denoise",)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, denoise: bool = False,
                  noise_std: float = 0.2):

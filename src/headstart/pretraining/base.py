@@ -102,6 +102,12 @@ class ImageObjective(Objective):
     """Image objectives: items are decoded in DataLoader workers by `transform` (PIL -> tensor or views)."""
 
     decode_in_workers = True
+    uses_options: tuple[str, ...] = ()  # the ObjectiveOptions fields passed to the constructor
+
+    @classmethod
+    def create(cls, backbone: Backbone, data: UnlabeledData, options: ObjectiveOptions) -> ImageObjective:
+        """Augmentations follow the data's colour; the objective's own options come from `uses_options`."""
+        return cls(backbone, data.is_grayscale(), **{name: getattr(options, name) for name in cls.uses_options})
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False):
         super().__init__(backbone)

@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ImageObjective, ObjectiveOptions, register_objective
-from .unlabeled import UnlabeledData
+from .base import ImageObjective, register_objective
 
 
 class SimCLRProjectionHead(nn.Sequential):
@@ -81,9 +80,7 @@ class SimCLR(ImageObjective):
     default_lr = 1e-3
     default_batch_size = 256  # negatives come from the batch: larger is better, within memory
 
-    @classmethod
-    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> SimCLR:
-        return cls(backbone, data.is_grayscale(), temperature=options.temperature)
+    uses_options = ("temperature",)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, temperature: float = 0.5,
                  projection_dim: int = 128):

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import ImageBackbone
-from .base import ConvDecoder, ImageObjective, ObjectiveOptions, register_objective
-from .unlabeled import UnlabeledData
+from .base import ConvDecoder, ImageObjective, register_objective
 
 
 def random_patch_mask(batch: int, image_size: int, patch: int, ratio: float, device=None) -> torch.Tensor:
@@ -39,9 +38,7 @@ class MaskedImageModelling(ImageObjective):
     paper = "SimMIM, Xie et al. 2022 (pixel-space masking and a decoder from the pooled embedding)"
     default_lr = 1e-3
 
-    @classmethod
-    def create(cls, backbone, data: UnlabeledData, options: ObjectiveOptions) -> MaskedImageModelling:
-        return cls(backbone, data.is_grayscale(), mask_ratio=options.mask_ratio)
+    uses_options = ("mask_ratio",)
 
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False, mask_ratio: float = 0.5,
                  patch_size: int | None = None):
