@@ -18,6 +18,7 @@ from .embedding_cache import EmbeddingCache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError
 from .evaluation.metrics import classification_metrics
+from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import TrainedModel
@@ -65,6 +66,22 @@ def _data_fingerprint(splits: Splits) -> str:
     digests = [modality.digest(item) for part in (splits.train, splits.val) for item in part.items]
     labels = b"".join(part.labels.tobytes() for part in (splits.train, splits.val))
     return sha256_bytes(*digests, labels)[:32]
+
+
+def _run_config(options: dict[str, Any], plan: Strategy, splits: Splits) -> dict[str, Any]:
+    """What `--resume` must find unchanged: the options, the strategy's settings (--epochs may grow), the data."""
+    return {**options, "strategy": plan.name, "settings": {k: v for k, v in plan.settings().items() if k != "epochs"},
+            "classes": splits.classes, "data": _data_fingerprint(splits)}
+
+
+def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, precision: str, strict: bool
+          ) -> tuple[Dataset, dict[str, Any]]:
+    """The readable part of the test split and the classifier's metrics on it."""
+    test, test_x = embed_dataset(classifier.backbone, test, cache, precision, strict)
+    if len(test) == 0:
+        raise DataError(f"the test split ({test.name}) has no readable items: add readable files or give a larger "
+                        "--test-size")
+    return test, classification_metrics(test.labels, classifier.head.probabilities(test_x), test.classes)
 
 
 def fit(
@@ -120,11 +137,8 @@ def fit(
              plan.name)
     if run_dir is not None:
         config = {"backbone": backbone, "weights": weights, "pretrained": pretrained, "image_size": image_size,
-                  "max_length": max_length,
-                  "strategy": plan.name, "seed": seed, "precision": precision,
-                  "settings": {k: v for k, v in plan.settings().items() if k != "epochs"},  # --resume may extend
-                  "classes": splits.classes, "data": _data_fingerprint(splits)}
-        record_run(run_dir, "fit", config, resume=resume)
+                  "max_length": max_length, "seed": seed, "precision": precision}
+        record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
                       cache=_embedding_cache(net, precision, cache))
     run.timings["load"] = time.perf_counter() - started
@@ -132,12 +146,7 @@ def fit(
     classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
-    test, test_x = embed_dataset(classifier.backbone, splits.test, run.cache if plan.freezes_backbone else None,
-                                 precision, strict)
-    if len(test) == 0:
-        raise DataError(f"the test split ({splits.test.name}) has no readable items: add readable files or give a "
-                        "larger --test-size")
-    metrics = classification_metrics(test.labels, classifier.head.probabilities(test_x), splits.classes)
+    test, metrics = _test(classifier, splits.test, run.cache if plan.freezes_backbone else None, precision, strict)
     run.timings["evaluate"] = time.perf_counter() - t
     run.timings["total"] = time.perf_counter() - started
     source = str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name
