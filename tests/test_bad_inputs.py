@@ -508,3 +508,28 @@ def test_usage_errors_of_the_console_script_are_one_line(args, message):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_an_unwritable_cache_is_skipped_with_a_warning(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", "/proc/headstart-cache")
+    result = run("fit", images, "--image-size", "32", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    assert "cannot write to /proc/headstart-cache" in " ".join(result.stderr.split())
+
+
+def test_a_save_that_fails_half_way_keeps_the_previous_model(image_model, tmp_path, monkeypatch):
+    import headstart
+    from headstart import artifact
+
+    model = headstart.load(image_model)
+    target = tmp_path / "model"
+    shutil.copytree(image_model, target)
+
+    def full_disk(module, file):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifact, "save_weights", full_disk)
+    with pytest.raises(headstart.HeadstartError, match=r"No space left on device.*previous model there is unchanged"):
+        model.save(target)
+    assert headstart.load(target).metrics == model.metrics
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no half-written folder left

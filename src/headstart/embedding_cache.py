@@ -39,6 +39,7 @@ class EmbeddingCache:
         self.folder = (root or cache_root() / "embeddings") / key
         self.hits = 0
         self.misses = 0
+        self.disabled = False
 
     def _shards(self) -> list[Path]:
         return sorted(self.folder.glob("*.safetensors")) if self.folder.is_dir() else []
@@ -84,12 +85,23 @@ class EmbeddingCache:
             return None
 
     def store(self, digests: Sequence[bytes], embeddings: np.ndarray) -> None:
-        if len(digests) == 0:
+        """Add a shard. The cache only saves time: if it cannot be written (read-only, full disk), say so once
+        and go on without it."""
+        if len(digests) == 0 or self.disabled:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), -1)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        os.close(fd)
         keys, embeddings = np.ascontiguousarray(keys), np.ascontiguousarray(embeddings, np.float32)
-        save_file({"digests": keys, "embeddings": embeddings}, tmp, metadata={"blake2b": _checksum(keys, embeddings)})
-        os.replace(tmp, self.folder / f"{uuid.uuid4().hex}.safetensors")
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+            os.close(fd)
+            save_file({"digests": keys, "embeddings": embeddings}, tmp,
+                      metadata={"blake2b": _checksum(keys, embeddings)})
+            os.replace(tmp, self.folder / f"{uuid.uuid4().hex}.safetensors")
+        except OSError as e:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            self.disabled = True
+            log.warning("embedding cache: cannot write to %s (%s); going on without caching (set HEADSTART_CACHE "
+                        "to a writable folder, or pass --no-cache)", self.folder, e.strerror or type(e).__name__)

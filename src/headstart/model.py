@@ -13,7 +13,7 @@ from ._util import default_device, library_versions
 from .artifact import METRICS, read_model_dir, write_model_dir
 from .data.dataset import Dataset
 from .embeddings import compute_embeddings
-from .errors import DataError
+from .errors import DataError, HeadstartError
 from .heads import Classifier
 from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
@@ -50,8 +50,12 @@ class TrainedModel:
             "versions": library_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         report = {**self.metrics, "timings": self.manifest.timings, "backbone": self.manifest.backbone_name,
                   "strategy": self.manifest.strategy.name}
-        write_model_dir(Path(path), self.classifier, self.manifest,
-                        {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()})
+        try:
+            write_model_dir(Path(path), self.classifier, self.manifest,
+                            {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()})
+        except OSError as e:  # a full disk, a folder made read-only meanwhile: the previous model is untouched
+            raise HeadstartError(f"cannot save the model to {path} ({e.strerror or type(e).__name__}); any previous "
+                                 "model there is unchanged: free space or choose another --out") from None
         return Path(path)
 
     @property
