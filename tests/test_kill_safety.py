@@ -93,7 +93,7 @@ import os, sys
 import headstart
 from headstart.strategies.finetune_trainer import FineTuneModule
 
-out, kill_epoch, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+out, kill_epoch, resume, backbone = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume", sys.argv[5]
 step = FineTuneModule.training_step
 
 def training_step(self, batch, i):
@@ -102,14 +102,15 @@ def training_step(self, batch, i):
     return step(self, batch, i)
 
 FineTuneModule.training_step = training_step
-headstart.fit(sys.argv[4], "smallcnn", "finetune", out=out, epochs=3, image_size=16, batch_size=16, seed=3,
-              resume=resume)
+options = {"image_size": 16} if backbone == "smallcnn" else {"max_length": 16}
+headstart.fit(sys.argv[4], backbone, "finetune", out=out, epochs=3, batch_size=16, seed=3, resume=resume, **options)
 """
 
 
-def _finetune(out: Path, data: Path, kill_epoch: int = -1, resume: bool = False) -> int:
+def _finetune(out: Path, data: Path, kill_epoch: int = -1, resume: bool = False, backbone: str = "smallcnn") -> int:
     env = {**os.environ, "HEADSTART_PROGRESS": "0"}
-    args = [sys.executable, "-c", RESUME_CHILD, str(out), str(kill_epoch), "resume" if resume else "fresh", str(data)]
+    args = [sys.executable, "-c", RESUME_CHILD, str(out), str(kill_epoch), "resume" if resume else "fresh", str(data),
+            backbone]
     return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env).returncode
 
 
@@ -126,3 +127,19 @@ def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(tmp_pat
         "best_val_accuracy"]
     files = sorted((data / "red").glob("*.png"))
     assert resumed.predict_proba(files).tolist() == whole.predict_proba(files).tolist()  # the same weights
+
+
+@pytest.mark.slow
+def test_text_finetune_resumes_exactly_too(tmp_path):
+    """The text path: a pre-trained encoder (head stage first), length-grouped batches, dropout in the encoder."""
+    from .conftest import write_text_table
+
+    data = write_text_table(tmp_path / "reviews.csv", n_per_class=40)
+    assert _finetune(tmp_path / "whole", data, backbone="minilm") == 0
+    assert _finetune(tmp_path / "killed", data, kill_epoch=1, backbone="minilm") == -signal.SIGKILL
+    assert _finetune(tmp_path / "killed", data, resume=True, backbone="minilm") == 0
+    whole = headstart.load(tmp_path / "whole" / "model")
+    resumed = headstart.load(tmp_path / "killed" / "model")
+    texts = ["a wonderful and moving film", "a dull and painful film", "a film"]
+    assert resumed.predict_proba(texts).tolist() == whole.predict_proba(texts).tolist()
+    assert resumed.metrics["confusion_matrix"] == whole.metrics["confusion_matrix"]
