@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -19,6 +20,18 @@ from .modalities import get_modality
 from .progress import progress_bar
 
 log = logging.getLogger("headstart")
+
+class ItemCollection(Protocol):
+    """Named items of one modality: a Dataset, or pretraining's unlabeled data."""
+
+    name: str
+    modality: str
+    items: Sequence
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: np.ndarray): ...
+
 
 FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm for a one-off extraction costs more than it saves
 
@@ -88,7 +101,7 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
     return out, failures
 
 
-def drop_failures(data: Dataset, failures: list[tuple[int, str]], strict: bool) -> np.ndarray:
+def drop_failures(data: ItemCollection, failures: list[tuple[int, str]], strict: bool) -> np.ndarray:
     """Indices of `data` to keep after unreadable items: a warning with a count, or with `strict` an error."""
     if not failures:
         return np.arange(len(data))
@@ -109,7 +122,7 @@ def embed_dataset(backbone: Backbone, data: Dataset, cache: EmbeddingCache | Non
     return data.subset(keep), embeddings[keep]
 
 
-def without_unreadable(data: Dataset, strict: bool) -> Dataset:
+def without_unreadable(data: ItemCollection, strict: bool) -> ItemCollection:
     """`data` less the items its modality cannot decode (checked by decoding each, in worker processes)."""
     failures = get_modality(data.modality).find_unreadable(data.items)
     return data.subset(drop_failures(data, failures, strict)) if failures else data

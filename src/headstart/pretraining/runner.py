@@ -14,6 +14,7 @@ import torch
 
 from .._util import atomic_write_json, stable_json
 from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
+from ..embeddings import without_unreadable
 from ..errors import BackboneError, DataError, HeadstartError
 from ..modalities import ensure_same_modality, get_modality
 from ..training import PRECISIONS
@@ -59,19 +60,6 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / BACKBONE_MANIFEST).is_file():
         raise HeadstartError(f"--out {out} is a non-empty folder that is not a headstart backbone, and would be "
                              "replaced: give a new folder path")
-
-
-def _drop_unreadable(data: UnlabeledData, strict: bool) -> tuple[UnlabeledData, int]:
-    modality = get_modality(data.modality)
-    failures = modality.find_unreadable(data.items)
-    if not failures:
-        return data, 0
-    message = f"{data.name}: {modality.failure_summary(data.items, failures)}"
-    if strict:
-        raise DataError(message + " (without --strict they are skipped)")
-    log.warning(message)
-    bad = {i for i, _ in failures}
-    return data.subset([i for i in range(len(data)) if i not in bad]), len(bad)
 
 
 def pretrain(
@@ -127,7 +115,8 @@ def pretrain(
     ensure_same_modality(kind.modality, unlabeled.modality, f"objective '{objective}'", f"{unlabeled.source} holds",
                          f"use --objective {', '.join(fitting)}" if fitting else "no objective pretrains on it yet",
                          HeadstartError)
-    unlabeled, n_skipped = _drop_unreadable(unlabeled, strict)
+    readable = without_unreadable(unlabeled, strict)
+    unlabeled, n_skipped = readable, len(unlabeled) - len(readable)
     if len(unlabeled) < 2:
         raise DataError(f"{unlabeled.source} has {len(unlabeled)} usable item(s): pretraining needs at least 2 "
                         "(and thousands to be worth it)")
