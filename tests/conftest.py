@@ -99,3 +99,30 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+
+
+TONES = {"low": 300.0, "mid": 900.0, "high": 2400.0}
+
+
+def make_audio_folder(root: Path, per_class: int = 8, seed: int = 0, rates=(8000, 16000, 22050)) -> Path:
+    """Noisy tones whose pitch is their class, of varied length, sample rate and channel count: real wav files."""
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    for name, freq in TONES.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rate = int(rates[i % len(rates)])
+            t = np.arange(int(rate * rng.uniform(0.3, 1.8))) / rate
+            wave = 0.5 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + 0.05 * rng.standard_normal(len(t))
+            if i % 3 == 0:
+                wave = np.stack([wave, 0.8 * wave], axis=1)  # stereo
+            soundfile.write(folder / f"{name}_{i}.wav", wave.astype(np.float32), rate)
+    return root
+
+
+@pytest.fixture(scope="module")
+def shared_audio_folder(tmp_path_factory) -> Path:
+    """The tones, made once per test module, for tests that only read them."""
+    return make_audio_folder(tmp_path_factory.mktemp("data") / "audio")

@@ -119,4 +119,4 @@ def test_smallcnn_shapes_and_groups():
 def test_list_backbones_reports_offline_availability():
     rows = {r.name: r for r in list_backbones()}
     assert rows["efficientnet_lite0"].offline and rows["minilm"].offline and rows["smallcnn"].offline
-    assert np.all([r.modality in ("image", "text") for r in rows.values()])
+    assert np.all([r.modality in ("image", "text", "audio") for r in rows.values()])

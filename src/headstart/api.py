@@ -130,7 +130,7 @@ def fit(
     splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
     torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
-                           max_length=max_length)
+                           max_length=max_length, modality=splits.modality)
     ensure_same_modality(net.modality, splits.modality, f"backbone '{backbone}'", "the data are",
                          f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
     log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,

@@ -7,11 +7,14 @@ registry's decorators.
 from . import (  # noqa: F401  (registration)
     efficientnet_lite,
     folder,
+    hf_audio,
     hf_text,
     smallcnn,
+    smallcnn_audio,
+    speech_embedding,
     timm_image,
 )
-from .base import Backbone, ImageBackbone, TextBackbone
+from .base import AudioBackbone, Backbone, ImageBackbone, TextBackbone
 from .registry import (
     BackboneInfo,
     BackboneOptions,
@@ -24,6 +27,7 @@ from .registry import (
 )
 
 __all__ = [
+    "AudioBackbone",
     "Backbone",
     "BackboneInfo",
     "BackboneOptions",

@@ -150,3 +150,20 @@ class TextBackbone(Backbone):
     @abstractmethod
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts (capped at the backbone's limit), used to batch texts of similar length together."""
+
+
+class AudioBackbone(Backbone):
+    """Audio backbones take {"waveform": (B, L) mono float at `sample_rate`, "length": (B,)} batches and decide
+    themselves how to window, mask and pool clips of different lengths.
+
+    `min_samples`: shorter clips are centred in silence of this length before batching (one analysis window).
+    """
+
+    modality = "audio"
+    sample_rate: int = 16_000
+    min_samples: int = 1
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """What the artifact records about how sound becomes model input (rate, windows, pooling)."""
+        return {"sample_rate": self.sample_rate, "min_samples": self.min_samples}

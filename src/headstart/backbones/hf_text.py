@@ -14,6 +14,7 @@ from torch import nn
 from .._util import inside
 from ..errors import BackboneError
 from .base import TextBackbone
+from .hf_layers import transformer_layer_groups
 from .registry import BackboneInfo, BackboneOptions, register_backbone, register_family, register_folder_kind
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -105,22 +106,7 @@ class HFTextBackbone(TextBackbone):
         return [len(x) for x in ids]
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Embeddings, then each transformer layer, then whatever remains (pooler, final norms)."""
-        layers = next((m for name, m in self.model.named_modules()
-                       if isinstance(m, nn.ModuleList) and name.endswith(("layer", "layers"))), None)
-        if layers is None:
-            return [list(self.model.parameters())]
-        seen: set[int] = set()
-        groups = []
-        for layer in layers:
-            groups.append(list(layer.parameters()))
-            seen.update(id(p) for p in groups[-1])
-        embeddings = self.model.get_input_embeddings()
-        emb_module = next((m for n, m in self.model.named_children() if "embed" in n), embeddings)
-        first = [p for p in emb_module.parameters() if id(p) not in seen]
-        seen.update(id(p) for p in first)
-        rest = [p for p in self.model.parameters() if id(p) not in seen]
-        return [first, *groups] + ([rest] if rest else [])
+        return transformer_layer_groups(self.model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch).last_hidden_state

@@ -3,6 +3,8 @@
 - `@register_family("timm")` on a Backbone class: the `family` its `spec` names, so a saved model rebuilds it.
 - `@register_backbone("efficientnet_lite0", modality=..., description=..., available=...)` on a builder
   function: a name users type. A name ending in ':' (e.g. "timm:") is a prefix; the builder gets the rest.
+  One name may be registered once per modality ("smallcnn" for images and for audio, "hf:" for text and
+  audio encoders): the data's modality picks the entry.
 - `register_folder_kind(...)`: a kind of local folder that `--backbone PATH` accepts.
 
 `headstart backbones` and the "unknown backbone" message are generated from these entries.
@@ -72,7 +74,7 @@ class FolderKind:
 
 
 FAMILIES: dict[str, type[Backbone]] = {}
-NAMES: dict[str, NamedBackbone] = {}
+NAMES: dict[tuple[str, str], NamedBackbone] = {}  # (name, modality)
 FOLDER_KINDS: list[FolderKind] = []
 B = TypeVar("B", bound=type[Backbone])
 
@@ -96,7 +98,7 @@ def register_backbone(name: str, *, modality: str, description: str,
     """Function decorator: `name` (or every name starting with `name` when it ends in ':') builds with it."""
 
     def decorate(build: Builder) -> Builder:
-        NAMES[name] = NamedBackbone(name, modality, description, build, available)
+        NAMES[(name, modality)] = NamedBackbone(name, modality, description, build, available)
         return build
 
     return decorate
@@ -117,18 +119,30 @@ def _folder_kind(path: Path) -> FolderKind:
 
 
 def _known_names() -> str:
-    return ", ".join([e.display_name() for e in NAMES.values()] + ["a local folder"])
+    return ", ".join([*list(dict.fromkeys(e.display_name() for e in NAMES.values())), "a local folder"])
+
+
+def _entry(name: str, modality: str | None) -> tuple[NamedBackbone, str] | None:
+    """The registered entry `name` refers to and the rest of the name after a prefix; among entries of several
+    modalities, the one of `modality` (else the first registered)."""
+    matches = [(e, "") for e in NAMES.values() if not e.is_prefix and e.name == name]
+    matches = matches or [(e, name[len(e.name):]) for e in NAMES.values() if e.is_prefix and name.startswith(e.name)]
+    if not matches:
+        return None
+    by_modality = {entry.modality: (entry, rest) for entry, rest in reversed(matches)}
+    return by_modality.get(modality, matches[0])
 
 
 def resolve_backbone(name: str, weights: str | None = None, pretrained: bool = True,
-                     image_size: int | None = None, max_length: int | None = None) -> Backbone:
-    """Build the backbone a name refers to, with its pre-trained weights."""
+                     image_size: int | None = None, max_length: int | None = None,
+                     modality: str | None = None) -> Backbone:
+    """Build the backbone a name refers to, with its pre-trained weights. `modality`: the data's, which picks
+    among entries of the same name for several modalities (`smallcnn` for images or audio)."""
     options = BackboneOptions(weights, pretrained, image_size, max_length)
-    if name in NAMES and not NAMES[name].is_prefix:
-        return NAMES[name].build("", options)
-    prefix = next((p for p, e in NAMES.items() if e.is_prefix and name.startswith(p)), None)
-    if prefix is not None:
-        return NAMES[prefix].build(name[len(prefix):], options)
+    found = _entry(name, modality)
+    if found is not None:
+        entry, rest = found
+        return entry.build(rest, options)
     path = Path(name).expanduser()
     recover_directory(path)  # a `pretrain` save killed between its two renames
     if path.is_dir():

@@ -54,15 +54,19 @@ class SmallCNN(ImageBackbone):
         return self.pool(x).flatten(1)
 
 
-@register_backbone("smallcnn", modality="image", description="small CNN trained from scratch (no transfer baseline)")
-def smallcnn(_: str, options: BackboneOptions) -> SmallCNN:
-    """Random weights, or with `weights` a safetensors file of exactly its tensors (e.g. pretrained elsewhere)."""
-    net = SmallCNN(image_size=options.image_size or 32)
-    if options.weights is not None:
+def with_weights(net: nn.Module, weights: str | None) -> nn.Module:
+    """`net` as built (random), or loaded from a safetensors file of exactly its tensors (pretrained elsewhere)."""
+    if weights is not None:
         try:
-            load_weights(net, Path(options.weights).expanduser())
+            load_weights(net, Path(weights).expanduser())
         except ArtifactError as e:
-            raise BackboneError(f"--weights {options.weights}: {e} (smallcnn takes a safetensors file of its own "
+            raise BackboneError(f"--weights {weights}: {e} (smallcnn takes a safetensors file of its own "
                                 "tensors; a folder written by `headstart pretrain` goes to --backbone)") from None
         net.is_pretrained = True
     return net
+
+
+@register_backbone("smallcnn", modality="image", description="small CNN trained from scratch (no transfer baseline)")
+def smallcnn(_: str, options: BackboneOptions) -> SmallCNN:
+    """Random weights, or with `weights` a safetensors file of exactly its tensors (e.g. pretrained elsewhere)."""
+    return with_weights(SmallCNN(image_size=options.image_size or 32), options.weights)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-Modality = str  # a name registered in headstart.modalities: "image", "text"
+Modality = str  # a name registered in headstart.modalities: "image", "text", "audio"
 
 
 @dataclass

@@ -6,6 +6,7 @@
 - masked.py       masked image modelling (SimMIM-style)
 - contrastive.py  SimCLR: two augmented views, NT-Xent, projection head
 - mlm.py          continued masked-language-model pretraining of a Transformers encoder
+- audio_masked.py, audio_contrastive.py  the same two ideas on log-mel spectrograms (audio_base.py: crops, augmentations)
 
 runner.py holds `pretrain` itself; trainer.py the Lightning loop they share.
 """

@@ -59,8 +59,26 @@ class Objective(nn.Module):
 
     @classmethod
     def starting_backbone(cls, name: str, from_weights: str | None, options: ObjectiveOptions) -> tuple[Backbone, str]:
-        """The encoder to train and a description of its starting weights."""
-        raise NotImplementedError
+        """The encoder to train and a description of its starting weights: random init by default; 'pretrained'
+        (published weights), a weights file or a folder from an earlier `pretrain`."""
+        size = options.image_size
+        if from_weights is None:
+            net = resolve_backbone(name, pretrained=False, image_size=size, modality=cls.modality)
+            return net, ("random init" if not Path(name).expanduser().is_dir() else f"backbone folder {name}")
+        if from_weights == "pretrained":
+            net = resolve_backbone(name, pretrained=True, image_size=size, modality=cls.modality)
+            if not net.is_pretrained:
+                raise BackboneError(f"backbone '{name}' has no published pre-trained weights: drop --from, or give "
+                                    "a weights file or an earlier pretrained folder")
+            return net, net.spec.get("source") or name
+        path = Path(from_weights).expanduser()
+        if path.is_dir() and (path / BACKBONE_MANIFEST).is_file():
+            return resolve_backbone(str(path)), f"backbone folder {path}"
+        if not path.exists():
+            raise BackboneError(f"--from {from_weights}: no such file or folder (give 'pretrained', a weights file, or "
+                                "a folder written by `headstart pretrain`)")
+        return resolve_backbone(name, weights=str(path), image_size=size, modality=cls.modality), str(path)
+
 
     def dataset(self, data: UnlabeledData) -> torch.utils.data.Dataset:
         raise NotImplementedError
@@ -81,21 +99,31 @@ class Objective(nn.Module):
         return {"name": self.name, "paper": self.paper, "options": self.options}
 
 
-OBJECTIVES: dict[str, type[Objective]] = {}
+OBJECTIVES: dict[tuple[str, str], type[Objective]] = {}  # (name, modality): "contrastive" exists for images and audio
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:
-    """Class decorator: make an objective known to `pretrain --objective` by its `name`."""
-    OBJECTIVES[cls.name] = cls
+    """Class decorator: make an objective known to `pretrain --objective` by its `name`, for its `modality`."""
+    OBJECTIVES[(cls.name, cls.modality)] = cls
     return cls
+
+
+def objective_names() -> list[str]:
+    return list(dict.fromkeys(name for name, _ in OBJECTIVES))
 
 
 def objectives_by_modality() -> dict[str, list[str]]:
     """Objective names grouped by the modality they train on."""
     groups: dict[str, list[str]] = {}
-    for name, cls in OBJECTIVES.items():
-        groups.setdefault(cls.modality, []).append(name)
+    for name, kind in OBJECTIVES:
+        groups.setdefault(kind, []).append(name)
     return groups
+
+
+def find_objective(name: str, modality: str) -> type[Objective]:
+    """The objective `name` for data of `modality`; without one for it, the first of that name (whose modality
+    the caller then reports as a mismatch)."""
+    return OBJECTIVES.get((name, modality)) or next(cls for (n, _), cls in OBJECTIVES.items() if n == name)
 
 
 class ImageObjective(Objective):
@@ -112,27 +140,6 @@ class ImageObjective(Objective):
     def __init__(self, backbone: ImageBackbone, grayscale: bool = False):
         super().__init__(backbone)
         self.grayscale = grayscale
-
-    @classmethod
-    def starting_backbone(cls, name: str, from_weights: str | None, options: ObjectiveOptions) -> tuple[Backbone, str]:
-        """Random init by default; 'pretrained' (published weights), a timm weights file or an earlier folder."""
-        size = options.image_size
-        if from_weights is None:
-            net = resolve_backbone(name, pretrained=False, image_size=size)
-            return net, ("random init" if not Path(name).expanduser().is_dir() else f"backbone folder {name}")
-        if from_weights == "pretrained":
-            net = resolve_backbone(name, pretrained=True, image_size=size)
-            if not net.is_pretrained:
-                raise BackboneError(f"backbone '{name}' has no published pre-trained weights: drop --from, or give "
-                                    "a weights file or an earlier pretrained folder")
-            return net, net.spec.get("source") or name
-        path = Path(from_weights).expanduser()
-        if path.is_dir() and (path / BACKBONE_MANIFEST).is_file():
-            return resolve_backbone(str(path)), f"backbone folder {path}"
-        if not path.exists():
-            raise BackboneError(f"--from {from_weights}: no such file or folder (give 'pretrained', a weights file, or "
-                                "a folder written by `headstart pretrain`)")
-        return resolve_backbone(name, weights=str(path), image_size=size), str(path)
 
     def transform(self) -> Callable:
         return self.backbone.transform(train=False)
@@ -158,18 +165,19 @@ class ImageObjective(Objective):
 
 
 class ConvDecoder(nn.Module):
-    """Embedding (B, D) -> image (B, 3, S, S): a linear map onto a 4x4 grid, then upsample-and-convolve blocks
-    (x2 each, nearest neighbour then 3x3 conv, avoiding transposed-convolution checkerboards), resized to S.
+    """Embedding (B, D) -> image (B, C, H, W): a linear map onto a 4x4 grid, then upsample-and-convolve blocks
+    (x2 each, nearest neighbour then 3x3 conv, avoiding transposed-convolution checkerboards), resized to (H, W)
+    (`image_size`: S for a square, or (H, W) such as a spectrogram's bands x frames).
 
     Hand-written: the Backbone interface exposes only the pooled embedding (the representation `fit` uses),
     and no library ships a decoder from a vector for an arbitrary encoder.
     """
 
-    def __init__(self, dim: int, image_size: int, width: int = 128, channels: int = 3):
+    def __init__(self, dim: int, image_size: int | tuple[int, int], width: int = 128, channels: int = 3):
         super().__init__()
-        self.image_size = image_size
+        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.start = 4
-        n_up = max(1, math.ceil(math.log2(image_size / self.start)))
+        n_up = max(1, math.ceil(math.log2(max(self.image_size) / self.start)))
         widths = [max(16, width >> k) for k in range(n_up + 1)]
         self.fc = nn.Sequential(nn.Linear(dim, widths[0] * self.start ** 2), nn.ReLU(inplace=True))
         self.width = widths[0]
@@ -183,8 +191,7 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.fc(z).view(len(z), self.width, self.start, self.start)
         x = self.out(self.blocks(x))
-        if x.shape[-1] != self.image_size:
-            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                          align_corners=False)
+        if tuple(x.shape[-2:]) != self.image_size:
+            x = nn.functional.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         return x
 

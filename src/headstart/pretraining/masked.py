@@ -19,17 +19,20 @@ from ..backbones.base import ImageBackbone
 from .base import ConvDecoder, ImageObjective, register_objective
 
 
-def random_patch_mask(batch: int, image_size: int, patch: int, ratio: float, device=None) -> torch.Tensor:
-    """(B, 1, S, S) float mask, 1 where hidden: exactly round(ratio * patches) random patches per image."""
-    grid = math.ceil(image_size / patch)
-    n = grid * grid
+def random_patch_mask(batch: int, image_size: int | tuple[int, int], patch: int, ratio: float,
+                      device=None) -> torch.Tensor:
+    """(B, 1, H, W) float mask, 1 where hidden: exactly round(ratio * patches) random patches per image
+    (`image_size`: S for a square, or (H, W))."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    rows, cols = math.ceil(height / patch), math.ceil(width / patch)
+    n = rows * cols
     k = max(1, min(n - 1, round(ratio * n)))
     order = torch.rand(batch, n, device=device).argsort(dim=1)
     mask = torch.zeros(batch, n, device=device)
     mask.scatter_(1, order[:, :k], 1.0)
-    mask = mask.view(batch, 1, grid, grid)
+    mask = mask.view(batch, 1, rows, cols)
     mask = mask.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
-    return mask[..., :image_size, :image_size]
+    return mask[..., :height, :width]
 
 
 @register_objective

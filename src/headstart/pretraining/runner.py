@@ -18,8 +18,8 @@ from ..embeddings import without_unreadable
 from ..errors import BackboneError, DataError, HeadstartError
 from ..modalities import ensure_same_modality, get_modality
 from ..training import PRECISIONS
-from . import autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
-from .base import OBJECTIVES, ObjectiveOptions, objectives_by_modality
+from . import audio_contrastive, audio_masked, autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
+from .base import ObjectiveOptions, find_objective, objective_names, objectives_by_modality
 from .trainer import downsample_curve, plot_loss_curve, train
 from .unlabeled import UnlabeledData, read_unlabeled
 
@@ -96,21 +96,21 @@ def pretrain(
     `max_steps` and `max_minutes`; checkpoints go to `run_dir` (default OUT.run/) and `resume=True` continues
     (or extends, with a larger budget) the run found there. Returns the folder and its manifest.
     """
-    if objective not in OBJECTIVES:
-        raise HeadstartError(f"unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}")
+    if objective not in objective_names():
+        raise HeadstartError(f"unknown objective '{objective}': use one of {', '.join(objective_names())}")
     if precision not in PRECISIONS:
         raise HeadstartError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     _check_positive(epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
                     image_size=image_size, max_length=max_length, temperature=temperature)
     if not 0 < mask_ratio < 1:
         raise HeadstartError(f"--mask-ratio must be between 0 and 1, got {mask_ratio}")
-    kind = OBJECTIVES[objective]
     out = Path(out).expanduser()
     _check_out(out)
     run_dir = Path(run_dir).expanduser() if run_dir is not None else out.with_name(out.name + ".run")
     started = time.perf_counter()
 
     unlabeled = data if isinstance(data, UnlabeledData) else read_unlabeled(data, text_column)
+    kind = find_objective(objective, unlabeled.modality)
     fitting = objectives_by_modality().get(unlabeled.modality, [])
     ensure_same_modality(kind.modality, unlabeled.modality, f"objective '{objective}'", f"{unlabeled.source} holds",
                          f"use --objective {', '.join(fitting)}" if fitting else "no objective pretrains on it yet",
