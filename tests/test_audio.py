@@ -140,11 +140,10 @@ def test_fit_evaluate_predict_audio(shared_audio_folder, tmp_path):
     model = TrainedModel.load(out / "model")
     assert model.predict([one]) == ["high"]
 
+    from PIL import Image
 
-def test_predict_refuses_an_image_for_an_audio_model(shared_audio_folder, tmp_path):
-    out = tmp_path / "run"
-    assert run("fit", shared_audio_folder, "--backbone", "speech_embedding", "--out", out).exit_code == 0
-    (tmp_path / "x.txt").write_text("hello")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")
+    one_line_error(run("predict", out / "model", tmp_path / "photo.png"), "is an image file, but this model takes recordings")
     one_line_error(run("predict", out / "model", tmp_path / "nothing.wav"), "input not found")
 
 

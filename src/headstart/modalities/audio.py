@@ -162,25 +162,23 @@ class AudioModality(Modality):
             return h.digest()
         return file_digest(item)
 
-    def _loader(self, dataset: AudioWaveforms, batch_size: int, min_samples: int, **kwargs) -> Any:
-        workers = worker_count() if len(dataset) > batch_size else 0  # one batch: no worker start-up
-        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                           prefetch_factor=4 if workers else None,
-                                           persistent_workers=kwargs.pop("persistent", False) and workers > 0,
-                                           collate_fn=kwargs.pop("collate", _Collate(min_samples)), **kwargs)
-
     def extraction_batches(self, backbone: Any, items: Sequence, batch_size: int) -> Iterator[Batch]:
-        dataset = AudioWaveforms(items, backbone.sample_rate)
-        for inputs, _, idx, errors in self._loader(dataset, batch_size, backbone.min_samples):
+        workers = worker_count() if len(items) > batch_size else 0  # one batch: no worker start-up
+        loader = torch.utils.data.DataLoader(AudioWaveforms(items, backbone.sample_rate), batch_size=batch_size,
+                                             num_workers=workers, prefetch_factor=4 if workers else None,
+                                             collate_fn=_Collate(backbone.min_samples))
+        for inputs, _, idx, errors in loader:
             failed = [(int(i), e) for i, e in zip(idx, errors) if e]
             yield inputs, idx.numpy(), failed
 
     def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
                         seed: int = 0) -> Any:
         dataset = AudioWaveforms(items, backbone.sample_rate, labels, seed=seed if train else None, augment=train)
-        return self._loader(dataset, batch_size, backbone.min_samples, persistent=True,
-                            collate=_TrainingCollate(backbone.min_samples),
-                            sampler=EpochShuffle(len(items), seed) if train else None)
+        workers = worker_count()
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                           persistent_workers=workers > 0,
+                                           sampler=EpochShuffle(len(items), seed) if train else None,
+                                           collate_fn=_TrainingCollate(backbone.min_samples))
 
     def find_unreadable(self, items: Sequence) -> list[tuple[int, str]]:
         """Decode every recording (at its own rate: no resampling needed to know it is readable)."""
@@ -195,6 +193,7 @@ class AudioModality(Modality):
             if not found:
                 raise DataError(f"{path} contains no audio files (looked for {', '.join(sorted(self.file_extensions))})")
             return found
+        self.refuse_other_modality(path)
         if path.is_file():
             return [path]
         raise DataError(f"input not found: {path} (an audio model takes sound files or folders)")

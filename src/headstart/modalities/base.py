@@ -72,6 +72,13 @@ class Modality(ABC):
     def expand_input(self, raw: str) -> list:
         """Items named by one command-line argument of `predict` (a file, a folder, a literal text ...)."""
 
+    def refuse_other_modality(self, path: Path) -> None:
+        """A file of another modality (an image given to an audio model) is an error that says what to give."""
+        other = modality_of_file(path)
+        if other is not None and other is not self:
+            raise DataError(f"{path} is an {other.noun} file, but this model takes {self.noun}s "
+                            f"({', '.join(sorted(self.file_extensions))} files or folders of them)")
+
     def failure_summary(self, items: Sequence, failures: list[tuple[int, str]]) -> str:
         i, reason = failures[0]
         return f"{len(failures)} unreadable {self.noun}(s) skipped, e.g. {self.describe(items[i], i)} ({reason})"

@@ -175,6 +175,7 @@ class ImageModality(Modality):
             if not found:
                 raise DataError(f"{path} contains no image files (looked for {', '.join(sorted(self.file_extensions))})")
             return found
+        self.refuse_other_modality(path)
         if path.is_file():
             return [path]
         raise DataError(f"input not found: {path} (an image model takes image files or folders)")
