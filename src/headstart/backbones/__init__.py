@@ -4,11 +4,14 @@ Importing this package registers the built-in families; a plug-in family is one 
 registry's decorators.
 """
 
+# hf_text registers first: `hf:<id>` with no data to say otherwise is a text encoder.
+from . import hf_text  # noqa: F401  (registration)
+
+# isort: split
 from . import (  # noqa: F401  (registration)
     efficientnet_lite,
     folder,
     hf_audio,
-    hf_text,
     smallcnn,
     smallcnn_audio,
     speech_embedding,

@@ -47,6 +47,8 @@ def _load_pretrained(location: str) -> tuple[nn.Module, Any]:
 
     hf_logging.disable_progress_bar()
     local = Path(location).expanduser()
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise BackboneError(f"{local} is not a Hugging Face model directory: config.json is missing")
     attempts = [True] if local.is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
     error: Exception | None = None
     for local_only in attempts:
@@ -159,7 +161,6 @@ def _from_folder(path: Path, options: BackboneOptions) -> HFAudioBackbone:
     return HFAudioBackbone.create(str(path))
 
 
-# Registered before the text folder kind (modules load in alphabetical order), which takes any config.json.
 register_folder_kind(
     detect=is_audio_model_folder,
     load=_from_folder,

@@ -158,4 +158,5 @@ register_folder_kind(
     detect=lambda path: (path / "config.json").is_file(),
     load=_from_folder,
     describe=lambda path: BackboneInfo(str(path), "text", "Hugging Face model folder", True, "local folder"),
+    fallback=True,  # any config.json: more specific kinds (audio models) are checked first
 )

@@ -71,6 +71,7 @@ class FolderKind:
     detect: Callable[[Path], bool]
     load: Callable[[Path, BackboneOptions], Backbone]
     describe: Callable[[Path], BackboneInfo]
+    fallback: bool = False
 
 
 FAMILIES: dict[str, type[Backbone]] = {}
@@ -105,9 +106,11 @@ def register_backbone(name: str, *, modality: str, description: str,
 
 
 def register_folder_kind(detect: Callable[[Path], bool], load: Callable[[Path, BackboneOptions], Backbone],
-                         describe: Callable[[Path], BackboneInfo]) -> None:
-    """A kind of local folder that `--backbone PATH` accepts (checked in registration order)."""
-    FOLDER_KINDS.append(FolderKind(detect, load, describe))
+                         describe: Callable[[Path], BackboneInfo], fallback: bool = False) -> None:
+    """A kind of local folder that `--backbone PATH` accepts, checked in registration order; a `fallback` kind
+    (one that accepts broadly, such as any folder with a config.json) only after all the others."""
+    kind = FolderKind(detect, load, describe, fallback)
+    FOLDER_KINDS.insert(len(FOLDER_KINDS) if fallback else sum(not k.fallback for k in FOLDER_KINDS), kind)
 
 
 def _folder_kind(path: Path) -> FolderKind:
