@@ -49,7 +49,7 @@ def naive(net, files: list[Path]) -> np.ndarray:
     rows = []
     with torch.no_grad():
         for f in files:
-            x, rate = soundfile.read(f, dtype="float32")
+            x, _ = soundfile.read(f, dtype="float32")  # written at 16 kHz
             rows.append(net(pad_waveforms([torch.from_numpy(x)], net.min_samples))[0].numpy())
     return np.stack(rows)
 

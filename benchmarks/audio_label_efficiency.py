@@ -13,12 +13,16 @@ the test split and 10% for validation, then keeps 1, 5, 10, 50 labels per class 
   python benchmarks/audio_label_efficiency.py --quick               # every stage, a few minutes
   python benchmarks/audio_label_efficiency.py --stages probe,loso   # a subset
 
-Prints a table, writes benchmarks/out/audio_label_efficiency.json and a plot in benchmarks/figures/.
+Prints a table, writes benchmarks/out/audio_label_efficiency.json and a plot in benchmarks/figures/. Each
+finished fit is appended to benchmarks/out/audio_label_efficiency_rows.jsonl, and a rerun skips the fits found
+there (and reuses the pretrained backbone in benchmarks/out/), so an interrupted run continues; --fresh starts
+over.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, shared, write_results
+from _common import OUT, ROOT, shared, write_results
 from label_efficiency import Clock, finetune_epochs, label_counts, label_name, plot, print_table, summarise
 
 STAGES = ("probe", "finetune", "scratch", "pretrain", "loso")
@@ -54,23 +58,37 @@ def run_fit(data, backbone: str, strategy, n: int | None, seed: int, work: Path)
             "n_train": model.manifest.data.splits["train"]}
 
 
+ROWS = OUT / "audio_label_efficiency_rows.jsonl"
+
+
+def done_rows(rows_file: Path, fresh: bool) -> list[dict[str, Any]]:
+    if fresh or not rows_file.is_file():
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
+        rows_file.write_text("")
+        return []
+    return [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+
+
 def label_efficiency(args, clock: Clock, work: Path) -> list[dict[str, Any]]:
     from headstart import pretrain
     from headstart.strategies import FineTune, Probe
 
     data = fsdd()
-    rows: list[dict[str, Any]] = []
+    rows_file = OUT / ("audio_label_efficiency_quick_rows.jsonl" if args.quick else ROWS.name)
+    rows = done_rows(rows_file, args.fresh)
+    done = {(r["model"], r["strategy"], r["labels_per_class"], r["seed"]) for r in rows}
     counts = label_counts(args.labels)
     backbones: list[tuple[str, str, int]] = []  # (display name, backbone, draws)
     if "probe" in args.stages or "finetune" in args.stages:
-        backbones.append(("speech_embedding", "speech_embedding", args.seeds))
+        backbones.append(("speech_embedding", "speech_embedding", args.finetune_seeds))
     if "scratch" in args.stages:
         backbones.append(("smallcnn scratch", "smallcnn", args.finetune_seeds))
     if "pretrain" in args.stages:
-        folder = work / f"smallcnn_{args.objective}"
-        with clock.stage(f"pretrain smallcnn ({args.objective}, {args.pretrain_minutes} min)"):
-            pretrain(shared("audio/fsdd/train"), objective=args.objective, backbone="smallcnn", out=folder,
-                     max_minutes=args.pretrain_minutes)
+        folder = OUT / f"fsdd_smallcnn_{args.objective}{'_quick' if args.quick else ''}"
+        if args.fresh or not folder.is_dir():
+            with clock.stage(f"pretrain smallcnn ({args.objective}, {args.pretrain_minutes} min)"):
+                pretrain(shared("audio/fsdd/train"), objective=args.objective, backbone="smallcnn", out=folder,
+                         max_minutes=args.pretrain_minutes)
         backbones.append((f"smallcnn + {args.objective}", str(folder), args.finetune_seeds))
     for name, backbone, draws in backbones:
         strategies = []
@@ -81,6 +99,8 @@ def label_efficiency(args, clock: Clock, work: Path) -> list[dict[str, Any]]:
         for strategy in strategies:
             for n in counts:
                 for seed in range(draws if strategy == "finetune" else args.seeds):
+                    if (name, strategy, label_name(n), seed) in done:
+                        continue
                     if strategy == "probe":
                         plan = Probe()
                     else:
@@ -91,6 +111,8 @@ def label_efficiency(args, clock: Clock, work: Path) -> list[dict[str, Any]]:
                         row = run_fit(data, backbone, plan, n, seed, work / "fits")
                     rows.append({"model": name, "strategy": strategy, "labels_per_class": label_name(n),
                                  "seed": seed, **row})
+                    with rows_file.open("a") as f:
+                        f.write(json.dumps(rows[-1]) + "\n")
                     print(f"    accuracy {row['accuracy']:.4f}", flush=True)
     return rows
 
@@ -130,10 +152,12 @@ def main() -> None:
     parser.add_argument("--objective", default="contrastive")
     parser.add_argument("--pretrain-minutes", type=float, default=6.0)
     parser.add_argument("--quick", action="store_true", help="a smoke test of every stage")
+    parser.add_argument("--fresh", action="store_true", help="ignore the rows and backbone of an earlier run")
     args = parser.parse_args()
     args.stages = set(args.stages.split(","))
     if args.quick:
         args.labels, args.seeds, args.finetune_seeds, args.all_epochs, args.pretrain_minutes = "1,10", 1, 1, 1, 0.3
+        args.fresh = True
     logging.getLogger("headstart").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
     clock = Clock()
