@@ -38,6 +38,10 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: a server's event loop, its image decoding and the
+        # client share the cores, and spinning threads take time from them for no gain (measured in RESULTS.md).
+        if os.environ.get("HEADSTART_ORT_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
         except Exception as e:
