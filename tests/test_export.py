@@ -132,3 +132,29 @@ def test_efficientnet_lite0_export_parity_on_cifar10(tmp_path):
     report = export_onnx(tmp_path / "run" / "model", parity_items=100)
     assert report.parity["items"] == 100 and report.parity["max_abs_diff"] <= 1e-4
     assert report.parity["top1_agreement"] == 1.0
+
+
+def test_the_deployment_image_codec_preprocesses_like_training(tmp_path):
+    """Pillow's resize (deployment) against torchvision's (training): at most one grey level apart."""
+    from PIL import Image
+
+    from headstart.backbones.smallcnn import SmallCNN
+    from headstart.modalities.image import open_image
+    from headstart.runtime.codecs import get_codec
+
+    rng = np.random.default_rng(0)
+    for (w, h), size, interpolation in [((300, 200), 32, "bilinear"), ((640, 480), 224, "bicubic"), ((20, 20), 64, "bilinear")]:
+        backbone = SmallCNN(image_size=size)
+        backbone.interpolation = interpolation
+        smooth = Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        smooth.save(tmp_path / "x.jpg", quality=92)
+        expected = backbone.transform(False)(open_image(tmp_path / "x.jpg", backbone.draft_size())).numpy()
+        got = get_codec("image")(backbone.onnx_preprocessing(), tmp_path).prepare(tmp_path / "x.jpg")
+        assert got.shape == expected.shape == (3, size, size)
+        assert np.abs(got - expected).max() <= 1.01 / 255 / 0.25 and np.abs(got - expected).mean() < 1e-3
+
+
+def test_predict_with_the_onnx_runtime_refuses_files_it_cannot_read_as_texts(exported_text, tmp_path):
+    (tmp_path / "t.csv").write_text("text,label\nfine,positive\n")
+    result = run("predict", exported_text, tmp_path / "t.csv", "--runtime", "onnx")
+    assert result.exit_code == 2 and "tables: --runtime torch" in " ".join(result.stderr.split())

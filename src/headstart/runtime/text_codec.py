@@ -60,6 +60,9 @@ class TextCodec(InputCodec):
             return [line.strip() for line in lines if line.strip()]
         if path.is_dir():
             raise DataError(f"{raw} is a folder, but this model takes texts: give texts or .txt files")
+        if path.is_file():  # a table or an image given to a text model: never predict on the file's name
+            raise DataError(f"{raw} is a {path.suffix or 'file'} file; with an exported graph give texts, .txt files "
+                            "(one text a line) or - for lines on stdin (tables: --runtime torch)")
         return [raw]
 
     def prepare(self, item: Any) -> str:
