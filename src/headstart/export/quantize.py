@@ -60,6 +60,7 @@ def quantize(fp32: Path, int8: Path, method: str, calibration: Sequence[dict[str
         raise HeadstartError(f"unknown int8 method '{method}' (dynamic or static)")
     if method == "static" and not calibration:
         raise HeadstartError("static int8 quantization needs training items to calibrate on; none could be read")
+    fp32, int8 = fp32.resolve(), int8.resolve()  # the tools run in another working directory (below)
     with _quiet_onnxruntime_logging(), tempfile.TemporaryDirectory(dir=int8.parent, prefix=".quantize-") as tmp, \
             _working_directory(Path(tmp)):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
