@@ -126,3 +126,58 @@ def make_audio_folder(root: Path, per_class: int = 8, seed: int = 0, rates=(8000
 def shared_audio_folder(tmp_path_factory) -> Path:
     """The tones, made once per test module, for tests that only read them."""
     return make_audio_folder(tmp_path_factory.mktemp("data") / "audio")
+
+
+def make_tiny_bert(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a text backbone that trains and exports in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from headstart.backbones.hf_text import minilm_location
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_location(), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_cnn_run(tmp_path_factory) -> Path:
+    """A smallcnn fine-tuned on 900 colour images, with a 500-image validation split (export checks parity on it)."""
+    import headstart
+
+    root = tmp_path_factory.mktemp("cnn-run")
+    images = make_image_folder(root / "images", per_class=300, size=20)
+    headstart.fit(images, "smallcnn", "finetune", out=root / "run", epochs=1, val_size=500, test_size=100,
+                  cache=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory) -> Path:
+    """A probe on a tiny BERT over 1,200 sentences, with a 500-sentence validation split."""
+    import headstart
+
+    root = tmp_path_factory.mktemp("text-run")
+    table = write_text_table(root / "reviews.csv", n_per_class=600)
+    bert = make_tiny_bert(root / "tiny-bert")
+    headstart.fit(table, str(bert), "probe", out=root / "run", val_size=500, test_size=200, max_length=32, cache=False)
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
+def exported_cnn(small_cnn_run) -> Path:
+    """small_cnn_run's model folder with model.onnx exported (and checked) in it."""
+    from headstart.export import export_onnx
+
+    export_onnx(small_cnn_run / "model")
+    return small_cnn_run / "model"
+
+
+@pytest.fixture(scope="session")
+def exported_text(tiny_text_run) -> Path:
+    from headstart.export import export_onnx
+
+    export_onnx(tiny_text_run / "model")
+    return tiny_text_run / "model"

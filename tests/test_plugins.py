@@ -70,7 +70,7 @@ def plugins():
         lambda _, options: ColourStatistics(options.image_size or 16))
     register_strategy(NearestCentroid)
     yield
-    FAMILIES.pop("toy_colour", None), NAMES.pop("toy-colour"), STRATEGIES.pop("toy_centroid")
+    FAMILIES.pop("toy_colour", None), NAMES.pop(("toy-colour", "image")), STRATEGIES.pop("toy_centroid")
 
 
 def test_toy_family_and_strategy_fit_save_and_load(plugins, image_folder, tmp_path):

@@ -32,9 +32,19 @@ log = logging.getLogger("headstart")
 __all__ = ["evaluate", "fit", "load"]
 
 
-def load(path: str | Path) -> TrainedModel:
-    """Load a saved model folder (RUN/model)."""
-    return TrainedModel.load(path)
+def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Any:
+    """Load a saved model folder (RUN/model) to predict with.
+
+    `runtime="torch"` gives the `TrainedModel`; `"onnx"` (`"onnx-int8"`) runs the exported RUN/model/model.onnx
+    (model.int8.onnx) with ONNX Runtime, and `"openvino"` (`"openvino-int8"`) the same file with OpenVINO: an
+    `OnnxClassifier` with the same `scores`/`predict_proba`/`predict` (`threads` limits their threads). A
+    deployment without torch calls `headstart.runtime.load` directly.
+    """
+    if runtime == "torch":
+        return TrainedModel.load(path)
+    from .runtime import load_runtime
+
+    return load_runtime(path, runtime, threads)
 
 
 def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path, **options: Any) -> dict[str, Any]:
@@ -154,7 +164,8 @@ def fit(
         modality=net.modality, classes=splits.classes, backbone_name=backbone, backbone=net.spec,
         head=HeadConfig(**classifier.head.config), strategy=StrategyRecord(name=plan.name, settings=plan.settings()),
         data=DataRecord(source=source, splits={"train": len(run.train), "val": len(run.val), "test": len(test)},
-                        labels_per_class=labels_per_class, seed=seed),
+                        labels_per_class=labels_per_class, seed=seed, val_size=val_size, test_size=test_size,
+                        text_column=text_column, label_column=label_column),
         precision=precision, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,

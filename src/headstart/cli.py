@@ -190,8 +190,12 @@ def predict(
     inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
     top_k: int = typer.Option(3, help="How many ranked labels to list per input."),
     text_column: str | None = typer.Option(None),
+    runtime: str = typer.Option("torch", help="torch (the saved model), onnx / onnx-int8 (the exported graph with "
+                                              "ONNX Runtime), openvino / openvino-int8 (the same file with OpenVINO)."),
 ) -> None:
     """Predict labels; prints one JSON line per input."""
+    if runtime != "torch":
+        return _predict_exported(model, inputs, top_k, runtime)
     from .api import load
     from .predict import collect_inputs, prediction_records
 
@@ -199,6 +203,77 @@ def predict(
     items = collect_inputs(trained, inputs, text_column)
     for record in prediction_records(trained, items, top_k):
         sys.stdout.write(json.dumps(record) + "\n")
+
+
+def _predict_exported(model: Path, inputs: list[str], top_k: int, runtime: str) -> None:
+    """`predict --runtime onnx...`: the exported graph, with nothing of the training stack imported."""
+    from .runtime import load_runtime, prediction_records
+
+    graph = load_runtime(model, runtime)
+    raw = [line.rstrip("\n") for line in sys.stdin if line.strip()] if inputs == ["-"] else inputs
+    items = [item for arg in raw for item in graph.codec.expand_input(arg)]
+    if not items:
+        raise HeadstartError("no inputs: give files, folders, texts, or - to read lines from stdin")
+    for record in prediction_records(graph, items, top_k):
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+@app.command()
+@friendly
+def export(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    format: str = typer.Option("onnx", "--format", help="Only onnx."),
+    quantize: str | None = typer.Option(None, help="int8: dynamic (transformers) or calibrated static (CNNs)."),
+    out: Path | None = typer.Option(None, help="Graph file (default RUN/model/model.onnx, or model.int8.onnx)."),
+    data: str | None = typer.Option(None, help="Labeled data to check the export on, when the model's own data "
+                                               "are not where its manifest says (split as training split them)."),
+    parity_items: int = typer.Option(500, help="Validation items to compare ONNX Runtime and PyTorch on."),
+    max_drop: float = typer.Option(1.0, help="int8: the largest accuracy drop (points, test split) accepted."),
+    force: bool = typer.Option(False, help="int8: write the graph even when accuracy drops more than --max-drop."),
+) -> None:
+    """Export to ONNX with a parity check against PyTorch (and optionally int8); writes the graph and its JSON."""
+    if format != "onnx":
+        raise HeadstartError(f"--format must be onnx, got '{format}'")
+    from .export import export_onnx
+
+    report = export_onnx(model, out=out, quantize=quantize, data=data, force=force, parity_items=parity_items,
+                         max_drop=max_drop)
+    p = report.parity
+    out_console.print(f"exported {report.graph} ({report.exporter} exporter, {report.seconds:.1f}s)")
+    out_console.print(f"parity on {p['items']} {p['source']} items: max |p_onnx - p_torch| = {p['max_abs_diff']:.2g}, "
+                      f"top-1 agreement {p['top1_agreement']:.2%}")
+    q = report.quantization
+    if q:
+        out_console.print(f"int8 ({q['method']}): test accuracy {q['accuracy_fp32']:.2%} -> {q['accuracy_int8']:.2%} "
+                          f"({-q['drop_points']:+.2f} points on {q['test_items']} items); {q['size_fp32_mb']:.1f} MB "
+                          f"-> {q['size_int8_mb']:.1f} MB")
+    out_console.print(f"description: {report.sidecar}")
+
+
+@app.command()
+@friendly
+def serve(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000),
+    runtime: str = typer.Option("torch", help="torch, onnx, onnx-int8, openvino or openvino-int8 (the ONNX ones "
+                                              "need `headstart export` first)."),
+    max_batch: int = typer.Option(32, help="Most items run together in one model call (1: no batching)."),
+    max_wait_ms: float = typer.Option(5.0, help="How long the first request of a batch waits for others."),
+    max_items: int = typer.Option(64, help="Most items in one request (more: 413)."),
+    max_body_mb: float = typer.Option(8.0, help="Largest request body (more: 413)."),
+    max_queue: int = typer.Option(256, help="Most items waiting for the model (more: 503 with Retry-After)."),
+    threads: int | None = typer.Option(None, help="Threads for the ONNX engine (default: all cores)."),
+) -> None:
+    """Serve predictions over HTTP: POST /predict, GET /health, GET /metadata, docs at /docs. SIGTERM drains."""
+    from .serving import Limits
+    from .serving import serve as run_server
+
+    if max_items < 1 or max_queue < 1 or max_body_mb <= 0:
+        raise HeadstartError("--max-items, --max-queue and --max-body-mb must be positive")
+    run_server(model, host, port, runtime, max_batch, max_wait_ms,
+               Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_items=max_items, max_queue=max_queue),
+               threads)
 
 
 @app.command()

@@ -47,6 +47,11 @@ class DataRecord(_Record):
     splits: dict[str, int]
     labels_per_class: int | None = None
     seed: int = 0
+    # What rebuilds the same splits later (export checks parity on the validation split): absent in older models.
+    val_size: float | int | None = None
+    test_size: float | int | None = None
+    text_column: str | None = None
+    label_column: str | None = None
 
 
 class ModelManifest(BaseModel):

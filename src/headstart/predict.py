@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from .data.tables import is_table_file, read_text_column
 from .errors import DataError
 from .modalities import get_modality
 from .model import TrainedModel
+from .runtime.records import prediction_records as runtime_records
 
 
 def collect_inputs(model: TrainedModel, inputs: Sequence[str], text_column: str | None = None) -> list:
@@ -35,14 +35,4 @@ def collect_inputs(model: TrainedModel, inputs: Sequence[str], text_column: str 
 
 def prediction_records(model: TrainedModel, items: Sequence, top_k: int = 3) -> Iterator[dict[str, Any]]:
     """One record per item: input, label, score and the top-k labels; unreadable items carry an error."""
-    probs, _failures = model.scores(items)
-    failures = dict(_failures)
-    k = max(1, min(top_k, len(model.classes)))
-    for i, (item, row) in enumerate(zip(items, probs)):
-        name = str(item)
-        if i in failures or any(math.isnan(p) for p in row[:1]):
-            yield {"input": name, "error": failures.get(i, "unreadable")}
-            continue
-        order = row.argsort()[::-1][:k]
-        yield {"input": name, "label": model.classes[order[0]], "score": round(float(row[order[0]]), 6),
-               "top_k": [{"label": model.classes[j], "score": round(float(row[j]), 6)} for j in order]}
+    return runtime_records(model, items, top_k)

@@ -71,6 +71,41 @@ class Backbone(nn.Module, ABC):
         """
         return self.eval().to(device)
 
+    # --- ONNX export (headstart.export): what differs by family sits here, not behind a switch on a name ---
+
+    # How int8 quantisation suits this family: "static" calibrates activation ranges on training items (CNNs,
+    # whose activations are well-behaved per channel); "dynamic" quantises the weights and measures activation
+    # ranges per batch at run time (transformer encoders, whose activations vary with the text).
+    int8_method: str = "static"
+
+    # A family that can be exported implements the four methods below (image and text backbones do). They are not
+    # abstract, so that a family without them still trains and predicts; exporting it is a one-line error.
+    def onnx_inputs(self, batch: Any) -> dict[str, torch.Tensor]:
+        """A model-input batch (as `extraction_batches` yields it) as the graph's named input tensors."""
+        raise self._not_exportable()
+
+    def onnx_batch(self, *tensors: torch.Tensor) -> Any:
+        """Inside the graph: the named inputs (in `onnx_inputs` order) back into what `forward` takes."""
+        raise self._not_exportable()
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """The input axes that vary between calls (batch; sequence for text)."""
+        raise self._not_exportable()
+
+    def onnx_preprocessing(self) -> dict[str, Any]:
+        """What a deployment must do to an item before the graph (recorded beside it for the runtime's codec)."""
+        raise self._not_exportable()
+
+    def _not_exportable(self) -> Exception:
+        from ..errors import BackboneError
+
+        return BackboneError(f"{type(self).__name__} backbones cannot be exported to ONNX yet (the family does not "
+                             "implement onnx_inputs/onnx_batch/onnx_dynamic_axes/onnx_preprocessing)")
+
+    def onnx_files(self) -> dict[str, bytes]:
+        """Files the preprocessing needs beside the graph (e.g. a tokenizer), by the names it records."""
+        return {}
+
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """blake2b over every tensor's name, dtype, shape and bytes."""
@@ -115,6 +150,18 @@ class ImageBackbone(Backbone):
                   if train else T.Resize(size, interpolation=mode, antialias=True))
         return T.Compose([T.PILToTensor(), resize, T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)])
 
+    def onnx_inputs(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pixels": batch.float().contiguous()}
+
+    def onnx_batch(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return tensors[0]
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"pixels": {0: "batch"}}
+
+    def onnx_preprocessing(self) -> dict[str, Any]:
+        return {**self.preprocessing, "input": "pixels", "layout": "NCHW", "scale": "1/255 then (x - mean) / std"}
+
     def draft_size(self) -> tuple[int, int]:
         """JPEG draft decoding may shrink large files down to about twice the model's input, never below it."""
         return (2 * self.image_size, 2 * self.image_size)
@@ -142,6 +189,7 @@ class TextBackbone(Backbone):
     # ratio 2.5: 2e-4 -> 87.4%, 3e-4 -> 88.1%. Transformers' lower layers need to move more than a CNN's.
     finetune_lr = 3e-4
     finetune_lr_ratio = 2.5
+    int8_method = "dynamic"
 
     @abstractmethod
     def collate(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

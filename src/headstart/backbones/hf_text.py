@@ -105,6 +105,28 @@ class HFTextBackbone(TextBackbone):
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         return [len(x) for x in ids]
 
+    def onnx_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}
+
+    def onnx_batch(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"input_ids": tensors[0], "attention_mask": tensors[1]}
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask")}
+
+    def onnx_preprocessing(self) -> dict[str, Any]:
+        """The fast tokenizer's own JSON goes beside the graph; truncation and padding as `collate` does them."""
+        return {"tokenizer": "tokenizer.json", "max_length": self.max_length,
+                "pad_id": int(self.tokenizer.pad_token_id or 0), "pad_token": str(self.tokenizer.pad_token or "[PAD]"),
+                "padding": "longest in batch"}
+
+    def onnx_files(self) -> dict[str, bytes]:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise BackboneError("this text backbone has a slow (Python) tokenizer, which cannot be exported; "
+                                "use a model with a fast tokenizer (tokenizer.json)")
+        return {"tokenizer.json": backend.to_str().encode()}
+
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return transformer_layer_groups(self.model)
 

@@ -14,31 +14,12 @@ from PIL import Image, ImageFile
 
 from .._util import worker_count
 from ..errors import DataError
+from ..runtime.image_codec import to_rgb
 from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
 ImageItem = Path | np.ndarray
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16- and 32-bit integer images (16-bit PNG, TIFF) scaled to 8 bits: PIL's convert('L') would clip them."""
-    pixels = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
-    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert grayscale (8 or 16 bits), palette, RGBA (composited on white) and CMYK images to RGB."""
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I"):
-        img = _to_8bit(img)
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, img).convert("RGB")
-    return img.convert("RGB")
 
 
 def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Image.Image:

@@ -1,0 +1,149 @@
+"""`export_onnx`: the whole classifier as an ONNX graph, checked against PyTorch on real items before it is kept.
+
+Steps: rebuild the model's splits from its manifest; decode up to 500 validation items once; export
+(backbone + head + softmax, dynamic batch and sequence axes); run PyTorch fp32 and ONNX Runtime on the same
+tensors and require max |p_onnx - p_torch| <= 1e-4 and identical top-1 (else an error, and no graph is kept).
+With `quantize="int8"`, the checked fp32 graph is quantized the backbone family's way and its accuracy on the
+test split is compared with the fp32 graph's; a drop above `max_drop` points is refused unless `force`.
+The graph's sidecar JSON (`model.onnx.json`) records classes, preprocessing, parity and the int8 change; files
+the preprocessing needs (a tokenizer) are written beside it. Load it with `headstart.runtime.load`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .._util import atomic_write_json, installed_versions
+from ..errors import HeadstartError, SettingsError
+from ..model import TrainedModel
+from ..runtime.onnx_model import GRAPH, INT8_GRAPH
+from ..runtime.sidecar import OnnxManifest, sidecar_path
+from . import parity
+from .graph import export_graph
+from .quantize import MAX_ACCURACY_DROP
+from .quantize import quantize as quantize_graph
+from .samples import recorded_splits, sample
+
+log = logging.getLogger("headstart")
+QUANTIZE_CHOICES = (None, "int8")
+PARITY_ITEMS = 500
+ACCURACY_ITEMS = 2000  # test items for the int8 accuracy change (a sample, seeded, when the split is larger)
+CALIBRATION_ITEMS = 256
+
+__all__ = ["ExportReport", "export_onnx"]
+
+
+@dataclass
+class ExportReport:
+    graph: Path
+    sidecar: Path
+    exporter: str
+    parity: dict[str, Any]
+    quantization: dict[str, Any] | None
+    seconds: float
+
+
+def _target(model_dir: Path, out: str | Path | None, quantize: str | None) -> Path:
+    if out is None:
+        return model_dir / (INT8_GRAPH if quantize else GRAPH)
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise SettingsError(f"--out {out} is a folder: give a file name such as {out / GRAPH}")
+    if out.suffix != ".onnx":
+        raise SettingsError(f"--out {out}: the file name must end in .onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
+    reference = parity.torch_probabilities(model, inputs)
+    result = {"items": len(reference), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
+              **parity.compare(reference, parity.graph_probabilities(graph, inputs.feeds)),
+              "max_abs_diff_allowed": parity.MAX_ABS_DIFF}
+    if not (result["max_abs_diff"] <= parity.MAX_ABS_DIFF and result["top1_agreement"] == 1.0):
+        raise HeadstartError(
+            f"the exported graph does not predict what the model does on {result['items']} {source} items: max "
+            f"probability difference {result['max_abs_diff']:.2g} (allowed {parity.MAX_ABS_DIFF:g}), top-1 agreement "
+            f"{result['top1_agreement']:.2%} (100% required); no graph was written")
+    return result
+
+
+def _int8(model: TrainedModel, fp32: Path, int8: Path, splits, force: bool, max_drop: float) -> dict[str, Any]:
+    calibration = parity.prepare(model, sample(splits.train, CALIBRATION_ITEMS)).feeds
+    record = quantize_graph(fp32, int8, model.backbone.int8_method, calibration)
+    test = sample(splits.test or splits.val, ACCURACY_ITEMS, seed=1)
+    inputs = parity.prepare(model, test)
+    fp32_acc = parity.accuracy(parity.graph_probabilities(fp32, inputs.feeds), inputs.labels)
+    int8_probs = parity.graph_probabilities(int8, inputs.feeds)
+    int8_acc = parity.accuracy(int8_probs, inputs.labels)
+    drop = round(100 * (fp32_acc - int8_acc), 2)
+    record |= {"test_items": len(inputs.labels), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
+               "drop_points": drop, "max_drop_points": max_drop, "forced": False,
+               "size_fp32_mb": round(fp32.stat().st_size / 1e6, 2), "size_int8_mb": round(int8.stat().st_size / 1e6, 2)}
+    if drop > max_drop:
+        message = (f"int8 loses {drop:.1f} points of accuracy on {len(inputs.labels)} test items ({fp32_acc:.2%} -> "
+                   f"{int8_acc:.2%}; the limit is {max_drop:g})")
+        if not force:
+            raise HeadstartError(message + ": no int8 graph was written; keep the fp32 graph, or add --force to "
+                                 "write it anyway")
+        log.warning("%s; written anyway (--force)", message)
+        record["forced"] = True
+    return record
+
+
+def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: str | None = None,
+                data: str | Path | None = None, force: bool = False, parity_items: int = PARITY_ITEMS,
+                max_drop: float = MAX_ACCURACY_DROP) -> ExportReport:
+    """Export a saved model folder to ONNX (default RUN/model/model.onnx, or model.int8.onnx with
+    `quantize="int8"`), check it against PyTorch and record the result beside it. `data`: labeled data to check
+    on when the model's own data are not where its manifest says (they are split the way training split them)."""
+    if quantize not in QUANTIZE_CHOICES:
+        raise SettingsError(f"--quantize must be int8 (or omitted), got '{quantize}'")
+    started = time.perf_counter()
+    model_dir = Path(model_dir).expanduser()
+    model = TrainedModel.load(model_dir)
+    target = _target(model_dir, out, quantize)
+    splits = recorded_splits(model, data)
+    check, source = (splits.val, "validation") if splits.val is not None and len(splits.val) else (splits.test, "test")
+    inputs = parity.prepare(model, sample(check, parity_items))
+    if not inputs.batches or len(inputs.labels) < 2:
+        raise HeadstartError(f"fewer than 2 readable {source} items to check the export on: pass --data")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
+        fp32 = Path(tmp) / GRAPH
+        first = {k: v[:2] for k, v in inputs.feeds[-1].items()}
+        import torch
+
+        exporter = export_graph(model, {k: torch.from_numpy(v) for k, v in first.items()}, fp32)
+        result = _check_parity(model, fp32, inputs, source)
+        quant = None
+        if quantize:
+            quant = _int8(model, fp32, Path(tmp) / INT8_GRAPH, splits, force, max_drop)
+        _publish(model, Path(tmp) / (INT8_GRAPH if quantize else GRAPH), target, exporter, result, quant)
+    log.info("exported %s (parity on %d %s items: max diff %.2g, top-1 %.2f%%)", target, result["items"], source,
+             result["max_abs_diff"], 100 * result["top1_agreement"])
+    return ExportReport(target, sidecar_path(target), exporter, result, quant, round(time.perf_counter() - started, 2))
+
+
+def _publish(model: TrainedModel, built: Path, target: Path, exporter: str, result: dict, quant: dict | None) -> None:
+    """Files beside the graph, then the graph, then its sidecar: each replaced atomically."""
+    backbone = model.backbone
+    for name, content in backbone.onnx_files().items():
+        tmp = target.parent / f".{name}.{os.getpid()}.tmp"
+        tmp.write_bytes(content)
+        os.replace(tmp, target.parent / name)
+    manifest = OnnxManifest(
+        graph=target.name, modality=model.modality, classes=model.classes, backbone_name=model.manifest.backbone_name,
+        inputs=list(backbone.onnx_dynamic_axes()), preprocessing=backbone.onnx_preprocessing(),
+        precision="int8" if quant else "fp32", parity={**result, "exporter": exporter}, quantization=quant,
+        metrics={k: v for k, v in model.metrics.items() if isinstance(v, (int, float, str))},
+        versions=installed_versions("headstart", "torch", "onnx", "onnxruntime", "onnxscript"),
+        exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    os.replace(built, target)
+    atomic_write_json(sidecar_path(target), manifest.model_dump(mode="json"))

@@ -1,0 +1,76 @@
+"""Does the exported graph predict what the PyTorch model does? Both run on the very same input tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import Dataset
+from ..modalities import get_modality
+from ..model import TrainedModel
+
+MAX_ABS_DIFF = 1e-4  # fp32 graph vs fp32 PyTorch, in probability; float32 rounding is ~1e-6 here
+BATCH = 32
+
+
+@dataclass
+class Inputs:
+    """Preprocessed batches of some items, ready for both PyTorch and the graph, and their labels."""
+
+    batches: list[tuple[object, dict[str, np.ndarray]]]  # (model batch for PyTorch, named arrays for the graph)
+    labels: np.ndarray
+    skipped: int
+
+    @property
+    def feeds(self) -> list[dict[str, np.ndarray]]:
+        return [named for _, named in self.batches]
+
+
+def prepare(model: TrainedModel, data: Dataset) -> Inputs:
+    """Decode `data` once with the training side's preprocessing; unreadable items are left out (counted)."""
+    batches, labels, skipped = [], [], 0
+    for batch, idx, failed in get_modality(model.modality).extraction_batches(model.backbone, data.items, BATCH):
+        bad = {i for i, _ in failed}
+        keep = [j for j, i in enumerate(idx) if int(i) not in bad]
+        skipped += len(idx) - len(keep)
+        if not keep:
+            continue
+        named = {k: v[keep] for k, v in model.backbone.onnx_inputs(batch).items()}
+        batches.append((model.backbone.onnx_batch(*named.values()), {k: v.cpu().numpy() for k, v in named.items()}))
+        labels.append(np.asarray(data.labels)[np.asarray(idx)[keep]])
+    return Inputs(batches, np.concatenate(labels) if labels else np.zeros(0, np.int64), skipped)
+
+
+@torch.inference_mode()
+def torch_probabilities(model: TrainedModel, inputs: Inputs) -> np.ndarray:
+    """PyTorch fp32 eager (no folding, no autocast): the reference the graph must match."""
+    model.classifier.eval()
+    rows = [torch.softmax(model.classifier(batch).float(), dim=1).numpy() for batch, _ in inputs.batches]
+    return np.concatenate(rows) if rows else np.zeros((0, len(model.classes)), np.float32)
+
+
+def session(graph: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+
+
+def graph_probabilities(graph: Path, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    s = session(graph)
+    return np.concatenate([s.run(["probabilities"], f)[0] for f in feeds])
+
+
+def compare(reference: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Max absolute probability difference and top-1 agreement of two (items x classes) arrays."""
+    if len(reference) == 0:
+        return {"max_abs_diff": 0.0, "top1_agreement": 1.0}
+    return {"max_abs_diff": float(np.abs(reference - got).max()),
+            "top1_agreement": float((reference.argmax(1) == got.argmax(1)).mean())}
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")

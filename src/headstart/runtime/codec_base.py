@@ -1,0 +1,79 @@
+"""The deployment side of a modality: how an upload, a JSON value or a command-line argument becomes an item,
+and how items become the named arrays an exported graph takes.
+
+Why beside `headstart.modalities` rather than inside it: the modality modules build PyTorch datasets and import
+torch, and a deployment must not need torch. A modality that can be served registers a codec here under its own
+name (`@register_codec`); nothing outside asks "which modality?". The preprocessing a codec applies is read from
+what the export recorded (`preprocessing` in the graph's sidecar JSON), never from the training code.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import DataError
+
+
+class InputCodec(ABC):
+    """Decodes items of one modality for serving and turns a batch of them into graph inputs.
+
+    An instance is made per exported graph: `preprocessing` is the dict the export recorded, `folder` the
+    directory of the graph (where files such as a tokenizer sit beside it).
+    """
+
+    modality: ClassVar[str]
+    takes_json_strings: ClassVar[bool] = False  # POST /predict accepts {"inputs": ["...", ...]}
+    takes_uploads: ClassVar[bool] = False  # POST /predict accepts multipart `files`
+
+    def __init__(self, preprocessing: dict[str, Any], folder: Path):
+        self.preprocessing = preprocessing
+        self.folder = folder
+
+    def check_files(self) -> None:
+        """Raise ArtifactError now if a file the preprocessing needs beside the graph is missing (none by default)."""
+        return None
+
+    def decode_upload(self, data: bytes, filename: str) -> Any:
+        """An item from the bytes of an uploaded file; raises DataError saying why it cannot be read."""
+        raise DataError(f"this model does not take file uploads (it takes {self.modality} inputs as JSON)")
+
+    def decode_json(self, value: Any) -> Any:
+        """An item from one element of a JSON `inputs` list; raises DataError saying what was expected."""
+        raise DataError(f"this model takes {self.modality} files as multipart `files`, not JSON inputs")
+
+    @abstractmethod
+    def expand_input(self, raw: str) -> list:
+        """Items named by one command-line argument (a file, a folder, a literal text ...)."""
+
+    @abstractmethod
+    def prepare(self, item: Any) -> Any:
+        """One item made ready for batching (decoded, resized ...); raises on an unreadable item."""
+
+    @abstractmethod
+    def feeds(self, prepared: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The graph's named inputs for a batch of prepared items."""
+
+    def sort_key(self, item: Any) -> int:
+        """Items with close keys are batched together (e.g. texts of similar length, so little goes to padding)."""
+        return 0
+
+
+CODECS: dict[str, type[InputCodec]] = {}
+
+
+def register_codec(cls: type[InputCodec]) -> type[InputCodec]:
+    """Class decorator: the codec for items of the modality named by `cls.modality`."""
+    CODECS[cls.modality] = cls
+    return cls
+
+
+def get_codec(modality: str) -> type[InputCodec]:
+    try:
+        return CODECS[modality]
+    except KeyError:
+        raise DataError(f"no deployment codec for {modality} inputs (known: {', '.join(CODECS)})") from None

@@ -1,0 +1,94 @@
+"""Images for an exported graph: decode with Pillow, resize, normalise, NCHW float32; no torch."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from ..errors import DataError
+from .codec_base import InputCodec, register_codec
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+INTERPOLATION = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images (16-bit PNG, TIFF) scaled to 8 bits: PIL's convert('L') would clip them."""
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert grayscale (8 or 16 bits), palette, RGBA (composited on white) and CMYK images to RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I"):
+        img = _to_8bit(img)
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(source: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Fully decode a file path, file object or uint8 array (H, W[, C]) to an RGB image. `draft_size` lets JPEG
+    decode at reduced scale when it is larger (as training did)."""
+    if isinstance(source, np.ndarray):
+        return to_rgb(Image.fromarray(source))
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    with Image.open(source) as img:
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)
+        img.load()
+        return to_rgb(img)
+
+
+@register_codec
+class ImageCodec(InputCodec):
+    modality = "image"
+    takes_uploads = True
+
+    @property
+    def size(self) -> int:
+        return int(self.preprocessing["image_size"])
+
+    def decode_upload(self, data: bytes, filename: str) -> np.ndarray:
+        """An uploaded image as a uint8 RGB array (decoded at reduced scale when a JPEG is much larger)."""
+        if not data:
+            raise DataError(f"{filename or 'the file'} is empty")
+        try:
+            return np.asarray(read_image(io.BytesIO(data), (2 * self.size, 2 * self.size)))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            detail = "not an image file" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+            raise DataError(f"{filename or 'the file'} cannot be decoded as an image ({detail})") from None
+
+    def expand_input(self, raw: str) -> list:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{path} contains no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            return found
+        if path.is_file():
+            return [path]
+        raise DataError(f"input not found: {path} (an image model takes image files or folders)")
+
+    def prepare(self, item: Any) -> np.ndarray:
+        """Resize to the graph's square input and normalise: (3, size, size) float32."""
+        p = self.preprocessing
+        img = read_image(item, (2 * self.size, 2 * self.size))
+        resample = INTERPOLATION.get(p.get("interpolation", "bilinear"), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img.resize((self.size, self.size), resample), dtype=np.float32) / 255.0
+        pixels = (pixels - np.asarray(p["mean"], np.float32)) / np.asarray(p["std"], np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+    def feeds(self, prepared: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.preprocessing.get("input", "pixels"): np.stack(prepared).astype(np.float32, copy=False)}

@@ -1,0 +1,171 @@
+"""An exported classifier run by ONNX Runtime or OpenVINO: the deployment twin of `TrainedModel`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ArtifactError, DataError, HeadstartError
+from .codecs import get_codec
+from .sidecar import OnnxManifest, read_sidecar, sidecar_path
+
+GRAPH = "model.onnx"
+INT8_GRAPH = "model.int8.onnx"
+BATCH_SIZE = 32
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime on the CPU, all graph optimisations on."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graph: Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise HeadstartError("onnxruntime is not installed: pip install 'headstart[serve]'") from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: a server's event loop, its image decoding and the
+        # client share the cores, and spinning threads take time from them for no gain (measured in RESULTS.md).
+        if os.environ.get("HEADSTART_ORT_SPIN", "0") != "1":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ArtifactError(f"{graph} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
+                                "export again") from None
+        self.output = self.session.get_outputs()[0].name
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([self.output], feeds)[0]
+
+
+class OpenVinoEngine:
+    """OpenVINO on the CPU, compiled for latency, from the same ONNX file."""
+
+    name = "openvino"
+
+    def __init__(self, graph: Path, threads: int | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise HeadstartError("openvino is not installed: pip install openvino") from None
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return np.asarray(self.request.infer(feeds)[self.compiled.output(0)])
+
+
+ENGINES: dict[str, type] = {"onnxruntime": OnnxRuntimeEngine, "openvino": OpenVinoEngine}
+
+
+def find_graph(path: str | Path, int8: bool = False) -> Path:
+    """The graph file: `path` itself if it is a .onnx file, else RUN/model/model.onnx (model.int8.onnx)."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    graph = path / (INT8_GRAPH if int8 else GRAPH)
+    if not graph.is_file():
+        how = "headstart export " + str(path) + (" --quantize int8" if int8 else "")
+        raise ArtifactError(f"{graph} not found: export the model first (`{how}`)")
+    return graph
+
+
+class OnnxClassifier:
+    """Class probabilities from an exported graph; the same `scores`/`predict_proba`/`predict` as TrainedModel."""
+
+    def __init__(self, graph: Path, manifest: OnnxManifest, engine: str = "onnxruntime", threads: int | None = None):
+        if engine not in ENGINES:
+            raise HeadstartError(f"unknown ONNX engine '{engine}' (known: {', '.join(ENGINES)})")
+        self.graph = graph
+        self.manifest = manifest
+        self.classes = list(manifest.classes)
+        self.modality = manifest.modality
+        self.codec = get_codec(manifest.modality)(manifest.preprocessing, graph.parent)
+        self.engine = ENGINES[engine](graph, threads)
+        self.codec.check_files()  # a missing tokenizer fails at load, not at the first request
+
+    @property
+    def runtime(self) -> str:
+        return f"{self.engine.name} ({self.manifest.precision})"
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.manifest.metrics
+
+    def __repr__(self) -> str:
+        return f"OnnxClassifier({self.graph}, engine={self.engine.name}, classes={len(self.classes)})"
+
+    def run_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Probabilities of already prepared items, one graph call."""
+        return self.engine.run(self.codec.feeds(prepared)).astype(np.float32, copy=False)
+
+    def scores(self, items: Sequence, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures."""
+        probs = np.full((len(items), len(self.classes)), np.nan, dtype=np.float32)
+        failures: list[tuple[int, str]] = []
+        prepared: list[tuple[int, Any]] = []
+        for i, item in enumerate(items):
+            try:
+                prepared.append((i, self.codec.prepare(item)))
+            except Exception as e:  # an unreadable item is reported, never a crash of the whole call
+                failures.append((i, f"{type(e).__name__}: {e}"))
+        prepared.sort(key=lambda p: self.codec.sort_key(p[1]))
+        for start in range(0, len(prepared), batch_size):
+            chunk = prepared[start:start + batch_size]
+            probs[[i for i, _ in chunk]] = self.run_prepared([x for _, x in chunk])
+        return probs, failures
+
+    def predict_proba(self, items: Sequence) -> np.ndarray:
+        probs, failures = self.scores(items)
+        if failures:
+            i, reason = failures[0]
+            raise DataError(f"{len(failures)} unreadable input(s), e.g. {items[i]} ({reason})")
+        return probs
+
+    def predict(self, items: Sequence) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(items).argmax(1)]
+
+
+def load(path: str | Path, engine: str = "onnxruntime", int8: bool = False, threads: int | None = None
+         ) -> OnnxClassifier:
+    """Load an exported graph: a .onnx file, or a model folder holding model.onnx (with `int8`, model.int8.onnx).
+
+    `threads` limits the engine's threads (default: the engine's own choice, all cores); the environment
+    variable HEADSTART_THREADS sets it too."""
+    graph = find_graph(path, int8)
+    threads = threads or (int(os.environ["HEADSTART_THREADS"]) if os.environ.get("HEADSTART_THREADS") else None)
+    return OnnxClassifier(graph, read_sidecar(graph), engine, threads)
+
+
+# The names `--runtime` takes for an exported graph: engine, and "-int8" for the quantized graph.
+ONNX_RUNTIMES = ("onnx", "onnx-int8", "openvino", "openvino-int8")
+
+
+def load_runtime(path: str | Path, runtime: str, threads: int | None = None) -> OnnxClassifier:
+    """`load` by a `--runtime` name: "onnx" (ONNX Runtime) or "openvino", "-int8" for model.int8.onnx."""
+    if runtime not in ONNX_RUNTIMES:
+        raise HeadstartError(f"--runtime must be one of torch, {', '.join(ONNX_RUNTIMES)}, got '{runtime}'")
+    engine, _, precision = runtime.partition("-")
+    return load(path, "onnxruntime" if engine == "onnx" else engine, int8=precision == "int8", threads=threads)
+
+
+__all__ = ["ENGINES", "GRAPH", "INT8_GRAPH", "ONNX_RUNTIMES", "OnnxClassifier", "find_graph", "load", "load_runtime",
+           "sidecar_path"]

@@ -1,0 +1,80 @@
+"""Texts for an exported graph: the saved tokenizer (Hugging Face `tokenizers`, no transformers, no torch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, DataError
+from .codec_base import InputCodec, register_codec
+
+TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
+MAX_TEXT_CHARS = 100_000  # far beyond any token limit; longer is a mistake (a file pasted as one text)
+
+
+@register_codec
+class TextCodec(InputCodec):
+    modality = "text"
+    takes_json_strings = True
+
+    def __init__(self, preprocessing: dict[str, Any], folder: Path):
+        super().__init__(preprocessing, folder)
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer saved beside the graph, loaded on first use (serving a PyTorch model never needs it)."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            file = self.folder / self.preprocessing["tokenizer"]
+            if not file.is_file():
+                raise ArtifactError(f"{file} is missing: the exported text model needs its tokenizer beside the graph "
+                                    "(export again)")
+            tokenizer = Tokenizer.from_file(str(file))
+            tokenizer.enable_truncation(int(self.preprocessing["max_length"]))
+            tokenizer.enable_padding(pad_id=int(self.preprocessing["pad_id"]), pad_token=self.preprocessing["pad_token"])
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def check_files(self) -> None:
+        self.tokenizer  # noqa: B018  (loads it)
+
+    def decode_json(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise DataError(f"expected a string, got {type(value).__name__}")
+        if len(value) > MAX_TEXT_CHARS:
+            raise DataError(f"the text is {len(value):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+        return value
+
+    def expand_input(self, raw: str) -> list:
+        path = Path(raw).expanduser()
+        if path.is_file() and path.suffix.lower() in TEXT_FILE_EXTENSIONS:
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8") from e
+            return [line.strip() for line in lines if line.strip()]
+        if path.is_dir():
+            raise DataError(f"{raw} is a folder, but this model takes texts: give texts or .txt files")
+        if path.is_file():  # a table or an image given to a text model: never predict on the file's name
+            raise DataError(f"{raw} is a {path.suffix or 'file'} file; with an exported graph give texts, .txt files "
+                            "(one text a line) or - for lines on stdin (tables: --runtime torch)")
+        return [raw]
+
+    def prepare(self, item: Any) -> str:
+        if not isinstance(item, str):
+            raise DataError(f"expected a text, got {type(item).__name__}")
+        return item
+
+    def sort_key(self, item: Any) -> int:
+        return len(item) if isinstance(item, str) else 0
+
+    def feeds(self, prepared: Sequence[str]) -> dict[str, np.ndarray]:
+        encoded = self.tokenizer.encode_batch(list(prepared))
+        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": mask}

@@ -1,0 +1,65 @@
+"""`headstart serve`: a saved model (PyTorch) or its exported graph (ONNX Runtime, OpenVINO) behind HTTP.
+
+`build_app` makes the FastAPI app, `serve` runs it with uvicorn. uvicorn handles SIGTERM and SIGINT: it stops
+accepting connections, lets requests in flight finish (up to `graceful_s` seconds), then the app's lifespan
+stops the batcher. With an ONNX runtime nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import SettingsError
+from ..runtime.codecs import get_codec
+from ..runtime.onnx_model import ONNX_RUNTIMES, load_runtime
+from .app import Limits, create_app
+from .batcher import DynamicBatcher, Overloaded
+
+__all__ = ["DynamicBatcher", "Limits", "Overloaded", "build_app", "load_for_serving", "serve"]
+RUNTIMES = ("torch", *ONNX_RUNTIMES)
+log = logging.getLogger("headstart")
+
+
+def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int | None = None
+                     ) -> tuple[Any, Any, dict[str, Any]]:
+    """(predictor, codec, metadata) for a model folder: the PyTorch model, or its exported graph."""
+    if runtime not in RUNTIMES:
+        raise SettingsError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
+    path = Path(model_dir).expanduser()
+    if runtime == "torch":
+        from ..api import load
+
+        model = load(path)
+        codec = get_codec(model.modality)(model.backbone.onnx_preprocessing(), path)
+        meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
+                "runtime": "torch", "strategy": model.manifest.strategy.name}
+        return model, codec, meta
+    model = load_runtime(path, runtime, threads)
+    meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
+            "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization}
+    return model, model.codec, meta
+
+
+def build_app(model_dir: str | Path, runtime: str = "torch", max_batch: int = 32, max_wait_ms: float = 5.0,
+              limits: Limits | None = None, threads: int | None = None):
+    """The FastAPI app serving `model_dir` (see `create_app`)."""
+    if max_batch < 1:
+        raise SettingsError(f"--max-batch must be at least 1, got {max_batch}")
+    if max_wait_ms < 0:
+        raise SettingsError(f"--max-wait-ms must be 0 or more, got {max_wait_ms}")
+    predictor, codec, meta = load_for_serving(model_dir, runtime, threads)
+    return create_app(predictor, codec, meta, max_batch, max_wait_ms, limits)
+
+
+def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
+          max_batch: int = 32, max_wait_ms: float = 5.0, limits: Limits | None = None, threads: int | None = None,
+          graceful_s: int = 30) -> None:
+    """Serve until SIGTERM/SIGINT; requests in flight then finish before the process exits."""
+    import uvicorn
+
+    app = build_app(model_dir, runtime, max_batch, max_wait_ms, limits, threads)
+    log.info("serving %s (%s) on http://%s:%d (docs at /docs)", model_dir, runtime, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=graceful_s)

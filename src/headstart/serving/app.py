@@ -1,0 +1,186 @@
+"""The HTTP API: POST /predict, GET /health, GET /metadata (OpenAPI at /docs), with limits on what a request
+may carry. Every bad request gets a 4xx and a JSON body `{"error": "..."}` that names the offending item."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import DataError
+from ..runtime.codec_base import InputCodec
+from ..runtime.records import Predictor, prediction_record
+from .batcher import DynamicBatcher, Overloaded
+
+
+@dataclass
+class Limits:
+    """What one request may carry, and how much may wait."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_items: int = 64
+    max_queue: int = 256  # items waiting for the model; more: 503 with Retry-After
+    retry_after_s: int = 1
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+JSON_TYPES = ("application/json",)
+MULTIPART = "multipart/form-data"
+
+_OPENAPI_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+                "inputs": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"}}}},
+            MULTIPART: {"schema": {"type": "object", "properties": {
+                "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                          "description": "image files (image models)"}}}},
+        },
+    },
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it exceeds `limit` bytes, whatever Content-Length claims."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_many(n: int, limits: Limits) -> None:
+    if n > limits.max_items:
+        raise RequestError(413, f"{n} items in one request; the limit is {limits.max_items} (split the request)")
+
+
+def json_items(body: bytes, codec: InputCodec, limits: Limits) -> list:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RequestError(400, f"the body is not valid JSON ({e})") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise RequestError(422, 'expected a JSON object {"inputs": [...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list):
+        raise RequestError(422, f"'inputs' must be a list, got {type(inputs).__name__}")
+    if not inputs:
+        raise RequestError(422, "'inputs' is empty")
+    _too_many(len(inputs), limits)
+    items = []
+    for i, value in enumerate(inputs):
+        try:
+            items.append(codec.decode_json(value))
+        except DataError as e:
+            raise RequestError(422, f"inputs[{i}]: {e}") from None
+    return items
+
+
+async def upload_items(request: Request, body: bytes, codec: InputCodec, limits: Limits) -> tuple[list, list[str]]:
+    request._body = body  # starlette parses the form from the body already read (and limited) above
+    try:
+        form = await request.form(max_files=limits.max_items + 1, max_fields=limits.max_items + 1)
+    except Exception as e:  # malformed multipart (no boundary, truncated ...), or too many parts
+        text = str(getattr(e, "detail", e)) or type(e).__name__
+        status = 413 if "too many" in text.lower() else 400
+        raise RequestError(status, f"the multipart body cannot be read ({text})") from None
+    files = form.getlist("files")
+    if not files:
+        raise RequestError(422, "no files: send images as multipart form fields named 'files'")
+    _too_many(len(files), limits)
+    items, names = [], []
+    for i, upload in enumerate(files):
+        if isinstance(upload, str):
+            raise RequestError(422, f"files[{i}] is a text field, not a file")
+        name = upload.filename or f"files[{i}]"
+        data = await upload.read()
+        try:
+            items.append(await run_in_threadpool(codec.decode_upload, data, name))
+        except DataError as e:
+            raise RequestError(400, f"files[{i}] ({name}): {e}") from None
+        names.append(name)
+    return items, names
+
+
+def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any], max_batch: int = 32,
+               max_wait_ms: float = 5.0, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI app around a predictor (a TrainedModel or an OnnxClassifier) and its modality's codec."""
+    limits = limits or Limits()
+    batcher = DynamicBatcher(predictor.scores, max_batch, max_wait_ms, limits.max_queue)
+    accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads)) if ok]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="headstart model server", version="1", lifespan=lifespan,
+                  description=f"{metadata.get('backbone', '')} classifier: {', '.join(predictor.classes)}")
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, e: RequestError) -> JSONResponse:
+        return JSONResponse({"error": e.message}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(e.detail)}, status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": str(e.errors()[:1])}, status_code=422)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "queued_items": batcher.queued}
+
+    @app.get("/metadata")
+    async def meta() -> dict[str, Any]:
+        return {**metadata, "classes": predictor.classes, "accepts": accepted, "max_batch": batcher.max_batch,
+                "max_wait_ms": batcher.max_wait * 1000, "limits": asdict(limits)}
+
+    @app.post("/predict", openapi_extra=_OPENAPI_BODY)
+    async def predict(request: Request) -> dict[str, Any]:
+        """Class probabilities: JSON {"inputs": [texts]} or multipart `files` (images), as the model takes."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in accepted:
+            raise RequestError(415, f"content type '{ctype or 'none'}' is not accepted; this {metadata['modality']} "
+                                    f"model takes {' or '.join(accepted)}")
+        body = await read_body(request, limits.max_body_bytes)
+        if not body:
+            raise RequestError(400, "the body is empty")
+        if ctype == MULTIPART:
+            items, _ = await upload_items(request, body, codec, limits)
+        else:
+            items = json_items(body, codec, limits)
+        try:
+            probs, failures = await batcher.submit(items)
+        except Overloaded as e:
+            raise RequestError(503, f"the server is busy ({e}); retry later",
+                               {"Retry-After": str(limits.retry_after_s)}) from None
+        return {"predictions": _records(probs, dict(failures), predictor.classes)}
+
+    return app
+
+
+def _records(probs, failures: dict[int, str], classes: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"error": failures[i]} if i in failures else prediction_record(row, classes) for i, row in enumerate(probs)]

@@ -1,0 +1,117 @@
+"""Dynamic batching: requests that arrive together run as one model call.
+
+Hand-written rather than taken from a serving framework (Triton, Ray Serve, BentoML) because those bring their own
+server, process model and dependencies; the idea is small: one asyncio task takes the first waiting request, then
+keeps taking requests until `max_batch` items are collected or `max_wait_ms` has passed since the first, runs
+the model once in a worker thread (the event loop keeps accepting requests meanwhile), and hands each request
+its rows. The queue is bounded in items: a request that would overflow it is refused at once (the server answers
+503 with Retry-After) instead of waiting until the client times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Scores = tuple[np.ndarray, list[tuple[int, str]]]
+
+
+class Overloaded(Exception):
+    """The queue is full: the caller should retry later."""
+
+
+@dataclass
+class _Request:
+    items: Sequence
+    future: asyncio.Future = field(repr=False)
+
+
+class DynamicBatcher:
+    """Collects items from concurrent requests into batches for `predict` (items -> (probabilities, failures))."""
+
+    def __init__(self, predict: Callable[[Sequence], Scores], max_batch: int = 32, max_wait_ms: float = 5.0,
+                 max_queue: int = 256):
+        self.predict = predict
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000
+        self.max_queue = max(1, int(max_queue))
+        self.queued = 0  # items waiting or running
+        self.batches = 0
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="headstart-model")
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, items: Sequence) -> Scores:
+        """Probabilities and failures for `items`, computed in some batch; Overloaded if the queue is full."""
+        if self._queue is None:
+            raise RuntimeError("the batcher is not started")
+        if self.queued + len(items) > self.max_queue and self.queued > 0:
+            raise Overloaded(f"{self.queued} items are queued (limit {self.max_queue})")
+        self.queued += len(items)
+        request = _Request(items, asyncio.get_running_loop().create_future())
+        self._queue.put_nowait(request)
+        return await request.future
+
+    async def _collect(self) -> list[_Request]:
+        """The first waiting request, and more until max_batch items or max_wait has passed."""
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        size = len(batch[0].items)
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        while size < self.max_batch:
+            try:
+                request = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    request = await asyncio.wait_for(self._queue.get(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch.append(request)
+            size += len(request.items)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            items = [item for request in batch for item in request.items]
+            try:
+                probs, failures = await loop.run_in_executor(self._executor, self.predict, items)
+            except Exception as e:  # the model failed: every request of the batch gets the error
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(e)
+            else:
+                self._deliver(batch, probs, failures)
+            finally:
+                self.queued -= len(items)
+                self.batches += 1
+
+    @staticmethod
+    def _deliver(batch: list[_Request], probs: np.ndarray, failures: list[tuple[int, str]]) -> None:
+        start = 0
+        for request in batch:
+            end = start + len(request.items)
+            mine = [(i - start, reason) for i, reason in failures if start <= i < end]
+            if not request.future.done():  # a client that went away has a cancelled future
+                request.future.set_result((probs[start:end], mine))
+            start = end
