@@ -293,3 +293,37 @@ def test_pretrain_on_unlabeled_audio_then_fit(objective, shared_audio_folder, tm
 def test_audio_objectives_refuse_a_backbone_without_spectrograms(shared_audio_folder, tmp_path):
     one_line_error(run("pretrain", shared_audio_folder, "--objective", "masked", "--backbone", "speech_embedding",
                        "--max-steps", "1", "--out", tmp_path / "ckpt"), "take log-mel spectrograms, such as smallcnn")
+
+
+# ------------------------------------------------------------------------------------------------ export and serve
+
+
+def test_audio_model_exports_and_serves_uploads(tmp_path):
+    """The speech-embedding classifier exports to ONNX with the parity check, the torch-free runtime predicts
+    like the PyTorch model, and the server takes wav/flac uploads and answers a bad one with a 400 naming it."""
+    pytest.importorskip("fastapi", reason="serving needs the serve extra")
+    from fastapi.testclient import TestClient
+
+    import headstart
+    from headstart.export import export_onnx
+    from headstart.serving import build_app
+
+    data = make_audio_folder(tmp_path / "data", per_class=10, seed=2)
+    headstart.fit(data, "speech_embedding", out=tmp_path / "run", val_size=9)
+    report = export_onnx(tmp_path / "run" / "model")
+    assert report.parity["top1_agreement"] == 1.0 and report.parity["max_abs_diff"] < 1e-4
+    files = sorted(data.rglob("*.wav"))[::4]
+    model, graph = headstart.load(tmp_path / "run" / "model"), headstart.load(tmp_path / "run" / "model", runtime="onnx")
+    assert graph.predict(files) == model.predict(files)
+    flac = tmp_path / "one.flac"
+    soundfile.write(flac, load_audio(files[0], 16000), 16000)
+    uploads = [("files", (f.name, f.read_bytes(), "audio/wav")) for f in files] + [
+        ("files", (flac.name, flac.read_bytes(), "audio/flac"))]
+    with TestClient(build_app(tmp_path / "run" / "model", runtime="onnx")) as client:
+        response = client.post("/predict", files=uploads)
+        assert response.status_code == 200, response.text
+        assert [p["label"] for p in response.json()["predictions"]] == model.predict([*files, files[0]])
+        bad = client.post("/predict", files=[("files", ("notes.wav", b"not a recording", "audio/wav"))])
+        assert bad.status_code in (400, 422) and "notes.wav" in bad.text
+        empty = client.post("/predict", files=[("files", ("empty.wav", b"", "audio/wav"))])
+        assert empty.status_code in (400, 422) and "empty.wav" in empty.text

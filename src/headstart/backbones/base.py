@@ -215,3 +215,16 @@ class AudioBackbone(Backbone):
     def preprocessing(self) -> dict[str, Any]:
         """What the artifact records about how sound becomes model input (rate, windows, pooling)."""
         return {"sample_rate": self.sample_rate, "min_samples": self.min_samples}
+
+    def onnx_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"waveform": batch["waveform"].float().contiguous(), "length": batch["length"].long()}
+
+    def onnx_batch(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"waveform": tensors[0], "length": tensors[1]}
+
+    def onnx_dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {"waveform": {0: "batch", 1: "samples"}, "length": {0: "batch"}}
+
+    def onnx_preprocessing(self) -> dict[str, Any]:
+        return {**self.preprocessing, "input": ["waveform", "length"],
+                "decode": "mono float32 at sample_rate (soxr HQ), shorter clips centred in min_samples of silence"}

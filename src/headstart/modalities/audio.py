@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,53 +19,9 @@ import torch
 
 from .._util import worker_count
 from ..errors import DataError
+from ..runtime.audio_codec import AUDIO_EXTENSIONS, AudioItem, Clip, load_audio, pad_centred
 from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
 from .image import file_digest
-
-# What libsndfile decodes (mp3 since libsndfile 1.1; the wheels of soundfile >= 0.12 bundle it).
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
-
-
-@dataclass(frozen=True)
-class Clip:
-    """An in-memory recording: float samples in [-1, 1] (mono, or channels last) at `rate` Hz."""
-
-    samples: np.ndarray
-    rate: int
-
-    def __str__(self) -> str:
-        return f"<clip of {len(self.samples) / self.rate:.2f} s at {self.rate} Hz>"
-
-
-AudioItem = Path | Clip
-
-
-def load_audio(item: AudioItem, rate: int) -> np.ndarray:
-    """Decode to mono float32 at `rate` Hz: channels are averaged, other rates resampled with soxr (HQ).
-
-    Raises ValueError with the reason for anything that is not usable sound: not audio, an empty signal,
-    NaN or infinite samples.
-    """
-    if isinstance(item, Clip):
-        samples, source_rate = np.asarray(item.samples, dtype=np.float32), int(item.rate)
-    else:
-        import soundfile
-
-        try:
-            samples, source_rate = soundfile.read(str(item), dtype="float32", always_2d=True)
-        except soundfile.LibsndfileError as e:
-            raise ValueError(f"not a readable sound file ({e.error_string})") from None
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if samples.size == 0:
-        raise ValueError("the recording has no samples")
-    if not np.isfinite(samples).all():
-        raise ValueError("the recording holds NaN or infinite samples")
-    if source_rate != rate:
-        import soxr
-
-        samples = soxr.resample(samples, source_rate, rate, quality="HQ").astype(np.float32, copy=False)
-    return samples
 
 
 def augment_waveform(x: torch.Tensor, rate: int) -> torch.Tensor:
@@ -115,17 +70,8 @@ class AudioWaveforms(torch.utils.data.Dataset):
 
 def pad_waveforms(waves: Sequence[torch.Tensor], min_samples: int) -> dict[str, torch.Tensor]:
     """{"waveform": (B, L) zero-padded, "length": (B,)}: clips shorter than `min_samples` centred in silence."""
-    centred = []
-    for w in waves:
-        if len(w) < min_samples:
-            left = (min_samples - len(w)) // 2
-            w = torch.nn.functional.pad(w, (left, min_samples - len(w) - left))
-        centred.append(w)
-    lengths = torch.tensor([len(w) for w in centred], dtype=torch.long)
-    batch = torch.zeros(len(centred), int(lengths.max()) if len(centred) else min_samples)
-    for row, w in zip(batch, centred):
-        row[: len(w)] = w
-    return {"waveform": batch, "length": lengths}
+    batch, lengths = pad_centred([w.numpy() for w in waves], min_samples)
+    return {"waveform": torch.from_numpy(batch), "length": torch.from_numpy(lengths)}
 
 
 class _Collate:

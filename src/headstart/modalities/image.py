@@ -14,10 +14,9 @@ from PIL import Image, ImageFile
 
 from .._util import worker_count
 from ..errors import DataError
-from ..runtime.image_codec import to_rgb
+from ..runtime.image_codec import IMAGE_EXTENSIONS, to_rgb
 from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
 ImageItem = Path | np.ndarray
 

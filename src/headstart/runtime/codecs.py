@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import image_codec, text_codec  # noqa: F401  (registration)
+from . import audio_codec, image_codec, text_codec  # noqa: F401  (registration)
 from .codec_base import CODECS, InputCodec, get_codec, register_codec
 
 __all__ = ["CODECS", "InputCodec", "get_codec", "register_codec"]
