@@ -19,7 +19,7 @@ from headstart.pretraining import pretrain, read_unlabeled
 from headstart.pretraining.contrastive import nt_xent
 from headstart.pretraining.masked import random_patch_mask
 
-from .conftest import make_image_folder, write_text_table
+from .conftest import make_image_folder, make_tiny_bert, write_text_table
 
 FAST = {"backbone": "smallcnn", "image_size": 16, "batch_size": 12, "seed": 0}
 
@@ -111,17 +111,7 @@ def test_text_sources(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer: MLM end to end in seconds."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from headstart.backbones.hf_text import minilm_location
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_location(), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.mark.parametrize("whole_word", [False, True])

@@ -8,7 +8,6 @@ input (`backbone.min_samples`) are centred in silence of that length.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from .._util import worker_count
 from ..errors import DataError
 from ..runtime.audio_codec import AUDIO_EXTENSIONS, AudioItem, Clip, load_audio, pad_centred
-from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
+from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
 from .image import file_digest
 
 
@@ -50,18 +49,12 @@ class AudioWaveforms(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key: int):
-        if self.seed is None:
-            i, rng = key, contextlib.nullcontext()
-        else:
-            epoch, i = split_epoch_index(key, len(self.items))
-            rng = torch.random.fork_rng(devices=[])
+        i, rng = item_and_rng(key, len(self.items), self.seed)
         label = int(self.labels[i]) if self.labels is not None else -1
         try:
             x = torch.from_numpy(load_audio(self.items[i], self.rate))
             if self.augment:
                 with rng:
-                    if self.seed is not None:
-                        torch.manual_seed(epoch_seed(self.seed, epoch) * 65_537 + i)
                     x = augment_waveform(x, self.rate)
             return x, label, i, ""
         except Exception as e:

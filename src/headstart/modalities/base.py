@@ -11,6 +11,7 @@ text backbones `collate`): modalities sit below backbones and import none of the
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -113,6 +114,22 @@ class EpochShuffle(torch.utils.data.Sampler):
 def split_epoch_index(key: int, n: int) -> tuple[int, int]:
     """(epoch, index) of a key yielded by EpochShuffle over n items."""
     return divmod(key, n)
+
+
+def item_and_rng(key: int, n: int, seed: int | None) -> tuple[int, contextlib.AbstractContextManager]:
+    """The item a sampler key stands for, and a context in which torch's random numbers (an augmentation) depend
+    only on (seed, epoch, item); with no seed (validation, extraction) the key is the item and nothing is seeded."""
+    if seed is None:
+        return key, contextlib.nullcontext()
+    epoch, i = split_epoch_index(key, n)
+    return i, _seeded(epoch_seed(seed, epoch) * 65_537 + i)
+
+
+@contextlib.contextmanager
+def _seeded(value: int):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(value)
+        yield
 
 
 MODALITIES: dict[str, Modality] = {}

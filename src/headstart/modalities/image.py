@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -10,27 +9,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 
 from .._util import worker_count
 from ..errors import DataError
-from ..runtime.image_codec import IMAGE_EXTENSIONS, to_rgb
-from .base import Batch, EpochShuffle, Modality, epoch_seed, register_modality, split_epoch_index
+from ..runtime.image_codec import IMAGE_EXTENSIONS, read_image
+from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
 
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
 ImageItem = Path | np.ndarray
 
 
 def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an item to an RGB PIL image. `draft_size` lets JPEG decode at reduced scale when larger."""
-    if isinstance(item, np.ndarray):
-        return to_rgb(Image.fromarray(item))
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with Image.open(item) as img:
-        if draft_size is not None and img.format == "JPEG":
-            img.draft("RGB", draft_size)
-        img.load()
-        return to_rgb(img)
+    """Decode an item to an RGB PIL image (the same decoding as deployment's). `draft_size` lets JPEG decode at
+    reduced scale when larger."""
+    return read_image(item, draft_size)
 
 
 def file_digest(path: Path) -> bytes:
@@ -62,16 +55,10 @@ class ImageTensors(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, key: int):
-        if self.seed is None:
-            i, rng = key, contextlib.nullcontext()
-        else:
-            epoch, i = split_epoch_index(key, len(self.items))
-            rng = torch.random.fork_rng(devices=[])
+        i, rng = item_and_rng(key, len(self.items), self.seed)
         label = int(self.labels[i]) if self.labels is not None else -1
         try:
             with rng:
-                if self.seed is not None:
-                    torch.manual_seed(epoch_seed(self.seed, epoch) * 65_537 + i)
                 x = self.transform(open_image(self.items[i], self.draft_size))
             return x, label, i, ""
         except Exception as e:
