@@ -4,6 +4,7 @@ them with AdamW and early stopping on validation loss."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ class Probe(Strategy):
 
     name = "probe"
 
-    head: str = "linear"
+    head: str | None = None  # None: the backbone family's `probe_head` (linear for most)
     epochs: int = 60
     lr: float | None = None  # None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
     batch_size: int = 64
@@ -35,7 +36,8 @@ class Probe(Strategy):
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        check_choice("head", self.head, HEAD_KINDS)
+        if self.head is not None:
+            check_choice("head", self.head, HEAD_KINDS)
         check_range("epochs", self.epochs, low=1, integer=True)
         check_range("lr", self.lr, low=0, low_open=True, high=10)
         check_range("batch_size", self.batch_size, low=1, integer=True)
@@ -51,7 +53,9 @@ class Probe(Strategy):
             raise HeadstartError("this backbone has no pre-trained weights, so a probe would learn on random "
                                  "features: use --strategy finetune to train it from scratch")
         train_x, val_x = run.embed_splits()
-        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed)
+        settings = dataclasses.replace(self, head=self.head or run.backbone.probe_head)
+        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), settings,
+                                  run.seed)
         return Classifier(run.backbone, head), {"head_stage": record}
 
 
