@@ -69,7 +69,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     torch.manual_seed(seed)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
-    head = ClassificationHead(x.shape[1], n_classes, settings.head)
+    head = ClassificationHead(x.shape[1], n_classes, settings.head or "linear")
     head.standardize.fit(x)
     lr = settings.learning_rate()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
