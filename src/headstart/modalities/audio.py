@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .._util import worker_count
-from ..errors import DataError
 from ..runtime.audio_codec import AUDIO_EXTENSIONS, AudioItem, Clip, load_audio, pad_centred
+from ..runtime.codec_base import expand_files
 from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
 from .image import file_digest
 
@@ -126,16 +126,8 @@ class AudioModality(Modality):
         return [(i, err) for batch in loader for i, err in batch if err]
 
     def expand_input(self, raw: str) -> list:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = self.list_files(path)
-            if not found:
-                raise DataError(f"{path} contains no audio files (looked for {', '.join(sorted(self.file_extensions))})")
-            return found
-        self.refuse_other_modality(path)
-        if path.is_file():
-            return [path]
-        raise DataError(f"input not found: {path} (an audio model takes sound files or folders)")
+        return expand_files(raw, self.file_extensions, "audio", "an audio model takes sound files or folders",
+                            check=self.refuse_other_modality)
 
 
 class _Readability(torch.utils.data.Dataset):

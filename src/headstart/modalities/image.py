@@ -13,6 +13,7 @@ from PIL import Image
 
 from .._util import worker_count
 from ..errors import DataError
+from ..runtime.codec_base import expand_files
 from ..runtime.image_codec import IMAGE_EXTENSIONS, read_image
 from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
 
@@ -136,13 +137,5 @@ class ImageModality(Modality):
         return True
 
     def expand_input(self, raw: str) -> list:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = self.list_files(path)
-            if not found:
-                raise DataError(f"{path} contains no image files (looked for {', '.join(sorted(self.file_extensions))})")
-            return found
-        self.refuse_other_modality(path)
-        if path.is_file():
-            return [path]
-        raise DataError(f"input not found: {path} (an image model takes image files or folders)")
+        return expand_files(raw, self.file_extensions, "image", "an image model takes image files or folders",
+                            check=self.refuse_other_modality)

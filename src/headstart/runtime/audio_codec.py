@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from .codec_base import InputCodec, register_codec
+from .codec_base import InputCodec, expand_files, register_codec
 
 # What libsndfile decodes (mp3 since libsndfile 1.1; the wheels of soundfile >= 0.12 bundle it).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
@@ -98,16 +98,7 @@ class AudioCodec(InputCodec):
         return clip
 
     def expand_input(self, raw: str) -> list:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"{path} contains no audio files (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})")
-            return found
-        if path.is_file():
-            return [path]
-        raise DataError(f"input not found: {path} (an audio model takes sound files or folders)")
+        return expand_files(raw, AUDIO_EXTENSIONS, "audio", "an audio model takes sound files or folders")
 
     def prepare(self, item: Any) -> np.ndarray:
         return load_audio(item, self.rate)

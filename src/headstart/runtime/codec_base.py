@@ -10,7 +10,7 @@ what the export recorded (`preprocessing` in the graph's sidecar JSON), never fr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,6 +61,25 @@ class InputCodec(ABC):
     def sort_key(self, item: Any) -> int:
         """Items with close keys are batched together (e.g. texts of similar length, so little goes to padding)."""
         return 0
+
+
+def expand_files(raw: str, extensions: frozenset[str], noun: str, takes: str,
+                 check: Callable[[Path], None] | None = None) -> list[Path]:
+    """The files one command-line argument names: a folder's files with `extensions` (recursively, sorted,
+    hidden ones left out) or one file. `noun` names them in "contains no image files"; `takes` says what the
+    model takes when the path does not exist; `check` may refuse a file first (one of another modality)."""
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions
+                       and not p.name.startswith("."))
+        if not found:
+            raise DataError(f"{path} contains no {noun} files (looked for {', '.join(sorted(extensions))})")
+        return found
+    if check is not None:
+        check(path)
+    if path.is_file():
+        return [path]
+    raise DataError(f"input not found: {path} ({takes})")
 
 
 CODECS: dict[str, type[InputCodec]] = {}

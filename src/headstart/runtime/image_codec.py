@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import DataError
-from .codec_base import InputCodec, register_codec
+from .codec_base import InputCodec, expand_files, register_codec
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 INTERPOLATION = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -70,16 +69,7 @@ class ImageCodec(InputCodec):
             raise DataError(f"{filename or 'the file'} cannot be decoded as an image ({detail})") from None
 
     def expand_input(self, raw: str) -> list:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"{path} contains no image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-            return found
-        if path.is_file():
-            return [path]
-        raise DataError(f"input not found: {path} (an image model takes image files or folders)")
+        return expand_files(raw, IMAGE_EXTENSIONS, "image", "an image model takes image files or folders")
 
     def prepare(self, item: Any) -> np.ndarray:
         """Resize to the graph's square input and normalise: (3, size, size) float32."""
