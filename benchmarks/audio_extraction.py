@@ -70,7 +70,7 @@ def naive_windows(net, files: list[Path]) -> np.ndarray:
             windows = [net.encoder(mel[:, k:k + WINDOW_FRAMES])[0, :, 0]
                        for k in range(0, mel.shape[1] - WINDOW_FRAMES + 1, WINDOW_HOP_FRAMES)]
             emb = torch.stack(windows)
-            rows.append(torch.cat([emb.mean(0), emb.amax(0)]).numpy())
+            rows.append(torch.cat([emb.mean(0), emb.amax(0), emb.std(0, unbiased=False)]).numpy())
     return np.stack(rows)
 
 

@@ -68,8 +68,8 @@ def _real_or_synthetic_clips(tmp_path: Path, n: int = 50) -> list[Path]:
 
 def test_speech_embedding_equals_onnx_runtime(tmp_path):
     """The PyTorch module against openWakeWord's two ONNX graphs run by ONNX Runtime on the same clips: mel over
-    the whole clip, windows of 76 frames every 8, mean and max. Tolerance: 1e-5 of the largest value (measured:
-    9e-7, the difference between two fp32 convolution implementations)."""
+    the whole clip, windows of 76 frames every 8, mean, max and standard deviation. Tolerance: 1e-5 of the
+    largest value (measured: 9e-7, the difference between two fp32 convolution implementations)."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to run the reference graphs")
     from headstart.backbones.speech_embedding import EMBEDDING_FILE, MEL_FILE, openwakeword_models
 
@@ -87,7 +87,7 @@ def test_speech_embedding_equals_onnx_runtime(tmp_path):
         frames = mel.run(None, {"input": (x * 32768)[None].astype(np.float32)})[0].squeeze() / 10 + 2
         windows = np.stack([frames[i:i + 76] for i in range(0, len(frames) - 75, 8)])
         per_window = emb.run(None, {"input_1": windows[..., None].astype(np.float32)})[0].reshape(len(windows), 96)
-        reference = np.concatenate([per_window.mean(0), per_window.max(0)])
+        reference = np.concatenate([per_window.mean(0), per_window.max(0), per_window.std(0)])
         with torch.no_grad():
             ours = net(batch)[0].numpy()
         worst = max(worst, float(np.abs(ours - reference).max() / np.abs(reference).max()))
@@ -102,6 +102,22 @@ def test_speech_embedding_batches_like_single_clips(shared_audio_folder):
         together = net(pad_waveforms(waves, net.min_samples))
         alone = torch.cat([net(pad_waveforms([w], net.min_samples)) for w in waves])
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_speech_embedding_spec_keeps_its_pooling(shared_audio_folder):
+    """A model saved before the standard deviation joined the pooling (spec "mean+max over windows") reloads as
+    192-d mean+max, so its head still fits; the default and a reloaded default stay 288-d."""
+    from headstart.backbones.speech_embedding import SpeechEmbedding
+    from headstart.errors import BackboneError
+
+    old = SpeechEmbedding.from_spec({"family": "speech_embedding", "pooling": "mean+max over windows"}, Path("."))
+    new = SpeechEmbedding.from_spec(resolve_backbone("speech_embedding").spec, Path("."))
+    wave = torch.from_numpy(load_audio(sorted(shared_audio_folder.rglob("*.wav"))[0], 16000))
+    with torch.no_grad():
+        assert old.eval()(pad_waveforms([wave], old.min_samples)).shape == (1, old.embedding_dim) == (1, 192)
+        assert new.eval()(pad_waveforms([wave], new.min_samples)).shape == (1, new.embedding_dim) == (1, 288)
+    with pytest.raises(BackboneError, match="pooling 'mean\\+median'"):
+        SpeechEmbedding(("mean", "median"))
 
 
 def test_missing_speech_embedding_files_say_what_to_install(tmp_path):

@@ -72,8 +72,7 @@ def fit(
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
-    head: str | None = typer.Option(None, help="Head: linear, or mlp (Dense 1024 relu + Dense n); default: the "
-                                    "backbone's (mlp for speech_embedding, else linear)."),
+    head: str | None = typer.Option(None, help="Head: linear (default), or mlp (Dense 1024 relu + Dense n)."),
     lr: float | None = typer.Option(
         None, help="Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, of the last layers."),
     lr_ratio: float | None = typer.Option(

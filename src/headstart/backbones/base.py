@@ -28,7 +28,6 @@ class Backbone(nn.Module, ABC):
     # group learns (discriminative rates). CNNs' early filters are generic and need to move little.
     finetune_lr: float = 1e-3
     finetune_lr_ratio: float = 10.0
-    probe_head: str = "linear"  # the probe's head unless the user picks one
 
     @property
     @abstractmethod

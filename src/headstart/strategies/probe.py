@@ -4,7 +4,6 @@ them with AdamW and early stopping on validation loss."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ class Probe(Strategy):
 
     name = "probe"
 
-    head: str | None = None  # None: the backbone family's `probe_head` (linear for most)
+    head: str = "linear"
     epochs: int = 60
     lr: float | None = None  # None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
     batch_size: int = 64
@@ -36,8 +35,7 @@ class Probe(Strategy):
     label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.head is not None:
-            check_choice("head", self.head, HEAD_KINDS)
+        check_choice("head", self.head, HEAD_KINDS)
         check_range("epochs", self.epochs, low=1, integer=True)
         check_range("lr", self.lr, low=0, low_open=True, high=10)
         check_range("batch_size", self.batch_size, low=1, integer=True)
@@ -53,9 +51,7 @@ class Probe(Strategy):
             raise HeadstartError("this backbone has no pre-trained weights, so a probe would learn on random "
                                  "features: use --strategy finetune to train it from scratch")
         train_x, val_x = run.embed_splits()
-        settings = dataclasses.replace(self, head=self.head or run.backbone.probe_head)
-        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), settings,
-                                  run.seed)
+        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed)
         return Classifier(run.backbone, head), {"head_stage": record}
 
 
@@ -69,7 +65,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     torch.manual_seed(seed)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
-    head = ClassificationHead(x.shape[1], n_classes, settings.head or "linear")
+    head = ClassificationHead(x.shape[1], n_classes, settings.head)
     head.standardize.fit(x)
     lr = settings.learning_rate()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
