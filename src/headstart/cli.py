@@ -97,6 +97,8 @@ def fit(
     resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files (only headstart's "
                                                "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
+    calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
+                                              "split); --no-calibrate keeps the raw softmax."),
 ) -> None:
     """Train a classifier and evaluate it on a held-out split."""
     from .api import fit as fit_model
@@ -111,7 +113,7 @@ def fit(
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      **settings)
+                      calibrate=calibrate, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
