@@ -29,7 +29,7 @@ from .training import PRECISIONS
 
 log = logging.getLogger("headstart")
 
-__all__ = ["evaluate", "fit", "load"]
+__all__ = ["evaluate", "explain", "fit", "load"]
 
 
 def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Any:
@@ -51,6 +51,29 @@ def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path, **opt
     """Metrics of a model (or saved model folder) on labeled data."""
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
     return model.evaluate(data, **options)
+
+
+def explain(model: TrainedModel | str | Path, items: list, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Explain each item's prediction: Grad-CAM for images, Integrated Gradients over tokens for texts (the
+    explainer is the model's modality's; the layer the backbone family's). With `out`, each explanation is
+    written there (a PNG overlay, an HTML snippet). Returns one JSON-ready record per item."""
+    from .explain import explainer_for
+
+    model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
+    explainer = explainer_for(model)
+    records = []
+    for i, e in enumerate(explainer.explain(items)):
+        name = Path(str(e.item)).stem if model.modality != "text" else "text"
+        if out is not None:
+            e.file = explainer.save(e, Path(out).expanduser() / f"{i:03d}-{name[:40]}{explainer.file_suffix}")
+        record: dict[str, Any] = {"input": str(e.item), "label": e.label, "score": round(e.score, 4),
+                                  "method": explainer.method}
+        if e.units:
+            record["top_tokens"] = [[t, round(v, 4)] for t, v in explainer.describe(e)]
+        if e.file is not None:
+            record["file"] = str(e.file)
+        records.append(record)
+    return records
 
 
 def _prepare(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,

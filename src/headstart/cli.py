@@ -188,6 +188,24 @@ def evaluate(
 
 @app.command()
 @friendly
+def explain(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
+    out: Path = typer.Option(Path("explanations"), help="Folder for the PNG overlays (images) or HTML snippets (text)."),
+    text_column: str | None = typer.Option(None),
+) -> None:
+    """Show what each prediction rests on: Grad-CAM for images, token attributions for text; one JSON line each."""
+    from .api import explain as explain_items
+    from .model import TrainedModel
+    from .predict import collect_inputs
+
+    loaded = TrainedModel.load(model)
+    for record in explain_items(loaded, collect_inputs(loaded, inputs, text_column), out=out):
+        sys.stdout.write(json.dumps(record) + "\n")
+
+
+@app.command()
+@friendly
 def predict(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
     inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),

@@ -48,6 +48,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Seque
     `ece_uncalibrated` can be reported beside `ece`.
     """
     labels = np.asarray(labels)
+    raw = uncalibrated(probs, temperature)
     pred = probs.argmax(1)
     ids = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, pred, labels=ids, zero_division=0)
@@ -56,9 +57,11 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: Seque
         "macro_f1": float(f1_score(labels, pred, labels=ids, average="macro", zero_division=0)),
         "n": len(labels),
         "ece": expected_calibration_error(probs, labels),
-        "ece_uncalibrated": expected_calibration_error(uncalibrated(probs, temperature), labels),
+        "ece_uncalibrated": expected_calibration_error(raw, labels),
         "nll": negative_log_likelihood(probs, labels),
+        "nll_uncalibrated": negative_log_likelihood(raw, labels),
         "brier": brier_score(probs, labels),
+        "brier_uncalibrated": brier_score(raw, labels),
         "temperature": float(temperature),
         "per_class": {
             c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
