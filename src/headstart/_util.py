@@ -37,6 +37,7 @@ def atomic_write_bytes(path: Path, content: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # as a plain open() would leave it (mkstemp makes it private)
         with os.fdopen(fd, "wb") as f:
             f.write(content)
         os.replace(tmp, path)

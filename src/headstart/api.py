@@ -29,7 +29,7 @@ from .training import PRECISIONS
 
 log = logging.getLogger("headstart")
 
-__all__ = ["evaluate", "explain", "fit", "load"]
+__all__ = ["evaluate", "explain", "fit", "load", "report"]
 
 
 def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Any:
@@ -74,6 +74,15 @@ def explain(model: TrainedModel | str | Path, items: list, out: str | Path | Non
             record["file"] = str(e.file)
         records.append(record)
     return records
+
+
+def report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Write RUN/report.html (or `out`): one self-contained page with what was trained on what, metrics with
+    bootstrap intervals, per-class results, the confusion matrix, reliability before and after calibration, learning
+    curves and the most confident mistakes with their explanations. `data`: evaluate on other labeled data."""
+    from .report import build_report
+
+    return build_report(run, data, out)
 
 
 def _prepare(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,

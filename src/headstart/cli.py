@@ -188,6 +188,19 @@ def evaluate(
 
 @app.command()
 @friendly
+def report(
+    run: Path = typer.Argument(..., help="Run folder (RUN, holding model/ and logs/) or its model folder."),
+    data: str | None = typer.Option(None, help="Evaluate on this labeled data instead of the run's test split."),
+    out: Path | None = typer.Option(None, help="HTML file to write (default RUN/report.html)."),
+) -> None:
+    """Write one self-contained HTML report a person can read (and print)."""
+    from .api import report as write_report
+
+    out_console.print(f"wrote {write_report(run, data, out)}")
+
+
+@app.command()
+@friendly
 def explain(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
     inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
