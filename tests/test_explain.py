@@ -17,8 +17,6 @@ from headstart.cli import app
 from headstart.errors import HeadstartError
 from headstart.explain import deletion_check, explainer_for
 
-from .conftest import make_tiny_bert, write_text_table
-
 
 def make_square_images(root, per_class: int = 60, size: int = 32, seed: int = 0):
     """A red, green or blue square somewhere on grey noise: the class lives in one place of the image."""
@@ -42,14 +40,12 @@ def square_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def text_model(tmp_path_factory):
-    """A probe on a tiny random BERT; uncalibrated, so that its probabilities are not all 1.0 (which no deletion
-    can lower)."""
-    root = tmp_path_factory.mktemp("text")
-    table = write_text_table(root / "reviews.csv", n_per_class=60)
-    model = headstart.fit(table, str(make_tiny_bert(root / "bert")), "probe", max_length=16, cache=False,
-                          calibrate=False)
-    return model, pd.read_csv(table).text.tolist()
+def text_model(tiny_text_run):
+    """The shared tiny-BERT probe, with its temperature set back to 1: calibrated on an easy task its
+    probabilities are all but 1.0, which no deletion can lower (attributions only scale with 1/T)."""
+    model = headstart.load(tiny_text_run / "model")
+    model.classifier.head.set_temperature(1.0)
+    return model, pd.read_csv(tiny_text_run.parent / "reviews.csv").text.tolist()
 
 
 def test_gradcam_deleting_the_hot_pixels_hurts_more_than_random_pixels(square_model, tmp_path):
