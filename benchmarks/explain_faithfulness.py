@@ -54,13 +54,14 @@ def main() -> None:
     parser.add_argument("--text-data", default=None)
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--name", default="explain_faithfulness", help="results file: benchmarks/out/NAME.json")
     args = parser.parse_args()
     rows = []
     for run in map(Path, args.runs):
         rows.append(run_one(run, args.items, args.text_data, args.fraction, args.draws))
         print(table(rows, ["run", "method", "items", "top beats random", "mean drop, top 20%",
                            "mean drop, random 20%", "explain s/item"]), flush=True)
-    write_results("explain_faithfulness", {"rows": rows})
+    write_results(args.name, {"rows": rows})
 
 
 if __name__ == "__main__":
