@@ -33,7 +33,7 @@ def render(report: Path, screenshot: Path) -> dict:
 
 
 def main() -> None:
-    import headstart
+    from headstart.api import report as write_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
@@ -41,7 +41,7 @@ def main() -> None:
     rows = []
     for run in map(Path, args.runs):
         started = time.perf_counter()
-        report = headstart.api.report(run)
+        report = write_report(run)
         seconds = time.perf_counter() - started
         shot = ROOT / "figures" / f"report_{run.name}.png"
         result = render(report, shot)

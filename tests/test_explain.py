@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import headstart
+from headstart.api import explain
 from headstart.cli import app
 from headstart.errors import HeadstartError
 from headstart.explain import deletion_check, explainer_for
@@ -85,7 +86,7 @@ def test_explain_command_prints_json_lines_and_writes_files(square_model, tmp_pa
 
 def test_text_explain_ranks_tokens(text_model, tmp_path):
     model, _ = text_model
-    [record] = headstart.api.explain(model, ["a wonderful and great film number 3"], out=tmp_path)
+    [record] = explain(model, ["a wonderful and great film number 3"], out=tmp_path)
     assert len(record["top_tokens"]) == 5 and record["file"].endswith(".tokens.html")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import headstart
+from headstart.api import report
 from headstart.cli import app
 
 SECTIONS = ["overview", "metrics", "per-class", "confusion", "calibration", "learning", "mistakes"]
@@ -21,7 +21,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[1] / "benchmarks" / "out" / "scre
 def image_report(small_cnn_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(small_cnn_run, run, symlinks=True)
-    return headstart.api.report(run)
+    return report(run)
 
 
 def _sections(page: str) -> list[str]:
