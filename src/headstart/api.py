@@ -63,9 +63,9 @@ def explain(model: TrainedModel | str | Path, items: list, out: str | Path | Non
     explainer = explainer_for(model)
     records = []
     for i, e in enumerate(explainer.explain(items)):
-        name = Path(str(e.item)).stem if model.modality != "text" else "text"
         if out is not None:
-            e.file = explainer.save(e, Path(out).expanduser() / f"{i:03d}-{name[:40]}{explainer.file_suffix}")
+            name = f"{i:03d}-{explainer.file_stem(e.item)[:40]}{explainer.file_suffix}"
+            e.file = explainer.save(e, Path(out).expanduser() / name)
         record: dict[str, Any] = {"input": str(e.item), "label": e.label, "score": round(e.score, 4),
                                   "method": explainer.method}
         if e.units:

@@ -62,6 +62,10 @@ class Explainer(ABC):
     def save(self, explanation: Explanation, file: Path) -> Path:
         """Write the explanation for a person to look at (a PNG overlay, an HTML snippet)."""
 
+    def file_stem(self, item: Any) -> str:
+        """A short name for the file an item's explanation is saved to."""
+        return "item"
+
     def describe(self, explanation: Explanation, top: int = 5) -> list[tuple[str, float]]:
         """The most positively attributed named units (empty where units have no names, e.g. pixels)."""
         if not explanation.units:

@@ -25,6 +25,9 @@ class GradCamExplainer(Explainer):
     method = "Grad-CAM (Selvaraju et al. 2017, captum LayerGradCam)"
     file_suffix = ".gradcam.png"
 
+    def file_stem(self, item) -> str:
+        return Path(item).stem if isinstance(item, (str, Path)) else "image"
+
     def _tensor(self, item) -> torch.Tensor:
         return self.model.backbone.transform(train=False)(open_image(item)).unsqueeze(0)
 

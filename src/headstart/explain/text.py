@@ -23,6 +23,9 @@ class IntegratedGradientsExplainer(Explainer):
     method = "Integrated Gradients over the input embeddings (Sundararajan et al. 2017, captum)"
     file_suffix = ".tokens.html"
 
+    def file_stem(self, item) -> str:
+        return "text"
+
     def _forward(self, names: list[str]):
         def forward(input_ids: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
             return self.net({"input_ids": input_ids, **dict(zip(names, rest))}).float()
