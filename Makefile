@@ -9,10 +9,10 @@ $(BIN)/headstart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[weights,test,export,serve]"
+	$(BIN)/pip install -q -e ".[weights,test,export,serve,explain,report]"
 	touch $@
 
-.PHONY: setup quickstart test datasets
+.PHONY: setup quickstart test datasets browser
 setup: $(BIN)/headstart
 
 # Fashion-MNIST from Debian's package (optional: tests that need it skip with a reason when absent).
@@ -21,9 +21,15 @@ datasets:
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 || \
 	  echo "note: could not install dataset-fashion-mnist; its tests will skip"; fi
 
+# Debian's chromium for the report's browser test (optional: the test skips with a reason when it is absent).
+browser:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "note: could not install chromium; the report's browser test will skip"; fi
+
 quickstart: setup
 	$(BIN)/headstart quickstart
 
-test: setup datasets
+test: setup datasets browser
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/python -m pytest -q

@@ -45,7 +45,7 @@ def test_a_schema_1_manifest_is_migrated_on_load(saved, tmp_path, shared_image_f
 
     _edit_manifest(folder, to_v1)
     model = headstart.load(folder)
-    assert model.manifest.format_version == 2 and model.manifest.strategy.name == "probe"
+    assert model.manifest.format_version == 3 and model.manifest.strategy.name == "probe"
     assert model.manifest.strategy.settings == {"head": "linear"} and model.manifest.precision == "auto"
     files = sorted((shared_image_folder / "red").glob("*.png"))[:3]
     np.testing.assert_allclose(model.predict_proba(files), headstart.load(saved).predict_proba(files), atol=1e-6)

@@ -259,6 +259,7 @@ IMAGE_MODEL_CASES = {
     "missing keys": (_manifest(lambda m: m.pop("backbone")), "field 'backbone': Field required"),
     "zero image size": (_manifest(lambda m: m["backbone"].update(image_size=0)), "image size must be at least 1"),
     "unknown head kind": (_manifest(lambda m: m["head"].update(kind="forest")), "head must be one of"),
+    "zero temperature": (_manifest(lambda m: m["head"].update(temperature=0)), "field 'head.temperature'"),
     "newer schema": (_manifest(lambda m: m.update(format_version=9)), "upgrade headstart"),
     "truncated weights": (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:999]),
                           "not a readable safetensors file"),

@@ -31,7 +31,7 @@ def test_probe_fit_save_load_predict_identical(probe_run, shared_image_folder):
     manifest = json.loads((run / "model" / "headstart.json").read_text())
     assert manifest["classes"] == ["blue", "green", "red"] and manifest["backbone"]["image_size"] == 64
     assert manifest["strategy"] == {"name": "probe", "settings": Probe().settings()}
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == 3
     assert (run / "model" / "model.safetensors").is_file() and not list((run / "model").glob("*.pt*"))
     loaded = headstart.load(run / "model")
     files = sorted((shared_image_folder / "red").glob("*.png"))

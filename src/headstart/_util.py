@@ -28,13 +28,18 @@ def stable_json(obj: Any) -> str:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def atomic_write_bytes(path: Path, content: bytes) -> None:
+    """Write a file so that readers see either the old file or the complete new one (write, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-            f.write("\n")
+        os.fchmod(fd, 0o644)  # as a plain open() would leave it (mkstemp makes it private)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,7 +29,7 @@ from .training import PRECISIONS
 
 log = logging.getLogger("headstart")
 
-__all__ = ["evaluate", "fit", "load"]
+__all__ = ["evaluate", "explain", "fit", "load", "report"]
 
 
 def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Any:
@@ -51,6 +51,38 @@ def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path, **opt
     """Metrics of a model (or saved model folder) on labeled data."""
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
     return model.evaluate(data, **options)
+
+
+def explain(model: TrainedModel | str | Path, items: list, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """Explain each item's prediction: Grad-CAM for images, Integrated Gradients over tokens for texts (the
+    explainer is the model's modality's; the layer the backbone family's). With `out`, each explanation is
+    written there (a PNG overlay, an HTML snippet). Returns one JSON-ready record per item."""
+    from .explain import explainer_for
+
+    model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
+    explainer = explainer_for(model)
+    records = []
+    for i, e in enumerate(explainer.explain(items)):
+        if out is not None:
+            name = f"{i:03d}-{explainer.file_stem(e.item)[:40]}{explainer.file_suffix}"
+            e.file = explainer.save(e, Path(out).expanduser() / name)
+        record: dict[str, Any] = {"input": str(e.item), "label": e.label, "score": round(e.score, 4),
+                                  "method": explainer.method}
+        if e.units:
+            record["top_tokens"] = [[t, round(v, 4)] for t, v in explainer.describe(e)]
+        if e.file is not None:
+            record["file"] = str(e.file)
+        records.append(record)
+    return records
+
+
+def report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Write RUN/report.html (or `out`): one self-contained page with what was trained on what, metrics with
+    bootstrap intervals, per-class results, the confusion matrix, reliability before and after calibration, learning
+    curves and the most confident mistakes with their explanations. `data`: evaluate on other labeled data."""
+    from .report import build_report
+
+    return build_report(run, data, out)
 
 
 def _prepare(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
@@ -91,7 +123,22 @@ def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, p
     if len(test) == 0:
         raise DataError(f"the test split ({test.name}) has no readable items: add readable files or give a larger "
                         "--test-size")
-    return test, classification_metrics(test.labels, classifier.head.probabilities(test_x), test.classes)
+    return test, classification_metrics(test.labels, classifier.head.probabilities(test_x), test.classes,
+                                        classifier.head.config["temperature"])
+
+
+def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[str, Any]:
+    """Temperature scaling of the trained classifier on the validation split (embeddings from the cache when the
+    backbone stayed frozen)."""
+    if frozen and run.val_embeddings is not None:  # the backbone did not change since the strategy embedded them
+        val, val_x = run.val, run.val_embeddings
+    else:
+        val, val_x = embed_dataset(classifier.backbone, run.val, run.cache if frozen else None, run.precision,
+                                   run.strict)
+    record = classifier.head.calibrate(val_x, val.labels)
+    log.info("calibrated on %d validation items: temperature %.3f, ECE %.4f -> %.4f", record["n"],
+             record["temperature"], record["ece_before"], record["ece_after"])
+    return record
 
 
 def fit(
@@ -115,6 +162,7 @@ def fit(
     strict: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    calibrate: bool = True,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -123,8 +171,9 @@ def fit(
     (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
-    refused unless `overwrite=True` (which still replaces only headstart's own files). Returns the trained model
-    (its `.metrics` hold the test results).
+    refused unless `overwrite=True` (which still replaces only headstart's own files). With `calibrate` (the
+    default) the probabilities are calibrated by temperature scaling on the validation split before testing.
+    Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
     check_choice("precision", precision, PRECISIONS)
@@ -155,6 +204,11 @@ def fit(
     t = time.perf_counter()
     classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
+    calibration = None
+    if calibrate:
+        t = time.perf_counter()
+        calibration = _calibrate(classifier, run, plan.freezes_backbone)
+        run.timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     test, metrics = _test(classifier, splits.test, run.cache if plan.freezes_backbone else None, precision, strict)
     run.timings["evaluate"] = time.perf_counter() - t
@@ -169,6 +223,7 @@ def fit(
         precision=precision, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,
+        calibration=calibration,
     )
     model = TrainedModel(classifier, splits.classes, manifest)
     if run_dir is not None:

@@ -96,6 +96,8 @@ def fit(
     resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
     overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files (only headstart's "
                                                "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
+    calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
+                                              "split); --no-calibrate keeps the raw softmax."),
 ) -> None:
     """Train a classifier and evaluate it on a held-out split."""
     from .api import fit as fit_model
@@ -110,7 +112,7 @@ def fit(
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      **settings)
+                      calibrate=calibrate, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
@@ -181,6 +183,37 @@ def evaluate(
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
         print_metrics(metrics, title=f"{model} on {data}", console=out_console)
+
+
+@app.command()
+@friendly
+def report(
+    run: Path = typer.Argument(..., help="Run folder (RUN, holding model/ and logs/) or its model folder."),
+    data: str | None = typer.Option(None, help="Evaluate on this labeled data instead of the run's test split."),
+    out: Path | None = typer.Option(None, help="HTML file to write (default RUN/report.html)."),
+) -> None:
+    """Write one self-contained HTML report a person can read (and print)."""
+    from .api import report as write_report
+
+    out_console.print(f"wrote {write_report(run, data, out)}")
+
+
+@app.command()
+@friendly
+def explain(
+    model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
+    inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
+    out: Path = typer.Option(Path("explanations"), help="Folder for the PNG overlays (images) or HTML snippets (text)."),
+    text_column: str | None = typer.Option(None),
+) -> None:
+    """Show what each prediction rests on: Grad-CAM for images, token attributions for text; one JSON line each."""
+    from .api import explain as explain_items
+    from .model import TrainedModel
+    from .predict import collect_inputs
+
+    loaded = TrainedModel.load(model)
+    for record in explain_items(loaded, collect_inputs(loaded, inputs, text_column), out=out):
+        sys.stdout.write(json.dumps(record) + "\n")
 
 
 @app.command()

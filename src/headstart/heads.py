@@ -31,13 +31,21 @@ class Standardize(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """`linear`: standardise -> dropout -> linear. `mlp`: the classic recipe's Dense(1024, relu) -> Dense(n)."""
+    """`linear`: standardise -> dropout -> linear. `mlp`: the classic recipe's Dense(1024, relu) -> Dense(n).
 
-    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 1024, dropout: float = 0.1):
+    The logits are divided by `temperature` (1 until `calibrate` fits it): every path that runs the head (predict,
+    evaluate, the server, the exported ONNX graph) gives calibrated probabilities. The temperature is metadata
+    (in the manifest's head config), not a weight, so models saved before calibration existed load unchanged.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 1024, dropout: float = 0.1,
+                 temperature: float = 1.0):
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
-        self.config = {"kind": kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden, "dropout": dropout}
+        self.config = {"kind": kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden, "dropout": dropout,
+                       "temperature": float(temperature)}
+        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
         self.standardize = Standardize(in_dim)
         if kind == "linear":
             self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
@@ -50,7 +58,29 @@ class ClassificationHead(nn.Module):
         return cls(**config)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.standardize(embeddings))
+        return self.layers(self.standardize(embeddings)) / self.temperature
+
+    def set_temperature(self, temperature: float) -> None:
+        self.temperature.fill_(float(temperature))
+        self.config["temperature"] = float(temperature)
+
+    @torch.no_grad()
+    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Fit the temperature on held-out embeddings and labels (temperature scaling); returns a JSON-ready
+        record: the temperature and the held-out NLL and ECE before and after."""
+        from .evaluation.calibration import fit_temperature
+        from .evaluation.metrics import expected_calibration_error, negative_log_likelihood
+
+        self.eval()
+        self.set_temperature(1.0)
+        logits = self(torch.from_numpy(embeddings)).double().numpy()
+        before = self.probabilities(embeddings)
+        self.set_temperature(fit_temperature(logits, labels))
+        after = self.probabilities(embeddings)
+        return {"method": "temperature", "temperature": self.config["temperature"], "n": len(labels),
+                "nll_before": negative_log_likelihood(before, labels), "nll_after": negative_log_likelihood(after, labels),
+                "ece_before": expected_calibration_error(before, labels),
+                "ece_after": expected_calibration_error(after, labels)}
 
     @torch.no_grad()
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ArtifactError
 
 MODEL_FORMAT = "headstart-model"
-MODEL_SCHEMA_VERSION = 2
+MODEL_SCHEMA_VERSION = 3
 BACKBONE_FORMAT = "headstart-backbone"
 BACKBONE_SCHEMA_VERSION = 1
 
@@ -33,6 +33,7 @@ class HeadConfig(_Record):
     n_classes: int = Field(ge=2)
     hidden: int = Field(default=1024, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
+    temperature: float = Field(default=1.0, gt=0)  # temperature scaling; 1 = uncalibrated (schema 2 models)
 
 
 class StrategyRecord(_Record):
@@ -73,6 +74,7 @@ class ModelManifest(BaseModel):
     metrics: dict[str, Any] = {}
     timings: dict[str, float] = {}
     embedding_cache: dict[str, int] | None = None
+    calibration: dict[str, Any] | None = None  # how the head's temperature was fitted (None: not calibrated)
     versions: dict[str, str] = {}
     saved_at: str | None = None
 
@@ -112,7 +114,12 @@ def _migrate_model_v1(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-MIGRATIONS = {1: _migrate_model_v1}
+def _migrate_model_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 (before calibration): no temperature, which means 1 (the head's default)."""
+    return {**raw, "format_version": 3}
+
+
+MIGRATIONS = {1: _migrate_model_v1, 2: _migrate_model_v2}
 
 
 def _read_json_object(file: Path) -> dict[str, Any]:

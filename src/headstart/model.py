@@ -122,6 +122,25 @@ class TrainedModel:
             raise DataError(f"{data.name}: none of its {len(data)} items could be read, so there is nothing to evaluate")
         if len(keep) < len(data):
             probs, data = probs[keep], data.subset(keep)
-        metrics = classification_metrics(data.labels, probs, self.classes)
+        metrics = classification_metrics(data.labels, probs, self.classes, self.temperature)
         metrics["skipped"] = len(failures)
         return metrics
+
+    @property
+    def temperature(self) -> float:
+        """The head's temperature (1: not calibrated)."""
+        return float(self.classifier.head.config["temperature"])
+
+    def calibrate(self, data: Dataset) -> dict[str, Any]:
+        """Fit the temperature on labeled held-out data (not the test set) and record it in the manifest; `save`
+        to keep it. Returns the calibration record (temperature, NLL and ECE before and after)."""
+        from .embeddings import drop_failures
+
+        embeddings, failures = compute_embeddings(self.backbone, data.items, desc="calibrating",
+                                                  model=self._inference_model())
+        keep = drop_failures(data, failures, strict=False)
+        record = self.classifier.head.calibrate(embeddings[keep], np.asarray(data.labels)[keep])
+        self.manifest = self.manifest.model_copy(update={
+            "head": self.manifest.head.model_copy(update={"temperature": record["temperature"]}),
+            "calibration": record})
+        return record

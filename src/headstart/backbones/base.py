@@ -106,6 +106,16 @@ class Backbone(nn.Module, ABC):
         """Files the preprocessing needs beside the graph (e.g. a tokenizer), by the names it records."""
         return {}
 
+    # --- explanations (headstart.explain) ---
+
+    def explain_layer(self) -> nn.Module:
+        """The layer explanations attribute to: for image families the last convolutional feature map (Grad-CAM),
+        for text families the input embeddings (Integrated Gradients). The family knows its architecture, so the
+        choice is made here and not in the explainer."""
+        from ..errors import BackboneError
+
+        raise BackboneError(f"{type(self).__name__} backbones do not name a layer to explain yet (explain_layer)")
+
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """blake2b over every tensor's name, dtype, shape and bytes."""

@@ -130,6 +130,9 @@ class HFTextBackbone(TextBackbone):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return transformer_layer_groups(self.model)
 
+    def explain_layer(self) -> nn.Module:
+        return self.model.get_input_embeddings()  # token embeddings: attributions per input token
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)

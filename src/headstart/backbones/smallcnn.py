@@ -47,6 +47,9 @@ class SmallCNN(ImageBackbone):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return [list(b.parameters()) for b in self.blocks]
 
+    def explain_layer(self) -> nn.Module:
+        return self.blocks[-1]  # the last conv block: the finest map that still sees whole objects
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images
         for block in self.blocks:

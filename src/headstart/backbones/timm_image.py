@@ -97,6 +97,10 @@ class TimmBackbone(ImageBackbone):
         groups = group_parameters(self.model, self.model.group_matcher(coarse=True))
         return [[named[n] for n in names] for _, names in sorted(groups.items())]
 
+    def explain_layer(self) -> nn.Module:
+        """timm's last feature stage (its `feature_info`): the deepest map before pooling."""
+        return self.model.get_submodule(self.model.feature_info[-1]["module"])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 

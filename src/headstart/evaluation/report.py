@@ -13,7 +13,13 @@ def metrics_tables(metrics: dict[str, Any], title: str = "held-out results") -> 
     summary.add_row("examples", str(metrics["n"]))
     summary.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     summary.add_row("macro F1", f"{metrics['macro_f1']:.4f}")
-    summary.add_row("calibration error (ECE)", f"{metrics['ece']:.4f}")
+    if "ece_uncalibrated" in metrics and metrics.get("temperature", 1.0) != 1.0:
+        summary.add_row("calibration error (ECE)", f"{metrics['ece']:.4f} (before calibration "
+                        f"{metrics['ece_uncalibrated']:.4f}, temperature {metrics['temperature']:.3f})")
+    else:
+        summary.add_row("calibration error (ECE)", f"{metrics['ece']:.4f}")
+    if "nll" in metrics:
+        summary.add_row("log loss (NLL) / Brier", f"{metrics['nll']:.4f} / {metrics['brier']:.4f}")
     per_class = Table(title="per class")
     for col in ("class", "precision", "recall", "F1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")

@@ -93,6 +93,19 @@ class AudioModality(Modality):
     suggested_backbone = "speech_embedding"
     default_batch_size = 64
 
+    def preview_html(self, item: Any, rate: int = 16_000, seconds: float = 10.0) -> str:
+        """A player with the clip inline as base64 16-bit WAV (at most `seconds`)."""
+        import base64
+        import html
+        import io
+
+        import soundfile
+
+        buffer = io.BytesIO()
+        soundfile.write(buffer, load_audio(item, rate)[: int(rate * seconds)], rate, format="WAV", subtype="PCM_16")
+        return (f'<audio controls preload="none" title="{html.escape(str(item))}" '
+                f'src="data:audio/wav;base64,{base64.b64encode(buffer.getvalue()).decode()}"></audio>')
+
     def digest(self, item: AudioItem) -> bytes:
         if isinstance(item, Clip):
             h = hashlib.blake2b(digest_size=16)

@@ -80,6 +80,12 @@ class Modality(ABC):
             raise DataError(f"{path} is an {other.noun} file, but this model takes {self.noun}s "
                             f"({', '.join(sorted(self.file_extensions))} files or folders of them)")
 
+    def preview_html(self, item: Any) -> str:
+        """An item as a person sees it in the HTML report (self-contained: no links to files)."""
+        import html
+
+        return html.escape(self.describe(item, 0))
+
     def failure_summary(self, items: Sequence, failures: list[tuple[int, str]]) -> str:
         i, reason = failures[0]
         return f"{len(failures)} unreadable {self.noun}(s) skipped, e.g. {self.describe(items[i], i)} ({reason})"

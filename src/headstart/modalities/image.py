@@ -83,6 +83,19 @@ class ImageModality(Modality):
     def describe(self, item: Any, index: int) -> str:
         return f"item #{index}" if isinstance(item, np.ndarray) else str(item)
 
+    def preview_html(self, item: Any, size: int = 112) -> str:
+        """A thumbnail, inline as base64 PNG."""
+        import base64
+        import html
+        import io
+
+        image = open_image(item).convert("RGB")
+        image.thumbnail((size, size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return (f'<img class="thumb" alt="{html.escape(self.describe(item, 0))}" '
+                f'src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">')
+
     def digest(self, item: ImageItem) -> bytes:
         if isinstance(item, np.ndarray):
             h = hashlib.blake2b(digest_size=16)

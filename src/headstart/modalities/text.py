@@ -58,6 +58,12 @@ class TextModality(Modality):
     suggested_backbone = "minilm"
     default_batch_size = 128
 
+    def preview_html(self, item: Any, limit: int = 400) -> str:
+        import html
+
+        text = str(item)
+        return f'<q class="text">{html.escape(text[:limit] + ("..." if len(text) > limit else ""))}</q>'
+
     def digest(self, item: str) -> bytes:
         return hashlib.blake2b(item.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 

@@ -71,6 +71,7 @@ class TrainingRun:
     resume: bool = False
     cache: EmbeddingCache | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    val_embeddings: np.ndarray | None = None  # the frozen backbone's, kept by embed_splits for calibration
 
     def embed_splits(self) -> tuple[np.ndarray, np.ndarray]:
         """Frozen-backbone embeddings of train and val (cached), unreadable items dropped from both splits."""
@@ -79,6 +80,7 @@ class TrainingRun:
         self.val, val_x = embed_dataset(self.backbone, self.val, self.cache, self.precision, self.strict)
         self.check_classes_usable()
         self.timings["embed"] = time.perf_counter() - started
+        self.val_embeddings = val_x
         return train_x, val_x
 
     def drop_unreadable(self) -> None:

@@ -1,0 +1,58 @@
+"""Issue 12: the report of each run, rendered in headless Chromium (Debian's package, through Playwright): console
+errors, the size of every section, and a full-page screenshot for the record in benchmarks/figures/.
+
+  python benchmarks/report_screenshots.py benchmarks/out/runs/c10-lite0-ft benchmarks/out/runs/sst2-minilm-ft
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+from _common import ROOT, table, write_results
+
+
+def render(report: Path, screenshot: Path) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+        page.goto(report.resolve().as_uri())
+        boxes = page.eval_on_selector_all(
+            "section", "els => els.map(e => [e.id, Math.round(e.getBoundingClientRect().height)])")
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return {"console_errors": errors, "sections": dict(boxes)}
+
+
+def main() -> None:
+    from headstart.api import report as write_report
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args()
+    rows = []
+    for run in map(Path, args.runs):
+        started = time.perf_counter()
+        report = write_report(run)
+        seconds = time.perf_counter() - started
+        shot = ROOT / "figures" / f"report_{run.name}.png"
+        result = render(report, shot)
+        rows.append({"run": run.name, "report s": round(seconds, 1), "size KB": report.stat().st_size // 1024,
+                     "console errors": len(result["console_errors"]),
+                     "sections (height px)": ", ".join(f"{k} {v}" for k, v in result["sections"].items()),
+                     "screenshot": str(shot.relative_to(ROOT)), **{"detail": result}})
+        print(table(rows, ["run", "report s", "size KB", "console errors", "sections (height px)", "screenshot"]),
+              flush=True)
+    write_results("report_screenshots", {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()

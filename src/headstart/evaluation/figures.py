@@ -1,0 +1,93 @@
+"""The report's figures as inline SVG (matplotlib, Agg): crisp on screen and in print, no files, no network."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from .metrics import ECE_BINS
+
+
+def _svg(fig) -> str:
+    from matplotlib import pyplot as plt
+
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF metadata: addresses that are not needed
+    return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
+
+
+def _figure(width: float, height: float, columns: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none"})
+    return plt.subplots(1, columns, figsize=(width, height))
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """Rows normalised to recall (colour), counts written in the cells; true classes down, predictions across."""
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.clip(m.sum(1, keepdims=True), 1, None)
+    n = len(classes)
+    side = min(9.0, 2.0 + 0.45 * n)
+    fig, ax = _figure(side, side * 0.85)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    labels = [c[:14] for c in classes]
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    return _svg(fig)
+
+
+def _bins(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    confidence, correct = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    accuracy = np.bincount(which, weights=correct, minlength=bins) / np.clip(count, 1, None)
+    return edges, accuracy, count
+
+
+def reliability_diagram(panels: Sequence[tuple[str, np.ndarray, float]], labels: np.ndarray,
+                        bins: int = ECE_BINS) -> str:
+    """One panel per (title, probabilities, ECE): accuracy per confidence bin against the diagonal."""
+    fig, axes = _figure(3.6 * len(panels), 3.4, columns=len(panels))
+    axes = np.atleast_1d(axes)
+    for ax, (title, probs, ece) in zip(axes, panels):
+        edges, accuracy, count = _bins(probs, labels, bins)
+        centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+        ax.bar(centres[count > 0], accuracy[count > 0], width=width * 0.95, color="#4c72b0", label="accuracy")
+        ax.plot([0, 1], [0, 1], ls="--", color="#888", lw=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title} (ECE {ece:.3f})")
+        ax.legend(loc="upper left", fontsize=7)
+    return _svg(fig)
+
+
+def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, title: str) -> str:
+    """Line plots of named (x, y) series on one axis."""
+    fig, ax = _figure(6.0, 3.0)
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _svg(fig)

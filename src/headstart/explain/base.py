@@ -1,0 +1,91 @@
+"""The explainer interface and its registry (by modality name)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import HeadstartError
+from ..model import TrainedModel
+
+
+@dataclass
+class Explanation:
+    """One item's prediction and the attribution of each of its units (pixels, tokens) to the predicted class.
+
+    `inputs` is the model input the units index into (kept so that units can be deleted for the faithfulness
+    check); `units` names the units for display (tokens) where they have names.
+    """
+
+    item: Any
+    label: str
+    label_index: int
+    score: float
+    attributions: np.ndarray
+    inputs: Any = None
+    units: list[str] = field(default_factory=list)
+    file: Path | None = None
+
+
+class Explainer(ABC):
+    """Attributions for one modality. Works on the fp32 training-form network (not the folded inference copy), in
+    eval mode, so that gradients reach the backbone's chosen layer."""
+
+    modality: ClassVar[str]
+    method: ClassVar[str]  # the method and its paper, for reports and the CLI
+    file_suffix: ClassVar[str]
+
+    def __init__(self, model: TrainedModel):
+        self.model = model
+        self.net = model.classifier.eval().float()
+        self.layer = model.backbone.explain_layer()
+
+    def probabilities(self, inputs: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.softmax(self.net(inputs).double(), dim=1)  # float64: no ties at 1.0 in the deletion test
+
+    @abstractmethod
+    def explain(self, items: Sequence) -> list[Explanation]:
+        """Predict each item and attribute the predicted class to its units."""
+
+    @abstractmethod
+    def probability_without(self, explanation: Explanation, units: np.ndarray) -> float:
+        """The predicted class's probability once the given units (indices) are deleted from the input."""
+
+    @abstractmethod
+    def save(self, explanation: Explanation, file: Path) -> Path:
+        """Write the explanation for a person to look at (a PNG overlay, an HTML snippet)."""
+
+    def file_stem(self, item: Any) -> str:
+        """A short name for the file an item's explanation is saved to."""
+        return "item"
+
+    def describe(self, explanation: Explanation, top: int = 5) -> list[tuple[str, float]]:
+        """The most positively attributed named units (empty where units have no names, e.g. pixels)."""
+        if not explanation.units:
+            return []
+        order = np.argsort(-explanation.attributions)[:top]
+        return [(explanation.units[i], float(explanation.attributions[i])) for i in order]
+
+
+EXPLAINERS: dict[str, type[Explainer]] = {}
+
+
+def register_explainer(cls: type[Explainer]) -> type[Explainer]:
+    """Class decorator: the explainer of models of `cls.modality`."""
+    EXPLAINERS[cls.modality] = cls
+    return cls
+
+
+def explainer_for(model: TrainedModel) -> Explainer:
+    cls = EXPLAINERS.get(model.modality)
+    if cls is None:
+        known = ", ".join(f"{m} ({c.method.split(' (')[0]})" for m, c in EXPLAINERS.items())
+        raise HeadstartError(f"explanations are not supported yet for {model.modality} models (supported: {known})")
+    return cls(model)

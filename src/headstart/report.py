@@ -1,0 +1,212 @@
+"""`headstart report RUN`: one self-contained HTML page that says what was trained on what and how far to trust it.
+
+Gathers the facts (the run's manifest and logs, a fresh evaluation on the run's test split or on other labeled
+data), draws the figures and lets `evaluation/html_report.py` lay them out. Items are shown by their modality
+(`Modality.preview_html`: thumbnails, texts, audio players) and explained by the modality's explainer; nothing
+here asks which modality a model has.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._util import atomic_write_bytes
+from .data.dataset import Dataset
+from .embeddings import drop_failures
+from .errors import DataError, HeadstartError
+from .evaluation import figures
+from .evaluation.bootstrap import confidence_intervals
+from .evaluation.calibration import uncalibrated
+from .evaluation.html_report import Section, render, table
+from .evaluation.metrics import classification_metrics
+from .modalities import get_modality
+from .model import TrainedModel
+
+log = logging.getLogger("headstart")
+EXPLAINED_DIR = "report_files"
+
+
+def _model_dir(run: Path) -> Path:
+    return run / "model" if (run / "model").is_dir() else run
+
+
+def evaluation_data(model: TrainedModel, data: str | Path | None) -> tuple[Dataset, str]:
+    """`data` (its test split if it defines one), or the run's own test split rebuilt from its manifest."""
+    from .data import load_data, make_splits
+
+    if data is not None:
+        splits = load_data(data, classes=model.classes, modality=model.modality)
+        return (splits.test or splits.train), str(data)
+    d = model.manifest.data
+    if d is None or d.test_size is None:
+        raise HeadstartError("this model does not record how its test split was drawn: give labeled data with --data")
+    try:
+        raw = load_data(d.source, d.text_column, d.label_column, classes=model.classes, modality=model.modality)
+    except DataError as e:
+        raise HeadstartError(f"the run's data ({d.source}) cannot be read here ({e}): give labeled data with --data") from None
+    return make_splits(raw, d.val_size, d.test_size, d.labels_per_class, d.seed).test, f"{d.source} (test split)"
+
+
+def _overview(model: TrainedModel, where: str, n: int, skipped: int) -> str:
+    m = model.manifest
+    d = m.data
+    settings = ", ".join(f"{k}={v}" for k, v in m.strategy.settings.items() if v is not None)
+    rows = [("data", d.source if d else "?"),
+            ("split sizes", ", ".join(f"{k} {v:,}" for k, v in (d.splits if d else {}).items())),
+            ("labels per class", d.labels_per_class if d and d.labels_per_class else "all"),
+            ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
+            ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
+            ("seed", d.seed if d else "?"), ("precision", m.precision),
+            ("calibration", f"temperature {model.temperature:.3f} fitted on {m.calibration['n']} validation items"
+             if m.calibration else "none (raw softmax)"),
+            ("timings", ", ".join(f"{k} {v:.1f}s" for k, v in m.timings.items())),
+            ("saved", m.saved_at or "?"), ("evaluated on", f"{where}: {n:,} items" + (f", {skipped} unreadable "
+                                                                                      "skipped" if skipped else "")),
+            ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items()))]
+    return table(rows, css_class="kv")
+
+
+def _metrics_table(probs: np.ndarray, labels: np.ndarray, metrics: dict[str, Any]) -> str:
+    ci = confidence_intervals(probs, labels)
+    names = {"accuracy": "accuracy", "macro_f1": "macro F1", "ece": "calibration error (ECE, 15 bins)",
+             "nll": "log loss (NLL)", "brier": "Brier score"}
+    rows = [(names[k], f"{v:.4f}", f"{lo:.4f} to {hi:.4f}") for k, (v, lo, hi) in ci.items()]
+    rows.append(("ECE before calibration", f"{metrics['ece_uncalibrated']:.4f}", ""))
+    return (table(rows, ["metric", "value", "95% interval (bootstrap)"]) +
+            '<p class="note">Intervals: 500 bootstrap resamples of the evaluated items (percentile method).</p>')
+
+
+def _per_class(metrics: dict[str, Any]) -> str:
+    rows = [(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
+            for c, m in metrics["per_class"].items()]
+    return table(rows, ["class", "precision", "recall", "F1", "support"])
+
+
+def _histories(record: Any, prefix: str = "") -> dict[str, list[dict[str, Any]]]:
+    """Every `history` list (per-epoch dicts) in the training record, by where it sits (e.g. head_stage)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    if isinstance(record, dict):
+        for key, value in record.items():
+            if key == "history" and isinstance(value, list) and value and isinstance(value[0], dict):
+                found[prefix or "head"] = value
+            else:
+                found.update(_histories(value, key))
+    return found
+
+
+def _learning_curves(model: TrainedModel, run: Path) -> str:
+    """Per-epoch histories from the manifest and the Lightning CSV logs of RUN/logs, losses and accuracies apart."""
+    import pandas as pd
+
+    losses: dict[str, tuple[list, list]] = {}
+    scores: dict[str, tuple[list, list]] = {}
+    for stage, history in _histories(model.manifest.training).items():
+        for key in history[0]:
+            if key != "epoch":
+                target = losses if "loss" in key else scores
+                target[f"{stage} {key}"] = ([h["epoch"] for h in history], [h[key] for h in history])
+    for csv in sorted(run.glob("logs/*/metrics.csv")):
+        frame = pd.read_csv(csv)
+        for key in frame.columns:
+            if key in ("epoch", "step") or not pd.api.types.is_numeric_dtype(frame[key]):
+                continue
+            rows = frame[["epoch", key]].dropna()
+            if rows.empty:
+                continue
+            per_epoch = rows.groupby("epoch")[key].mean()  # step-level training losses averaged per epoch
+            target = losses if "loss" in key else scores
+            target[f"finetune {key}"] = (list(per_epoch.index), list(per_epoch.values))
+    parts = [figures.curves(s, "epoch", title) for s, title in ((losses, "losses"), (scores, "accuracies"))
+             if s]
+    return "".join(f'<div class="figure">{p}</div>' for p in parts) or '<p class="note">No training logs recorded.</p>'
+
+
+def _pretraining_curve(model: TrainedModel) -> str | None:
+    """The loss curve of a backbone that `headstart pretrain` made, when its folder is here."""
+    file = Path(model.manifest.backbone_name) / "headstart-backbone.json"
+    if not file.is_file():
+        return None
+    pretraining = json.loads(file.read_text()).get("pretraining") or {}
+    curve = pretraining.get("loss_curve") or []
+    if not curve:
+        return None
+    x, y = zip(*curve)
+    title = f"{pretraining.get('objective', '')} pretraining loss"
+    return f'<div class="figure">{figures.curves({"loss": (list(x), list(y))}, "step", title)}</div>'
+
+
+def _mistakes(model: TrainedModel, data: Dataset, probs: np.ndarray, out_dir: Path, count: int) -> str:
+    """The most confident wrong predictions, shown by their modality, each linked to its explanation."""
+    pred = probs.argmax(1)
+    wrong = np.flatnonzero(pred != data.labels)
+    if len(wrong) == 0:
+        return '<p class="note">No mistakes on these data.</p>'
+    worst = wrong[np.argsort(-probs[wrong].max(1), kind="stable")][:count]
+    modality = get_modality(model.modality)
+    links: dict[int, str] = {}
+    note = ""
+    try:
+        from .explain import explainer_for
+
+        explainer = explainer_for(model)
+        for i, e in zip(worst, explainer.explain([data.items[i] for i in worst])):
+            name = f"mistake-{int(i)}{explainer.file_suffix}"
+            explainer.save(e, out_dir / EXPLAINED_DIR / name)
+            links[int(i)] = f"{EXPLAINED_DIR}/{name}"
+        note = f'<p class="note">Explanations: {html.escape(explainer.method)}.</p>'
+    except HeadstartError as e:
+        note = f'<p class="note">No explanations: {html.escape(str(e))}.</p>'
+    cards = []
+    for i in worst:
+        link = f' <a href="{links[int(i)]}">explanation</a>' if int(i) in links else ""
+        cards.append(f'<div class="mistake">{modality.preview_html(data.items[i])}'
+                     f'<div class="wrong">predicted {html.escape(model.classes[pred[i]])} ({probs[i].max():.2f})</div>'
+                     f'<div class="true">true {html.escape(model.classes[data.labels[i]])}</div>{link}</div>')
+    return note + f'<div class="mistakes">{"".join(cards)}</div>'
+
+
+def build_report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None,
+                 mistakes: int = 12) -> Path:
+    """Evaluate the run's model (on its test split, or on `data`) and write the HTML report; returns its path."""
+    run = Path(run).expanduser()
+    model = TrainedModel.load(_model_dir(run))
+    run_dir = run if (run / "model").is_dir() else run.parent
+    out = Path(out).expanduser() if out is not None else run_dir / "report.html"
+    dataset, where = evaluation_data(model, data)
+    probs, failures = model.scores(dataset.items)
+    keep = drop_failures(dataset, failures, strict=False)
+    if len(keep) == 0:
+        raise DataError(f"{where}: none of its items could be read, so there is nothing to report")
+    dataset, probs = dataset.subset(keep), probs[keep]
+    labels = np.asarray(dataset.labels)
+    metrics = classification_metrics(labels, probs, model.classes, model.temperature)
+    raw = uncalibrated(probs, model.temperature)
+    sections = [
+        Section("overview", "What was trained on what", _overview(model, where, len(labels), len(failures))),
+        Section("metrics", "Metrics", _metrics_table(probs, labels, metrics)),
+        Section("per-class", "Per class", _per_class(metrics)),
+        Section("confusion", "Confusion matrix",
+                f'<div class="figure">{figures.confusion_heatmap(metrics["confusion_matrix"], model.classes)}</div>'
+                '<p class="note">Colour: share of each true class (row); numbers: counts.</p>'),
+        Section("calibration", "Reliability before and after calibration",
+                '<div class="figure">' + figures.reliability_diagram(
+                    [("before calibration", raw, metrics["ece_uncalibrated"]), ("after", probs, metrics["ece"])],
+                    labels) + f'</div><p class="note">Temperature {model.temperature:.3f} (Guo et al. 2017); bars '
+                              "below the diagonal mean over-confidence.</p>"),
+        Section("learning", "Learning curves", _learning_curves(model, run_dir)),
+    ]
+    pretraining = _pretraining_curve(model)
+    if pretraining is not None:
+        sections.append(Section("pretraining", "Pretraining loss", pretraining))
+    sections.append(Section("mistakes", f"Most confident mistakes (up to {mistakes})",
+                            _mistakes(model, dataset, probs, out.parent, mistakes)))
+    title = f"{model.manifest.backbone_name} {model.manifest.strategy.name}: {run_dir.name}"
+    subtitle = f"accuracy {metrics['accuracy']:.1%} on {len(labels):,} items of {where}"
+    atomic_write_bytes(out, render(title, subtitle, sections).encode())
+    return out
