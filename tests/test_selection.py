@@ -121,6 +121,7 @@ def test_knn_accuracy_leaves_each_item_out():
     assert knn_accuracy(features, y) > 0.9 > 0.5 > knn_accuracy(*_clusters(300, 16, 0.0))
 
 
+@pytest.mark.slow
 def test_select_fills_the_cache_that_fit_reads(image_folder):
     best = headstart.select(image_folder, ["efficientnet_lite0"], per_class=12, image_size=64).best
     assert best.items == 36 and best.embedding_dim == 1280 and best.cache_misses == 36
@@ -132,6 +133,7 @@ def test_select_fills_the_cache_that_fit_reads(image_folder):
     assert again.logme == pytest.approx(best.logme, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_select_text_prefers_a_sentence_encoder_to_random_weights(text_table, tmp_path):
     random_bert = make_tiny_bert(tmp_path / "random-bert")
     result = headstart.select(text_table, [str(random_bert), "minilm"], per_class=20, max_length=32)
@@ -139,6 +141,7 @@ def test_select_text_prefers_a_sentence_encoder_to_random_weights(text_table, tm
     assert result.modality == "text" and result.items == 40 and result.best.knn_accuracy > 0.9
 
 
+@pytest.mark.slow
 def test_select_command_ranks_imagenet_features_above_random_ones_on_real_digits(image_folder):
     runner = CliRunner()
     result = runner.invoke(app, ["select", "digits", "--backbones", "smallcnn,efficientnet_lite0", "--per-class", "10",
