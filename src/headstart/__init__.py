@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "load": "api", "evaluate": "api",
+    "fit": "api", "load": "api", "evaluate": "api", "select": "selection",
     "pretrain": "pretraining", "Pretrained": "pretraining",
     "TrainedModel": "model",
     "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
@@ -24,7 +24,7 @@ _EXPORTS = {
 __all__ = [
     "Dataset", "FineTune", "HeadstartError", "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
     "__version__", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
-    "register_backbone", "register_family", "register_strategy", "resolve_backbone",
+    "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select",
 ]
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .errors import HeadstartError
     from .model import TrainedModel
     from .pretraining import Pretrained, pretrain
+    from .selection import select
     from .strategies import FineTune, Probe, Strategy, register_strategy
 
 

@@ -12,9 +12,8 @@ import torch
 from ._util import atomic_symlink, sha256_bytes
 from .artifact import METRICS
 from .backbones import resolve_backbone
-from .backbones.base import Backbone
 from .data import Dataset, Splits, load_data, make_splits
-from .embedding_cache import EmbeddingCache
+from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError
 from .evaluation.metrics import classification_metrics
@@ -94,12 +93,6 @@ def _prepare(data: Any, text_column: str | None, label_column: str | None, val_s
     else:
         raw = load_data(data, text_column, label_column)
     return make_splits(raw, val_size, test_size, labels_per_class, seed)
-
-
-def _embedding_cache(backbone: Backbone, precision: str, enabled: bool) -> EmbeddingCache | None:
-    if not (enabled and backbone.is_pretrained):
-        return None
-    return EmbeddingCache(sha256_bytes(backbone.fingerprint().encode(), precision.encode())[:24])
 
 
 def _data_fingerprint(splits: Splits) -> str:
@@ -199,7 +192,7 @@ def fit(
                   "max_length": max_length, "seed": seed, "precision": precision}
         record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
-                      cache=_embedding_cache(net, precision, cache))
+                      cache=backbone_cache(net, precision, cache))
     run.timings["load"] = time.perf_counter() - started
     t = time.perf_counter()
     classifier, training = plan.train(run)

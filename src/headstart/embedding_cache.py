@@ -10,12 +10,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from ._util import sha256_bytes
 from .data.builtins import cache_root
+
+if TYPE_CHECKING:
+    from .backbones.base import Backbone
 
 log = logging.getLogger("headstart")
 
@@ -105,3 +110,11 @@ class EmbeddingCache:
             self.disabled = True
             log.warning("embedding cache: cannot write to %s (%s); going on without caching (set HEADSTART_CACHE "
                         "to a writable folder, or pass --no-cache)", self.folder, e.strerror or type(e).__name__)
+
+
+def backbone_cache(backbone: Backbone, precision: str, enabled: bool = True) -> EmbeddingCache | None:
+    """The cache of `backbone`'s embeddings at `precision`, shared by `fit` and `select` (so a backbone chosen by
+    `select` starts warm in `fit`); None when disabled or for random weights (nothing worth keeping)."""
+    if not (enabled and backbone.is_pretrained):
+        return None
+    return EmbeddingCache(sha256_bytes(backbone.fingerprint().encode(), precision.encode())[:24])
