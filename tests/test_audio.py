@@ -165,13 +165,14 @@ def test_fit_evaluate_predict_audio(shared_audio_folder, tmp_path):
 
 def test_finetune_moves_the_speech_embedding(tmp_path):
     """Fails if the backbone stayed frozen: every stage of the saved encoder differs from the published weights,
-    the fixed mel frontend does not, and the model reloads to the same predictions."""
+    the fixed mel frontend does not, and the model reloads to the same predictions. At lr 3e-4: with four
+    validation tones the family's 1e-3 can end below the head stage, and fit then keeps the head-stage model."""
     import headstart
     from headstart.strategies import FineTune
 
     data = make_audio_folder(tmp_path / "data", per_class=16, seed=1)
     published = resolve_backbone("speech_embedding")
-    model = headstart.fit(data, "speech_embedding", FineTune(epochs=3, batch_size=16), out=tmp_path / "run")
+    model = headstart.fit(data, "speech_embedding", FineTune(epochs=3, batch_size=16, lr=3e-4), out=tmp_path / "run")
     assert "kept" not in model.manifest.training["finetune"]
     tuned = model.backbone
     for before, after in zip(published.encoder.stages, tuned.encoder.stages):
