@@ -14,7 +14,7 @@ from torch import nn
 from .._util import inside
 from ..errors import BackboneError
 from .base import TextBackbone
-from .hf_layers import transformer_layer_groups
+from .hf_layers import transformer_layer_groups, transformer_linear_names
 from .registry import BackboneInfo, BackboneOptions, register_backbone, register_family, register_folder_kind
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -129,6 +129,9 @@ class HFTextBackbone(TextBackbone):
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return transformer_layer_groups(self.model)
+
+    def lora_targets(self) -> list[str]:
+        return transformer_linear_names(self.model)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch).last_hidden_state

@@ -97,6 +97,16 @@ class TimmBackbone(ImageBackbone):
         groups = group_parameters(self.model, self.model.group_matcher(coarse=True))
         return [[named[n] for n in names] for _, names in sorted(groups.items())]
 
+    def lora_targets(self) -> list[str]:
+        """Every linear layer (attention and MLP of a vision transformer); in a CNN without any, every
+        pointwise (1x1, ungrouped) convolution, the layers that hold most of an inverted-residual network's
+        weights. Depthwise convolutions are left alone: PEFT's LoRA does not take grouped convolutions."""
+        linear = [f"model.{n}" for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
+        if linear:
+            return linear
+        return [f"model.{n}" for n, m in self.model.named_modules()
+                if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (1, 1)]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
