@@ -9,7 +9,7 @@ import torch
 import headstart
 from headstart.errors import HeadstartError
 from headstart.strategies import Contrastive
-from headstart.strategies.contrastive import sentence_pairs, tune_on_pairs
+from headstart.strategies.contrastive import logistic_regression_head, sentence_pairs, tune_on_pairs
 
 from .conftest import make_tiny_bert, write_text_table
 
@@ -37,6 +37,20 @@ def test_single_example_class_pairs_with_itself():
     pairs = sentence_pairs(np.array([0, 1, 1]), iterations=2, rng=np.random.default_rng(1))
     positives = pairs[(pairs[:, 0] == 0) & (pairs[:, 2] == 1)]
     assert len(positives) == 2 and np.all(positives[:, 1] == 0)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_head_is_the_logistic_regression(n_classes):
+    """The project's linear head gives scikit-learn's logistic-regression probabilities (SetFit's head)."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % n_classes
+    x = (rng.normal(size=(60, 12)) + 2 * y[:, None]).astype(np.float32)
+    head = logistic_regression_head(x, y, n_classes, c=0.5)
+    scale = 1 / np.linalg.norm(x, axis=1).mean()
+    expected = LogisticRegression(C=0.5, max_iter=2000).fit(x * scale, y).predict_proba(x * scale)
+    np.testing.assert_allclose(head.probabilities(x), expected, atol=1e-5)
 
 
 def _cosine(backbone, texts):
@@ -90,7 +104,7 @@ def test_contrastive_needs_a_text_backbone(shared_image_folder):
         headstart.fit(shared_image_folder, "smallcnn", "contrastive", image_size=16)
 
 
-@pytest.mark.parametrize("setting", [{"iterations": 0}, {"lr": -1.0}, {"batch_size": 0}, {"head": "forest"}])
+@pytest.mark.parametrize("setting", [{"iterations": 0}, {"lr": -1.0}, {"batch_size": 0}, {"head_c": 0}])
 def test_contrastive_settings_are_checked(setting):
     with pytest.raises(HeadstartError, match=next(iter(setting)).replace("_", "[_-]")):
         Contrastive(**setting)

@@ -5,13 +5,18 @@ Stage 1 fine-tunes the sentence encoder on pairs drawn from the few labeled exam
 every example is paired once with an example of its own class (target cosine similarity 1) and once with an
 example of another class (target 0), and the encoder learns with the cosine-similarity loss (the mean squared
 error between the pair's cosine similarity and its target). R pairs per example turn 16 labels into 640 training
-pairs, which is why the method works with so few labels. Stage 2 trains the project's head on the tuned
-encoder's embeddings, so saving, `predict`, `serve` and ONNX export treat the result like any other model; the
-tuned encoder is saved in the artifact with the head.
+pairs, which is why the method works with so few labels. Stage 2 fits the paper's head, an L2-regularised
+logistic regression (scikit-learn's, C = 1, to convergence, on the training examples only), on the tuned
+encoder's embeddings, and copies it into the project's linear head, so saving, `predict`, `serve` and ONNX export
+treat the result like any other model; the tuned encoder is saved in the artifact with the head.
 
 The paper's settings are the defaults: R = 20, one epoch, learning rate 2e-5, batch 16 pairs. Departures from it:
-- the head is the project's linear head (standardised embeddings, AdamW, early stopping on the validation split)
-  rather than scikit-learn's logistic regression: the same model family, and the artifact needs no pickle;
+- the logistic regression sees the embeddings divided by their mean length over the training examples rather
+  than each divided by its own length (sentence-transformers' Normalize): one scale for all is what the linear
+  head's Standardize layer can hold, and on SST-2 with 8 labels per class the two are within a point. The
+  project's usual head (early stopping on validation loss) is not used: with 8 validation examples per class
+  it stopped at the first epochs and lost 6 points on average against the logistic regression (55% against
+  61.2% over 5 draws, untuned minilm);
 - a positive pair never joins an example with itself (the paper's sampler allows it; such a pair has cosine
   similarity 1 whatever the encoder, so it teaches nothing), unless the example is alone in its class;
 - linear warm-up over the first 10% of steps, then linear decay, as the sentence-transformers `fit` the paper
@@ -37,9 +42,8 @@ from torch import nn
 from .._util import autocast_dtype, default_device
 from ..backbones.base import TextBackbone
 from ..errors import SettingsError
-from ..heads import HEAD_KINDS, Classifier
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
-from .probe import Probe, train_head
+from ..heads import ClassificationHead, Classifier
+from .base import Strategy, TrainingRun, check_range, register_strategy
 
 
 @register_strategy
@@ -56,7 +60,7 @@ class Contrastive(Strategy):
     batch_size: int = 16  # pairs per step
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
-    head: str | None = None  # None: the backbone family's probe head (linear)
+    head_c: float = 1.0  # inverse L2 strength of the logistic-regression head (scikit-learn's C; its default)
 
     def __post_init__(self) -> None:
         check_range("iterations", self.iterations, low=1, integer=True)
@@ -65,8 +69,7 @@ class Contrastive(Strategy):
         check_range("batch_size", self.batch_size, low=1, integer=True)
         check_range("warmup_fraction", self.warmup_fraction, low=0, high=1, high_open=True)
         check_range("weight_decay", self.weight_decay, low=0, high=10)
-        if self.head is not None:
-            check_choice("head", self.head, HEAD_KINDS)
+        check_range("head_c", self.head_c, low=0, low_open=True)
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         if not isinstance(run.backbone, TextBackbone):
@@ -79,9 +82,34 @@ class Contrastive(Strategy):
                                                               run.precision, run.seed)}
         run.timings["pair_stage"] = time.perf_counter() - started
         train_x, val_x = run.embed_splits(cached=False)  # the cache holds the untuned encoder's embeddings
-        head, record["head_stage"] = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes),
-                                                Probe(head=self.head or run.backbone.probe_head), run.seed)
+        head = logistic_regression_head(train_x, run.train.labels, len(run.classes), self.head_c)
+        val_accuracy = float((head.probabilities(val_x).argmax(1) == run.val.labels).mean())
+        record["head_stage"] = {"kind": "logistic regression", "C": self.head_c, "val_accuracy": val_accuracy}
         return Classifier(run.backbone, head), record
+
+
+def logistic_regression_head(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.0) -> ClassificationHead:
+    """SetFit's head: scikit-learn's L2-regularised logistic regression, fitted to convergence on embeddings
+    scaled to unit mean length, held as the project's linear head (Standardize: no centring, that one scale).
+
+    Hand-written glue rather than keeping scikit-learn's estimator: the artifact stores tensors, never pickles.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    scale = 1.0 / max(float(np.linalg.norm(x, axis=1).mean()), 1e-12)
+    model = LogisticRegression(C=c, max_iter=2000).fit(x * scale, y)
+    weight = torch.as_tensor(model.coef_, dtype=torch.float32)
+    bias = torch.as_tensor(model.intercept_, dtype=torch.float32)
+    if n_classes == 2:  # one logit z for class 1: softmax([-z/2, z/2]) is sigmoid(z)
+        weight, bias = torch.cat([-weight, weight]) / 2, torch.cat([-bias, bias]) / 2
+    head = ClassificationHead(x.shape[1], n_classes, "linear", dropout=0.0)
+    with torch.no_grad():
+        head.standardize.mean.zero_()
+        head.standardize.scale.fill_(scale)
+        linear = head.layers[-1]
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    return head.eval()
 
 
 def sentence_pairs(labels: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
