@@ -19,10 +19,12 @@ _EXPORTS = {
     "list_backbones": "backbones", "resolve_backbone": "backbones",
     "register_backbone": "backbones", "register_family": "backbones",
     "Strategy": "strategies", "Probe": "strategies", "FineTune": "strategies", "register_strategy": "strategies",
+    "LoRA": "strategies", "Contrastive": "strategies", "Auto": "strategies",
     "HeadstartError": "errors",
 }
 __all__ = [
-    "Dataset", "FineTune", "HeadstartError", "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
+    "Auto", "Contrastive", "Dataset", "FineTune", "HeadstartError", "LoRA",
+    "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
     "__version__", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
     "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select",
 ]
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from .model import TrainedModel
     from .pretraining import Pretrained, pretrain
     from .selection import select
-    from .strategies import FineTune, Probe, Strategy, register_strategy
+    from .strategies import Auto, Contrastive, FineTune, LoRA, Probe, Strategy, register_strategy
 
 
 def __getattr__(name: str) -> Any:

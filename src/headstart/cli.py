@@ -67,8 +67,9 @@ def _size(value: str) -> float | int:
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings), finetune, or another "
-                                               "registered strategy."),
+    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings), finetune, lora (PEFT "
+                                               "adapters), contrastive (SetFit-style few-shot text), auto (chooses "
+                                               "and says why), or another registered strategy."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
@@ -82,6 +83,14 @@ def fit(
     warmup_fraction: float | None = typer.Option(None, help="finetune: share of steps warming up (default 0.1)."),
     patience: int | None = typer.Option(None, help="Epochs without improvement before stopping (8 probe, 3 finetune)."),
     label_smoothing: float | None = typer.Option(None, help="Label smoothing (default 0 probe, 0.1 finetune)."),
+    rank: int | None = typer.Option(None, help="lora: adapter rank (default the backbone family's, 8)."),
+    alpha: float | None = typer.Option(None, help="lora: adapter scale alpha; updates are scaled by alpha/rank "
+                                                  "(default 16)."),
+    lora_targets: str | None = typer.Option(None, help="lora: comma list of layer names to adapt (default: every "
+                                                       "linear layer of a transformer; a CNN's 1x1 convolutions)."),
+    merge: bool = typer.Option(False, "--merge", help="lora: fold the adapters into the weights after training."),
+    iterations: int | None = typer.Option(None, help="contrastive: pairs drawn per labeled example (SetFit's R, "
+                                                     "default 20)."),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
     test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
     seed: int = typer.Option(0),
@@ -107,7 +116,9 @@ def fit(
     run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
     settings = {k: v for k, v in dict(epochs=epochs, head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size,
                                        weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
-                                       label_smoothing=label_smoothing).items() if v is not None}
+                                       label_smoothing=label_smoothing, rank=rank, alpha=alpha,
+                                       targets=lora_targets.split(",") if lora_targets else None,
+                                       merge=merge or None, iterations=iterations).items() if v is not None}
     model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,

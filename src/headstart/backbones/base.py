@@ -28,6 +28,14 @@ class Backbone(nn.Module, ABC):
     # group learns (discriminative rates). CNNs' early filters are generic and need to move little.
     finetune_lr: float = 1e-3
     finetune_lr_ratio: float = 10.0
+    # LoRA defaults of the family (strategies/lora.py): adapter rank, scale alpha (the update is scaled by
+    # alpha / rank) and the learning rate of adapters and head. Hu et al. 2021 use rank 8, alpha 16 on GLUE.
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_lr: float = 1e-3
+    # A model a user calls a sentence encoder (trained to make cosine similarity meaningful, as
+    # sentence-transformers models are): what `auto` looks for before choosing `contrastive`.
+    sentence_encoder: bool = False
 
     @property
     @abstractmethod
@@ -49,6 +57,15 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def forward(self, batch: Any) -> torch.Tensor:
         """Embeddings of shape (batch, embedding_dim)."""
+
+    def lora_targets(self) -> list[str]:
+        """Names (module-name suffixes) of the layers LoRA adapts in this family; PEFT injects adapters there.
+
+        A family without a sensible default says so; `--lora-targets` then names the layers."""
+        from ..errors import BackboneError
+
+        raise BackboneError(f"{type(self).__name__} backbones have no default LoRA layers: name them with "
+                            "lora_targets (--lora-targets), e.g. the names of their nn.Linear layers")
 
     def fingerprint(self) -> str:
         """Identifies what the embeddings depend on: the architecture and preprocessing (`spec`), every weight's

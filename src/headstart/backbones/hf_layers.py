@@ -22,3 +22,16 @@ def transformer_layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
     seen.update(id(p) for p in first)
     rest = [p for p in model.parameters() if id(p) not in seen]
     return ([first] if first else []) + groups + ([rest] if rest else [])
+
+
+def transformer_linear_names(model: nn.Module) -> list[str]:
+    """The linear layers of one transformer layer, named relative to it ("attention.self.query", ...,
+    "output.dense"): as module-name suffixes they select those layers in every transformer layer and nothing
+    outside them (a pooler's "pooler.dense" does not end in ".output.dense"). LoRA adapts all of them: QLoRA
+    (Dettmers et al. 2023) found adapting every linear layer, not only the attention's, needed to match full
+    fine-tuning."""
+    layers = next((m for name, m in model.named_modules()
+                   if isinstance(m, nn.ModuleList) and name.endswith(("layer", "layers"))), None)
+    if layers is None or len(layers) == 0:
+        return ["query", "value"]
+    return [name for name, m in layers[0].named_modules() if isinstance(m, nn.Linear)]

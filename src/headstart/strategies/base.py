@@ -73,11 +73,14 @@ class TrainingRun:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     val_embeddings: np.ndarray | None = None  # the frozen backbone's, kept by embed_splits for calibration
 
-    def embed_splits(self) -> tuple[np.ndarray, np.ndarray]:
-        """Frozen-backbone embeddings of train and val (cached), unreadable items dropped from both splits."""
+    def embed_splits(self, cached: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of train and val, unreadable items dropped from both splits. `cached`: look them up in (and
+        add them to) the run's cache, which is keyed by the backbone as loaded: a strategy that has already
+        changed the backbone's weights passes False."""
         started = time.perf_counter()
-        self.train, train_x = embed_dataset(self.backbone, self.train, self.cache, self.precision, self.strict)
-        self.val, val_x = embed_dataset(self.backbone, self.val, self.cache, self.precision, self.strict)
+        cache = self.cache if cached else None
+        self.train, train_x = embed_dataset(self.backbone, self.train, cache, self.precision, self.strict)
+        self.val, val_x = embed_dataset(self.backbone, self.val, cache, self.precision, self.strict)
         self.check_classes_usable()
         self.timings["embed"] = time.perf_counter() - started
         self.val_embeddings = val_x

@@ -82,6 +82,7 @@ class FineTune(Strategy):
             run.timings["head_stage"] = time.perf_counter() - started
             classifier = Classifier(run.backbone, head)
             baseline = record["head_stage"]["history"][record["head_stage"]["best_epoch"]]["val_accuracy"]
+            record.update(self.adapt(classifier))
             before = copy.deepcopy(classifier.state_dict())
         else:
             run.drop_unreadable()
@@ -95,4 +96,13 @@ class FineTune(Strategy):
                         "head-stage model (try a lower --lr or more data)", tuned, baseline)
             classifier.load_state_dict(before)
             record["finetune"]["kept"] = "head stage"
+        self.finish(classifier)
         return classifier, record
+
+    def adapt(self, classifier: Classifier) -> dict[str, Any]:
+        """Change what stage 2 trains, after the head stage (LoRA injects adapters and freezes the rest).
+        Returns what the manifest should record about it. Full fine-tuning trains everything as it is."""
+        return {}
+
+    def finish(self, classifier: Classifier) -> None:
+        """Last changes to the trained classifier before it is tested and saved (LoRA may merge adapters)."""

@@ -1,0 +1,93 @@
+"""`auto`: choose probe, finetune, lora or contrastive from the data and the backbone, say why, then run it.
+
+The rule, first match wins (the figures behind each threshold are in benchmarks/RESULTS.md):
+
+1. The backbone has no pre-trained weights -> **finetune** (a probe on random features learns nothing).
+2. A sentence encoder (text), at most 64 labels per class -> **contrastive**. SST-2 with minilm (issue 13):
+   8 labels per class, contrastive 62.9% against finetune's 59.3% and the probe's 54.8%; 64 per class, 79.6%
+   (one draw) against 74.9% and 71.1%.
+3. Fewer than 100 labels per class -> **probe**. Fashion-MNIST: the probe is level with or above finetune with
+   1 and 10 labels per class and below it from 100 on (issue 4); FSDD: the speech embedding's probe matches or
+   beats its finetune at every count (issue 10); a probe costs one forward pass per item.
+4. A backbone of more than 60M parameters -> **lora**: end-to-end adaptation, but with about 1.5% of the
+   parameters learning (optimizer state and gradients for those only), for encoders such as mpnet (110M).
+5. Otherwise -> **finetune** (SST-2, all labels: 88.1% against the probe's 80.5%; issue 2).
+
+"Labels per class" is the median number of training examples per class, after `--labels-per-class`; the
+modality and the sentence-encoder mark come from the backbone. The choice and its reason are logged as one
+line (`auto: contrastive (text, 8 labels/class <= 64, sentence encoder)`) and stored in the manifest; the chosen
+strategy runs with its own defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backbones.base import Backbone
+from ..errors import HeadstartError
+from ..heads import Classifier
+from .base import Strategy, TrainingRun, register_strategy, strategy_class
+
+log = logging.getLogger("headstart")
+
+CONTRASTIVE_MAX_LABELS = 64  # per class, text with a sentence encoder
+PROBE_MAX_LABELS = 99  # per class: fewer than 100
+LORA_MIN_PARAMETERS = 60_000_000
+
+
+def choose_strategy(backbone: Backbone, labels_per_class: float) -> tuple[str, str]:
+    """The strategy `auto` runs for this backbone and training-set size, and the one-line reason."""
+    n = f"{labels_per_class:g} labels/class"
+    size = sum(p.numel() for p in backbone.parameters())
+    if not backbone.is_pretrained:
+        return "finetune", f"{backbone.modality}, no pre-trained weights to probe"
+    if backbone.sentence_encoder and labels_per_class <= CONTRASTIVE_MAX_LABELS:  # sentence encoders are text's
+        return "contrastive", f"{backbone.modality}, {n} <= {CONTRASTIVE_MAX_LABELS}, sentence encoder"
+    if labels_per_class <= PROBE_MAX_LABELS:
+        return "probe", f"{backbone.modality}, {n} < {PROBE_MAX_LABELS + 1}: fine-tuning would overfit"
+    if size > LORA_MIN_PARAMETERS:
+        return "lora", f"{backbone.modality}, {n}, {size / 1e6:.0f}M parameters > {LORA_MIN_PARAMETERS // 10**6}M"
+    return "finetune", f"{backbone.modality}, {n} >= {PROBE_MAX_LABELS + 1}, {size / 1e6:.0f}M parameters"
+
+
+@register_strategy
+@dataclass
+class Auto(Strategy):
+    """No settings of its own: the chosen strategy runs with its defaults."""
+
+    name = "auto"
+
+    @property
+    def freezes_backbone(self) -> bool:  # type: ignore[override]
+        chosen = getattr(self, "_chosen", None)
+        return chosen.freezes_backbone if chosen is not None else False
+
+    def settings(self) -> dict[str, Any]:
+        """After training: which strategy ran, why, and its settings (what `restore` needs at load time)."""
+        chosen = getattr(self, "_chosen", None)
+        if chosen is None:
+            return {}
+        return {"chosen": chosen.name, "reason": self._reason, "chosen_settings": chosen.settings()}
+
+    def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
+        counts = list(run.train.class_counts().values())
+        labels_per_class = float(np.median(counts)) if counts else 0.0
+        name, reason = choose_strategy(run.backbone, labels_per_class)
+        log.info("auto: %s (%s)", name, reason)
+        chosen = strategy_class(name)()
+        if chosen.needs_run_dir and run.run_dir is None:
+            raise HeadstartError(f"auto chose {name} ({reason}), which writes checkpoints: pass out=... (--out)")
+        self._chosen, self._reason = chosen, reason
+        classifier, record = chosen.train(run)
+        return classifier, {"auto": {"chosen": name, "reason": reason, "labels_per_class": labels_per_class},
+                            **record}
+
+    @classmethod
+    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
+        if "chosen" not in settings:
+            return classifier
+        return strategy_class(settings["chosen"]).restore(classifier, settings.get("chosen_settings", {}))
