@@ -128,8 +128,11 @@ def shared_audio_folder(tmp_path_factory) -> Path:
     return make_audio_folder(tmp_path_factory.mktemp("data") / "audio")
 
 
-def make_tiny_bert(folder: Path) -> Path:
-    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a text backbone that trains and exports in seconds."""
+def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a text backbone that trains and exports in seconds. Seeded,
+    so that a test's outcome does not depend on which tests ran before it (the random weights decide, for one,
+    whether LoRA beats the head stage on seven validation sentences)."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from headstart.backbones.hf_text import minilm_location
@@ -137,7 +140,10 @@ def make_tiny_bert(folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(minilm_location(), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertModel(config)
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -1,9 +1,11 @@
 """Fine-tuning strategies: one module per strategy, each a dataclass of settings registered by name."""
 
-from . import contrastive, finetune, lora, probe  # noqa: F401  (registration)
-
-# isort: split
-from . import auto  # noqa: F401  (registration; it names the others)
+# Registration, in the order `headstart fit --help` and "unknown strategy" list them: simplest first.
+from . import probe  # noqa: F401  # isort: skip
+from . import finetune  # noqa: F401  # isort: skip
+from . import lora  # noqa: F401  # isort: skip
+from . import contrastive  # noqa: F401  # isort: skip
+from . import auto  # noqa: F401  # isort: skip  (it names the others)
 
 # isort: split
 from .auto import Auto
