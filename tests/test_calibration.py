@@ -60,6 +60,29 @@ def test_nll_and_brier_on_known_values():
     assert brier_score(probs, labels) == pytest.approx((0.25 + 0.25 + 0.81 + 0.81) / 2)
 
 
+def test_a_validation_split_that_cannot_support_a_temperature_leaves_it_at_one():
+    """Too few held-out items, or none misclassified, would fit T to noise (all right: T falls to its lower
+    bound and every score goes to 0 or 1): the head keeps T = 1 and the record says why; enough items with some
+    mistakes get a fitted temperature."""
+    from headstart.heads import ClassificationHead
+
+    z, labels = _overconfident(n=400, classes=3)
+    head = ClassificationHead(3, 3)
+    with torch.no_grad():
+        head.layers[1].weight.copy_(torch.eye(3))
+        head.layers[1].bias.zero_()
+    head.standardize.scale.fill_(1.0)
+    x = z.astype(np.float32)
+    few = head.calibrate(x[:20], labels[:20])
+    assert few["method"] == "none" and "20 validation items are too few" in few["reason"]
+    assert head.config["temperature"] == 1.0
+    right = np.argmax(x, 1)[:200]
+    perfect = head.calibrate(x[:200], right)
+    assert perfect["method"] == "none" and "no mistakes" in perfect["reason"] and head.config["temperature"] == 1.0
+    fitted = head.calibrate(x, labels)
+    assert fitted["method"] == "temperature" and fitted["temperature"] == pytest.approx(2.5, rel=0.25)
+
+
 def test_uncalibrated_probabilities_are_recovered_from_calibrated_ones():
     z, _ = _overconfident(n=200)
     np.testing.assert_allclose(uncalibrated(softmax(z / 3.0), 3.0), softmax(z), atol=1e-9)

@@ -129,8 +129,11 @@ def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[s
         val, val_x = embed_dataset(classifier.backbone, run.val, run.cache if frozen else None, run.precision,
                                    run.strict)
     record = classifier.head.calibrate(val_x, val.labels)
-    log.info("calibrated on %d validation items: temperature %.3f, ECE %.4f -> %.4f", record["n"],
-             record["temperature"], record["ece_before"], record["ece_after"])
+    if record["method"] == "none":
+        log.info("not calibrated: %s (temperature left at 1)", record["reason"])
+    else:
+        log.info("calibrated on %d validation items: temperature %.3f, ECE %.4f -> %.4f", record["n"],
+                 record["temperature"], record["ece_before"], record["ece_after"])
     return record
 
 

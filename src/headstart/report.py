@@ -63,8 +63,7 @@ def _overview(model: TrainedModel, where: str, n: int, skipped: int) -> str:
             ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
             ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
             ("seed", d.seed if d else "?"), ("precision", m.precision),
-            ("calibration", f"temperature {model.temperature:.3f} fitted on {m.calibration['n']} validation items"
-             if m.calibration else "none (raw softmax)"),
+            ("calibration", _calibration_summary(m.calibration, model.temperature)),
             ("timings", ", ".join(f"{k} {v:.1f}s" for k, v in m.timings.items())),
             ("saved", m.saved_at or "?"), ("evaluated on", f"{where}: {n:,} items" + (f", {skipped} unreadable "
                                                                                       "skipped" if skipped else "")),
@@ -210,3 +209,11 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     subtitle = f"accuracy {metrics['accuracy']:.1%} on {len(labels):,} items of {where}"
     atomic_write_bytes(out, render(title, subtitle, sections).encode())
     return out
+
+
+def _calibration_summary(record: dict | None, temperature: float) -> str:
+    if not record:
+        return "none (raw softmax)"
+    if record.get("method") == "none":
+        return f"none (raw softmax): {record.get('reason', 'not fitted')}"
+    return f"temperature {temperature:.3f} fitted on {record['n']} validation items"
