@@ -42,8 +42,9 @@ def read_sound(source: Any) -> tuple[np.ndarray, int]:
         raise ValueError(f"not a readable sound file ({e.error_string})") from None
 
 
-def load_audio(item: AudioItem, rate: int) -> np.ndarray:
-    """Decode to mono float32 at `rate` Hz: channels are averaged, other rates resampled with soxr (HQ).
+def load_audio(item: AudioItem, rate: int | None) -> np.ndarray:
+    """Decode to mono float32 at `rate` Hz (None: the recording's own rate): channels are averaged, other rates
+    resampled with soxr (HQ).
 
     Raises ValueError with the reason for anything that is not usable sound: not audio, an empty signal,
     NaN or infinite samples.
@@ -58,7 +59,7 @@ def load_audio(item: AudioItem, rate: int) -> np.ndarray:
         raise ValueError("the recording has no samples")
     if not np.isfinite(samples).all():
         raise ValueError("the recording holds NaN or infinite samples")
-    if source_rate != rate:
+    if rate is not None and source_rate != rate:
         import soxr
 
         samples = soxr.resample(samples, source_rate, rate, quality="HQ").astype(np.float32, copy=False)
