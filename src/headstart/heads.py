@@ -69,17 +69,17 @@ class ClassificationHead(nn.Module):
         """Fit the temperature on held-out embeddings and labels (temperature scaling); returns a JSON-ready
         record: the temperature and the held-out NLL and ECE before and after. When the held-out set cannot
         support a fit (too small, or no mistakes) the temperature stays 1 and the record says why."""
-        from .evaluation.calibration import fit_temperature, why_not_calibrate
+        from .evaluation.calibration import fit_temperature, softmax, why_not_calibrate
         from .evaluation.metrics import expected_calibration_error, negative_log_likelihood
 
         self.eval()
         self.set_temperature(1.0)
         logits = self(torch.from_numpy(embeddings)).double().numpy()
-        before = self.probabilities(embeddings)
+        before = softmax(logits)
         reason = why_not_calibrate(logits, labels)
         if reason is None:
             self.set_temperature(fit_temperature(logits, labels))
-        after = self.probabilities(embeddings)
+        after = softmax(logits / self.config["temperature"])
         return {"method": "temperature" if reason is None else "none", "temperature": self.config["temperature"],
                 "n": len(labels), **({"reason": reason} if reason else {}),
                 "nll_before": negative_log_likelihood(before, labels), "nll_after": negative_log_likelihood(after, labels),
