@@ -191,6 +191,11 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return None
 
 
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a `--precision` choice (auto, fp32, bf16) on this device, or None for fp32."""
+    return {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[precision]
+
+
 def worker_count() -> int:
     """Data-loading workers: leave the model the cores it needs; on 2 cores one worker decodes."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

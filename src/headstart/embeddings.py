@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._util import autocast_dtype, default_device
+from ._util import default_device, precision_dtype
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .embedding_cache import EmbeddingCache
@@ -38,7 +38,7 @@ FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm for a one-off extraction c
 
 def inference_context(device: torch.device, precision: str = "auto"):
     """Autocast to bfloat16 (or fp16 on old GPUs) when `precision` allows and the device is fast at it."""
-    dtype = {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[precision]
+    dtype = precision_dtype(precision, device)
     if dtype is None:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._util import autocast_dtype, default_device
+from ._util import default_device, precision_dtype
 from .errors import ArtifactError
 from .weights import is_pickle_refusal
 
@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def lightning_precision(precision: str) -> str:
     """Lightning's precision flag for ours: auto means bfloat16 where the device is fast at it."""
-    dtype = {"auto": autocast_dtype(default_device()), "fp32": None, "bf16": torch.bfloat16}[precision]
+    dtype = precision_dtype(precision, default_device())
     return {torch.bfloat16: "bf16-mixed", torch.float16: "16-mixed"}.get(dtype, "32-true")
 
 

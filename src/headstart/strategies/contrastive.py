@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._util import autocast_dtype, default_device
+from .._util import default_device, precision_dtype
 from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
@@ -148,7 +148,7 @@ def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, s
     steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
     total = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_fraction * total), total)
-    dtype = {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[precision]
+    dtype = precision_dtype(precision, device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     losses = []
     for epoch in range(settings.epochs):
