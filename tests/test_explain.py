@@ -62,6 +62,29 @@ def test_gradcam_deleting_the_hot_pixels_hurts_more_than_random_pixels(square_mo
         assert overlay.size == (32, 32) and overlay.mode == "RGB"
 
 
+def test_deleted_cells_show_the_image_blurred_at_the_cell_scale():
+    """The deletion fill keeps a cell's average colour and removes its detail: a pixel checkerboard turns flat."""
+    import torch
+
+    from headstart.explain.image import blurred_at_cell_scale
+
+    board = (torch.arange(64).view(8, 8).remainder(2) ^ torch.arange(64).view(8, 8).div(8, rounding_mode="floor")
+             .remainder(2)).float()
+    x = torch.nn.functional.interpolate(board[None, None], size=(224, 224), mode="nearest").repeat(1, 3, 1, 1)
+    blurred = blurred_at_cell_scale(x, (7, 7))
+    assert blurred.shape == x.shape
+    assert abs(float(blurred.mean()) - float(x.mean())) < 0.02
+    assert float(blurred[..., 32:-32, 32:-32].std()) < 0.1 * float(x.std())
+
+
+def test_timm_cnns_explain_the_map_their_head_reads():
+    """Grad-CAM's layer for a timm CNN is the last one before global pooling (EfficientNet's conv_head + bn2)."""
+    from headstart.backbones.timm_image import TimmBackbone
+
+    backbone = TimmBackbone.create("efficientnet_lite0", pretrained=False, image_size=32)
+    assert backbone.explain_layer() is backbone.model.bn2
+
+
 def test_integrated_gradients_deleting_the_top_tokens_hurts_more_than_random_tokens(text_model, tmp_path):
     model, texts = text_model
     explainer = explainer_for(model)

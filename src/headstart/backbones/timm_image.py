@@ -98,7 +98,13 @@ class TimmBackbone(ImageBackbone):
         return [[named[n] for n in names] for _, names in sorted(groups.items())]
 
     def explain_layer(self) -> nn.Module:
-        """timm's last feature stage (its `feature_info`): the deepest map before pooling."""
+        """The map the head reads: the last module before timm's global pooling (an EfficientNet's 1x1 conv_head
+        and its norm, `bn2`; a ResNet's `layer4`), Grad-CAM's "last convolutional layer". Falls back to the last
+        stage in timm's `feature_info` for models whose pooling lives inside their head."""
+        children = list(self.model.named_children())
+        names = [name for name, _ in children]
+        if "global_pool" in names and names.index("global_pool") > 0:
+            return children[names.index("global_pool") - 1][1]
         return self.model.get_submodule(self.model.feature_info[-1]["module"])
 
     def lora_targets(self) -> list[str]:

@@ -92,8 +92,8 @@ class FineTune(Strategy):
                                               self.learning_rate_ratio(run.backbone))
         tuned = record["finetune"]["best_val_accuracy"]
         if baseline is not None and tuned is not None and tuned < baseline:
-            log.warning("finetune's best validation accuracy %.3f is below the head stage's %.3f: keeping the "
-                        "head-stage model (try a lower --lr or more data)", tuned, baseline)
+            log.warning("%s's best validation accuracy %.3f is below the head stage's %.3f: keeping the "
+                        "head-stage model (try a lower --lr or more data)", self.name, tuned, baseline)
             classifier.load_state_dict(before)
             record["finetune"]["kept"] = "head stage"
         self.finish(classifier)
