@@ -4,6 +4,7 @@ of the predicted class's probability with that of deleting a random 20% (mean of
 top beats random on at least 80% of items. Not a test: the lead engineer runs it.
 
   python benchmarks/explain_faithfulness.py benchmarks/out/runs/c10-lite0-ft benchmarks/out/runs/sst2-minilm-ft
+  python benchmarks/explain_faithfulness.py benchmarks/out/runs/c10-lite0-probe --methods occlusion,gradcam
 
 Items: the first 200 of each run's held-out test split (rebuilt from the manifest, as calibration.py does), or for
 text runs with --text-data, the first 200 rows of that table (e.g. SST-2 dev.csv).
@@ -20,7 +21,8 @@ from _common import table, write_results
 from calibration import splits_of
 
 
-def run_one(run: Path, n: int, text_data: str | None, fraction: float, draws: int) -> dict[str, Any]:
+def run_one(run: Path, n: int, text_data: str | None, fraction: float, draws: int,
+            method: str | None) -> dict[str, Any]:
     import numpy as np
 
     import headstart
@@ -35,7 +37,7 @@ def run_one(run: Path, n: int, text_data: str | None, fraction: float, draws: in
         test = splits_of(model).test
         pick = np.random.default_rng(0).permutation(len(test))[:n]  # a stratified test split is sorted by class
         items, where = [test.items[i] for i in pick], "test split"
-    explainer = explainer_for(model)
+    explainer = explainer_for(model, method)
     started = time.perf_counter()
     explanations = explainer.explain(items)
     explain_s = time.perf_counter() - started
@@ -54,11 +56,15 @@ def main() -> None:
     parser.add_argument("--text-data", default=None)
     parser.add_argument("--fraction", type=float, default=0.2)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--methods", default=None,
+                        help="comma list of explanation methods (default: each model's modality's default)")
     parser.add_argument("--name", default="explain_faithfulness", help="results file: benchmarks/out/NAME.json")
     args = parser.parse_args()
     rows = []
+    methods = args.methods.split(",") if args.methods else [None]
     for run in map(Path, args.runs):
-        rows.append(run_one(run, args.items, args.text_data, args.fraction, args.draws))
+        for method in methods:
+            rows.append(run_one(run, args.items, args.text_data, args.fraction, args.draws, method))
         print(table(rows, ["run", "method", "items", "top beats random", "mean drop, top 20%",
                            "mean drop, random 20%", "explain s/item"]), flush=True)
     write_results(args.name, {"rows": rows})

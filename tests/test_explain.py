@@ -1,4 +1,4 @@
-"""Explanations: Grad-CAM for images and Integrated Gradients for texts point at what the model uses (the deletion
+"""Explanations: occlusion and Grad-CAM for images and Integrated Gradients for texts point at what the model uses (the deletion
 test of Petsiuk et al. 2018), are written for a person to look at, and the command prints one JSON line each."""
 
 from __future__ import annotations
@@ -49,15 +49,17 @@ def text_model(tiny_text_run):
     return model, pd.read_csv(tiny_text_run.parent / "reviews.csv").text.tolist()
 
 
-def test_gradcam_deleting_the_hot_pixels_hurts_more_than_random_pixels(square_model, tmp_path):
+@pytest.mark.parametrize("method", ["occlusion", "gradcam"])
+def test_deleting_the_hot_cells_hurts_more_than_random_cells(square_model, tmp_path, method):
     model, images = square_model
     assert model.metrics["accuracy"] >= 0.9
-    explainer = explainer_for(model)
+    explainer = explainer_for(model, method)
+    assert explainer.name == method
     files = sorted(images.rglob("*.png"))[::9]
     explanations = explainer.explain(files)
     check = deletion_check(explainer, explanations, fraction=0.2, random_draws=3)
     assert check["n"] == 20 and check["share_top_beats_random"] >= 0.8, check
-    png = explainer.save(explanations[0], tmp_path / "x.gradcam.png")
+    png = explainer.save(explanations[0], tmp_path / f"x{explainer.file_suffix}")
     with Image.open(png) as overlay:
         assert overlay.size == (32, 32) and overlay.mode == "RGB"
 
@@ -104,7 +106,15 @@ def test_explain_command_prints_json_lines_and_writes_files(square_model, tmp_pa
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert [r["input"] for r in records] == files and all(r["label"] == "red" for r in records)
-    assert all((tmp_path / r["file"]).is_file() and r["file"].endswith(".gradcam.png") for r in records)
+    assert all((tmp_path / r["file"]).is_file() and r["file"].endswith(".occlusion.png") for r in records)
+    assert all(r["method"].startswith("occlusion") for r in records)  # the image default
+
+
+def test_an_unknown_method_is_refused_with_the_choices(square_model):
+    model, _ = square_model
+    with pytest.raises(HeadstartError, match="no explanation method 'shap' for image models: choose one of "
+                                             "gradcam, occlusion"):
+        explainer_for(model, "shap")
 
 
 def test_text_explain_ranks_tokens(text_model, tmp_path):

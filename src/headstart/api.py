@@ -52,14 +52,15 @@ def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path, **opt
     return model.evaluate(data, **options)
 
 
-def explain(model: TrainedModel | str | Path, items: list, out: str | Path | None = None) -> list[dict[str, Any]]:
-    """Explain each item's prediction: Grad-CAM for images, Integrated Gradients over tokens for texts (the
-    explainer is the model's modality's; the layer the backbone family's). With `out`, each explanation is
-    written there (a PNG overlay, an HTML snippet). Returns one JSON-ready record per item."""
+def explain(model: TrainedModel | str | Path, items: list, out: str | Path | None = None,
+            method: str | None = None) -> list[dict[str, Any]]:
+    """Explain each item's prediction: occlusion (or `method="gradcam"`) for images, Integrated Gradients over
+    tokens for texts (`method`: one of the modality's registered explainers, its default when None). With `out`,
+    each explanation is written there (a PNG overlay, an HTML snippet). Returns one JSON-ready record per item."""
     from .explain import explainer_for
 
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
-    explainer = explainer_for(model)
+    explainer = explainer_for(model, method)
     records = []
     for i, e in enumerate(explainer.explain(items)):
         if out is not None:

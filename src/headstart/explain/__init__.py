@@ -1,12 +1,13 @@
 """Explanations of single predictions: what in an input made the model choose its label.
 
-One explainer per modality, registered by modality name (images: Grad-CAM, explain/image.py; texts: Integrated
-Gradients over the input embeddings, explain/text.py). Which layer is explained is the backbone family's choice
-(`Backbone.explain_layer`), never the explainer's. `deletion_check` (faithfulness.py) tests that the
+Explainers are registered by modality and method name, one the modality's default (images: occlusion,
+explain/occlusion.py, or Grad-CAM, explain/image.py; texts: Integrated Gradients over the input embeddings,
+explain/text.py). Which layer Grad-CAM explains is the backbone family's choice (`Backbone.explain_layer`), never
+the explainer's. `deletion_check` (faithfulness.py) tests that the
 attributions point at what the model uses.
 """
 
-from . import image, text  # noqa: F401  (register the explainers)
+from . import image, occlusion, text  # noqa: F401  (register the explainers)
 from .base import Explainer, Explanation, explainer_for
 from .faithfulness import deletion_check
 

@@ -38,8 +38,10 @@ class Explainer(ABC):
     eval mode, so that gradients reach the backbone's chosen layer."""
 
     modality: ClassVar[str]
+    name: ClassVar[str]  # what --method calls it
     method: ClassVar[str]  # the method and its paper, for reports and the CLI
     file_suffix: ClassVar[str]
+    default: ClassVar[bool] = False  # the modality's explainer when none is asked for
 
     def __init__(self, model: TrainedModel):
         self.model = model
@@ -74,18 +76,27 @@ class Explainer(ABC):
         return [(explanation.units[i], float(explanation.attributions[i])) for i in order]
 
 
-EXPLAINERS: dict[str, type[Explainer]] = {}
+EXPLAINERS: dict[str, dict[str, type[Explainer]]] = {}  # modality -> name -> explainer
+DEFAULT_EXPLAINERS: dict[str, str] = {}
 
 
 def register_explainer(cls: type[Explainer]) -> type[Explainer]:
-    """Class decorator: the explainer of models of `cls.modality`."""
-    EXPLAINERS[cls.modality] = cls
+    """Class decorator: an explainer of models of `cls.modality`, chosen by `cls.name`; the modality's default
+    when `cls.default` (or when it is the modality's first)."""
+    EXPLAINERS.setdefault(cls.modality, {})[cls.name] = cls
+    if cls.default or cls.modality not in DEFAULT_EXPLAINERS:
+        DEFAULT_EXPLAINERS[cls.modality] = cls.name
     return cls
 
 
-def explainer_for(model: TrainedModel) -> Explainer:
-    cls = EXPLAINERS.get(model.modality)
-    if cls is None:
-        known = ", ".join(f"{m} ({c.method.split(' (')[0]})" for m, c in EXPLAINERS.items())
+def explainer_for(model: TrainedModel, method: str | None = None) -> Explainer:
+    """The explainer `method` names for the model's modality (its default when None)."""
+    methods = EXPLAINERS.get(model.modality)
+    if not methods:
+        known = ", ".join(f"{m} ({', '.join(c)})" for m, c in EXPLAINERS.items())
         raise HeadstartError(f"explanations are not supported yet for {model.modality} models (supported: {known})")
-    return cls(model)
+    name = method or DEFAULT_EXPLAINERS[model.modality]
+    if name not in methods:
+        raise HeadstartError(f"no explanation method {name!r} for {model.modality} models: choose one of "
+                             f"{', '.join(methods)}")
+    return methods[name](model)

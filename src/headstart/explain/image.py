@@ -1,15 +1,16 @@
-"""Grad-CAM (Selvaraju et al. 2017) for image models, with captum's LayerGradCam on the layer the backbone family
-names (`explain_layer`), upsampled to the input and drawn over the image as a PNG.
+"""Image explanations over a grid of cells, drawn over the image as a PNG heat map: Grad-CAM here (Selvaraju et
+al. 2017, captum's LayerGradCam on the layer the backbone family names, `explain_layer`), occlusion in
+occlusion.py.
 
-The units of an explanation are the cells of that layer's map (7x7 for EfficientNet at 224 px): Grad-CAM says
-nothing finer, and deleting whole cells for both the top-attributed and the random choice compares like with like
-in the deletion test (scattered single pixels are noise no photo has, and hurt a CNN more than any region).
+The units of an explanation are cells (Grad-CAM: its layer's map, 7x7 for EfficientNet at 224 px; it says nothing
+finer). Deleting whole cells for both the top-attributed and the random choice compares like with like in the
+deletion test (scattered single pixels are noise no photo has, and hurt a CNN more than any region).
 
 A deleted cell is replaced by the image blurred at the cell's own scale (a Gaussian whose sigma is one cell's
 side), as Fong & Vedaldi (2017, "Interpretable Explanations of Black Boxes by Meaningful Perturbation") delete
 regions, rather than by the mean colour RISE uses: flat grey blocks have sharp edges no photo has, and on CIFAR-10
-ten of them hurt lite0 about as much wherever they fall (the top-attributed cells beat random ones on 64% of
-images with grey blocks, 80% with blur; benchmarks/RESULTS.md, "Issue 12").
+ten of them hurt lite0 about as much wherever they fall (Grad-CAM's top cells beat random ones on 64% of images
+with grey blocks, 78.5% with blur; benchmarks/RESULTS.md, "Issue 12").
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from ..modalities.image import open_image
 from .base import Explainer, Explanation, register_explainer
 
 
-@register_explainer
-class GradCamExplainer(Explainer):
+class ImageCellExplainer(Explainer):
+    """What image explainers share: the model's input tensor, deletion of cells, the PNG overlay."""
+
     modality = "image"
-    method = "Grad-CAM (Selvaraju et al. 2017, captum LayerGradCam)"
-    file_suffix = ".gradcam.png"
 
     def file_stem(self, item) -> str:
         return Path(item).stem if isinstance(item, (str, Path)) else "image"
@@ -37,28 +37,16 @@ class GradCamExplainer(Explainer):
     def _tensor(self, item) -> torch.Tensor:
         return self.model.backbone.transform(train=False)(open_image(item)).unsqueeze(0)
 
-    def explain(self, items: Sequence) -> list[Explanation]:
-        from captum.attr import LayerGradCam
-
-        cam = LayerGradCam(self.net, self.layer)
-        out = []
-        for item in items:
-            x = self._tensor(item)
-            probs = self.probabilities(x)[0]
-            target = int(probs.argmax())
-            cells = cam.attribute(x, target=target, relu_attributions=True).detach()
-            grid = tuple(cells.shape[-2:])
-            out.append(Explanation(item, self.model.classes[target], target, float(probs[target]),
-                                   cells[0, 0].numpy().reshape(-1).astype(np.float32),
-                                   inputs=(x, grid, blurred_at_cell_scale(x, grid))))
-        return out
+    def _explanation(self, item, x: torch.Tensor, target: int, score: float, cells: np.ndarray) -> Explanation:
+        """`cells` (rows, columns) of attributions to class `target` for input `x`."""
+        grid = tuple(cells.shape)
+        return Explanation(item, self.model.classes[target], target, score,
+                           cells.reshape(-1).astype(np.float32), inputs=(x, grid, blurred_at_cell_scale(x, grid)))
 
     def probability_without(self, explanation: Explanation, units: np.ndarray) -> float:
         """Deleted cells show the image blurred at the cell's scale (module docstring)."""
         x, grid, blurred = explanation.inputs
-        mask = torch.zeros(1, 1, *grid)
-        mask.view(-1)[torch.as_tensor(units)] = 1
-        mask = torch.nn.functional.interpolate(mask, size=tuple(x.shape[-2:]), mode="nearest")
+        mask = cell_masks(grid, tuple(x.shape[-2:]))[torch.as_tensor(units)].sum(0, keepdim=True).clamp(max=1)
         return float(self.probabilities(x * (1 - mask) + blurred * mask)[0, explanation.label_index])
 
     def save(self, explanation: Explanation, file: Path) -> Path:
@@ -70,13 +58,40 @@ class GradCamExplainer(Explainer):
 
         image = open_image(explanation.item).convert("RGB")
         heat = explanation.attributions.reshape(explanation.inputs[1])
-        heat = heat / heat.max() if heat.max() > 0 else heat
+        heat = heat / heat.max() if heat.max() > 0 else np.zeros_like(heat)
         layer = Image.fromarray((colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)).resize(image.size,
                                                                                                Image.BILINEAR)
         buffer = io.BytesIO()
         Image.blend(image, layer, 0.45).save(buffer, format="PNG")
         atomic_write_bytes(file, buffer.getvalue())
         return file
+
+
+@register_explainer
+class GradCamExplainer(ImageCellExplainer):
+    name = "gradcam"
+    method = "Grad-CAM (Selvaraju et al. 2017, captum LayerGradCam)"
+    file_suffix = ".gradcam.png"
+
+    def explain(self, items: Sequence) -> list[Explanation]:
+        from captum.attr import LayerGradCam
+
+        cam = LayerGradCam(self.net, self.layer)
+        out = []
+        for item in items:
+            x = self._tensor(item)
+            probs = self.probabilities(x)[0]
+            target = int(probs.argmax())
+            cells = cam.attribute(x, target=target, relu_attributions=True).detach()
+            out.append(self._explanation(item, x, target, float(probs[target]), cells[0, 0].numpy()))
+        return out
+
+
+def cell_masks(grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """One (1, 1, H, W) 0/1 mask per cell of a rows x columns grid over an H x W image, stacked: (cells, 1, H, W).
+    Cells at nearest-neighbour borders, so that they tile the image whatever its size."""
+    cells = torch.eye(grid[0] * grid[1]).view(-1, 1, *grid)
+    return torch.nn.functional.interpolate(cells, size=size, mode="nearest")
 
 
 def blurred_at_cell_scale(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

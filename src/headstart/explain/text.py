@@ -20,6 +20,7 @@ IG_STEPS = 32
 @register_explainer
 class IntegratedGradientsExplainer(Explainer):
     modality = "text"
+    name = "integrated-gradients"
     method = "Integrated Gradients over the input embeddings (Sundararajan et al. 2017, captum)"
     file_suffix = ".tokens.html"
 
