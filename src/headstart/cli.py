@@ -258,7 +258,7 @@ def explain(
     inputs: list[str] = typer.Argument(..., help="Image files/folders; for text: tables, .txt files, texts; - for stdin."),
     out: Path = typer.Option(Path("explanations"), help="Folder for the PNG overlays (images) or HTML snippets (text)."),
     method: str | None = typer.Option(None, help="images: occlusion (default; the most faithful, measured) or "
-                                                 "gradcam (about 10x faster); text: integrated-gradients."),
+                                                 "gradcam (one backward pass, much faster); text: integrated-gradients."),
     text_column: str | None = typer.Option(None),
 ) -> None:
     """Show what each prediction rests on: occluded regions for images, token attributions for text; one JSON

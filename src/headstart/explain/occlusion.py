@@ -4,8 +4,8 @@ probability falls without it. captum's FeatureAblation does the deleting, one ce
 
 The default for images because it is what the deletion test asks of an explanation, measured: on 200 CIFAR-10
 test images (efficientnet_lite0 probe) its top 20% of cells beat a random 20% on 95% of images, Grad-CAM's on
-78.5% (benchmarks/RESULTS.md, "Issue 12"). The price is one forward pass a cell (49 on the 7x7 grid, about a
-second an image on a 2-core CPU) against Grad-CAM's one backward pass; `--method gradcam` is there for speed.
+78.5% (benchmarks/RESULTS.md, "Issue 12"). The price is one forward pass a cell (49 on the 7x7 grid: 4.1 s an
+image on one thread of a loaded 2-core CPU, Grad-CAM 0.12 s); `--method gradcam` is there for speed.
 """
 
 from __future__ import annotations
