@@ -110,6 +110,20 @@ def test_explain_command_prints_json_lines_and_writes_files(square_model, tmp_pa
     assert all(r["method"].startswith("occlusion") for r in records)  # the image default
 
 
+def test_occlusion_needs_no_layer_from_the_backbone(square_model, monkeypatch):
+    """Occlusion only runs the model, so it explains backbones that name no layer for gradient methods."""
+    model, images = square_model
+
+    def no_layer():
+        raise HeadstartError("no layer named")
+
+    monkeypatch.setattr(model.backbone, "explain_layer", no_layer)
+    [explanation] = explainer_for(model, "occlusion").explain(sorted((images / "red").glob("*.png"))[:1])
+    assert explanation.label == "red" and explanation.attributions.shape == (49,)
+    with pytest.raises(HeadstartError, match="no layer named"):
+        explainer_for(model, "gradcam").explain(sorted((images / "red").glob("*.png"))[:1])
+
+
 def test_an_unknown_method_is_refused_with_the_choices(square_model):
     model, _ = square_model
     with pytest.raises(HeadstartError, match="no explanation method 'shap' for image models: choose one of "

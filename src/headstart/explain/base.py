@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,7 +47,11 @@ class Explainer(ABC):
     def __init__(self, model: TrainedModel):
         self.model = model
         self.net = model.classifier.eval().float()
-        self.layer = model.backbone.explain_layer()
+
+    @cached_property
+    def layer(self) -> torch.nn.Module:
+        """The layer the backbone family names for gradient methods (occlusion needs none)."""
+        return self.model.backbone.explain_layer()
 
     def probabilities(self, inputs: Any) -> torch.Tensor:
         with torch.no_grad():
