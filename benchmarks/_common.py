@@ -33,6 +33,22 @@ def machine() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def quiet_fits(cache: Path) -> None:
+    """Settings for a benchmark that runs many fits: its own embedding cache, no progress bars or tokenizer
+    threads, and only warnings and errors in the log (Lightning's banners and a deprecation it repeats muted)."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("HEADSTART_CACHE", str(cache))
+    os.environ.setdefault("HEADSTART_PROGRESS", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                  "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+
+
 def shared(relative: str) -> Path:
     path = SHARED / relative
     if not path.exists():

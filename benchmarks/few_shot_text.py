@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, machine, shared  # noqa: E402
+from _common import OUT, machine, quiet_fits, shared  # noqa: E402
 from label_efficiency import finetune_epochs  # noqa: E402  (the same step budget as issue 4's SST-2 runs)
 
 
@@ -76,13 +73,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="draws of the labeled subset (seeds 0..N-1)")
     parser.add_argument("--out", default=str(OUT / "few_shot_text.json"))
     args = parser.parse_args()
-    os.environ.setdefault("HEADSTART_CACHE", str(OUT / "cache"))
-    os.environ.setdefault("HEADSTART_PROGRESS", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    quiet_fits(OUT / "cache")
 
     from headstart.data import Splits, load_data
 

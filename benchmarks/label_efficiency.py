@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
-import os
 import resource
 import statistics
 import sys
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from _common import quiet_fits
 
 ROOT = Path(__file__).resolve().parent
 SST2 = ROOT.parent.parent / "shared" / "datasets" / "text" / "sst2"
@@ -325,14 +324,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("HEADSTART_CACHE", str(Path(args.out) / "cache"))
-    os.environ.setdefault("HEADSTART_PROGRESS", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                  "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    quiet_fits(Path(args.out) / "cache")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = sst2(args) if args.sst2 else images(args)
