@@ -37,11 +37,14 @@ class ImageCellExplainer(Explainer):
     def _tensor(self, item) -> torch.Tensor:
         return self.model.backbone.transform(train=False)(open_image(item)).unsqueeze(0)
 
-    def _explanation(self, item, x: torch.Tensor, target: int, score: float, cells: np.ndarray) -> Explanation:
-        """`cells` (rows, columns) of attributions to class `target` for input `x`."""
+    def _explanation(self, item, x: torch.Tensor, target: int, score: float, cells: np.ndarray,
+                     blurred: torch.Tensor | None = None) -> Explanation:
+        """`cells` (rows, columns) of attributions to class `target` for input `x`; `blurred`: `x` blurred at
+        the cells' scale, when the explainer has made it already."""
         grid = tuple(cells.shape)
+        blurred = blurred_at_cell_scale(x, grid) if blurred is None else blurred
         return Explanation(item, self.model.classes[target], target, score,
-                           cells.reshape(-1).astype(np.float32), inputs=(x, grid, blurred_at_cell_scale(x, grid)))
+                           cells.reshape(-1).astype(np.float32), inputs=(x, grid, blurred))
 
     def probability_without(self, explanation: Explanation, units: np.ndarray) -> float:
         """Deleted cells show the image blurred at the cell's scale (module docstring)."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .base import Explanation, register_explainer
-from .image import ImageCellExplainer, blurred_at_cell_scale
+from .image import ImageCellExplainer, blurred_at_cell_scale, cell_masks
 
 
 @register_explainer
@@ -36,13 +36,14 @@ class OcclusionExplainer(ImageCellExplainer):
             x = self._tensor(item)
             probs = self.probabilities(x)[0]
             target = int(probs.argmax())
-            cell_of_pixel = torch.arange(self.grid[0] * self.grid[1]).view(1, 1, *self.grid).float()
-            cell_of_pixel = torch.nn.functional.interpolate(cell_of_pixel, size=tuple(x.shape[-2:]), mode="nearest")
-            attributions = ablation.attribute(x, baselines=blurred_at_cell_scale(x, self.grid), target=target,
-                                              feature_mask=cell_of_pixel.long().expand_as(x),
+            cell_of_pixel = cell_masks(self.grid, tuple(x.shape[-2:])).argmax(0, keepdim=True)  # (1, 1, H, W)
+            blurred = blurred_at_cell_scale(x, self.grid)
+            attributions = ablation.attribute(x, baselines=blurred, target=target,
+                                              feature_mask=cell_of_pixel.expand_as(x),
                                               perturbations_per_eval=self.cells_per_pass)
             cells = torch.empty(self.grid[0] * self.grid[1], dtype=attributions.dtype)
-            cells[cell_of_pixel.long().view(-1)] = attributions[0, 0].reshape(-1)  # one value per cell
-            out.append(self._explanation(item, x, target, float(probs[target]), cells.view(self.grid).numpy()))
+            cells[cell_of_pixel.view(-1)] = attributions[0, 0].reshape(-1)  # one value per cell
+            out.append(self._explanation(item, x, target, float(probs[target]), cells.view(self.grid).numpy(),
+                                         blurred))
         return out
 
