@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "load": "api", "evaluate": "api", "select": "selection",
+    "fit": "api", "load": "api", "evaluate": "api", "select": "selection", "distill": "distillation",
     "pretrain": "pretraining", "Pretrained": "pretraining",
     "TrainedModel": "model",
     "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
@@ -25,7 +25,7 @@ _EXPORTS = {
 __all__ = [
     "Auto", "Contrastive", "Dataset", "FineTune", "HeadstartError", "LoRA",
     "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
-    "__version__", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
+    "__version__", "distill", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
     "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select",
 ]
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .api import evaluate, fit, load
     from .backbones import list_backbones, register_backbone, register_family, resolve_backbone
     from .data import Dataset, Splits, load_data, make_splits
+    from .distillation import distill
     from .errors import HeadstartError
     from .model import TrainedModel
     from .pretraining import Pretrained, pretrain

@@ -85,8 +85,9 @@ def report(run: str | Path, data: str | Path | None = None, out: str | Path | No
     return build_report(run, data, out)
 
 
-def _prepare(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
-             test_size: float | int, labels_per_class: int | None, seed: int) -> Splits:
+def prepare_splits(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
+                   test_size: float | int, labels_per_class: int | None, seed: int) -> Splits:
+    """The train/validation/test splits `fit` trains and tests on, from any data it accepts."""
     if isinstance(data, Splits):
         raw = data
     elif isinstance(data, Dataset):
@@ -160,6 +161,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     calibrate: bool = True,
+    distillation: dict[str, Any] | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -170,6 +172,7 @@ def fit(
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
     refused unless `overwrite=True` (which still replaces only headstart's own files). With `calibrate` (the
     default) the probabilities are calibrated by temperature scaling on the validation split before testing.
+    `distillation` is set by `distill`: where the training split's teacher labels came from, for the manifest.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
@@ -183,7 +186,7 @@ def fit(
     if run_dir is not None:  # an unusable --out fails now, not after training
         check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
-    splits = _prepare(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
+    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
     torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
                            max_length=max_length, modality=splits.modality)
@@ -216,7 +219,7 @@ def fit(
         head=HeadConfig(**classifier.head.config), strategy=StrategyRecord(name=plan.name, settings=plan.settings()),
         data=DataRecord(source=source, splits={"train": len(run.train), "val": len(run.val), "test": len(test)},
                         labels_per_class=labels_per_class, seed=seed, val_size=val_size, test_size=test_size,
-                        text_column=text_column, label_column=label_column),
+                        text_column=text_column, label_column=label_column, distillation=distillation),
         precision=precision, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,

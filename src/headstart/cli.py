@@ -174,6 +174,41 @@ def select(
 
 @app.command()
 @friendly
+def distill(
+    teacher: Path = typer.Argument(..., help="The teacher: a saved model folder (RUN or RUN/model)."),
+    unlabeled: str = typer.Argument(..., help="Unlabeled data for the teacher to label: a table's text column, a "
+                                              ".txt file (one text a line), an image folder."),
+    backbone: str = typer.Option("minilm", help="The student's backbone (smaller and faster than the teacher's)."),
+    strategy: str = typer.Option("auto", help="How the student learns the teacher's labels (auto: see `fit`)."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/<teacher>-distilled-<backbone>)."),
+    data: str | None = typer.Option(None, help="The labeled data the teacher was fitted on, when its recorded "
+                                               "source is not a path here."),
+    text_column: str | None = typer.Option(None, help="The unlabeled table's text column."),
+    epochs: int | None = typer.Option(None, help="Training epochs of the student's strategy."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files."),
+) -> None:
+    """Train a smaller student on a teacher's labels for unlabeled data; test both on the teacher's test split."""
+    from .distillation import distill as distill_model
+    from .evaluation.report import print_metrics
+
+    teacher_dir = teacher.parent if teacher.name == "model" else teacher
+    if not (teacher / "headstart.json").exists() and (teacher / "model" / "headstart.json").exists():
+        teacher = teacher / "model"  # a run folder: its model
+    run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{backbone.replace(':', '_').replace('/', '_')}"
+    settings = {"epochs": epochs} if epochs is not None else {}
+    model = distill_model(teacher, unlabeled, backbone, strategy, data=data, unlabeled_column=text_column,
+                          out=run_dir, precision=precision, overwrite=overwrite, **settings)
+    record = model.manifest.data.distillation
+    print_metrics(model.metrics, title=f"student {backbone} ({model.manifest.strategy.name}): test split",
+                  console=out_console)
+    out_console.print(f"{record['pseudo_labeled']} items labeled by the teacher ({record['teacher']['backbone']}, "
+                      f"test accuracy {100 * record['teacher']['test_accuracy']:.1f}%); saved model to "
+                      f"{run_dir / 'model'}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
 def pretrain(
     data: str = typer.Argument(..., help="Unlabeled data: image folder (sub-folders ignored), built-in (digits, "
                                          "fashion-mnist), a table's text column or a .txt file (one text a line)."),

@@ -53,6 +53,8 @@ class DataRecord(_Record):
     test_size: float | int | None = None
     text_column: str | None = None
     label_column: str | None = None
+    # A distilled student's training split holds a teacher's labels for unlabeled items: which, and how many.
+    distillation: dict[str, Any] | None = None
 
 
 class ModelManifest(BaseModel):
