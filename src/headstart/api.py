@@ -12,7 +12,7 @@ import torch
 from ._util import atomic_symlink, sha256_bytes
 from .artifact import METRICS
 from .backbones import resolve_backbone
-from .data import Dataset, Splits, load_data, make_splits
+from .data import Dataset, PseudoLabels, Splits, load_data, make_splits
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError
@@ -161,7 +161,7 @@ def fit(
     resume: bool = False,
     overwrite: bool = False,
     calibrate: bool = True,
-    distillation: dict[str, Any] | None = None,
+    pseudo_labels: PseudoLabels | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -172,7 +172,8 @@ def fit(
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
     refused unless `overwrite=True` (which still replaces only headstart's own files). With `calibrate` (the
     default) the probabilities are calibrated by temperature scaling on the validation split before testing.
-    `distillation` is set by `distill`: where the training split's teacher labels came from, for the manifest.
+    `pseudo_labels` (set by `distill`): a teacher's labels for unlabeled items, added to the training split after
+    splitting, so that validation and test are the real ones the teacher had; the manifest records their origin.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
@@ -187,6 +188,13 @@ def fit(
         check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
     splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
+    source = str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name
+    if pseudo_labels is not None:
+        if pseudo_labels.dataset.classes != splits.classes:
+            raise DataError(f"{source}: its classes {splits.classes} differ from the pseudo-labels' "
+                            f"{pseudo_labels.dataset.classes}: give the data the teacher was fitted on")
+        train = splits.train.concatenate(pseudo_labels.dataset, f"{splits.train.name}+{pseudo_labels.dataset.name}")
+        splits = Splits(train, splits.val, splits.test)
     torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
                            max_length=max_length, modality=splits.modality)
@@ -213,13 +221,13 @@ def fit(
     test, metrics = _test(classifier, splits.test, run.cache if plan.freezes_backbone else None, precision, strict)
     run.timings["evaluate"] = time.perf_counter() - t
     run.timings["total"] = time.perf_counter() - started
-    source = str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name
     manifest = ModelManifest(
         modality=net.modality, classes=splits.classes, backbone_name=backbone, backbone=net.spec,
         head=HeadConfig(**classifier.head.config), strategy=StrategyRecord(name=plan.name, settings=plan.settings()),
         data=DataRecord(source=source, splits={"train": len(run.train), "val": len(run.val), "test": len(test)},
                         labels_per_class=labels_per_class, seed=seed, val_size=val_size, test_size=test_size,
-                        text_column=text_column, label_column=label_column, distillation=distillation),
+                        text_column=text_column, label_column=label_column,
+                        distillation=pseudo_labels.record if pseudo_labels is not None else None),
         precision=precision, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,

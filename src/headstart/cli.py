@@ -193,8 +193,6 @@ def distill(
     from .evaluation.report import print_metrics
 
     teacher_dir = teacher.parent if teacher.name == "model" else teacher
-    if not (teacher / "headstart.json").exists() and (teacher / "model" / "headstart.json").exists():
-        teacher = teacher / "model"  # a run folder: its model
     run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{backbone.replace(':', '_').replace('/', '_')}"
     settings = {"epochs": epochs} if epochs is not None else {}
     model = distill_model(teacher, unlabeled, backbone, strategy, data=data, unlabeled_column=text_column,
@@ -202,9 +200,10 @@ def distill(
     record = model.manifest.data.distillation
     print_metrics(model.metrics, title=f"student {backbone} ({model.manifest.strategy.name}): test split",
                   console=out_console)
-    out_console.print(f"{record['pseudo_labeled']} items labeled by the teacher ({record['teacher']['backbone']}, "
-                      f"test accuracy {100 * record['teacher']['test_accuracy']:.1f}%); saved model to "
-                      f"{run_dir / 'model'}", highlight=False, soft_wrap=True)
+    teacher_accuracy = record["teacher"]["test_accuracy"]
+    against = f", test accuracy {100 * teacher_accuracy:.1f}%" if teacher_accuracy is not None else ""
+    out_console.print(f"{record['pseudo_labeled']} items labeled by the teacher ({record['teacher']['backbone']}"
+                      f"{against}); saved model to {run_dir / 'model'}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -10,13 +10,21 @@ import numpy as np
 from torch import nn
 
 from ._util import default_device, library_versions
-from .artifact import METRICS, read_model_dir, write_model_dir
-from .data.dataset import Dataset
+from .artifact import MANIFEST, METRICS, read_model_dir, write_model_dir
+from .data.dataset import Dataset, Splits
 from .embeddings import compute_embeddings
 from .errors import DataError, HeadstartError
 from .heads import Classifier
 from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model folder a user means: `path` itself, or RUN/model when `path` is a run folder."""
+    path = Path(path).expanduser()
+    if not (path / MANIFEST).exists() and (path / "model" / MANIFEST).exists():
+        return path / "model"
+    return path
 
 
 class TrainedModel:
@@ -36,9 +44,29 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> TrainedModel:
-        """Rebuild a saved model folder (RUN/model) with no network and no pickle."""
-        classifier, manifest = read_model_dir(Path(path).expanduser(), device)
+        """Rebuild a saved model folder (RUN/model, or the run folder RUN) with no network and no pickle."""
+        classifier, manifest = read_model_dir(model_folder(path), device)
         return cls(classifier, manifest.classes, manifest)
+
+    def recorded_splits(self, data: str | Path | None = None) -> Splits:
+        """The train/val/test splits this model was fitted with, rebuilt from its manifest (or from `data`, when
+        given, split the same way). A source that is gone is an error that says to pass the data."""
+        from .data import load_data, make_splits
+
+        record = self.manifest.data
+        source = data if data is not None else (record.source if record is not None else None)
+        if source is None:
+            raise DataError("the model does not record its training data: pass the labeled data it was fitted on "
+                            "(--data)")
+        try:
+            raw = load_data(source, record.text_column if record else None, record.label_column if record else None,
+                            classes=self.classes, modality=self.modality)
+        except DataError as e:
+            raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
+        val_size = record.val_size if record and record.val_size is not None else 0.1
+        test_size = record.test_size if record and record.test_size is not None else 0.2
+        return make_splits(raw, val_size, test_size, record.labels_per_class if record else None,
+                           record.seed if record else 0)
 
     def save(self, path: str | Path) -> Path:
         """Write the model folder atomically: weights, manifest, the backbone's files and `metrics.json` (the test

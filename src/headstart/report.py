@@ -32,10 +32,6 @@ log = logging.getLogger("headstart")
 EXPLAINED_DIR = "report_files"
 
 
-def _model_dir(run: Path) -> Path:
-    return run / "model" if (run / "model").is_dir() else run
-
-
 def evaluation_data(model: TrainedModel, data: str | Path | None) -> tuple[Dataset, str]:
     """`data` (its test split if it defines one), or the run's own test split rebuilt from its manifest."""
     from .data import load_data, make_splits
@@ -174,7 +170,7 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
                  mistakes: int = 12) -> Path:
     """Evaluate the run's model (on its test split, or on `data`) and write the HTML report; returns its path."""
     run = Path(run).expanduser()
-    model = TrainedModel.load(_model_dir(run))
+    model = TrainedModel.load(run)
     run_dir = run if (run / "model").is_dir() else run.parent
     out = Path(out).expanduser() if out is not None else run_dir / "report.html"
     dataset, where = evaluation_data(model, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +38,31 @@ class Dataset:
             items = [self.items[i] for i in idx]
         return replace(self, items=items, labels=self.labels[idx], name=name or self.name, skipped=[])
 
+    def concatenate(self, other: Dataset, name: str | None = None) -> Dataset:
+        """This data set's items followed by `other`'s (same classes); arrays of one shape stay one array."""
+        if other.classes != self.classes or other.modality != self.modality:
+            raise ValueError(f"cannot join {other.name} ({other.modality}, {other.classes}) to {self.name} "
+                             f"({self.modality}, {self.classes})")
+        arrays = isinstance(self.items, np.ndarray) and isinstance(other.items, np.ndarray)
+        if arrays and self.items.shape[1:] == other.items.shape[1:]:
+            items: Sequence = np.concatenate([self.items, other.items])
+        else:
+            items = list(self.items) + list(other.items)
+        return replace(self, items=items, labels=np.concatenate([self.labels, other.labels]),
+                       name=name or self.name, skipped=[])
+
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
+
+
+@dataclass
+class PseudoLabels:
+    """Items a teacher model labeled, to be added to a training split after splitting, and a JSON-ready record
+    of where they came from (for the manifest)."""
+
+    dataset: Dataset
+    record: dict[str, Any]
 
 
 @dataclass

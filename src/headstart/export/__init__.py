@@ -29,7 +29,7 @@ from . import parity
 from .graph import export_graph
 from .quantize import MAX_ACCURACY_DROP
 from .quantize import quantize as quantize_graph
-from .samples import recorded_splits, sample
+from .samples import sample
 
 log = logging.getLogger("headstart")
 QUANTIZE_CHOICES = (None, "int8")
@@ -110,7 +110,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     model_dir = Path(model_dir).expanduser()
     model = TrainedModel.load(model_dir)
     target = _target(model_dir, out, quantize)
-    splits = recorded_splits(model, data)
+    splits = model.recorded_splits(data)
     check, source = (splits.val, "validation") if splits.val is not None and len(splits.val) else (splits.test, "test")
     inputs = parity.prepare(model, sample(check, parity_items))
     if not inputs.batches or len(inputs.labels) < 2:
