@@ -51,7 +51,7 @@ def main() -> None:
         train = make_splits(Splits(raw.train, None, raw.val), 0.1, 0.2, args.labels, seed).train
         model = SetFitModel.from_pretrained(minilm_location())
         settings = TrainingArguments(batch_size=16, num_epochs=1, num_iterations=20, body_learning_rate=2e-5,
-                                     seed=seed)
+                                     seed=seed, output_dir=str(OUT / "setfit_checkpoints"))
         data = datasets.Dataset.from_dict({"text": list(train.items), "label": [int(y) for y in train.labels]})
         started = time.perf_counter()
         Trainer(model=model, args=settings, train_dataset=data).train()
