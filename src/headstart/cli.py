@@ -62,6 +62,11 @@ def _size(value: str) -> float | int:
         raise HeadstartError(f"split size must be a fraction like 0.2 or a count like 500, got '{value}'") from None
 
 
+def _file_safe(backbone: str) -> str:
+    """A backbone name (`hf:org/model`, a folder path) as part of a default run-folder name."""
+    return backbone.replace(":", "_").replace("/", "_")
+
+
 @app.command()
 @friendly
 def fit(
@@ -113,7 +118,7 @@ def fit(
     from .evaluation.report import print_metrics
 
     name = Path(data).stem if Path(data).exists() else data
-    run_dir = out or Path("runs") / f"{name}-{backbone.replace(':', '_').replace('/', '_')}-{strategy}"
+    run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone)}-{strategy}"
     settings = {k: v for k, v in dict(epochs=epochs, head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size,
                                        weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
                                        label_smoothing=label_smoothing, rank=rank, alpha=alpha,
@@ -193,7 +198,7 @@ def distill(
     from .evaluation.report import print_metrics
 
     teacher_dir = teacher.parent if teacher.name == "model" else teacher
-    run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{backbone.replace(':', '_').replace('/', '_')}"
+    run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{_file_safe(backbone)}"
     settings = {"epochs": epochs} if epochs is not None else {}
     model = distill_model(teacher, unlabeled, backbone, strategy, data=data, unlabeled_column=text_column,
                           out=run_dir, precision=precision, overwrite=overwrite, **settings)
