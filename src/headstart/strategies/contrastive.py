@@ -43,6 +43,7 @@ from .._util import default_device, precision_dtype
 from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
+from ..progress import progress_bar
 from .base import Strategy, TrainingRun, check_range, register_strategy
 
 
@@ -135,6 +136,23 @@ def cosine_similarity_loss(first: torch.Tensor, second: torch.Tensor, target: to
     return nn.functional.mse_loss(nn.functional.cosine_similarity(first.float(), second.float()), target)
 
 
+def _pair_step(backbone: TextBackbone, texts: list[str], batch: np.ndarray, optimizer: torch.optim.Optimizer,
+               scheduler: Any, autocast: Any, device: torch.device) -> float:
+    """One optimiser step on a batch of (first, second, target) pairs; returns the loss."""
+    first, second = batch[:, 0].astype(int), batch[:, 1].astype(int)
+    # Both sides in one forward pass: one padded batch of 2B texts is cheaper than two of B.
+    tokens = backbone.collate([texts[i] for i in first] + [texts[i] for i in second])
+    with autocast:
+        embeddings = backbone({k: v.to(device) for k, v in tokens.items()})
+    loss = cosine_similarity_loss(embeddings[:len(batch)], embeddings[len(batch):],
+                                  torch.as_tensor(batch[:, 2], dtype=torch.float32, device=device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return round(loss.item(), 5)
+
+
 def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, settings: Contrastive,
                   precision: str, seed: int) -> dict[str, Any]:
     """Fine-tune the whole encoder in place on sentence pairs; returns the loss per step (for the manifest)."""
@@ -151,22 +169,13 @@ def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, s
     dtype = precision_dtype(precision, device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     losses = []
-    for epoch in range(settings.epochs):
-        order = np.random.default_rng(seed + epoch).permutation(len(pairs)) if epoch else np.arange(len(pairs))
-        for start in range(0, len(pairs), settings.batch_size):
-            batch = pairs[order[start:start + settings.batch_size]]
-            first, second = batch[:, 0].astype(int), batch[:, 1].astype(int)
-            # Both sides in one forward pass: one padded batch of 2B texts is cheaper than two of B.
-            tokens = backbone.collate([texts[i] for i in first] + [texts[i] for i in second])
-            with autocast:
-                embeddings = backbone({k: v.to(device) for k, v in tokens.items()})
-            loss = cosine_similarity_loss(embeddings[:len(batch)], embeddings[len(batch):],
-                                          torch.as_tensor(batch[:, 2], dtype=torch.float32, device=device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(round(loss.item(), 5))
+    with progress_bar("tuning on pairs", len(pairs) * settings.epochs, unit="pairs") as advance:
+        for epoch in range(settings.epochs):
+            order = np.random.default_rng(seed + epoch).permutation(len(pairs)) if epoch else np.arange(len(pairs))
+            for start in range(0, len(pairs), settings.batch_size):
+                batch = pairs[order[start:start + settings.batch_size]]
+                losses.append(_pair_step(backbone, texts, batch, optimizer, scheduler, autocast, device))
+                advance(len(batch))
     backbone.cpu().eval()
     return {"pairs": len(pairs), "steps": len(losses), "lr": settings.lr, "first_loss": losses[0],
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):])), "losses": losses}
