@@ -24,17 +24,19 @@ def tiny_bert(tmp_path_factory):
 
 def test_the_rule(tiny_bert, monkeypatch):
     text = resolve_backbone(str(tiny_bert))
-    assert choose_strategy(text, 8)[0] == "probe"  # a plain encoder, few labels
-    assert choose_strategy(text, 500)[0] == "finetune"
+    assert choose_strategy(text, 8, 2)[0] == "probe"  # a plain encoder, few labels
+    assert choose_strategy(text, 500, 2)[0] == "finetune"
     text.sentence_encoder = True
-    assert choose_strategy(text, 8) == ("contrastive", "text, 8 labels/class <= 64, sentence encoder")
-    assert choose_strategy(text, 64)[0] == "contrastive" and choose_strategy(text, 65)[0] == "probe"
+    assert choose_strategy(text, 8, 2) == ("contrastive", "text, 8 labels/class <= 64, 2 classes <= 10, "
+                                                          "sentence encoder")
+    assert choose_strategy(text, 64, 10)[0] == "contrastive" and choose_strategy(text, 65, 2)[0] == "probe"
+    assert choose_strategy(text, 8, 11)[0] == "probe"  # many classes: the probe (Banking77)
     scratch = TimmBackbone.create("efficientnet_lite0", pretrained=False, image_size=32)
-    assert choose_strategy(scratch, 5)[0] == "finetune"
+    assert choose_strategy(scratch, 5, 3)[0] == "finetune"
     scratch.is_pretrained = True
-    assert choose_strategy(scratch, 99)[0] == "probe" and choose_strategy(scratch, 100)[0] == "finetune"
+    assert choose_strategy(scratch, 99, 3)[0] == "probe" and choose_strategy(scratch, 100, 3)[0] == "finetune"
     monkeypatch.setattr(auto, "LORA_MIN_PARAMETERS", 1_000_000)
-    name, reason = choose_strategy(scratch, 100)
+    name, reason = choose_strategy(scratch, 100, 3)
     assert name == "lora" and reason == "image, 100 labels/class, 3M parameters > 1M"
 
 
@@ -45,10 +47,10 @@ def test_auto_says_why_and_reloads(tiny_bert, tmp_path, caplog):
         model = headstart.fit(table, str(tiny_bert), "auto", max_length=32, labels_per_class=8, out=tmp_path / "run")
     (tiny_bert / "modules.json").unlink()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
-    assert lines == ["auto: contrastive (text, 8 labels/class <= 64, sentence encoder)"]
+    assert lines == ["auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 10, sentence encoder)"]
     settings = model.manifest.strategy.settings
     assert model.manifest.strategy.name == "auto" and settings["chosen"] == "contrastive"
-    assert model.manifest.training["auto"]["reason"] == "text, 8 labels/class <= 64, sentence encoder"
+    assert model.manifest.training["auto"]["reason"] == "text, 8 labels/class <= 64, 2 classes <= 10, sentence encoder"
     assert "pair_stage" in model.manifest.training
     texts = ["a wonderful and great film number 1", "a dull and tedious film"]
     np.testing.assert_allclose(headstart.load(tmp_path / "run" / "model").predict_proba(texts),
