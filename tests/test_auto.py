@@ -27,10 +27,10 @@ def test_the_rule(tiny_bert, monkeypatch):
     assert choose_strategy(text, 8, 2)[0] == "probe"  # a plain encoder, few labels
     assert choose_strategy(text, 500, 2)[0] == "finetune"
     text.sentence_encoder = True
-    assert choose_strategy(text, 8, 2) == ("contrastive", "text, 8 labels/class <= 64, 2 classes <= 10, "
+    assert choose_strategy(text, 8, 2) == ("contrastive", "text, 8 labels/class <= 64, 2 classes <= 6, "
                                                           "sentence encoder")
-    assert choose_strategy(text, 64, 10)[0] == "contrastive" and choose_strategy(text, 65, 2)[0] == "probe"
-    assert choose_strategy(text, 8, 11)[0] == "probe"  # many classes: the probe (Banking77)
+    assert choose_strategy(text, 64, 6)[0] == "contrastive" and choose_strategy(text, 65, 2)[0] == "probe"
+    assert choose_strategy(text, 8, 7)[0] == "probe"  # more classes: the probe (Banking77)
     scratch = TimmBackbone.create("efficientnet_lite0", pretrained=False, image_size=32)
     assert choose_strategy(scratch, 5, 3)[0] == "finetune"
     scratch.is_pretrained = True
@@ -47,10 +47,10 @@ def test_auto_says_why_and_reloads(tiny_bert, tmp_path, caplog):
         model = headstart.fit(table, str(tiny_bert), "auto", max_length=32, labels_per_class=8, out=tmp_path / "run")
     (tiny_bert / "modules.json").unlink()
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
-    assert lines == ["auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 10, sentence encoder)"]
+    assert lines == ["auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder)"]
     settings = model.manifest.strategy.settings
     assert model.manifest.strategy.name == "auto" and settings["chosen"] == "contrastive"
-    assert model.manifest.training["auto"]["reason"] == "text, 8 labels/class <= 64, 2 classes <= 10, sentence encoder"
+    assert model.manifest.training["auto"]["reason"] == "text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder"
     assert "pair_stage" in model.manifest.training
     texts = ["a wonderful and great film number 1", "a dull and tedious film"]
     np.testing.assert_allclose(headstart.load(tmp_path / "run" / "model").predict_proba(texts),
