@@ -39,10 +39,10 @@ class Dataset:
         return replace(self, items=items, labels=self.labels[idx], name=name or self.name, skipped=[])
 
     def concatenate(self, other: Dataset, name: str | None = None) -> Dataset:
-        """This data set's items followed by `other`'s (same classes); arrays of one shape stay one array."""
-        if other.classes != self.classes or other.modality != self.modality:
-            raise ValueError(f"cannot join {other.name} ({other.modality}, {other.classes}) to {self.name} "
-                             f"({self.modality}, {self.classes})")
+        """This data set's items followed by `other`'s; arrays of one shape stay one array. The classes must be
+        the same; the modality is the caller's to check (`ensure_same_modality`), as everywhere."""
+        if other.classes != self.classes:
+            raise ValueError(f"cannot join {other.name} (classes {other.classes}) to {self.name} ({self.classes})")
         arrays = isinstance(self.items, np.ndarray) and isinstance(other.items, np.ndarray)
         if arrays and self.items.shape[1:] == other.items.shape[1:]:
             items: Sequence = np.concatenate([self.items, other.items])
