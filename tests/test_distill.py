@@ -92,6 +92,19 @@ def test_classes_must_match_the_teachers(teacher_and_data, tmp_path):
         headstart.distill(teacher, UnlabeledData("text", ["a new one"], "u", "u"), data=other)
 
 
+def test_teacher_fitted_on_data_in_memory(teacher_and_data, tmp_path):
+    """A teacher fitted on in-memory splits records no path: `data=` gives them again, and the student is
+    tested on the same test items."""
+    _, table, _ = teacher_and_data
+    splits = load_data(table)
+    teacher = headstart.fit(splits, "minilm", "probe", labels_per_class=3, val_size=10, test_size=20, cache=False)
+    assert list(teacher.recorded_splits(splits).test.items) == list(teacher.recorded_splits(table).test.items)
+    bert = make_tiny_bert(tmp_path / "tiny-bert")
+    student = headstart.distill(teacher, UnlabeledData("text", ["a lovely and superb story"], "u", "u"), str(bert),
+                                "probe", data=splits, max_length=32, cache=False)
+    assert student.manifest.data.splits == {"train": 7, "val": 6, "test": 20}
+
+
 def test_split_options_are_the_teachers(teacher_and_data):
     _, _, teacher = teacher_and_data
     with pytest.raises(SettingsError, match="labels_per_class, seed cannot be set"):

@@ -48,7 +48,7 @@ class TrainedModel:
         classifier, manifest = read_model_dir(model_folder(path), device)
         return cls(classifier, manifest.classes, manifest)
 
-    def recorded_splits(self, data: str | Path | None = None) -> Splits:
+    def recorded_splits(self, data: str | Path | Dataset | Splits | None = None) -> Splits:
         """The train/val/test splits this model was fitted with, rebuilt from its manifest (or from `data`, when
         given, split the same way). A source that is gone is an error that says to pass the data."""
         from .data import load_data, make_splits
@@ -59,8 +59,11 @@ class TrainedModel:
             raise DataError("the model does not record its training data: pass the labeled data it was fitted on "
                             "(--data)")
         try:
-            raw = load_data(source, record.text_column if record else None, record.label_column if record else None,
-                            classes=self.classes, modality=self.modality)
+            if isinstance(source, (Dataset, Splits)):  # in memory, as `fit` takes it
+                raw = source if isinstance(source, Splits) else Splits(source, None, None)
+            else:
+                raw = load_data(source, record.text_column if record else None,
+                                record.label_column if record else None, classes=self.classes, modality=self.modality)
         except DataError as e:
             raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
         val_size = record.val_size if record and record.val_size is not None else 0.1
