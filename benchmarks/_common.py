@@ -49,6 +49,23 @@ def quiet_fits(cache: Path) -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
 
 
+def load_runs(path: Path) -> dict[str, Any]:
+    """A resumable benchmark's results so far ({"runs": [...]}, empty when `path` does not exist yet)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return json.loads(path.read_text()) if path.is_file() else {"runs": []}
+
+
+def append_run(path: Path, result: dict[str, Any], row: dict[str, Any], table: Callable[[list], str]) -> None:
+    """Add one finished run to `result` with the machine and the summary table, and rewrite `path` atomically,
+    so that an interrupted benchmark keeps every run it finished."""
+    result["runs"].append(row)
+    result["machine"] = machine()
+    result["table"] = table(result["runs"])
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
 def shared(relative: str) -> Path:
     path = SHARED / relative
     if not path.exists():

@@ -14,7 +14,6 @@ benchmarks/out/distill_text.json as they finish, and a rerun skips the draws alr
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, machine, quiet_fits, shared  # noqa: E402
+from _common import OUT, append_run, load_runs, quiet_fits, shared  # noqa: E402
 
 
 def run_draw(splits, n: int, seed: int, teacher_backbone: str, student_backbone: str, run_root: Path
@@ -81,8 +80,7 @@ def main() -> None:
     raw = load_data(shared("text/sst2"))
     splits = Splits(raw.train, None, raw.val)
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    result = load_runs(path)
     done = {(r["labels_per_class"], r["seed"], r["teacher"], r["student"]) for r in result["runs"]}
     for n in (int(v) for v in args.labels.split(",")):
         for seed in range(args.seeds):
@@ -91,12 +89,7 @@ def main() -> None:
             row = run_draw(splits, n, seed, args.teacher, args.student, path.parent / "distill_runs")
             print(f"  {n}/class seed {seed}: teacher {100 * row['teacher_accuracy']:.2f}%, student "
                   f"{100 * row['student_accuracy']:.2f}% ({row['teacher_s']:.0f}s + {row['distill_s']:.0f}s)", flush=True)
-            result["runs"].append(row)
-            result["machine"] = machine()
-            result["table"] = summary_table(result["runs"])
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-            tmp.replace(path)
+            append_run(path, result, row, summary_table)
     print("\nSST-2 dev accuracy (%), mean ± std over draws\n" + summary_table(result["runs"]))
     print(f"\nwrote {path}")
 

@@ -15,7 +15,6 @@ benchmarks/out/few_shot_text.json as it finishes, and a second invocation skips 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, machine, quiet_fits, shared  # noqa: E402
+from _common import OUT, append_run, load_runs, quiet_fits, shared  # noqa: E402
 from label_efficiency import finetune_epochs  # noqa: E402  (the same step budget as issue 4's SST-2 runs)
 
 
@@ -80,8 +79,7 @@ def main() -> None:
     raw = load_data(shared("text/sst2"))  # train.csv and dev.csv
     splits = Splits(raw.train, None, raw.val)
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    result = load_runs(path)
     done = {(r["backbone"], r["strategy"], r["labels_per_class"], r["seed"]) for r in result["runs"]}
     print(f"SST-2: {len(raw.train)} train, {len(raw.val)} dev; {len(done)} runs already in {path}", flush=True)
     for backbone in args.backbones.split(","):
@@ -93,12 +91,7 @@ def main() -> None:
                     row = run_one(splits, backbone, strategy, n, seed, path.parent / "few_shot_runs")
                     print(f"  {backbone:>7} {strategy:>11} {n:>3}/class seed {seed}: {100 * row['accuracy']:.2f}% "
                           f"({row['wall_s']:.0f}s)", flush=True)
-                    result["runs"].append(row)
-                    result["machine"] = machine()
-                    result["table"] = summary_table(result["runs"])
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-                    tmp.replace(path)
+                    append_run(path, result, row, summary_table)
     print("\nSST-2 dev accuracy, mean ± std over draws\n" + summary_table(result["runs"]))
     print(f"\nwrote {path}")
 

@@ -36,7 +36,8 @@ from .pretraining.unlabeled import UnlabeledData, read_unlabeled
 
 log = logging.getLogger("headstart")
 
-# The student is split exactly as the teacher was: these come from the teacher's manifest, not from the caller.
+# The student is split exactly as the teacher was: these come from the teacher's manifest
+# (`TrainedModel.split_options`), not from the caller.
 TEACHER_SPLIT_OPTIONS = ("labels_per_class", "val_size", "test_size", "seed", "text_column", "label_column")
 
 
@@ -116,11 +117,5 @@ def distill(
     pseudo = pseudo_label(teacher, unlabeled, splits, fit_options.get("precision", "auto"))
     pseudo.record["teacher"] = {"backbone": teacher.manifest.backbone_name, "strategy": teacher.manifest.strategy.name,
                                 "test_accuracy": teacher.metrics.get("accuracy")}
-    record = teacher.manifest.data
-    source = data if data is not None else record.source
-    split_options = {"labels_per_class": record.labels_per_class if record else None,
-                     "val_size": record.val_size if record and record.val_size is not None else 0.1,
-                     "test_size": record.test_size if record and record.test_size is not None else 0.2,
-                     "seed": record.seed if record else 0, "text_column": record.text_column if record else None,
-                     "label_column": record.label_column if record else None}
-    return fit(source, backbone, strategy, pseudo_labels=pseudo, **split_options, **fit_options)
+    source = data if data is not None else teacher.manifest.data.source  # recorded_splits checked there is one
+    return fit(source, backbone, strategy, pseudo_labels=pseudo, **teacher.split_options(), **fit_options)

@@ -62,14 +62,22 @@ class TrainedModel:
             if isinstance(source, (Dataset, Splits)):  # in memory, as `fit` takes it
                 raw = source if isinstance(source, Splits) else Splits(source, None, None)
             else:
-                raw = load_data(source, record.text_column if record else None,
-                                record.label_column if record else None, classes=self.classes, modality=self.modality)
+                options = self.split_options()
+                raw = load_data(source, options["text_column"], options["label_column"], classes=self.classes,
+                                modality=self.modality)
         except DataError as e:
             raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
-        val_size = record.val_size if record and record.val_size is not None else 0.1
-        test_size = record.test_size if record and record.test_size is not None else 0.2
-        return make_splits(raw, val_size, test_size, record.labels_per_class if record else None,
-                           record.seed if record else 0)
+        options = self.split_options()
+        return make_splits(raw, options["val_size"], options["test_size"], options["labels_per_class"], options["seed"])
+
+    def split_options(self) -> dict[str, Any]:
+        """The `fit` options that split this model's data (`fit`'s defaults where an older manifest lacks them)."""
+        record = self.manifest.data
+        return {"labels_per_class": record.labels_per_class if record else None,
+                "val_size": record.val_size if record and record.val_size is not None else 0.1,
+                "test_size": record.test_size if record and record.test_size is not None else 0.2,
+                "seed": record.seed if record else 0, "text_column": record.text_column if record else None,
+                "label_column": record.label_column if record else None}
 
     def save(self, path: str | Path) -> Path:
         """Write the model folder atomically: weights, manifest, the backbone's files and `metrics.json` (the test

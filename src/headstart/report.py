@@ -26,7 +26,7 @@ from .evaluation.calibration import uncalibrated
 from .evaluation.html_report import Section, render, table
 from .evaluation.metrics import classification_metrics
 from .modalities import get_modality
-from .model import TrainedModel
+from .model import TrainedModel, model_folder
 
 log = logging.getLogger("headstart")
 EXPLAINED_DIR = "report_files"
@@ -171,7 +171,7 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     """Evaluate the run's model (on its test split, or on `data`) and write the HTML report; returns its path."""
     run = Path(run).expanduser()
     model = TrainedModel.load(run)
-    run_dir = run if (run / "model").is_dir() else run.parent
+    run_dir = model_folder(run).parent
     out = Path(out).expanduser() if out is not None else run_dir / "report.html"
     dataset, where = evaluation_data(model, data)
     probs, failures = model.scores(dataset.items)
