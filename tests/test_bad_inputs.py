@@ -257,8 +257,8 @@ def test_star_ratings_still_train_as_classes(tmp_path):
     path = tmp_path / "stars.csv"
     pd.DataFrame({"text": [f"a {words[s]} film, number {i}" for i in range(8) for s in words],
                   "label": [s for _ in range(8) for s in words]}).to_csv(path, index=False)
-    result = run("fit", path, "--backbone", make_tiny_bert(tmp_path / "bert"), "--max-length", "16",
-                 "--out", tmp_path / "run")
+    result = run("fit", path, "--backbone", make_tiny_bert(tmp_path / "bert"), "--strategy", "probe", "--epochs", "1",
+                 "--max-length", "16", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run" / "model" / "headstart.json").read_text())
     assert manifest["classes"] == ["1", "2", "3", "4", "5"]
