@@ -211,6 +211,59 @@ def test_empty_texts_and_missing_labels_are_dropped_with_a_count(tmp_path, caplo
     assert "2 row(s) without text and 1 without a label left out (20 of 23 rows kept)" in caplog.text
 
 
+def _float_labels(n: int = 40, seed: int = 0) -> list[float]:
+    return [round(v, 2) for v in np.random.default_rng(seed).uniform(0, 10, n)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_column_of_measurements_is_refused_as_a_regression_target(suffix, tmp_path):
+    """Many distinct fractional numbers are a quantity to predict, not classes: one line that says so and what to
+    do today, instead of "classes have no usable training examples" after a split."""
+    path = tmp_path / f"t{suffix}"
+    df = pd.DataFrame({"text": [f"text {i}" for i in range(40)], "label": _float_labels()})
+    df.to_csv(path, index=False) if suffix == ".csv" else (
+        df.to_json(path, orient="records", lines=True) if suffix == ".jsonl" else df.to_parquet(path))
+    result = run("fit", path, "--backbone", "minilm", "--out", tmp_path / "run")
+    first = ", ".join(str(v) for v in _float_labels()[:3])
+    assert_one_line_error(result, f"label column 'label' holds 40 distinct numbers (e.g. {first}, ...; from ")
+    assert_one_line_error(result, "looks like a regression target")
+    assert_one_line_error(result, "regression is not supported yet): bin the values into a few classes")
+    assert "--label-column" in result.stderr and "--task" not in result.stderr
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("labels, continuous", [
+    (["0", "1", "2"] * 20, False),
+    ([str(s) for s in range(1, 6)] * 8, False),  # star ratings
+    ([f"{s / 2:.1f}" for s in range(2, 11)] * 5, False),  # half stars: 9 classes, written with a fraction
+    ([str(c) for c in range(100)] * 2, False),  # CIFAR-100's class ids: whole numbers are classes
+    ([f"{c}.0" for c in range(100)], False),  # ... written as floats too
+    ([str(v) for v in _float_labels(12)] * 8, False),  # 12 fractional values, each ~8 times: classes
+    ([str(v) for v in _float_labels(12)] + ["1"] * 4, True),  # 12 fractional values, most of 16 rows
+    ([str(v) for v in _float_labels(30)] * 3, True),  # more than 20 fractional values
+    ([str(v) for v in _float_labels(30)] + ["n/a"], False),  # not all numbers
+    (["nan", "inf"] + [str(v) for v in _float_labels(30)], False),  # not all finite numbers
+])
+def test_which_label_columns_look_continuous(labels, continuous):
+    from headstart.data.tables import looks_continuous
+
+    assert looks_continuous(labels) is continuous
+
+
+def test_star_ratings_still_train_as_classes(tmp_path):
+    from .conftest import make_tiny_bert
+
+    words = {1: "awful", 2: "poor", 3: "fine", 4: "good", 5: "superb"}
+    path = tmp_path / "stars.csv"
+    pd.DataFrame({"text": [f"a {words[s]} film, number {i}" for i in range(8) for s in words],
+                  "label": [s for _ in range(8) for s in words]}).to_csv(path, index=False)
+    result = run("fit", path, "--backbone", make_tiny_bert(tmp_path / "bert"), "--strategy", "probe", "--epochs", "1",
+                 "--max-length", "16", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "model" / "headstart.json").read_text())
+    assert manifest["classes"] == ["1", "2", "3", "4", "5"]
+
+
 @pytest.mark.parametrize("values, message", [
     ([[1, 2], [3]], "holds list values"), ([b"x", b"y"], "holds bytes values (row 1); labels must be plain text"),
 ])

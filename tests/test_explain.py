@@ -3,6 +3,7 @@ test of Petsiuk et al. 2018), are written for a person to look at, and the comma
 
 from __future__ import annotations
 
+import io
 import json
 from types import SimpleNamespace
 
@@ -60,8 +61,49 @@ def test_deleting_the_hot_cells_hurts_more_than_random_cells(square_model, tmp_p
     check = deletion_check(explainer, explanations, fraction=0.2, random_draws=3)
     assert check["n"] == 20 and check["share_top_beats_random"] >= 0.8, check
     png = explainer.save(explanations[0], tmp_path / f"x{explainer.file_suffix}")
-    with Image.open(png) as overlay:
-        assert overlay.size == (32, 32) and overlay.mode == "RGB"
+    with Image.open(png) as picture:
+        assert picture.mode == "RGB" and picture.width > 2 * picture.height > 2 * 224  # enlarged, side by side
+
+
+def test_the_image_explanation_shows_the_image_beside_its_heat_map_and_a_colour_bar():
+    """Readable alone: the left panel is the image itself (enlarged pixel for pixel), the right one differs from it
+    where the heat is, and the bar on the right runs from jet's dark blue (0) at its foot to dark red at its top."""
+    from matplotlib import colormaps
+
+    from headstart.explain.image import COLOUR_BAR, MARGIN, TITLE_BAND, side_by_side_png
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (24, 32, 3)).astype(np.uint8))
+    heat = np.zeros((7, 7), np.float32)
+    heat[3, 3] = 0.4
+    png = side_by_side_png(image, heat, "$cat$ <b>", 0.91, "occlusion", "fall in P(cat) when blurred")
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.mode == "RGB" and png.startswith(b"\x89PNG")
+        pixels = np.asarray(picture).astype(int)
+    width, height = 299, 224  # 24 px high is enlarged to 224, the width in proportion
+    assert pixels.shape == (TITLE_BAND + height + MARGIN, 3 * MARGIN + 2 * width + COLOUR_BAR[1], 3)
+    left = pixels[TITLE_BAND:TITLE_BAND + height, MARGIN:MARGIN + width]
+    assert np.array_equal(left, np.asarray(image.resize((width, height), Image.NEAREST)))
+    right = pixels[TITLE_BAND:TITLE_BAND + height, 2 * MARGIN + width:2 * (MARGIN + width)]
+    jet = (np.array(colormaps["jet"]([0.0, 1.0]))[:, :3] * 255).astype(int)  # dark blue, dark red
+    for (y, x), colour in (((112, 149), jet[1]), ((5, 5), jet[0])):  # the hot cell's centre, a cold corner
+        assert np.abs(right[y, x] - (0.55 * left[y, x] + 0.45 * colour)).max() < 8
+    bar = pixels[TITLE_BAND:TITLE_BAND + height, 3 * MARGIN + 2 * width + COLOUR_BAR[0] // 2]
+    assert np.abs(bar[3] - jet[1]).max() < 30 and np.abs(bar[-3] - jet[0]).max() < 30
+
+
+def test_the_token_snippet_has_a_legend_and_escapes_the_users_text(tmp_path):
+    from headstart.explain.base import Explanation
+    from headstart.explain.text import IntegratedGradientsExplainer
+
+    explanation = Explanation("<script>alert(1)</script> café", "<i>spam</i>", 0, 0.87,
+                              np.array([0.5, -0.25, 0.1], np.float32), units=["<script>", "alert", "café"])
+    file = IntegratedGradientsExplainer.save(None, explanation, tmp_path / "t.tokens.html")
+    snippet = file.read_bytes().decode("ascii")  # non-ASCII as character references: no charset needed
+    assert "<script>" not in snippet and "&lt;script&gt;" in snippet and "caf&#233;" in snippet
+    assert "<i>" not in snippet and "predicted <b>&lt;i&gt;spam&lt;/i&gt;</b> (0.87)" in snippet
+    assert "red</span>: pushes towards <b>&lt;i&gt;spam" in snippet and "blue</span>: pushes against it" in snippet
+    assert snippet.count("<span title=") == 3
 
 
 def test_deleted_cells_show_the_image_blurred_at_the_cell_scale():
@@ -96,7 +138,7 @@ def test_integrated_gradients_deleting_the_top_tokens_hurts_more_than_random_tok
     check = deletion_check(explainer, explanations, fraction=0.2, random_draws=3)
     assert check["share_top_beats_random"] >= 0.8, check
     snippet = explainer.save(explanations[0], tmp_path / "t.tokens.html").read_text()
-    assert snippet.count("<span") == len(explanations[0].units) and explanations[0].label in snippet
+    assert snippet.count("<span title=") == len(explanations[0].units) and explanations[0].label in snippet
 
 
 def test_explain_command_prints_json_lines_and_writes_files(square_model, tmp_path):

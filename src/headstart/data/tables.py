@@ -131,6 +131,48 @@ def _sorted_classes(values: Sequence[str]) -> list[str]:
         return uniques
 
 
+CONTINUOUS_DISTINCT = 20  # more distinct non-integer numbers than this: a measurement, not a set of classes
+CONTINUOUS_MIN_DISTINCT = 10  # ... or at least this many, when they are most of the rows
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def looks_continuous(labels: Sequence[str]) -> bool:
+    """Whether labels look like a regression target: all numbers, some with a fraction, and many distinct ones
+    (more than CONTINUOUS_DISTINCT, or at least CONTINUOUS_MIN_DISTINCT that are most of the rows).
+
+    Hand-written because no library draws this line. Whole numbers never count: 0/1/2, star ratings or
+    CIFAR-100's 100 class ids are classes, and "1.0" or "4.5" in a handful of values are class names too.
+    """
+    distinct = set(labels)
+    if len(distinct) < CONTINUOUS_MIN_DISTINCT:
+        return False
+    numbers = [_number(v) for v in distinct]
+    if any(n is None for n in numbers) or all(float(n).is_integer() for n in numbers):
+        return False
+    return len(distinct) > CONTINUOUS_DISTINCT or len(distinct) > len(labels) / 2
+
+
+def refuse_continuous_labels(labels: Sequence[str], path: Path, column: str) -> None:
+    """A one-line DataError when the label column holds continuous numbers: trained as classes, each value is a
+    class of one or two rows, and training fails later with a message about empty classes that misleads."""
+    if not looks_continuous(labels):
+        return
+    distinct = list(dict.fromkeys(labels))  # in the order of the file
+    numbers = [float(v) for v in distinct]
+    raise DataError(
+        f"{path}: label column '{column}' holds {len(distinct)} distinct numbers (e.g. {', '.join(distinct[:3])}, "
+        f"...; from {min(numbers):g} to {max(numbers):g}): it looks like a regression target, and headstart "
+        "classifies labels (regression is not supported yet): bin the values into a few classes (e.g. low, "
+        "medium, high) in a new column, or name the column of class labels with --label-column")
+
+
 def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
                     classes: Sequence[str] | None = None) -> Dataset:
     """Read a labeled text table; with `classes`, labels must be among them (for val/test files).
@@ -154,6 +196,7 @@ def read_text_table(path: Path, text_column: str | None = None, label_column: st
     if not texts:
         raise DataError(f"{path} has no row with both a text and a label")
     if classes is None:
+        refuse_continuous_labels(label_names, path, label_col)
         classes = _sorted_classes(label_names)
         if len(classes) < 2:
             raise DataError(f"{path} column '{label_col}' has only one class ({classes[0]}): a classifier needs at "

@@ -23,6 +23,7 @@ class OcclusionExplainer(ImageCellExplainer):
     name = "occlusion"
     method = "occlusion (Zeiler & Fergus 2014, captum FeatureAblation), cells blurred"
     file_suffix = ".occlusion.png"
+    colour_meaning = "fall in P({label}) when the cell is blurred"
     default = True
     grid = (7, 7)  # the cells of Grad-CAM on EfficientNet at 224 px: 49 forward passes an image
     cells_per_pass = 25  # occluded copies in one forward batch

@@ -68,20 +68,35 @@ class IntegratedGradientsExplainer(Explainer):
         return float(self.probabilities({k: v[:, positions] for k, v in batch.items()})[0, explanation.label_index])
 
     def save(self, explanation: Explanation, file: Path) -> Path:
-        atomic_write_bytes(file, token_html(explanation).encode())
+        """An HTML snippet: the label, a legend, the coloured tokens. Non-ASCII characters are written as
+        character references, so that the snippet reads right opened alone, with no charset declared."""
+        atomic_write_bytes(file, token_html(explanation).encode("ascii", "xmlcharrefreplace"))
         return file
 
 
+FOR_COLOUR, AGAINST_COLOUR = "220,50,47", "38,139,210"  # red, blue (RGB)
+
+
+def _swatch(colour: str, text: str) -> str:
+    return f'<span style="background:rgba({colour},0.8);border-radius:3px;padding:0 4px">{text}</span>'
+
+
 def token_html(explanation: Explanation) -> str:
-    """The tokens as coloured spans: red for evidence for the predicted label, blue against, opacity by size."""
+    """The tokens as coloured spans: red for evidence for the predicted label, blue against, opacity by size;
+    a legend above them says so, for a reader who has only this snippet."""
     a = explanation.attributions
     scale = float(np.abs(a).max()) or 1.0
     spans = []
     for token, value in zip(explanation.units, a):
-        colour = "220,50,47" if value > 0 else "38,139,210"
+        colour = FOR_COLOUR if value > 0 else AGAINST_COLOUR
         glue = token.startswith("##")
         text = html.escape(token[2:] if glue else token)
         spans.append(("" if glue or not spans else " ") + f'<span title="{value:+.3f}" style="background:rgba('
                      f'{colour},{abs(value) / scale:.2f});border-radius:3px;padding:0 1px">{text}</span>')
-    return (f'<div class="token-attributions"><div><b>{html.escape(explanation.label)}</b> '
-            f"({explanation.score:.2f})</div><p>{''.join(spans)}</p></div>\n")
+    label = html.escape(explanation.label)
+    legend = (f'<div class="legend" style="font-size:smaller">{_swatch(FOR_COLOUR, "red")}: pushes towards '
+              f'<b>{label}</b>; {_swatch(AGAINST_COLOUR, "blue")}: pushes against it (towards other classes); '
+              "the stronger the colour, the larger the push (Integrated Gradients; hover over a token for its "
+              "value).</div>")
+    return (f'<div class="token-attributions"><div>predicted <b>{label}</b> ({explanation.score:.2f})</div>'
+            f"{legend}<p>{''.join(spans)}</p></div>\n")
