@@ -212,4 +212,9 @@ def _calibration_summary(record: dict | None, temperature: float) -> str:
         return "none (raw softmax)"
     if record.get("method") == "none":
         return f"none (raw softmax): {record.get('reason', 'not fitted')}"
-    return f"temperature {temperature:.3f} fitted on {record['n']} validation items"
+    fitted = f"temperature {temperature:.3f} fitted on {record['n']} validation items"
+    check = record.get("acceptance")
+    if check is None:  # fitted before cross-validated acceptance
+        return fitted
+    return (f"{fitted}; kept because it lowered held-out NLL by {check['nll_gain']:.4f} ± {check['nll_gain_se']:.4f} "
+            f"per item ({check['folds']}-fold cross-validation)")
