@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import headstart
 from headstart.cli import app
-from headstart.evaluation.calibration import fit_temperature, softmax, uncalibrated
+from headstart.evaluation.calibration import choose_temperature, fit_temperature, softmax, uncalibrated
 from headstart.evaluation.metrics import brier_score, expected_calibration_error, negative_log_likelihood
 
 
@@ -81,6 +81,59 @@ def test_a_validation_split_that_cannot_support_a_temperature_leaves_it_at_one()
     assert perfect["method"] == "none" and "no mistakes" in perfect["reason"] and head.config["temperature"] == 1.0
     fitted = head.calibrate(x, labels)
     assert fitted["method"] == "temperature" and fitted["temperature"] == pytest.approx(2.5, rel=0.25)
+
+
+def _identity_head(classes: int = 5):
+    """A linear head whose logits are its inputs: calibrating it calibrates the given logits."""
+    from headstart.heads import ClassificationHead
+
+    head = ClassificationHead(classes, classes)
+    with torch.no_grad():
+        head.layers[1].weight.copy_(torch.eye(classes))
+        head.layers[1].bias.zero_()
+    head.standardize.scale.fill_(1.0)
+    return head
+
+
+def test_a_temperature_that_generalises_is_kept_and_lowers_ece():
+    """Over-confident logits (labels drawn at T = 2.5): the temperature fitted on K-1 folds lowers the NLL of the
+    held-out fold well beyond its noise, so it is kept and the record carries the test's numbers."""
+    z, labels = _overconfident(n=500)
+    record = _identity_head().calibrate(z.astype(np.float32), labels, seed=3)
+    acceptance = record["acceptance"]
+    assert record["method"] == "temperature" and "reason" not in record
+    assert record["temperature"] == pytest.approx(acceptance["fitted_temperature"], rel=1e-5)
+    assert record["temperature"] == pytest.approx(2.5, rel=0.25)
+    assert acceptance["folds"] == 5 and acceptance["seed"] == 3 and len(acceptance["fold_temperatures"]) == 5
+    assert acceptance["nll_gain"] > 3 * acceptance["nll_gain_se"] > 0
+    assert record["ece_after"] < 0.5 * record["ece_before"] and record["nll_after"] < record["nll_before"]
+
+
+def test_a_temperature_fitted_to_noise_on_calibrated_logits_is_dropped_with_its_reason():
+    """Logits that are already calibrated (labels drawn at T = 1): a temperature fitted on them only fits noise,
+    so the held-out gain does not beat its standard error, T stays 1 and the reason gives the numbers; the same
+    seed gives the same decision."""
+    z, labels = _overconfident(n=300, true_t=1.0, seed=4)
+    head = _identity_head()
+    record = head.calibrate(z.astype(np.float32), labels, seed=0)
+    acceptance = record["acceptance"]
+    assert record["method"] == "none" and record["temperature"] == 1.0 and head.config["temperature"] == 1.0
+    assert acceptance["fitted_temperature"] != 1.0 and not acceptance["nll_gain"] > acceptance["nll_gain_se"]
+    assert "did not improve held-out NLL beyond noise" in record["reason"] and "5-fold" in record["reason"]
+    assert f"{acceptance['fitted_temperature']:.2f}" in record["reason"]
+    assert record["nll_after"] == record["nll_before"] and record["ece_after"] == record["ece_before"]
+    assert head.calibrate(z.astype(np.float32), labels, seed=0) == record
+
+
+def test_cross_validated_acceptance_drops_noise_and_keeps_real_over_confidence_across_draws():
+    """Over ten draws of 200 validation items: calibrated logits keep T = 1 in most, over-confident ones (T = 2)
+    are calibrated in all."""
+    def draw(true_t, seed):
+        return _overconfident(n=200, true_t=true_t, seed=seed)
+
+    dropped = sum(choose_temperature(*draw(1.0, s), seed=s).reason is not None for s in range(10))
+    kept = sum(choose_temperature(*draw(2.0, s), seed=s).reason is None for s in range(10))
+    assert dropped >= 8 and kept == 10
 
 
 def test_uncalibrated_probabilities_are_recovered_from_calibrated_ones():

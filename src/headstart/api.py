@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import torch
 from ._util import atomic_symlink, sha256_bytes
 from .artifact import METRICS
 from .backbones import resolve_backbone
-from .data import Dataset, PseudoLabels, Splits, load_data, make_splits
+from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError
@@ -86,15 +88,41 @@ def report(run: str | Path, data: str | Path | None = None, out: str | Path | No
 
 
 def prepare_splits(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
-                   test_size: float | int, labels_per_class: int | None, seed: int) -> Splits:
-    """The train/validation/test splits `fit` trains and tests on, from any data it accepts."""
+                   test_size: float | int, labels_per_class: int | None, seed: int,
+                   test: str | Path | Dataset | None = None) -> Splits:
+    """The train/validation/test splits `fit` trains and tests on, from any data it accepts; with `test`, the
+    test split is that held-out data instead of a part of `data`."""
     if isinstance(data, Splits):
         raw = data
     elif isinstance(data, Dataset):
         raw = Splits(data, None, None)
     else:
         raw = load_data(data, text_column, label_column)
+    if test is not None:
+        held_out = read_test_data(test, raw.classes, raw.modality, text_column, label_column)
+        if raw.test is not None:
+            log.warning("the data define their own test split (%d items, %s); the test data given apart replace it",
+                        len(raw.test), raw.test.origin or raw.test.name)
+        raw = Splits(raw.train, raw.val, held_out)
     return make_splits(raw, val_size, test_size, labels_per_class, seed)
+
+
+MIN_TEST_ITEMS = 100
+
+
+def _log_split_plan(splits: Splits) -> None:
+    """Say how big each split is and where it came from; warn when the test split is too small to trust."""
+    log.info("split plan:\n  %s", "\n  ".join(splits.plan()))
+    n = len(splits.test)
+    if n < MIN_TEST_ITEMS:
+        def half_width(p: float) -> float:  # of the normal-approximation 95% interval of an accuracy p, in points
+            return 100 * 1.96 * math.sqrt(p * (1 - p) / n)
+
+        log.warning("the test split has only %d items: a 95%% interval of its accuracy is about ±%.0f points wide "
+                    "at 90%% accuracy (±%.0f at 50%%), too wide to tell close models apart. Hold out more (at least "
+                    "%d): a test/ folder beside train/, --test DATA (test= in Python), or a larger --test-size when "
+                    "the test split is cut from the training data", n, half_width(0.9), half_width(0.5),
+                    MIN_TEST_ITEMS)
 
 
 def _data_fingerprint(splits: Splits) -> str:
@@ -124,18 +152,20 @@ def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, p
 
 def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[str, Any]:
     """Temperature scaling of the trained classifier on the validation split (embeddings from the cache when the
-    backbone stayed frozen)."""
+    backbone stayed frozen), kept only when cross-validation on that split shows it helps beyond noise."""
     if frozen and run.val_embeddings is not None:  # the backbone did not change since the strategy embedded them
         val, val_x = run.val, run.val_embeddings
     else:
         val, val_x = embed_dataset(classifier.backbone, run.val, run.cache if frozen else None, run.precision,
                                    run.strict)
-    record = classifier.head.calibrate(val_x, val.labels)
+    record = classifier.head.calibrate(val_x, val.labels, seed=run.seed)
     if record["method"] == "none":
         log.info("not calibrated: %s (temperature left at 1)", record["reason"])
     else:
-        log.info("calibrated on %d validation items: temperature %.3f, ECE %.4f -> %.4f", record["n"],
-                 record["temperature"], record["ece_before"], record["ece_after"])
+        check = record["acceptance"]
+        log.info("calibrated on %d validation items: temperature %.3f (held-out NLL gain %.4f ± %.4f per item, "
+                 "%d-fold cross-validation), ECE %.4f -> %.4f", record["n"], record["temperature"],
+                 check["nll_gain"], check["nll_gain_se"], check["folds"], record["ece_before"], record["ece_after"])
     return record
 
 
@@ -162,6 +192,7 @@ def fit(
     overwrite: bool = False,
     calibrate: bool = True,
     pseudo_labels: PseudoLabels | None = None,
+    test: str | Path | Dataset | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -171,7 +202,12 @@ def fit(
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
     refused unless `overwrite=True` (which still replaces only headstart's own files). With `calibrate` (the
-    default) the probabilities are calibrated by temperature scaling on the validation split before testing.
+    default) the probabilities are calibrated by temperature scaling on the validation split before testing (kept
+    only when cross-validation on that split shows it helps; the manifest's calibration record says which and why).
+    `test`: labeled held-out data (anything `data` can be but Splits; its own test split if it defines one) to
+    test on instead of a split cut from `data` (which then ignores `test_size`); its classes must be the training
+    classes. A test/ folder beside train/ in `data` is used the same way. The split plan (sizes and sources) is
+    logged before training, with a warning when the test split has fewer than 100 items.
     `pseudo_labels` (set by `distill`): a teacher's labels for unlabeled items, added to the training split after
     splitting, so that validation and test are the real ones the teacher had; the manifest records their origin.
     Returns the trained model (its `.metrics` hold the test results).
@@ -187,13 +223,16 @@ def fit(
     if run_dir is not None:  # an unusable --out fails now, not after training
         check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
-    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed)
+    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test)
     source = str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name
+    test_source = None if test is None else test.name if isinstance(test, Dataset) else str(test)
     if pseudo_labels is not None:
         if pseudo_labels.dataset.classes != splits.classes:
             raise DataError(f"{source}: its classes {splits.classes} differ from the pseudo-labels' "
                             f"{pseudo_labels.dataset.classes}: give the data the teacher was fitted on")
         train = splits.train.concatenate(pseudo_labels.dataset, f"{splits.train.name}+{pseudo_labels.dataset.name}")
+        train = replace(train, origin=f"{splits.origins()['train']} and {len(pseudo_labels.dataset):,} items a "
+                                      "teacher labeled")
         splits = Splits(train, splits.val, splits.test)
     torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
     net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
@@ -202,6 +241,7 @@ def fit(
                          f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
     log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,
              plan.name)
+    _log_split_plan(splits)
     if run_dir is not None:
         config = {"backbone": backbone, "weights": weights, "pretrained": pretrained, "image_size": image_size,
                   "max_length": max_length, "seed": seed, "precision": precision}
@@ -227,7 +267,9 @@ def fit(
         data=DataRecord(source=source, splits={"train": len(run.train), "val": len(run.val), "test": len(test)},
                         labels_per_class=labels_per_class, seed=seed, val_size=val_size, test_size=test_size,
                         text_column=text_column, label_column=label_column,
-                        distillation=pseudo_labels.record if pseudo_labels is not None else None),
+                        distillation=pseudo_labels.record if pseudo_labels is not None else None,
+                        test_source=test_source,
+                        origins=splits.origins()),
         precision=precision, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,

@@ -97,7 +97,11 @@ def fit(
     iterations: int | None = typer.Option(None, help="contrastive: pairs drawn per labeled example (SetFit's R, "
                                                      "default 20)."),
     val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
-    test_size: str = typer.Option("0.2", help="Test split when the data define none: fraction or count."),
+    test_size: str = typer.Option("0.2", help="Test split when the data define none and no --test: fraction or "
+                                              "count."),
+    test: str | None = typer.Option(None, "--test", help="Labeled held-out data to test on (folder, table or "
+                                                          "built-in, with the training classes) instead of a split "
+                                                          "cut from DATA."),
     seed: int = typer.Option(0),
     text_column: str | None = typer.Option(None),
     label_column: str | None = typer.Option(None),
@@ -128,7 +132,7 @@ def fit(
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      calibrate=calibrate, **settings)
+                      calibrate=calibrate, test=test, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

@@ -38,7 +38,7 @@ log = logging.getLogger("headstart")
 
 # The student is split exactly as the teacher was: these come from the teacher's manifest
 # (`TrainedModel.split_options`), not from the caller.
-TEACHER_SPLIT_OPTIONS = ("labels_per_class", "val_size", "test_size", "seed", "text_column", "label_column")
+TEACHER_SPLIT_OPTIONS = ("labels_per_class", "val_size", "test_size", "seed", "text_column", "label_column", "test")
 
 
 def new_items(unlabeled: UnlabeledData, splits: Splits) -> tuple[list[int], dict[str, int]]:

@@ -65,11 +65,13 @@ class ClassificationHead(nn.Module):
         self.config["temperature"] = float(temperature)
 
     @torch.no_grad()
-    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        """Fit the temperature on held-out embeddings and labels (temperature scaling); returns a JSON-ready
-        record: the temperature and the held-out NLL and ECE before and after. When the held-out set cannot
-        support a fit (too small, or no mistakes) the temperature stays 1 and the record says why."""
-        from .evaluation.calibration import fit_temperature, softmax, why_not_calibrate
+    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, Any]:
+        """Fit the temperature on held-out embeddings and labels (temperature scaling) and keep it only when it
+        passes cross-validated acceptance on them (`choose_temperature`, folds drawn with `seed`); returns a
+        JSON-ready record: the temperature, the acceptance test's numbers, and the held-out NLL and ECE before
+        and after. When the held-out set cannot support a fit (too small, or no mistakes) or the fitted
+        temperature does not beat T = 1 beyond noise, the temperature stays 1 and the record says why."""
+        from .evaluation.calibration import choose_temperature, softmax, why_not_calibrate
         from .evaluation.metrics import expected_calibration_error, negative_log_likelihood
 
         self.eval()
@@ -77,11 +79,15 @@ class ClassificationHead(nn.Module):
         logits = self(torch.from_numpy(embeddings)).double().numpy()
         before = softmax(logits)
         reason = why_not_calibrate(logits, labels)
+        acceptance = None
         if reason is None:
-            self.set_temperature(fit_temperature(logits, labels))
+            choice = choose_temperature(logits, labels, seed=seed)
+            reason, acceptance = choice.reason, choice.record()
+            self.set_temperature(choice.temperature)
         after = softmax(logits / self.config["temperature"])
         return {"method": "temperature" if reason is None else "none", "temperature": self.config["temperature"],
                 "n": len(labels), **({"reason": reason} if reason else {}),
+                **({"acceptance": acceptance} if acceptance else {}),
                 "nll_before": negative_log_likelihood(before, labels), "nll_after": negative_log_likelihood(after, labels),
                 "ece_before": expected_calibration_error(before, labels),
                 "ece_after": expected_calibration_error(after, labels)}

@@ -55,6 +55,10 @@ class DataRecord(_Record):
     label_column: str | None = None
     # A distilled student's training split holds a teacher's labels for unlabeled items: which, and how many.
     distillation: dict[str, Any] | None = None
+    # The held-out test data given apart from `source` (fit --test): the test split is read from it, not cut.
+    test_source: str | None = None
+    # Where each split came from, in words (the split plan `fit` logs); absent in older models.
+    origins: dict[str, str] | None = None
 
 
 class ModelManifest(BaseModel):

@@ -50,8 +50,10 @@ class TrainedModel:
 
     def recorded_splits(self, data: str | Path | Dataset | Splits | None = None) -> Splits:
         """The train/val/test splits this model was fitted with, rebuilt from its manifest (or from `data`, when
-        given, split the same way). A source that is gone is an error that says to pass the data."""
-        from .data import load_data, make_splits
+        given, split the same way; test data given apart at fit, `--test`, are read again from where the manifest
+        records them unless `data` defines its own test split). A source that is gone is an error that says to
+        pass the data."""
+        from .data import load_data, make_splits, read_test_data
 
         record = self.manifest.data
         source = data if data is not None else (record.source if record is not None else None)
@@ -68,6 +70,14 @@ class TrainedModel:
         except DataError as e:
             raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
         options = self.split_options()
+        if record is not None and record.test_source is not None and not (data is not None and raw.test is not None):
+            try:
+                test = read_test_data(record.test_source, self.classes, self.modality, options["text_column"],
+                                      options["label_column"])
+            except DataError as e:
+                raise DataError(f"cannot read the test data the model was tested on ({e}): pass --data with them in "
+                                "a test/ folder (or test table) beside train/") from None
+            raw = Splits(raw.train, raw.val, test)
         return make_splits(raw, options["val_size"], options["test_size"], options["labels_per_class"], options["seed"])
 
     def split_options(self) -> dict[str, Any]:
@@ -77,7 +87,8 @@ class TrainedModel:
                 "val_size": record.val_size if record and record.val_size is not None else 0.1,
                 "test_size": record.test_size if record and record.test_size is not None else 0.2,
                 "seed": record.seed if record else 0, "text_column": record.text_column if record else None,
-                "label_column": record.label_column if record else None}
+                "label_column": record.label_column if record else None,
+                "test": record.test_source if record else None}
 
     def save(self, path: str | Path) -> Path:
         """Write the model folder atomically: weights, manifest, the backbone's files and `metrics.json` (the test
@@ -172,7 +183,8 @@ class TrainedModel:
 
     def calibrate(self, data: Dataset) -> dict[str, Any]:
         """Fit the temperature on labeled held-out data (not the test set) and record it in the manifest; `save`
-        to keep it. Returns the calibration record (temperature, NLL and ECE before and after)."""
+        to keep it; the temperature is kept only when it passes cross-validated acceptance on `data` (see
+        `ClassificationHead.calibrate`). Returns the calibration record (temperature, NLL and ECE before and after)."""
         from .embeddings import drop_failures
 
         embeddings, failures = compute_embeddings(self.backbone, data.items, desc="calibrating",

@@ -34,12 +34,18 @@ EXPLAINED_DIR = "report_files"
 
 def evaluation_data(model: TrainedModel, data: str | Path | None) -> tuple[Dataset, str]:
     """`data` (its test split if it defines one), or the run's own test split rebuilt from its manifest."""
-    from .data import load_data, make_splits
+    from .data import load_data, make_splits, read_test_data
 
     if data is not None:
         splits = load_data(data, classes=model.classes, modality=model.modality)
         return (splits.test or splits.train), str(data)
     d = model.manifest.data
+    if d is not None and d.test_source is not None:  # fitted with test data given apart (--test)
+        try:
+            test = read_test_data(d.test_source, model.classes, model.modality, d.text_column, d.label_column)
+        except DataError as e:
+            raise HeadstartError(f"the run's test data cannot be read here ({e}): give labeled data with --data") from None
+        return test, f"{d.test_source} (test data)"
     if d is None or d.test_size is None:
         raise HeadstartError("this model does not record how its test split was drawn: give labeled data with --data")
     try:
@@ -55,6 +61,7 @@ def _overview(model: TrainedModel, where: str, n: int, skipped: int) -> str:
     settings = ", ".join(f"{k}={v}" for k, v in m.strategy.settings.items() if v is not None)
     rows = [("data", d.source if d else "?"),
             ("split sizes", ", ".join(f"{k} {v:,}" for k, v in (d.splits if d else {}).items())),
+            *([("split sources", "; ".join(f"{k}: {v}" for k, v in d.origins.items()))] if d and d.origins else []),
             ("labels per class", d.labels_per_class if d and d.labels_per_class else "all"),
             ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
             ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
@@ -212,4 +219,9 @@ def _calibration_summary(record: dict | None, temperature: float) -> str:
         return "none (raw softmax)"
     if record.get("method") == "none":
         return f"none (raw softmax): {record.get('reason', 'not fitted')}"
-    return f"temperature {temperature:.3f} fitted on {record['n']} validation items"
+    fitted = f"temperature {temperature:.3f} fitted on {record['n']} validation items"
+    check = record.get("acceptance")
+    if check is None:  # fitted before cross-validated acceptance
+        return fitted
+    return (f"{fitted}; kept because it lowered held-out NLL by {check['nll_gain']:.4f} ± {check['nll_gain_se']:.4f} "
+            f"per item ({check['folds']}-fold cross-validation)")

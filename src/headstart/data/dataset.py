@@ -21,6 +21,9 @@ class Dataset:
     classes: list[str]
     name: str = "data"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason) left out while reading
+    # Where the items came from, in words, for the split plan `fit` logs: "hymenoptera/val", "hymenoptera/train
+    # (a stratified 20% cut, seed 0)". Set by `load_data` and `make_splits`; empty for data built in memory.
+    origin: str = ""
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -83,3 +86,15 @@ class Splits:
 
     def summary(self) -> dict[str, int]:
         return {k: len(v) for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v}
+
+    def origins(self) -> dict[str, str]:
+        """Where each part came from, in words (its name when it was built in memory)."""
+        return {k: v.origin or v.name for k, v in (("train", self.train), ("val", self.val), ("test", self.test))
+                if v is not None}
+
+    def plan(self) -> list[str]:
+        """One line per part: its size and where it came from, e.g. "test: 49 items from hymenoptera/train (a
+        stratified 20% cut, seed 0)"."""
+        sizes = {k: len(v) for k, v in (("train", self.train), ("val", self.val), ("test", self.test))
+                 if v is not None}
+        return [f"{k}: {sizes[k]:,} items from {origin}" for k, origin in self.origins().items()]

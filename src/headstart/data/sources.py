@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +59,16 @@ def load_data(source: str | Path, text_column: str | None = None, label_column: 
     if name in BUILTINS:
         splits = BUILTINS[name]()
         _expect(modality, splits.modality)
-        return splits
+        if splits.val is None and splits.test is None:
+            return Splits(replace(splits.train, origin=name), None, None)
+        return Splits(*(None if part is None else replace(part, origin=f"{name} ({key} set)")
+                        for key, part in (("train", splits.train), ("val", splits.val), ("test", splits.test))))
     path = Path(source).expanduser()
     if not path.exists():
         hint = f" or a built-in data set ({', '.join(BUILTINS)})"
         raise DataError(f"data not found: {path} does not exist (give a folder of class sub-folders, a table{hint})")
     if is_table_file(path):
-        return Splits(_read_one(path, classes, text_column, label_column, modality), None, None)
+        return Splits(replace(_read_one(path, classes, text_column, label_column, modality), origin=name), None, None)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
     explicit = _explicit_split_paths(path)
@@ -72,13 +76,33 @@ def load_data(source: str | Path, text_column: str | None = None, label_column: 
         train = _read_one(explicit["train"], classes, text_column, label_column, modality)
         parts = {k: _read_one(p, train.classes, text_column, label_column, modality)
                  for k, p in explicit.items() if k != "train"}
-        return Splits(train, parts.get("val"), parts.get("test"))
+        parts["train"] = train
+        parts = {k: replace(part, origin=str(Path(name) / explicit[k].name)) for k, part in parts.items()}
+        return Splits(parts["train"], parts.get("val"), parts.get("test"))
     if not class_folders(path):
         tables = sorted(p.name for p in path.iterdir() if is_table_file(p))
         if tables:
             raise DataError(f"{path} holds tables ({', '.join(tables)}) but no train file: name one train.csv "
                             "or point at the table itself")
-    return Splits(read_class_folders(path, classes, modality), None, None)
+    return Splits(replace(read_class_folders(path, classes, modality), origin=name), None, None)
+
+
+def read_test_data(source: str | Path | Dataset, classes: list[str], modality: str,
+                   text_column: str | None = None, label_column: str | None = None) -> Dataset:
+    """A labeled held-out set given apart from the training data (`fit --test`): its own test split when it
+    defines one, else all of it, labeled with the training `classes` (a class they lack is an error)."""
+    if isinstance(source, Dataset):
+        ensure_same_modality(modality, source.modality, "the training data are", "the test data are")
+        if list(source.classes) != list(classes):
+            raise DataError(f"the test data's classes {source.classes} differ from the training classes {classes}")
+        test = source
+    else:
+        try:
+            splits = load_data(source, text_column, label_column, classes=classes, modality=modality)
+        except DataError as e:
+            raise DataError(f"test data {source}: {e}") from None
+        test = splits.test or splits.train
+    return replace(test, origin=f"{test.origin or test.name} (the test data given apart)")
 
 
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +156,28 @@ def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | 
     for name, size in (("val_size", val_size), ("test_size", test_size)):
         _check_split_size(name, size)
     train, val, test = splits.train, splits.val, splits.test
+    source, cuts = train.origin or train.name, []
     if test is None:
         keep, held = _stratified_split(train, test_size, seed)
         train, test = train.subset(keep), train.subset(held, name=f"{train.name}-test")
+        test = replace(test, origin=f"{source} (a stratified {_share(test_size)} cut, seed {seed})")
+        cuts.append("test")
     if val is None:
         keep, held = _stratified_split(train, val_size, seed + 1)
         train, val = train.subset(keep), train.subset(held, name=f"{train.name}-val")
+        rest = " of what the test cut left" if cuts else ""
+        val = replace(val, origin=f"{source} (a stratified {_share(val_size)} cut{rest}, seed {seed})")
+        cuts.append("val")
+    if cuts:
+        train = replace(train, origin=f"{source} (what the {' and '.join(cuts)} cut{'s' * (len(cuts) > 1)} left)")
     if labels_per_class is not None:
         train = per_class_subset(train, labels_per_class, seed)
         val = per_class_subset(val, labels_per_class, seed, warn=False)
+        train = replace(train, origin=f"{train.origin or train.name}, {labels_per_class} per class (seed {seed})")
+        val = replace(val, origin=f"{val.origin or val.name}, at most {labels_per_class} per class")
     return Splits(train, val, test)
+
+
+def _share(size: float | int) -> str:
+    """A split size in words: 0.2 -> "20%", 500 -> "500-item"."""
+    return f"{100 * size:.3g}%" if isinstance(size, float) else f"{size}-item"
