@@ -160,3 +160,29 @@ def test_predict_batch_size_reaches_the_embedding_computation(text_run, monkeypa
 def test_predict_refuses_a_bad_out_or_batch_size_before_any_work(args, message, tmp_path):
     result = _run("predict", tmp_path / "no-model", "text", *args)  # the model is never loaded
     assert result.exit_code == 2 and message in result.stderr
+
+
+def test_writing_records_needs_no_torch(tmp_path):
+    """`predict --runtime onnx --out` runs in a torch-free deployment: the atomic writer imports no torch."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom pathlib import Path\nfrom headstart.runtime.records import write_records\n"
+            f"write_records(Path({str(tmp_path / 'p.jsonl')!r}), [{{'input': 'x', 'error': 'unreadable'}}])\n"
+            "print(json.dumps('torch' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "false"
+    assert json.loads((tmp_path / "p.jsonl").read_text()) == {"input": "x", "error": "unreadable"}
+
+
+def test_predict_out_and_batch_size_with_the_onnx_runtime(exported_text, tmp_path):
+    texts = ["a delightful and superb film", "a tedious and painful film", "fine"]
+    printed = _run("predict", exported_text, *texts, "--runtime", "onnx")
+    records = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert printed.exit_code == 0 and len(records) == 3
+    result = _run("predict", exported_text, *texts, "--runtime", "onnx", "--batch-size", "1", "--out",
+                  tmp_path / "p.jsonl")
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in written] == [r["label"] for r in records]
+    assert [r["score"] for r in written] == pytest.approx([r["score"] for r in records], abs=1e-5)
