@@ -82,7 +82,7 @@ def _image_cases(limit: int) -> list[dict]:
         {"content": b"garbage", "headers": {"content-type": "multipart/form-data"}},  # no boundary
         {"data": {"files": "a text field, not a file"}, "files": [("other", ("a.png", _png(), "image/png"))]},
         {"json": {"inputs": ["an image model given text"]}},  # wrong content type for this model
-        {"content": b"\x89PNG", "headers": {"content-type": "image/png"}},  # raw bytes, wrong content type
+        {"content": b"\x89PNG", "headers": {"content-type": "image/png"}},  # a raw body that is no whole image
         {"content": b"x" * (3 * 1024 * 1024), "headers": {"content-type": "multipart/form-data; boundary=x"}},  # too large
     ]
 
@@ -94,7 +94,7 @@ def _text_cases(limit: int) -> list[dict]:
         {"content": b"\xff\xfe\x00bad utf-8", **as_json},  # not UTF-8
         {"json": ["a list, not an object"]},
         {"json": {"texts": ["wrong key"]}},
-        {"json": {"inputs": "a string, not a list"}},
+        {"json": {"inputs": {"text": "an object, not a list or a string"}}},
         {"json": {"inputs": []}},
         {"json": {"inputs": ["fine", 42]}},  # wrong item type
         {"json": {"inputs": ["fine", None, {"a": 1}]}},

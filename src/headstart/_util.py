@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, hashing, device and precision choice."""
+"""Small shared helpers: atomic writes, hashing, device and precision choice. torch is imported by the functions
+that need it, so that the torch-free deployment (`headstart.runtime`) can write files atomically too."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def sha256_bytes(*parts: bytes) -> str:
@@ -169,6 +171,8 @@ def library_versions() -> dict[str, str]:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -184,6 +188,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced-precision dtype worth using on this device, or None for fp32."""
+    import torch
+
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_fast_bf16():
@@ -193,6 +199,8 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a `--precision` choice (auto, fp32, bf16) on this device, or None for fp32."""
+    import torch
+
     return {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[precision]
 
 

@@ -15,6 +15,7 @@ from ._util import atomic_symlink, sha256_bytes
 from .artifact import METRICS
 from .backbones import resolve_backbone
 from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
+from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError
@@ -48,8 +49,10 @@ def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -
     return load_runtime(path, runtime, threads)
 
 
-def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path, **options: Any) -> dict[str, Any]:
-    """Metrics of a model (or saved model folder) on labeled data."""
+def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path | InMemoryData, **options: Any
+             ) -> dict[str, Any]:
+    """Metrics of a model (or saved model folder) on labeled data: a path, a Dataset, a DataFrame or an
+    `(items, labels)` pair (as `fit` takes them)."""
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
     return model.evaluate(data, **options)
 
@@ -170,7 +173,7 @@ def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[s
 
 
 def fit(
-    data: str | Path | Dataset | Splits,
+    data: str | Path | Dataset | Splits | InMemoryData,
     backbone: str = "efficientnet_lite0",
     strategy: str | Strategy = "probe",
     *,
@@ -196,6 +199,10 @@ def fit(
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
+
+    `data`: a folder, a table file or a built-in name; or in memory, a pandas DataFrame (texts, or image/audio file
+    paths, and labels; columns found by name or given with `text_column`/`label_column`), an `(items, labels)`
+    pair of lists, a `Dataset` or `Splits`.
 
     `strategy` is a name ("probe", "finetune", or any registered one) with its settings as keyword arguments
     (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
@@ -224,8 +231,8 @@ def fit(
         check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
     splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test)
-    source = str(data) if not isinstance(data, (Dataset, Splits)) else splits.train.name
-    test_source = None if test is None else test.name if isinstance(test, Dataset) else str(test)
+    source = str(data) if isinstance(data, (str, Path)) else splits.train.name  # a DataFrame: its name, not repr
+    test_source = None if test is None else str(test) if isinstance(test, (str, Path)) else splits.test.name
     if pseudo_labels is not None:
         if pseudo_labels.dataset.classes != splits.classes:
             raise DataError(f"{source}: its classes {splits.classes} differ from the pseudo-labels' "

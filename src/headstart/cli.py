@@ -324,20 +324,39 @@ def predict(
     text_column: str | None = typer.Option(None),
     runtime: str = typer.Option("torch", help="torch (the saved model), onnx / onnx-int8 (the exported graph with "
                                               "ONNX Runtime), openvino / openvino-int8 (the same file with OpenVINO)."),
+    out: Path | None = typer.Option(None, help="Write the predictions to FILE.jsonl (the lines printed otherwise) "
+                                               "or FILE.csv (input, label, score, top_k, error) instead of stdout."),
+    batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
 ) -> None:
-    """Predict labels; prints one JSON line per input."""
+    """Predict labels; prints one JSON line per input (or writes them to --out)."""
+    from .runtime.records import check_records_file
+
+    if batch_size is not None and batch_size < 1:
+        raise HeadstartError(f"--batch-size must be at least 1, got {batch_size}")
+    if out is not None:
+        check_records_file(out)  # a wrong --out fails now, not after predicting
     if runtime != "torch":
-        return _predict_exported(model, inputs, top_k, runtime)
+        return _emit(_predict_exported(model, inputs, top_k, runtime, batch_size), out)
     from .api import load
     from .predict import collect_inputs, prediction_records
 
     trained = load(model)
     items = collect_inputs(trained, inputs, text_column)
-    for record in prediction_records(trained, items, top_k):
-        sys.stdout.write(json.dumps(record) + "\n")
+    _emit(prediction_records(trained, items, top_k, batch_size), out)
 
 
-def _predict_exported(model: Path, inputs: list[str], top_k: int, runtime: str) -> None:
+def _emit(records, out: Path | None) -> None:
+    """Prediction records as JSON lines on stdout, or into the --out file (written whole, atomically)."""
+    if out is None:
+        for record in records:
+            sys.stdout.write(json.dumps(record) + "\n")
+        return
+    from .runtime.records import write_records
+
+    err_console.print(f"wrote {write_records(out, records)} predictions to {out}", highlight=False, soft_wrap=True)
+
+
+def _predict_exported(model: Path, inputs: list[str], top_k: int, runtime: str, batch_size: int | None):
     """`predict --runtime onnx...`: the exported graph, with nothing of the training stack imported."""
     from .runtime import load_runtime, prediction_records
 
@@ -346,8 +365,7 @@ def _predict_exported(model: Path, inputs: list[str], top_k: int, runtime: str) 
     items = [item for arg in raw for item in graph.codec.expand_input(arg)]
     if not items:
         raise HeadstartError("no inputs: give files, folders, texts, or - to read lines from stdin")
-    for record in prediction_records(graph, items, top_k):
-        sys.stdout.write(json.dumps(record) + "\n")
+    return prediction_records(graph, items, top_k, batch_size)
 
 
 @app.command()
@@ -396,6 +414,8 @@ def serve(
     max_body_mb: float = typer.Option(8.0, help="Largest request body (more: 413)."),
     max_queue: int = typer.Option(256, help="Most items waiting for the model (more: 503 with Retry-After)."),
     threads: int | None = typer.Option(None, help="Threads for the ONNX engine (default: all cores)."),
+    access_log: bool = typer.Option(True, help="Log one line per request (method, path, status, items, ms); "
+                                               "--no-access-log turns it off."),
 ) -> None:
     """Serve predictions over HTTP: POST /predict, GET /health, GET /metadata, docs at /docs. SIGTERM drains."""
     from .serving import Limits
@@ -405,7 +425,7 @@ def serve(
         raise HeadstartError("--max-items, --max-queue and --max-body-mb must be positive")
     run_server(model, host, port, runtime, max_batch, max_wait_ms,
                Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_items=max_items, max_queue=max_queue),
-               threads)
+               threads, access_log=access_log)
 
 
 @app.command()

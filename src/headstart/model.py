@@ -132,26 +132,48 @@ class TrainedModel:
             self._inference = self.backbone.inference_copy(default_device(), fold=True)
         return self._inference
 
-    def scores(self, items: Sequence, precision: str = "auto") -> tuple[np.ndarray, list[tuple[int, str]]]:
-        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures."""
+    def scores(self, items: Sequence, precision: str = "auto", batch_size: int | None = None
+               ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures.
+        `batch_size`: items per model call (default: the modality's)."""
         if len(items) == 0:
             return np.zeros((0, len(self.classes)), np.float32), []
-        embeddings, failures = compute_embeddings(self.backbone, items, precision=precision, desc="predicting",
-                                                  model=self._inference_model())
+        embeddings, failures = compute_embeddings(self.backbone, items, batch_size=batch_size, precision=precision,
+                                                  desc="predicting", model=self._inference_model())
         probs = self.classifier.head.probabilities(embeddings)
         for i, _ in failures:
             probs[i] = np.nan
         return probs, failures
 
-    def predict_proba(self, items: Sequence) -> np.ndarray:
-        """Probabilities (items x classes). Items: what the backbone's modality takes (image paths, texts ...)."""
-        probs, failures = self.scores(items)
+    def predict_proba(self, items: Any, *, as_frame: bool = False, text_column: str | None = None,
+                      batch_size: int | None = None) -> Any:
+        """Probabilities (items x classes). Items: what the backbone's modality takes (image paths, texts ...), as
+        a list, a pandas Series, or a DataFrame (its item column: `text_column`, the one the model was fitted
+        on, or found by name). `as_frame=True` gives a DataFrame with the class names as columns (and the
+        input's index, for a Series or DataFrame)."""
+        items, index = self._prediction_items(items, text_column)
+        probs, failures = self.scores(items, batch_size=batch_size)
         if failures:
             raise DataError(get_modality(self.modality).failure_summary(items, failures))
+        if as_frame:
+            import pandas as pd
+
+            return pd.DataFrame(probs, columns=self.classes, index=index)
         return probs
 
-    def predict(self, items: Sequence) -> list[str]:
-        return [self.classes[i] for i in self.predict_proba(items).argmax(1)]
+    def predict(self, items: Any, *, text_column: str | None = None, batch_size: int | None = None) -> list[str]:
+        """The most probable class of each item (items as `predict_proba` takes them)."""
+        probs = self.predict_proba(items, text_column=text_column, batch_size=batch_size)
+        return [self.classes[i] for i in probs.argmax(1)]
+
+    def _prediction_items(self, items: Any, text_column: str | None) -> tuple[Sequence, Any]:
+        """A Series or DataFrame as a list of items and its index (None for a list)."""
+        from .data.frames import prediction_items
+
+        recorded = self.manifest.data.text_column if self.manifest.data is not None else None
+        if text_column is None and recorded in getattr(items, "columns", ()):  # the column the model was fitted on
+            text_column = recorded
+        return prediction_items(items, self.modality, text_column)
 
     def evaluate(self, data: Dataset | str | Path, text_column: str | None = None,
                  label_column: str | None = None, strict: bool = False) -> dict[str, Any]:

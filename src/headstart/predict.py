@@ -33,6 +33,8 @@ def collect_inputs(model: TrainedModel, inputs: Sequence[str], text_column: str 
     return items
 
 
-def prediction_records(model: TrainedModel, items: Sequence, top_k: int = 3) -> Iterator[dict[str, Any]]:
-    """One record per item: input, label, score and the top-k labels; unreadable items carry an error."""
-    return runtime_records(model, items, top_k)
+def prediction_records(model: TrainedModel, items: Sequence, top_k: int = 3, batch_size: int | None = None
+                       ) -> Iterator[dict[str, Any]]:
+    """One record per item: input, label, score and the top-k labels; unreadable items carry an error.
+    `batch_size`: items per model call (default: the modality's)."""
+    return runtime_records(model, items, top_k, batch_size)

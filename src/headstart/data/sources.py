@@ -15,6 +15,7 @@ from ..modalities import ensure_same_modality
 from .builtins import BUILTINS
 from .dataset import Dataset, Splits
 from .folders import class_folders, read_class_folders
+from .frames import InMemoryData, is_in_memory, read_in_memory
 from .tables import TABLE_EXTENSIONS, TABLE_MODALITY, is_table_file, read_text_table
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,16 @@ def _expect(modality: str | None, found: str) -> None:
         ensure_same_modality(modality, found, "this model", "the data are")
 
 
-def load_data(source: str | Path, text_column: str | None = None, label_column: str | None = None,
+def load_data(source: str | Path | InMemoryData, text_column: str | None = None, label_column: str | None = None,
               classes: list[str] | None = None, modality: str | None = None) -> Splits:
     """Read a data set as given, with only the splits it defines itself (val/test may be None).
 
-    With `classes` (e.g. a trained model's), labels are mapped onto them and unknown labels are an error; with
-    `modality`, data of another modality are an error before anything else is checked.
+    `source`: a folder, a table file, a built-in name, or data in memory (a DataFrame, a dict of columns, an
+    `(items, labels)` pair; see `frames.read_in_memory`). With `classes` (e.g. a trained model's), labels are
+    mapped onto them and unknown labels are an error; with `modality`, data of another modality are an error.
     """
+    if is_in_memory(source):
+        return Splits(read_in_memory(source, text_column, label_column, classes, modality), None, None)
     name = str(source)
     if name in BUILTINS:
         splits = BUILTINS[name]()

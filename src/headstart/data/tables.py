@@ -87,38 +87,40 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read table {path}: {first}") from None
 
 
-def _column_texts(df: pd.DataFrame, column: str, path: Path, role: str) -> list[str | None]:
+def column_texts(df: pd.DataFrame, column: str, where: str | Path, role: str) -> list[str | None]:
     texts = []
     for row, value in enumerate(df[column].tolist(), 1):
         try:
             texts.append(_cell(value))
         except TypeError as e:
-            raise DataError(f"{path}: the {role} column '{column}' holds {e} values (row {row}); {role}s must be "
+            raise DataError(f"{where}: the {role} column '{column}' holds {e} values (row {row}); {role}s must be "
                             f"plain text or numbers: convert the column (e.g. decode bytes to text)") from None
     return texts
 
 
-def _pick(df: pd.DataFrame, given: str | None, candidates: Sequence[str], role: str, path: Path,
-          option: str) -> str:
+def pick_column(df: pd.DataFrame, given: str | None, candidates: Sequence[str], role: str, where: str | Path,
+                option: str) -> str:
+    """The column named `given`, or the first of `candidates` found (case-insensitive); `where` and `option`
+    name the table and the setting in the error."""
     columns = [str(c) for c in df.columns]
     if given is not None:
         if given not in columns:
-            raise DataError(f"{path} has no column '{given}' (columns: {', '.join(columns)})")
+            raise DataError(f"{where} has no column '{given}' (columns: {', '.join(columns)})")
         return given
     by_lower = {c.lower(): c for c in columns}
     for name in candidates:
         if name in by_lower:
             return by_lower[name]
     raise DataError(
-        f"{path} has no {role} column (looked for {', '.join(candidates[:6])}, ...; columns: "
+        f"{where} has no {role} column (looked for {', '.join(candidates[:6])}, ...; columns: "
         f"{', '.join(columns)}): name it with {option}"
     )
 
 
-def find_columns(df: pd.DataFrame, path: Path, text_column: str | None = None,
+def find_columns(df: pd.DataFrame, path: str | Path, text_column: str | None = None,
                  label_column: str | None = None, need_label: bool = True) -> tuple[str, str | None]:
-    text = _pick(df, text_column, TEXT_COLUMNS, "text", path, "--text-column")
-    label = _pick(df, label_column, LABEL_COLUMNS, "label", path, "--label-column") if need_label else None
+    text = pick_column(df, text_column, TEXT_COLUMNS, "text", path, "--text-column")
+    label = pick_column(df, label_column, LABEL_COLUMNS, "label", path, "--label-column") if need_label else None
     return text, label
 
 
@@ -159,7 +161,7 @@ def looks_continuous(labels: Sequence[str]) -> bool:
     return len(distinct) > CONTINUOUS_DISTINCT or len(distinct) > len(labels) / 2
 
 
-def refuse_continuous_labels(labels: Sequence[str], path: Path, column: str) -> None:
+def refuse_continuous_labels(labels: Sequence[str], path: str | Path, column: str) -> None:
     """A one-line DataError when the label column holds continuous numbers: trained as classes, each value is a
     class of one or two rows, and training fails later with a message about empty classes that misleads."""
     if not looks_continuous(labels):
@@ -173,44 +175,53 @@ def refuse_continuous_labels(labels: Sequence[str], path: Path, column: str) -> 
         "medium, high) in a new column, or name the column of class labels with --label-column")
 
 
-def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
-                    classes: Sequence[str] | None = None) -> Dataset:
-    """Read a labeled text table; with `classes`, labels must be among them (for val/test files).
+def labeled_rows(df: pd.DataFrame, where: str | Path, item_column: str, label_column: str,
+                 classes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(items as text, label indices, classes) of a table's labeled rows: what a labeled table file and an
+    in-memory DataFrame share. With `classes`, labels must be among them (for val/test data).
 
-    Labels are read as strings exactly as written. Rows with an empty text or a missing label are dropped with
+    Labels are read as strings exactly as written. Rows with an empty item or a missing label are dropped with
     a warning that counts them.
     """
-    df = read_table(path)
     if len(df) == 0:
-        raise DataError(f"{path} has no rows")
-    text_col, label_col = find_columns(df, path, text_column, label_column)
-    texts = _column_texts(df, text_col, path, "text")
-    labels = _column_texts(df, label_col, path, "label")
+        raise DataError(f"{where} has no rows")
+    texts = column_texts(df, item_column, where, "text")
+    labels = column_texts(df, label_column, where, "label")
     keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t is not None and t.strip() and y is not None]
     no_text = sum(1 for t in texts if t is None or not t.strip())
     no_label = sum(1 for t, y in zip(texts, labels) if t is not None and t.strip() and y is None)
     if no_text or no_label:
-        log.warning("%s: %d row(s) without text and %d without a label left out (%d of %d rows kept)", path.name,
-                    no_text, no_label, len(keep), len(texts))
+        log.warning("%s: %d row(s) without text and %d without a label left out (%d of %d rows kept)",
+                    Path(where).name if isinstance(where, Path) else where, no_text, no_label, len(keep), len(texts))
     texts, label_names = [texts[i] for i in keep], [labels[i] for i in keep]
     if not texts:
-        raise DataError(f"{path} has no row with both a text and a label")
+        raise DataError(f"{where} has no row with both a text and a label")
     if classes is None:
-        refuse_continuous_labels(label_names, path, label_col)
+        refuse_continuous_labels(label_names, where, label_column)
         classes = _sorted_classes(label_names)
         if len(classes) < 2:
-            raise DataError(f"{path} column '{label_col}' has only one class ({classes[0]}): a classifier needs at "
-                            "least two")
+            raise DataError(f"{where} column '{label_column}' has only one class ({classes[0]}): a classifier needs "
+                            "at least two")
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(label_names) - set(index))
     if unknown:
-        raise DataError(f"{path} has labels not seen in training: {', '.join(unknown[:10])}")
-    return Dataset(TABLE_MODALITY, texts, np.array([index[v] for v in label_names], dtype=np.int64), list(classes),
-                   name=path.stem)
+        raise DataError(f"{where} has labels not seen in training: {', '.join(unknown[:10])}")
+    return texts, np.array([index[v] for v in label_names], dtype=np.int64), list(classes)
+
+
+def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
+                    classes: Sequence[str] | None = None) -> Dataset:
+    """Read a labeled text table; with `classes`, labels must be among them (for val/test files)."""
+    df = read_table(path)
+    if len(df) == 0:
+        raise DataError(f"{path} has no rows")
+    text_col, label_col = find_columns(df, path, text_column, label_column)
+    texts, labels, classes = labeled_rows(df, path, text_col, label_col, classes)
+    return Dataset(TABLE_MODALITY, texts, labels, classes, name=path.stem)
 
 
 def read_text_column(path: Path, text_column: str | None = None) -> list[str]:
     """The non-empty texts of a table (labels not needed), e.g. for prediction or unlabeled pretraining."""
     df = read_table(path)
     text_col, _ = find_columns(df, path, text_column, need_label=False)
-    return [t for t in _column_texts(df, text_col, path, "text") if t is not None and t.strip()]
+    return [t for t in column_texts(df, text_col, path, "text") if t is not None and t.strip()]

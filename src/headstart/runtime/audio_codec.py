@@ -80,6 +80,7 @@ def pad_centred(waves: Sequence[np.ndarray], min_samples: int) -> tuple[np.ndarr
 class AudioCodec(InputCodec):
     modality = "audio"
     takes_uploads = True
+    raw_media_type = "audio/*"
 
     @property
     def rate(self) -> int:

@@ -29,6 +29,7 @@ class InputCodec(ABC):
     modality: ClassVar[str]
     takes_json_strings: ClassVar[bool] = False  # POST /predict accepts {"inputs": ["...", ...]}
     takes_uploads: ClassVar[bool] = False  # POST /predict accepts multipart `files`
+    raw_media_type: ClassVar[str | None] = None  # POST /predict accepts one raw body of this type ("image/*")
 
     def __init__(self, preprocessing: dict[str, Any], folder: Path):
         self.preprocessing = preprocessing

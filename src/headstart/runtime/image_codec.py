@@ -53,6 +53,7 @@ def read_image(source: Any, draft_size: tuple[int, int] | None = None) -> Image.
 class ImageCodec(InputCodec):
     modality = "image"
     takes_uploads = True
+    raw_media_type = "image/*"
 
     @property
     def size(self) -> int:

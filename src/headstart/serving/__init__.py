@@ -43,23 +43,24 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
 
 
 def build_app(model_dir: str | Path, runtime: str = "torch", max_batch: int = 32, max_wait_ms: float = 5.0,
-              limits: Limits | None = None, threads: int | None = None):
+              limits: Limits | None = None, threads: int | None = None, access_log: bool = True):
     """The FastAPI app serving `model_dir` (see `create_app`)."""
     if max_batch < 1:
         raise SettingsError(f"--max-batch must be at least 1, got {max_batch}")
     if max_wait_ms < 0:
         raise SettingsError(f"--max-wait-ms must be 0 or more, got {max_wait_ms}")
     predictor, codec, meta = load_for_serving(model_dir, runtime, threads)
-    return create_app(predictor, codec, meta, max_batch, max_wait_ms, limits)
+    return create_app(predictor, codec, meta, max_batch, max_wait_ms, limits, access_log=access_log)
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, runtime: str = "torch",
           max_batch: int = 32, max_wait_ms: float = 5.0, limits: Limits | None = None, threads: int | None = None,
-          graceful_s: int = 30) -> None:
-    """Serve until SIGTERM/SIGINT; requests in flight then finish before the process exits."""
+          graceful_s: int = 30, access_log: bool = True) -> None:
+    """Serve until SIGTERM/SIGINT; requests in flight then finish before the process exits. `access_log`: one
+    line per request on the `headstart.access` logger (method, path, status, items, ms)."""
     import uvicorn
 
-    app = build_app(model_dir, runtime, max_batch, max_wait_ms, limits, threads)
+    app = build_app(model_dir, runtime, max_batch, max_wait_ms, limits, threads, access_log=access_log)
     log.info("serving %s (%s) on http://%s:%d (docs at /docs)", model_dir, runtime, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=graceful_s)

@@ -4,6 +4,8 @@ may carry. Every bad request gets a 4xx and a JSON body `{"error": "..."}` that 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -38,16 +40,21 @@ class RequestError(Exception):
 
 JSON_TYPES = ("application/json",)
 MULTIPART = "multipart/form-data"
+ITEMS = "predicted_items"  # request.state: how many items a request carried, for the access log
+access_logger = logging.getLogger("headstart.access")
 
 _OPENAPI_BODY = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
-                "inputs": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"}}}},
+                "inputs": {"oneOf": [{"type": "array", "items": {"type": "string"}}, {"type": "string"}],
+                           "description": "texts, or one text (text models)"}}}},
             MULTIPART: {"schema": {"type": "object", "properties": {
                 "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                           "description": "image files (image models)"}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary", "description": "one image (image models)"}},
+            "audio/*": {"schema": {"type": "string", "format": "binary", "description": "one recording (audio models)"}},
         },
     },
 }
@@ -80,8 +87,10 @@ def json_items(body: bytes, codec: InputCodec, limits: Limits) -> list:
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, 'expected a JSON object {"inputs": [...]}')
     inputs = payload["inputs"]
+    if isinstance(inputs, str):
+        inputs = [inputs]  # one input, as the Hugging Face inference API takes it
     if not isinstance(inputs, list):
-        raise RequestError(422, f"'inputs' must be a list, got {type(inputs).__name__}")
+        raise RequestError(422, f"'inputs' must be a list or a string, got {type(inputs).__name__}")
     if not inputs:
         raise RequestError(422, "'inputs' is empty")
     _too_many(len(inputs), limits)
@@ -120,12 +129,60 @@ async def upload_items(request: Request, body: bytes, codec: InputCodec, limits:
     return items, names
 
 
+async def raw_item(body: bytes, ctype: str, codec: InputCodec) -> list:
+    """A raw `image/*` or `audio/*` body as one item, decoded as an uploaded file is."""
+    try:
+        return [await run_in_threadpool(codec.decode_upload, body, f"the {ctype} body")]
+    except DataError as e:
+        raise RequestError(400, str(e)) from None
+
+
+def _media_range_matches(ctype: str, media_range: str | None) -> bool:
+    """True when `ctype` ("image/png") is in `media_range` ("image/*")."""
+    return media_range is not None and ctype.startswith(media_range.removesuffix("*"))
+
+
+class AccessLog:
+    """One line per request on the `headstart.access` logger: method, path, status, items, milliseconds (also as
+    the record's attributes `method`, `path`, `status`, `items`, `ms`, for a structured handler).
+
+    Hand-written because uvicorn's access log knows neither how many items a request carried nor how long its
+    answer took; a plain ASGI wrapper, so the request body still streams through `read_body`'s limit.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status = 500  # unless a response starts: an error no handler answered
+
+        async def send_noting_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            fields = {"method": scope["method"], "path": scope["path"], "status": status,
+                      "items": int(state.get(ITEMS, 0)), "ms": round(1000 * (time.perf_counter() - started), 1)}
+            access_logger.info("%(method)s %(path)s %(status)d %(items)d items %(ms).1f ms", fields, extra=fields)
+
+
 def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any], max_batch: int = 32,
-               max_wait_ms: float = 5.0, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI app around a predictor (a TrainedModel or an OnnxClassifier) and its modality's codec."""
+               max_wait_ms: float = 5.0, limits: Limits | None = None, access_log: bool = True) -> FastAPI:
+    """The FastAPI app around a predictor (a TrainedModel or an OnnxClassifier) and its modality's codec; with
+    `access_log`, one log line per request (see `AccessLog`)."""
     limits = limits or Limits()
     batcher = DynamicBatcher(predictor.scores, max_batch, max_wait_ms, limits.max_queue)
-    accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads)) if ok]
+    accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads),
+                                (codec.raw_media_type, codec.raw_media_type is not None)) if ok]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -136,6 +193,8 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
     app = FastAPI(title="headstart model server", version="1", lifespan=lifespan,
                   description=f"{metadata.get('backbone', '')} classifier: {', '.join(predictor.classes)}")
     app.state.batcher = batcher
+    if access_log:
+        app.add_middleware(AccessLog)
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, e: RequestError) -> JSONResponse:
@@ -160,9 +219,11 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
 
     @app.post("/predict", openapi_extra=_OPENAPI_BODY)
     async def predict(request: Request) -> dict[str, Any]:
-        """Class probabilities: JSON {"inputs": [texts]} or multipart `files` (images), as the model takes."""
+        """Class probabilities: JSON {"inputs": [texts]} (or one text), multipart `files`, or one raw image/* or
+        audio/* body, as the model takes."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in accepted:
+        raw = _media_range_matches(ctype, codec.raw_media_type)
+        if ctype not in accepted and not raw:
             raise RequestError(415, f"content type '{ctype or 'none'}' is not accepted; this {metadata['modality']} "
                                     f"model takes {' or '.join(accepted)}")
         body = await read_body(request, limits.max_body_bytes)
@@ -170,8 +231,11 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
             raise RequestError(400, "the body is empty")
         if ctype == MULTIPART:
             items, _ = await upload_items(request, body, codec, limits)
+        elif raw:
+            items = await raw_item(body, ctype, codec)
         else:
             items = json_items(body, codec, limits)
+        setattr(request.state, ITEMS, len(items))
         try:
             probs, failures = await batcher.submit(items)
         except Overloaded as e:
