@@ -322,6 +322,8 @@ def predict(
                                               "ONNX Runtime), openvino / openvino-int8 (the same file with OpenVINO)."),
 ) -> None:
     """Predict labels; prints one JSON line per input."""
+    if top_k < 1:
+        raise HeadstartError(f"--top-k must be a whole number >= 1, got {top_k}")
     if runtime != "torch":
         return _predict_exported(model, inputs, top_k, runtime)
     from .api import load
@@ -397,6 +399,8 @@ def serve(
     from .serving import Limits
     from .serving import serve as run_server
 
+    if not 1 <= port <= 65535:
+        raise HeadstartError(f"--port must be a whole number from 1 to 65535, got {port}")
     if max_items < 1 or max_queue < 1 or max_body_mb <= 0:
         raise HeadstartError("--max-items, --max-queue and --max-body-mb must be positive")
     run_server(model, host, port, runtime, max_batch, max_wait_ms,
