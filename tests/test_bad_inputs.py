@@ -587,3 +587,103 @@ def test_a_save_that_fails_half_way_keeps_the_previous_model(image_model, tmp_pa
         model.save(target)
     assert headstart.load(target).metrics == model.metrics
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no half-written folder left
+
+
+# ------------------------------------------------------------------------------------------------ reliability II
+
+
+def test_overwrite_never_deletes_files_below_the_top_level(images, tmp_path):
+    out = tmp_path / "mine"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "mine.bin").write_bytes(b"precious")  # a model/ that headstart did not write
+    result = run("fit", images, "--image-size", "32", "--out", out, "--overwrite")
+    assert_one_line_error(result, "holds files headstart did not write where a run writes (model/mine.bin)")
+    assert (out / "model" / "mine.bin").read_bytes() == b"precious"
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "last.ckpt").write_text("another trainer's checkpoint")  # a fresh finetune deletes it
+    result = run("fit", images, "--backbone", "smallcnn", "--strategy", "finetune", "--image-size", "16", "--epochs",
+                 "1", "--out", other, "--overwrite")
+    assert_one_line_error(result, "(checkpoints/last.ckpt)")
+    assert (other / "checkpoints" / "last.ckpt").read_text() == "another trainer's checkpoint"
+    assert not (other / "model").exists()
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_path):
+    import os
+
+    data = make_image_folder(tmp_path / "data", per_class=4, size=16)
+    os.rename(os.fsencode(data / "green"), os.fsencode(data) + b"/gr\xffen")  # Linux names are bytes
+    result = run("fit", data, "--image-size", "32", "--out", tmp_path / "run")
+    assert_one_line_error(result, "the class folder " + str(data) + "/gr\\xffen has a name that is not valid UTF-8")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_text_longer_than_a_file_name_is_a_text(text_model, image_model):
+    long_text = "a wonderful and moving film " * 12  # 336 characters: more than a file name may have
+    for command in ("predict", "explain"):
+        result = run(command, text_model, long_text)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(records) == 1 and records[0]["input"] == long_text and records[0]["label"]
+    assert_one_line_error(run("predict", image_model, long_text), "is longer than a file name can be")
+
+
+def test_explain_out_that_is_a_file_and_an_unreadable_image(image_model, images, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert_one_line_error(run("explain", image_model, images / "red" / "0.png", "--out", tmp_path / "notes.txt"),
+                          "is a file: give a folder for the explanations")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(images / "red" / "0.png", folder / "0.png")
+    (folder / "1.png").write_text("not an image")
+    assert_one_line_error(run("explain", image_model, folder, "--method", "gradcam", "--out", tmp_path / "x"),
+                          "1.png cannot be read as an image (not an image file)")
+
+
+def test_report_into_a_folder_that_cannot_be_written(image_model):
+    assert_one_line_error(run("report", image_model.parent, "--out", "/proc/headstart-report.html"),
+                          "--out /proc/headstart-report.html: cannot write to /proc")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "MODEL", "IMAGE", "--top-k", "-5"], "--top-k must be a whole number >= 1, got -5"),
+    (["predict", "MODEL", "IMAGE", "--top-k", "0", "--runtime", "onnx"], "--top-k must be a whole number >= 1"),
+    (["serve", "MODEL", "--port", "70000"], "--port must be a whole number from 1 to 65535, got 70000"),
+    (["export", "MODEL", "--parity-items", "-5"], "--parity-items must be a whole number >= 2, got -5"),
+    (["export", "MODEL", "--quantize", "int8", "--max-drop", "nan"], "--max-drop must be a number"),
+    (["export", "MODEL", "--out", "/proc/headstart.onnx"], "--out /proc/headstart.onnx: cannot write to /proc"),
+])
+def test_bad_options_of_predict_serve_and_export(args, message, image_model, images):
+    args = [{"MODEL": image_model, "IMAGE": images / "red" / "0.png"}.get(a, a) for a in args]
+    assert_one_line_error(run(*args), message)
+
+
+def test_export_never_replaces_a_file_it_did_not_write(image_model, tmp_path):
+    (tmp_path / "theirs.onnx").write_bytes(b"someone else's graph")
+    assert_one_line_error(run("export", image_model, "--out", tmp_path / "theirs.onnx"),
+                          "theirs.onnx exists and headstart did not export it")
+    assert (tmp_path / "theirs.onnx").read_bytes() == b"someone else's graph"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.onnx"]
+
+
+def test_int8_accuracy_on_a_handful_of_test_items_is_a_warning(image_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("export", image_model, "--quantize", "int8", "--out", tmp_path / "m.int8.onnx", "--force")
+    assert result.exit_code == 0, result.output
+    items = json.loads((tmp_path / "m.int8.onnx.json").read_text())["quantization"]["test_items"]
+    assert items < 10
+    assert f"measured on only {items} test item(s)" in " ".join(result.stderr.split())
+
+
+def test_a_folder_mixing_images_and_sounds_says_what_it_leaves_out(images, tmp_path):
+    import soundfile
+
+    data = tmp_path / "mixed"
+    shutil.copytree(images, data)
+    for name in ("red", "green"):
+        soundfile.write(data / name / "clip.wav", np.zeros(800, np.float32), 8000)
+    result = run("select", data, "--backbones", "smallcnn", "--per-class", "4", "--image-size", "16")
+    assert result.exit_code == 0, result.output
+    assert "2 recording file(s) left out: the class folders are read as image data" in " ".join(result.stderr.split())

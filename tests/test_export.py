@@ -158,3 +158,93 @@ def test_predict_with_the_onnx_runtime_refuses_files_it_cannot_read_as_texts(exp
     (tmp_path / "t.csv").write_text("text,label\nfine,positive\n")
     result = run("predict", exported_text, tmp_path / "t.csv", "--runtime", "onnx")
     assert result.exit_code == 2 and "tables: --runtime torch" in " ".join(result.stderr.split())
+
+
+# ------------------------------------------------------------------------------------------------ damaged descriptions
+
+
+def _graph_copy(model_dir, folder, change=None):
+    """The exported graph, its description (changed by `change`) and its tokenizer, copied into `folder`."""
+    import shutil
+
+    folder.mkdir()
+    for name in ("model.onnx", "model.onnx.json", "tokenizer.json"):
+        if (model_dir / name).exists():
+            shutil.copy(model_dir / name, folder / name)
+    if change is not None:
+        sidecar = folder / "model.onnx.json"
+        description = json.loads(sidecar.read_text())
+        change(description)
+        sidecar.write_text(json.dumps(description))
+    return folder
+
+
+def _one_line_error(result, message):
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in " ".join(result.stderr.split()), result.stderr
+
+
+def _preprocessing(**changes):
+    return lambda m: m["preprocessing"].update(changes)
+
+
+DESCRIPTION_CASES = {
+    "tokenizer elsewhere": ("exported_text", _preprocessing(tokenizer="../../elsewhere/tokenizer.json"),
+                            "preprocessing.tokenizer '../../elsewhere/tokenizer.json' points outside"),
+    "tokenizer absolute": ("exported_text", _preprocessing(tokenizer="/etc/hostname"), "'/etc/hostname' points outside"),
+    "graph elsewhere": ("exported_cnn", lambda m: m.update(graph="../../model.onnx"), "field 'graph'"),
+    "more classes": ("exported_cnn", lambda m: m.update(classes=[*m["classes"], "extra"]),
+                     "it names 4 classes but model.onnx predicts 3"),
+    "fewer classes": ("exported_cnn", lambda m: m.update(classes=m["classes"][:2]), "it names 2 classes but"),
+    "another modality": ("exported_cnn", lambda m: m.update(modality="text"),
+                         "describes a model of text inputs (graph inputs input_ids, attention_mask), but model.onnx "
+                         "takes pixels"),
+    "another image size": ("exported_cnn", lambda m: m["preprocessing"].update(image_size=m["preprocessing"]
+                                                                               ["image_size"] + 8),
+                           "the graph takes 3x"),
+    "image size 0": ("exported_cnn", _preprocessing(image_size=0), "field 'preprocessing.image_size'"),
+    "mean not numbers": ("exported_cnn", _preprocessing(mean=["a", "b", "c"]), "field 'preprocessing.mean.0'"),
+    "std of zero": ("exported_cnn", _preprocessing(std=[0.2, 0, 0.2]), "field 'preprocessing.std.1'"),
+    "max_length a word": ("exported_text", _preprocessing(max_length="long"), "field 'preprocessing.max_length'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DESCRIPTION_CASES))
+def test_a_description_that_does_not_fit_its_graph_is_refused_at_load(case, request, tmp_path):
+    fixture, change, message = DESCRIPTION_CASES[case]
+    model_dir = request.getfixturevalue(fixture)
+    folder = _graph_copy(model_dir, tmp_path / "graph", change)
+    item = "a fine film" if fixture == "exported_text" else model_dir.parents[1] / "images" / "red" / "0.png"
+    result = run("predict", folder, item, "--runtime", "onnx")
+    _one_line_error(result, message)
+    assert "model.onnx.json" in result.stderr
+    with pytest.raises(HeadstartError, match="export again"):
+        load_graph(folder)
+
+
+def test_a_damaged_graph_is_one_line_with_either_engine(exported_cnn, tmp_path, monkeypatch):
+    import types
+
+    folder = _graph_copy(exported_cnn, tmp_path / "graph")
+    graph = folder / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    image = exported_cnn.parents[1] / "images" / "red" / "0.png"
+    _one_line_error(run("predict", folder, image, "--runtime", "onnx"), "cannot be loaded by ONNX Runtime")
+    try:
+        import openvino  # noqa: F401
+    except ImportError:  # stands in for OpenVINO as it answers a damaged file: a RuntimeError with a C++ trace
+        class Core:
+            def compile_model(self, *args):
+                raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:109:\n[ NETWORK_NOT_READ ] Unable "
+                                   "to read the model\n at frontend.cpp:42")
+
+        monkeypatch.setitem(sys.modules, "openvino", types.SimpleNamespace(Core=Core))
+    _one_line_error(run("predict", folder, image, "--runtime", "openvino"), "cannot be loaded by OpenVINO")
+
+
+def test_a_text_longer_than_a_file_name_is_a_text_to_the_onnx_runtime(exported_text):
+    long_text = "a lovely and moving film " * 12
+    result = run("predict", exported_text, long_text, "--runtime", "onnx")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["input"] == long_text

@@ -149,6 +149,23 @@ def inside(base: Path, relative: str, what: str) -> Path:
     return target
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Make `folder` and write (then remove) a probe file in it; a one-line HeadstartError naming `what` (the
+    option, e.g. "--out report.html") when that fails, before any work. Hand-written because os.access answers
+    yes to root on folders no one can write to (/proc, a read-only mount)."""
+    from .errors import HeadstartError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".headstart-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise HeadstartError(f"{what}: cannot write to {folder} ({e.strerror or type(e).__name__}): choose a folder "
+                             "you can write to") from None
+
+
 def installed_versions(*packages: str) -> dict[str, str]:
     """Versions of those `packages` that are installed."""
     from importlib.metadata import PackageNotFoundError, version

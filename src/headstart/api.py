@@ -62,15 +62,16 @@ def explain(model: TrainedModel | str | Path, items: list, out: str | Path | Non
     """Explain each item's prediction: occlusion (or `method="gradcam"`) for images, Integrated Gradients over
     tokens for texts (`method`: one of the modality's registered explainers, its default when None). With `out`,
     each explanation is written there (a PNG overlay, an HTML snippet). Returns one JSON-ready record per item."""
-    from .explain import explainer_for
+    from .explain import explainer_for, explanation_folder
 
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
     explainer = explainer_for(model, method)
+    folder = explanation_folder(out) if out is not None else None
     records = []
     for i, e in enumerate(explainer.explain(items)):
-        if out is not None:
+        if folder is not None:
             name = f"{i:03d}-{explainer.file_stem(e.item)[:40]}{explainer.file_suffix}"
-            e.file = explainer.save(e, Path(out).expanduser() / name)
+            e.file = explainer.save(e, folder / name)
         record: dict[str, Any] = {"input": str(e.item), "label": e.label, "score": round(e.score, 4),
                                   "method": explainer.method}
         if e.units:

@@ -331,6 +331,8 @@ def predict(
     """Predict labels; prints one JSON line per input (or writes them to --out)."""
     from .runtime.records import check_records_file
 
+    if top_k < 1:
+        raise HeadstartError(f"--top-k must be a whole number >= 1, got {top_k}")
     if batch_size is not None and batch_size < 1:
         raise HeadstartError(f"--batch-size must be at least 1, got {batch_size}")
     if out is not None:
@@ -421,6 +423,8 @@ def serve(
     from .serving import Limits
     from .serving import serve as run_server
 
+    if not 1 <= port <= 65535:
+        raise HeadstartError(f"--port must be a whole number from 1 to 65535, got {port}")
     if max_items < 1 or max_queue < 1 or max_body_mb <= 0:
         raise HeadstartError("--max-items, --max-queue and --max-body-mb must be positive")
     run_server(model, host, port, runtime, max_batch, max_wait_ms,

@@ -11,6 +11,7 @@ from .data.tables import is_table_file, read_text_column
 from .errors import DataError
 from .modalities import get_modality
 from .model import TrainedModel
+from .runtime.codec_base import too_long_for_a_path
 from .runtime.records import prediction_records as runtime_records
 
 
@@ -26,7 +27,7 @@ def collect_inputs(model: TrainedModel, inputs: Sequence[str], text_column: str 
     items: list = []
     for raw in expanded:
         path = Path(raw).expanduser()
-        if modality.reads_text_tables and is_table_file(path):
+        if modality.reads_text_tables and not too_long_for_a_path(path) and is_table_file(path):
             items += read_text_column(path, text_column)
         else:
             items += modality.expand_input(raw)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._util import atomic_write_bytes
+from ._util import atomic_write_bytes, check_writable
 from .data.dataset import Dataset
 from .embeddings import drop_failures
 from .errors import DataError, HeadstartError
@@ -180,6 +180,9 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     model = TrainedModel.load(run)
     run_dir = model_folder(run).parent
     out = Path(out).expanduser() if out is not None else run_dir / "report.html"
+    if out.is_dir():
+        raise HeadstartError(f"--out {out} is a folder: give the HTML file to write, e.g. {out / 'report.html'}")
+    check_writable(out.parent, f"--out {out}")  # before the evaluation's minutes, not after them
     dataset, where = evaluation_data(model, data)
     probs, failures = model.scores(dataset.items)
     keep = drop_failures(dataset, failures, strict=False)

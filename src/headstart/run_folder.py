@@ -36,6 +36,27 @@ def _foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in own and not OWN_TEMPORARY.match(p.name))
 
 
+# What `fit` replaces or deletes below the top level, and how headstart's own is told from a user's: model/ is
+# replaced as a whole (its own holds headstart.json); a fresh finetune deletes and rewrites these checkpoints.
+MODEL_MARKER = "headstart.json"
+REPLACED_CHECKPOINTS = ("last.ckpt", "best.ckpt")
+
+
+def _foreign_inside(path: Path) -> list[str]:
+    """Files below the top level that `fit` would delete or replace although headstart did not write them: a
+    model/ without headstart.json, and checkpoints in a folder that is not a headstart run. (logs/ only grows:
+    each run adds its own version_N folder.)"""
+    found = []
+    model = path / "model"
+    if model.is_symlink() or (model.exists() and not model.is_dir()):
+        found.append("model")
+    elif model.is_dir() and not (model / MODEL_MARKER).is_file():
+        found += [f"model/{p.name}" for p in sorted(model.iterdir())]
+    if not _is_headstart_run(path):
+        found += [f"checkpoints/{name}" for name in REPLACED_CHECKPOINTS if (path / "checkpoints" / name).exists()]
+    return found
+
+
 def _remove_dead_temporaries(path: Path) -> None:
     """Files a killed write left behind (the model's folders are recovered by `recover_directory`)."""
     for p in path.iterdir():
@@ -88,6 +109,12 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
             raise HeadstartError(f"--out {path} holds files headstart did not write ({shown}): give a new folder, "
                                  "or add --overwrite to write beside them (only model/, metrics.json, "
                                  f"checkpoints/, logs/ and {RUN_RECORD} are written)")
+    if path.is_dir():
+        inside = _foreign_inside(path)
+        if inside:  # even with --overwrite: it promises to replace headstart's own files only
+            shown = ", ".join(inside[:5]) + (", ..." if len(inside) > 5 else "")
+            raise HeadstartError(f"--out {path} holds files headstart did not write where a run writes ({shown}); "
+                                 "a run would replace them, so nothing was started: move them, or give a new folder")
     _check_writable(path)
     _remove_dead_temporaries(path)
 

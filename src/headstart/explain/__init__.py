@@ -8,7 +8,7 @@ attributions point at what the model uses.
 """
 
 from . import image, occlusion, text  # noqa: F401  (register the explainers)
-from .base import Explainer, Explanation, explainer_for
+from .base import Explainer, Explanation, explainer_for, explanation_folder
 from .faithfulness import deletion_check
 
-__all__ = ["Explainer", "Explanation", "deletion_check", "explainer_for"]
+__all__ = ["Explainer", "Explanation", "deletion_check", "explainer_for", "explanation_folder"]

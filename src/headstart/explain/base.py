@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from .._util import check_writable
 from ..errors import HeadstartError
 from ..model import TrainedModel
 
@@ -79,6 +80,16 @@ class Explainer(ABC):
             return []
         order = np.argsort(-explanation.attributions)[:top]
         return [(explanation.units[i], float(explanation.attributions[i])) for i in order]
+
+
+def explanation_folder(out: str | Path) -> Path:
+    """The folder explanations are written to, made now: a file there, or a folder that cannot be written, is a
+    one-line error before any work (not a crash after the first explanation)."""
+    folder = Path(out).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise HeadstartError(f"--out {folder} is a file: give a folder for the explanations (it is left as it is)")
+    check_writable(folder, f"--out {folder}")
+    return folder
 
 
 EXPLAINERS: dict[str, dict[str, type[Explainer]]] = {}  # modality -> name -> explainer

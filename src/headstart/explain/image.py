@@ -21,8 +21,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from .._util import atomic_write_bytes
+from ..errors import DataError
 from ..modalities.image import open_image
 from .base import Explainer, Explanation, register_explainer
 
@@ -37,7 +39,13 @@ class ImageCellExplainer(Explainer):
         return Path(item).stem if isinstance(item, (str, Path)) else "image"
 
     def _tensor(self, item) -> torch.Tensor:
-        return self.model.backbone.transform(train=False)(open_image(item)).unsqueeze(0)
+        try:
+            image = open_image(item)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            detail = "not an image file" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+            raise DataError(f"{item} cannot be read as an image ({detail}): remove it or give the images one by "
+                            "one") from None
+        return self.model.backbone.transform(train=False)(image).unsqueeze(0)
 
     def _explanation(self, item, x: torch.Tensor, target: int, score: float, cells: np.ndarray,
                      blurred: torch.Tensor | None = None) -> Explanation:

@@ -12,6 +12,7 @@ the preprocessing needs (a tokenizer) are written beside it. Load it with `heads
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -20,11 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._util import atomic_write_json, installed_versions
-from ..errors import HeadstartError, SettingsError
+from .._util import atomic_write_json, check_writable, installed_versions
+from ..errors import ArtifactError, HeadstartError, SettingsError
 from ..model import TrainedModel
 from ..runtime.onnx_model import GRAPH, INT8_GRAPH
-from ..runtime.sidecar import OnnxManifest, sidecar_path
+from ..runtime.sidecar import OnnxManifest, read_sidecar, sidecar_path
 from . import parity
 from .graph import export_graph
 from .quantize import MAX_ACCURACY_DROP
@@ -36,6 +37,7 @@ QUANTIZE_CHOICES = (None, "int8")
 PARITY_ITEMS = 500
 ACCURACY_ITEMS = 2000  # test items for the int8 accuracy change (a sample, seeded, when the split is larger)
 CALIBRATION_ITEMS = 256
+FEW_ACCURACY_ITEMS = 100  # below this, one test item moves the int8 accuracy change by more than a point
 
 __all__ = ["ExportReport", "export_onnx"]
 
@@ -58,8 +60,39 @@ def _target(model_dir: Path, out: str | Path | None, quantize: str | None) -> Pa
         raise SettingsError(f"--out {out} is a folder: give a file name such as {out / GRAPH}")
     if out.suffix != ".onnx":
         raise SettingsError(f"--out {out}: the file name must end in .onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _check_replaceable(target: Path, beside: dict[str, bytes]) -> None:
+    """An --out file that exists is replaced only when it is a graph headstart exported (its description beside
+    it); the description's name and files written beside the graph (a tokenizer) likewise, unless unchanged."""
+    try:
+        ours = target.is_file() and read_sidecar(target).format == "headstart-onnx"
+    except ArtifactError:
+        ours = False
+    if ours:
+        return
+    at_risk = [f for f in (target, sidecar_path(target)) if f.exists()]
+    at_risk += [target.parent / name for name, content in beside.items()
+                if (target.parent / name).exists() and (target.parent / name).read_bytes() != content]
+    if at_risk:
+        raise SettingsError(f"--out {target}: {', '.join(str(f) for f in at_risk)} "
+                            f"{'exists' if len(at_risk) == 1 else 'exist'} and headstart did not export "
+                            f"{'it' if len(at_risk) == 1 else 'them'}: give a new file name (nothing was replaced)")
+
+
+def _check_options(parity_items: int, max_drop: float) -> None:
+    if isinstance(parity_items, bool) or not isinstance(parity_items, int) or parity_items < 2:
+        raise SettingsError(f"--parity-items must be a whole number >= 2, got {parity_items}")
+    if not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop):
+        raise SettingsError(f"--max-drop must be a number of accuracy points (e.g. 1.0), got {max_drop}")
+
+
+def _warn_if_few_test_items(quant: dict[str, Any]) -> None:
+    n = quant["test_items"]
+    if n < FEW_ACCURACY_ITEMS:
+        log.warning("the int8 accuracy change was measured on only %d test item(s): one item moves it by %.1f "
+                    "points, so the --max-drop guard says little; check on more data with --data", n, 100 / max(n, 1))
 
 
 def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
@@ -106,10 +139,14 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     on when the model's own data are not where its manifest says (they are split the way training split them)."""
     if quantize not in QUANTIZE_CHOICES:
         raise SettingsError(f"--quantize must be int8 (or omitted), got '{quantize}'")
+    _check_options(parity_items, max_drop)
     started = time.perf_counter()
     model_dir = Path(model_dir).expanduser()
     model = TrainedModel.load(model_dir)
     target = _target(model_dir, out, quantize)
+    if out is not None:
+        _check_replaceable(target, model.backbone.onnx_files())
+    check_writable(target.parent, f"--out {target}")
     splits = model.recorded_splits(data)
     check, source = (splits.val, "validation") if splits.val is not None and len(splits.val) else (splits.test, "test")
     inputs = parity.prepare(model, sample(check, parity_items))
@@ -125,6 +162,7 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
         quant = None
         if quantize:
             quant = _int8(model, fp32, Path(tmp) / INT8_GRAPH, splits, force, max_drop)
+            _warn_if_few_test_items(quant)
         _publish(model, Path(tmp) / (INT8_GRAPH if quantize else GRAPH), target, exporter, result, quant)
     log.info("exported %s (parity on %d %s items: max diff %.2g, top-1 %.2f%%)", target, result["items"], source,
              result["max_abs_diff"], 100 * result["top1_agreement"])

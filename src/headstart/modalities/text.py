@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..runtime.codec_base import too_long_for_a_path
 from .base import Batch, Modality, epoch_seed, modality_of_file, register_modality
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
@@ -93,6 +94,8 @@ class TextModality(Modality):
     def expand_input(self, raw: str) -> list:
         """A .txt file gives its lines; a file of another modality is an error; anything else is a literal text."""
         path = Path(raw).expanduser()
+        if too_long_for_a_path(path):  # longer than any file name: a literal text
+            return [raw]
         if path.is_file() and path.suffix.lower() in TEXT_FILE_EXTENSIONS:
             return read_text_lines(path)
         other = modality_of_file(path)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import DataError
-from .codec_base import InputCodec, expand_files, register_codec
+from .codec_base import InputCodec, expand_files, register_codec, validate_preprocessing
 
 # What libsndfile decodes (mp3 since libsndfile 1.1; the wheels of soundfile >= 0.12 bundle it).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
@@ -76,6 +77,15 @@ def pad_centred(waves: Sequence[np.ndarray], min_samples: int) -> tuple[np.ndarr
     return batch, lengths
 
 
+class AudioPreprocessing(BaseModel):
+    """What the audio codec reads from the sidecar, checked at load."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    sample_rate: int = Field(ge=1)
+    min_samples: int = Field(ge=1)
+
+
 @register_codec
 class AudioCodec(InputCodec):
     modality = "audio"
@@ -85,6 +95,12 @@ class AudioCodec(InputCodec):
     @property
     def rate(self) -> int:
         return int(self.preprocessing["sample_rate"])
+
+    def check_preprocessing(self) -> None:
+        validate_preprocessing(AudioPreprocessing, self.preprocessing)
+
+    def input_names(self) -> list[str]:
+        return ["waveform", "length"]
 
     def decode_upload(self, data: bytes, filename: str) -> Clip:
         """An uploaded recording, decoded and checked now (so a bad file is a 400 naming it, not a failed batch)."""

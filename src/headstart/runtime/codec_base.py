@@ -9,14 +9,16 @@ what the export recorded (`preprocessing` in the graph's sidecar JSON), never fr
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
-from ..errors import DataError
+from ..errors import ArtifactError, DataError
 
 
 class InputCodec(ABC):
@@ -37,6 +39,20 @@ class InputCodec(ABC):
 
     def check_files(self) -> None:
         """Raise ArtifactError now if a file the preprocessing needs beside the graph is missing (none by default)."""
+        return None
+
+    def check_preprocessing(self) -> None:
+        """Raise ArtifactError naming the field when the recorded preprocessing cannot be applied (an image size of
+        0, a mean that is not numbers): at load, not as a failure of every item (nothing checked by default)."""
+        return None
+
+    def input_names(self) -> list[str] | None:
+        """The names of the graph inputs `feeds` makes (None: not known before the first batch)."""
+        return None
+
+    def check_graph(self, inputs: dict[str, list[int | None]]) -> None:
+        """Raise ArtifactError when the graph's inputs (name -> shape, None for a dynamic axis) cannot take what
+        this preprocessing makes (an image graph for another image size); nothing checked by default."""
         return None
 
     def decode_upload(self, data: bytes, filename: str) -> Any:
@@ -64,12 +80,34 @@ class InputCodec(ABC):
         return 0
 
 
+def validate_preprocessing(schema: type[BaseModel], preprocessing: dict[str, Any]) -> BaseModel:
+    """`preprocessing` read by `schema`; ArtifactError naming the first bad field."""
+    try:
+        return schema.model_validate(preprocessing)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ArtifactError(f"field 'preprocessing.{'.'.join(map(str, first['loc']))}': {first['msg']}") from None
+
+
+def too_long_for_a_path(path: Path) -> bool:
+    """True when the system refuses `path` as a file name (a name over 255 bytes, a path over 4096): then it can
+    only be a literal text, never a missing file. Hand-written because pathlib's exists()/is_file() raise
+    OSError(ENAMETOOLONG) instead of answering False."""
+    try:
+        path.exists()
+    except OSError as e:
+        return e.errno == errno.ENAMETOOLONG
+    return False
+
+
 def expand_files(raw: str, extensions: frozenset[str], noun: str, takes: str,
                  check: Callable[[Path], None] | None = None) -> list[Path]:
     """The files one command-line argument names: a folder's files with `extensions` (recursively, sorted,
     hidden ones left out) or one file. `noun` names them in "contains no image files"; `takes` says what the
     model takes when the path does not exist; `check` may refuse a file first (one of another modality)."""
     path = Path(raw).expanduser()
+    if too_long_for_a_path(path):
+        raise DataError(f"input not found: {raw[:60]}... is longer than a file name can be ({takes})")
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions
                        and not p.name.startswith("."))

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import DataError
-from .codec_base import InputCodec, expand_files, register_codec
+from ..errors import ArtifactError, DataError
+from .codec_base import InputCodec, expand_files, register_codec, validate_preprocessing
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 INTERPOLATION = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+_Channels = Annotated[list[float], Field(min_length=3, max_length=3)]
+
+
+class ImagePreprocessing(BaseModel):
+    """What `prepare` reads from the sidecar, checked at load (strict: a mean of strings is damage, not data)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    image_size: int = Field(ge=1)
+    mean: _Channels
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    input: str = "pixels"
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -58,6 +72,18 @@ class ImageCodec(InputCodec):
     @property
     def size(self) -> int:
         return int(self.preprocessing["image_size"])
+
+    def check_preprocessing(self) -> None:
+        validate_preprocessing(ImagePreprocessing, self.preprocessing)
+
+    def input_names(self) -> list[str]:
+        return [self.preprocessing.get("input", "pixels")]
+
+    def check_graph(self, inputs: dict[str, list[int | None]]) -> None:
+        shape = inputs.get(self.input_names()[0], [])
+        if len(shape) == 4 and (shape[1] not in (3, None) or {shape[2], shape[3]} - {self.size, None}):
+            raise ArtifactError(f"the graph takes {'x'.join(str(d) for d in shape[1:])} images but the description "
+                                f"says 3x{self.size}x{self.size} (preprocessing.image_size {self.size})")
 
     def decode_upload(self, data: bytes, filename: str) -> np.ndarray:
         """An uploaded image as a uint8 RGB array (decoded at reduced scale when a JPEG is much larger)."""

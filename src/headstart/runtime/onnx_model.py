@@ -18,8 +18,15 @@ INT8_GRAPH = "model.int8.onnx"
 BATCH_SIZE = 32
 
 
+def _dimension(value: Any) -> int | None:
+    """A graph dimension as a number, None where it is dynamic (a name such as 'batch', or unknown)."""
+    return value if isinstance(value, int) and value >= 0 else None
+
+
 class Engine(Protocol):
     name: str
+    inputs: dict[str, list[int | None]]  # the graph's input names and shapes (None: a dynamic axis)
+    output_shape: list[int | None]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 
@@ -48,6 +55,8 @@ class OnnxRuntimeEngine:
             raise ArtifactError(f"{graph} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
                                 "export again") from None
         self.output = self.session.get_outputs()[0].name
+        self.inputs = {i.name: [_dimension(d) for d in i.shape] for i in self.session.get_inputs()}
+        self.output_shape = [_dimension(d) for d in self.session.get_outputs()[0].shape]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([self.output], feeds)[0]
@@ -66,8 +75,19 @@ class OpenVinoEngine:
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
+        try:
+            self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError with a C++ trace for a damaged file
+            raise ArtifactError(f"{graph} cannot be loaded by OpenVINO ({(str(e).strip().splitlines() or [''])[0][:200]}"
+                                "); export again") from None
         self.request = self.compiled.create_infer_request()
+        self.inputs = {p.get_any_name(): self._shape(p) for p in self.compiled.inputs}
+        self.output_shape = self._shape(self.compiled.output(0))
+
+    @staticmethod
+    def _shape(port: Any) -> list[int | None]:
+        shape = port.get_partial_shape()
+        return [d.get_length() if d.is_static else None for d in shape] if shape.rank.is_static else []
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(self.request.infer(feeds)[self.compiled.output(0)])
@@ -100,7 +120,26 @@ class OnnxClassifier:
         self.modality = manifest.modality
         self.codec = get_codec(manifest.modality)(manifest.preprocessing, graph.parent)
         self.engine = ENGINES[engine](graph, threads)
+        try:  # a description that does not fit the graph fails at load, not as an error on every item
+            self._check_description()
+        except ArtifactError as e:
+            raise ArtifactError(f"{sidecar_path(graph)}: {e}; export again") from None
         self.codec.check_files()  # a missing tokenizer fails at load, not at the first request
+
+    def _check_description(self) -> None:
+        """The sidecar against the graph: the modality's inputs, the number of classes, the preprocessing."""
+        graph_inputs = self.engine.inputs
+        expected = self.codec.input_names()
+        if expected is not None and sorted(expected) != sorted(graph_inputs):
+            raise ArtifactError(f"it describes a model of {self.modality} inputs (graph inputs {', '.join(expected)}), "
+                                f"but {self.graph.name} takes {', '.join(graph_inputs)}: the description belongs to "
+                                "another graph")
+        outputs = self.engine.output_shape[-1] if self.engine.output_shape else None
+        if outputs is not None and outputs != len(self.classes):
+            raise ArtifactError(f"it names {len(self.classes)} classes but {self.graph.name} predicts {outputs}: the "
+                                "description belongs to another graph")
+        self.codec.check_preprocessing()
+        self.codec.check_graph(graph_inputs)
 
     @property
     def runtime(self) -> str:

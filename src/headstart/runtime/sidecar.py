@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ArtifactError
 
@@ -34,6 +34,24 @@ class OnnxManifest(BaseModel):
     versions: dict[str, str] = {}
     exported_at: str | None = None
 
+    @field_validator("graph")
+    @classmethod
+    def _a_name_beside_the_sidecar(cls, name: str) -> str:
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"'{name}' is not a file name beside the description (it names a path elsewhere)")
+        return name
+
+
+def file_in_folder(folder: Path, name: str, what: str) -> Path:
+    """`folder / name`, refused unless it stays inside `folder` (symbolic links followed): a description must
+    not make the runtime read files elsewhere (`../../x`, an absolute path). The same rule as the model
+    manifest's `inside`, here without the training stack's imports."""
+    base = Path(folder).resolve()
+    target = (base / str(name)).resolve()
+    if not target.is_relative_to(base):
+        raise ArtifactError(f"{what} '{name}' points outside {base}: the folder is damaged or was tampered with")
+    return target
+
 
 def sidecar_path(graph: Path) -> Path:
     return graph.with_name(graph.name + ".json")
@@ -50,7 +68,10 @@ def read_sidecar(graph: Path) -> OnnxManifest:
         raise ArtifactError(f"{file} is not valid JSON ({e}); export again") from None
     if not isinstance(raw, dict) or raw.get("format") != ONNX_FORMAT:
         raise ArtifactError(f"{file} is not a headstart ONNX description (format {ONNX_FORMAT!r} expected)")
-    if int(raw.get("format_version", 0)) > ONNX_SCHEMA_VERSION:
+    version = raw.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ArtifactError(f"{file}: field 'format_version' must be a whole number, got {version!r}; export again")
+    if version > ONNX_SCHEMA_VERSION:
         raise ArtifactError(f"{file} was written by a newer headstart (schema {raw.get('format_version')}); upgrade")
     try:
         return OnnxManifest.model_validate(raw)

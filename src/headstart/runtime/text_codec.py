@@ -7,12 +7,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ArtifactError, DataError
-from .codec_base import InputCodec, register_codec
+from .codec_base import InputCodec, register_codec, too_long_for_a_path, validate_preprocessing
+from .sidecar import file_in_folder
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
 MAX_TEXT_CHARS = 100_000  # far beyond any token limit; longer is a mistake (a file pasted as one text)
+
+
+class TextPreprocessing(BaseModel):
+    """What the text codec reads from the sidecar, checked at load."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    tokenizer: str = Field(min_length=1)
+    max_length: int = Field(ge=1)
+    pad_id: int = Field(ge=0)
+    pad_token: str
 
 
 @register_codec
@@ -30,11 +43,15 @@ class TextCodec(InputCodec):
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
-            file = self.folder / self.preprocessing["tokenizer"]
+            file = file_in_folder(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
             if not file.is_file():
                 raise ArtifactError(f"{file} is missing: the exported text model needs its tokenizer beside the graph "
                                     "(export again)")
-            tokenizer = Tokenizer.from_file(str(file))
+            try:
+                tokenizer = Tokenizer.from_file(str(file))
+            except Exception as e:  # the tokenizers library raises plain Exceptions for damaged files
+                raise ArtifactError(f"{file} is not a readable tokenizer ({str(e).splitlines()[0][:200]}): export "
+                                    "again") from None
             tokenizer.enable_truncation(int(self.preprocessing["max_length"]))
             tokenizer.enable_padding(pad_id=int(self.preprocessing["pad_id"]), pad_token=self.preprocessing["pad_token"])
             self._tokenizer = tokenizer
@@ -42,6 +59,13 @@ class TextCodec(InputCodec):
 
     def check_files(self) -> None:
         self.tokenizer  # noqa: B018  (loads it)
+
+    def check_preprocessing(self) -> None:
+        validate_preprocessing(TextPreprocessing, self.preprocessing)
+        file_in_folder(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
+
+    def input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask"]
 
     def decode_json(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -52,6 +76,8 @@ class TextCodec(InputCodec):
 
     def expand_input(self, raw: str) -> list:
         path = Path(raw).expanduser()
+        if too_long_for_a_path(path):  # longer than any file name: a literal text
+            return [raw]
         if path.is_file() and path.suffix.lower() in TEXT_FILE_EXTENSIONS:
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()
