@@ -123,7 +123,7 @@ async def soak(port: int, requests: dict[str, tuple[bool, bytes]], concurrency: 
 
 
 def small_image_model(folder: Path) -> Path:
-    """A smallcnn probe on 40 synthetic 24x24 images: a model to serve, made in seconds."""
+    """smallcnn fine-tuned for an epoch on 40 synthetic 24x24 images: a model to serve, made in seconds."""
     import headstart
 
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def small_image_model(folder: Path) -> Path:
             noise = rng.integers(-20, 20, (24, 24, 3))
             Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(
                 folder / "images" / label / f"{i}.png")
-    headstart.fit(folder / "images", "smallcnn", "probe", out=folder / "run", cache=False)
+    headstart.fit(folder / "images", "smallcnn", "finetune", out=folder / "run", epochs=1, cache=False)
     return folder / "run" / "model"
 
 
@@ -178,7 +178,7 @@ def main() -> None:
           f"while sampled, {end_mb:.0f} MB at the end ({change:+.1%}); peak {peak_mb:.0f} MB")
     ok = not failures and abs(change) <= 0.10
     print("PASS" if ok else "FAIL: " + "; ".join(failures or [f"memory changed by {change:+.1%}"]))
-    write_results("serve_soak", {"commit": commit, "model": str(args.model or "built: smallcnn probe"),
+    write_results("serve_soak", {"commit": commit, "model": str(args.model or "built: smallcnn, 40 images, 1 epoch"),
                                  "runtime": args.runtime, "seconds": args.seconds, "concurrency": args.concurrency,
                                  "rows": rows, "memory": memory, "passed": ok})
     raise SystemExit(0 if ok else 1)
