@@ -14,8 +14,12 @@ from typer.testing import CliRunner
 
 from headstart.backbones import resolve_backbone
 from headstart.cli import app
-from headstart.modalities.audio import Clip, load_audio, pad_waveforms
+from headstart.errors import InputTooLarge, SettingsError
+from headstart.modalities import get_modality
+from headstart.modalities.audio import AudioWaveforms, Clip, load_audio, pad_waveforms
+from headstart.runtime.audio_codec import MAX_BATCH_SECONDS, AudioCodec
 
+from ._memory import peak_growth_mb
 from .conftest import SHARED, make_audio_folder
 
 runner = CliRunner()
@@ -52,6 +56,84 @@ def test_short_clips_are_centred_in_silence():
     batch = pad_waveforms([torch.ones(4), torch.ones(10)], min_samples=8)
     assert batch["length"].tolist() == [8, 10]
     assert batch["waveform"][0].tolist() == [0, 0, 1, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_an_hour_long_recording_is_refused_from_its_header_in_every_path(tmp_path):
+    """An hour of audio (a 90 kB FLAC; 4.2 GB at the audio smallcnn's peak when it was read whole) is refused
+    before decoding when read for training or prediction, by the exported graph's codec and by extraction, which
+    still embeds the short clip beside it; resident memory grows by far less than the decoded hour (345 MB)."""
+    growth, result = peak_growth_mb(
+        setup=f"""
+            import torch
+            from headstart.backbones.smallcnn_audio import AudioSmallCNN
+            from headstart.embeddings import compute_embeddings
+            from headstart.errors import InputTooLarge
+            from headstart.runtime.audio_codec import AudioCodec, load_audio
+            from tests._memory import flac_of_silence
+            hour, short = {str(tmp_path / "hour.flac")!r}, {str(tmp_path / "short.flac")!r}
+            open(hour, "wb").write(flac_of_silence(3600))
+            open(short, "wb").write(flac_of_silence(1))
+            net, codec = AudioSmallCNN(), AudioCodec({{"sample_rate": 16000, "min_samples": 16000}}, None)
+            compute_embeddings(net, [short], device=torch.device("cpu"))  # first-call set-up
+        """,
+        action="""
+            result = []
+            for read in (lambda: load_audio(hour, 16000), lambda: load_audio(hour, None), lambda: codec.prepare(hour)):
+                try:
+                    read()
+                except InputTooLarge as e:
+                    result.append(str(e))
+            embeddings, failures = compute_embeddings(net, [hour, short], device=torch.device("cpu"))
+            result.append([failures, bool(abs(embeddings[1]).sum() > 0)])
+        """)
+    message = "the recording is 3,600.0 s long; the longest taken is 600 s (HEADSTART_MAX_AUDIO_SECONDS sets it)"
+    assert result == [message] * 3 + [[[[0, message]], True]]
+    assert growth < 100, f"resident memory grew by {growth:.0f} MB"
+
+
+def test_the_longest_recording_is_set_by_the_environment(tmp_path, monkeypatch):
+    soundfile.write(tmp_path / "two.wav", np.zeros(16000, np.float32), 8000)
+    assert len(load_audio(tmp_path / "two.wav", 8000)) == 16000
+    monkeypatch.setenv("HEADSTART_MAX_AUDIO_SECONDS", "1.5")
+    with pytest.raises(InputTooLarge, match=r"2\.0 s long; the longest taken is 1\.5 s \(HEADSTART_MAX_AUDIO_SECONDS"):
+        load_audio(tmp_path / "two.wav", 8000)
+    with pytest.raises(InputTooLarge, match=r"2\.0 s long"):
+        load_audio(Clip(np.zeros(16000, np.float32), 8000), 8000)
+    monkeypatch.setenv("HEADSTART_MAX_AUDIO_SECONDS", "an hour")
+    with pytest.raises(SettingsError, match="HEADSTART_MAX_AUDIO_SECONDS='an hour': give a positive number"):
+        load_audio(tmp_path / "two.wav", 8000)
+
+
+class _Backbone:
+    sample_rate, min_samples = 100, 50
+
+
+def test_long_clips_are_batched_alone_within_the_audio_budget():
+    """At most MAX_BATCH_SECONDS of padded audio a batch, in extraction and in the exported graph's batches."""
+    seconds = [1, 2, 500, 3, 40, 40, 40, 40, 40, 40, 40, 40, 0.2, 1]
+    clips = [Clip(np.full(int(s * 100), 0.1, np.float32), 100) for s in seconds]
+    batches = list(get_modality("audio").extraction_batches(_Backbone(), clips, batch_size=64))
+    assert [i for _, idx, _ in batches for i in idx.tolist()] == list(range(len(clips)))
+    sizes = [len(idx) for _, idx, _ in batches]
+    assert sizes == [2, 1, 8, 3]  # the 500 s clip alone; 8 x 40 s = 320 s; a ninth would pass the budget
+    assert all(inputs["waveform"].numel() <= MAX_BATCH_SECONDS * 100 or len(idx) == 1 for inputs, idx, _ in batches)
+    codec = AudioCodec({"sample_rate": 100, "min_samples": 50}, None)
+    prepared = sorted((c.samples for c in clips), key=codec.sort_key)
+    ends = codec.batch_ends(prepared, batch_size=4)
+    assert ends[-1] == len(prepared) and ends == sorted(set(ends))
+    for start, end in zip([0, *ends], ends):
+        assert end - start <= 4 and ((end - start) * max(len(c) for c in prepared[start:end]) <= 32000
+                                     or end - start == 1)
+
+
+def test_fine_tuning_sees_a_window_of_a_long_clip():
+    ramp = np.linspace(-1, 1, 3000, dtype=np.float32)
+    middle = AudioWaveforms([Clip(ramp, 100)], 100, np.array([0]), crop_samples=1000)[0][0]
+    assert torch.equal(middle, torch.from_numpy(ramp[1000:2000]))
+    training = AudioWaveforms([Clip(ramp, 100)], 100, np.array([0]), seed=0, augment=True, crop_samples=1000)
+    assert [len(training[epoch][0]) for epoch in range(3)] == [1000] * 3
+    short = AudioWaveforms([Clip(ramp[:500], 100)], 100, np.array([0]), crop_samples=1000)[0][0]
+    assert len(short) == 500
 
 
 # ------------------------------------------------------------------------------------------------ speech embedding

@@ -25,6 +25,9 @@ import headstart
 from headstart.runtime.codecs import get_codec
 from headstart.serving import DynamicBatcher, Limits, build_app
 from headstart.serving.app import create_app
+from headstart.serving.batcher import ItemRejected
+
+from ._memory import peak_growth_mb
 
 
 def _png(size=(20, 20), colour=(200, 30, 30)) -> bytes:
@@ -105,6 +108,16 @@ def _text_cases(limit: int) -> list[dict]:
         {"content": b"inputs=a", "headers": {"content-type": "application/x-www-form-urlencoded"}},
         {"files": [("files", ("a.txt", b"text as a file", "text/plain"))]},  # multipart to a text model
         {"content": b"just text", "headers": {"content-type": "text/plain"}},
+        *_json_the_parser_breaks_on(),
+    ]
+
+
+def _json_the_parser_breaks_on() -> list[dict]:
+    as_json = {"headers": {"content-type": "application/json"}}
+    return [
+        {"content": b'{"inputs": ["\\ud800 x"]}', **as_json},  # a lone surrogate (valid JSON, not valid Unicode)
+        {"content": b"[" * 100_000 + b"]" * 100_000, **as_json},  # nested 100,000 deep
+        {"content": b'{"inputs": [' + b"9" * 5000 + b"]}", **as_json},  # a 5,000-digit number
     ]
 
 
@@ -140,6 +153,152 @@ def test_errors_name_the_bad_item(exported_text, exported_cnn):
         files = [("files", ("good.png", _png(), "image/png")), ("files", ("bad.jpg", b"nope", "image/jpeg"))]
         response = client.post("/predict", files=files)
         assert response.status_code == 400 and "files[1] (bad.jpg)" in response.json()["error"]
+
+
+class _Poisonable:
+    """A stand-in model for texts: the text's length as a score, and a ValueError for any batch holding "poison"
+    (as a tokenizer raises on a string it cannot encode), recording the batch sizes it was given."""
+
+    def __init__(self):
+        self.classes = ["short", "long"]
+        self.sizes = []
+
+    def scores(self, items):
+        self.sizes.append(len(items))
+        if any("poison" in item for item in items):
+            raise ValueError("cannot encode this text")
+        values = np.asarray([len(item) for item in items], dtype=np.float32)
+        return np.stack([1 / (1 + values), values / (1 + values)], 1), []
+
+
+def _text_app(tmp_path, model, **settings):
+    return create_app(model, get_codec("text")({}, tmp_path), {"modality": "text"}, **settings)
+
+
+def test_json_the_parser_breaks_on_gets_a_4xx_naming_why(tmp_path):
+    reasons = ["inputs[0]: the text holds a lone surrogate ('\\ud800') at character 0", "nested too deeply",
+               "a number has too many digits"]
+    with TestClient(_text_app(tmp_path, _Poisonable()), raise_server_exceptions=True) as client:
+        for case, reason in zip(_json_the_parser_breaks_on(), reasons):
+            response = client.post("/predict", **case)
+            assert response.status_code in (400, 422) and reason in response.json()["error"], response.text
+        assert client.post("/predict", json={"inputs": ["fine"]}).status_code == 200
+
+
+def test_an_item_the_model_raises_on_fails_only_its_own_request():
+    model = _Poisonable()
+    batcher = DynamicBatcher(model.scores, max_batch=16, max_wait_ms=200, max_queue=100)
+
+    async def main():
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(["ok", "poison" if i == 2 else "fine", "x" * i])
+                                          for i in range(6)), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    assert model.sizes[0] == 18  # all six requests shared the first batch, which raised
+    assert isinstance(results[2], ItemRejected) and results[2].index == 1 and "cannot encode" in results[2].reason
+    for i, result in enumerate(results):
+        if i != 2:
+            probs, failures = result
+            assert failures == [] and probs[:, 1].tolist() == pytest.approx([2 / 3, 4 / 5, i / (1 + i)])
+
+
+def test_a_bad_request_in_a_batching_window_leaves_other_clients_200(tmp_path):
+    texts = [["a good text"], ["another", "poison here"], ["fine"], ["also fine", "ok"], ["one more"], ["last"]]
+    with TestClient(_text_app(tmp_path, _Poisonable(), max_batch=64, max_wait_ms=300)) as client, \
+            ThreadPoolExecutor(len(texts)) as pool:
+        responses = list(pool.map(lambda inputs: client.post("/predict", json={"inputs": inputs}), texts))
+    assert [r.status_code for r in responses] == [200, 422, 200, 200, 200, 200]
+    assert responses[1].json()["error"].startswith("inputs[1]: the model cannot take this item (ValueError")
+    assert [len(r.json()["predictions"]) for r in responses if r.status_code == 200] == [1, 1, 2, 1, 1]
+
+
+class _Even:
+    """A stand-in model: the same probabilities for every item."""
+
+    classes = ("a", "b")
+
+    def scores(self, items):
+        return np.full((len(items), 2), 0.5, np.float32), []
+
+
+def _image_app(limits: Limits):
+    codec = get_codec("image")({"image_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, Path("."))
+    return create_app(_Even(), codec, {"modality": "image"}, limits=limits)
+
+
+def test_images_that_decode_too_large_get_413_before_decoding():
+    """Six 12000 x 12000 PNGs of 140 kB each (432 MB each as RGB) in one request: 413 naming the limit and its
+    option, with resident memory growing by far less than one decoded image, and back where it was after."""
+    growth, result = peak_growth_mb(
+        setup="""
+            import gc
+            from fastapi.testclient import TestClient
+            from headstart.serving import Limits
+            from tests._memory import png_of_black
+            from tests.test_serve import _image_app, _png
+            bomb = png_of_black(12000, 12000)
+            client = TestClient(_image_app(Limits())).__enter__()
+            client.post("/predict", files=[("files", ("warm.png", _png(), "image/png"))])  # first-call set-up
+            gc.collect()
+        """,
+        action="""
+            response = client.post("/predict", files=[("files", (f"bomb{i}.png", bomb, "image/png")) for i in range(6)])
+            gc.collect()
+            result = [response.status_code, response.json()["error"], _status("VmRSS") - _before]
+        """)
+    status, error, after_mb = result
+    assert status == 413, error
+    assert error == ("files[0] (bomb0.png): the image is 12,000 x 12,000 = 144,000,000 pixels; the limit is "
+                     "40,000,000 (--max-pixels sets it)")
+    assert growth < 100, f"resident memory grew by {growth:.0f} MB"
+    assert after_mb < 20
+
+
+def test_a_request_whose_images_decode_to_too_much_together_gets_413():
+    picture = _png(size=(400, 400))  # 480 kB as RGB; the third passes 1 MB
+    with TestClient(_image_app(Limits(max_decoded_mb=1.0))) as client:
+        response = client.post("/predict", files=[("files", (f"p{i}.png", picture, "image/png")) for i in range(4)])
+        assert response.status_code == 413
+        assert response.json()["error"] == ("the items up to files[2] (p2.png) decode to 1.4 MB; the limit for one "
+                                            "request is 1.0 MB (--max-decoded-mb sets it; split the request)")
+        assert client.post("/predict", files=[("files", ("p.png", picture, "image/png"))] * 2).status_code == 200
+    with TestClient(_image_app(Limits(max_pixels=100))) as client:
+        response = client.post("/predict", files=[("files", ("p.png", _png(size=(11, 10)), "image/png"))])
+        assert response.status_code == 413
+        assert response.json()["error"].endswith("11 x 10 = 110 pixels; the limit is 100 (--max-pixels sets it)")
+
+
+def test_an_hour_long_recording_gets_413_before_decoding(tmp_path):
+    """An hour of silence as a 90 kB FLAC (230 MB decoded at 16 kHz, 4 GB in the audio smallcnn): 413 naming
+    --max-audio-seconds, with resident memory growing by far less than the decoded recording; a short one passes."""
+    growth, result = peak_growth_mb(
+        setup="""
+            import gc, io
+            import numpy as np, soundfile
+            from fastapi.testclient import TestClient
+            from headstart.runtime.codecs import get_codec
+            from headstart.serving.app import create_app
+            from tests._memory import flac_of_silence
+            from tests.test_serve import _Even
+
+            codec = get_codec("audio")({"sample_rate": 16000, "min_samples": 16000}, None)
+            client = TestClient(create_app(_Even(), codec, {"modality": "audio"})).__enter__()
+            hour, short = flac_of_silence(3600), flac_of_silence(2)
+            assert client.post("/predict", files=[("files", ("short.flac", short, "audio/flac"))]).status_code == 200
+            gc.collect()
+        """,
+        action="""
+            response = client.post("/predict", files=[("files", ("hour.flac", hour, "audio/flac"))] * 3)
+            result = [response.status_code, response.json()["error"]]
+        """)
+    status, error = result
+    assert status == 413 and error == ("files[0] (hour.flac): the recording is 3,600.0 s long; the longest taken is "
+                                       "600 s (--max-audio-seconds sets it)")
+    assert growth < 60, f"resident memory grew by {growth:.0f} MB"
 
 
 class _Slow:

@@ -415,20 +415,33 @@ def serve(
     max_items: int = typer.Option(64, help="Most items in one request (more: 413)."),
     max_body_mb: float = typer.Option(8.0, help="Largest request body (more: 413)."),
     max_queue: int = typer.Option(256, help="Most items waiting for the model (more: 503 with Retry-After)."),
+    max_pixels: int = typer.Option(40_000_000, help="Largest image, in pixels, checked before decoding (more: 413)."),
+    max_audio_seconds: float | None = typer.Option(None, help="Longest recording, checked before decoding (more: "
+                                                   "413); default and most: HEADSTART_MAX_AUDIO_SECONDS, else 600."),
+    max_decoded_mb: float = typer.Option(512.0, help="Most memory one request's decoded items take (more: 413)."),
     threads: int | None = typer.Option(None, help="Threads for the ONNX engine (default: all cores)."),
     access_log: bool = typer.Option(True, help="Log one line per request (method, path, status, items, ms); "
                                                "--no-access-log turns it off."),
 ) -> None:
     """Serve predictions over HTTP: POST /predict, GET /health, GET /metadata, docs at /docs. SIGTERM drains."""
+    from .runtime.audio_codec import MAX_AUDIO_SECONDS_ENV
+    from .runtime.audio_codec import max_audio_seconds as decoding_limit
     from .serving import Limits
     from .serving import serve as run_server
 
     if not 1 <= port <= 65535:
         raise HeadstartError(f"--port must be a whole number from 1 to 65535, got {port}")
-    if max_items < 1 or max_queue < 1 or max_body_mb <= 0:
-        raise HeadstartError("--max-items, --max-queue and --max-body-mb must be positive")
+    most_seconds = decoding_limit()
+    max_audio_seconds = most_seconds if max_audio_seconds is None else max_audio_seconds
+    if min(max_items, max_queue, max_body_mb, max_pixels, max_audio_seconds, max_decoded_mb) <= 0:
+        raise HeadstartError("--max-items, --max-queue, --max-body-mb, --max-pixels, --max-audio-seconds and "
+                             "--max-decoded-mb must be positive")
+    if max_audio_seconds > most_seconds:
+        raise HeadstartError(f"--max-audio-seconds {max_audio_seconds:g} is above the {most_seconds:g} s that "
+                             f"decoding allows: set {MAX_AUDIO_SECONDS_ENV}={max_audio_seconds:g} too")
     run_server(model, host, port, runtime, max_batch, max_wait_ms,
-               Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_items=max_items, max_queue=max_queue),
+               Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), max_items=max_items, max_queue=max_queue,
+                      max_pixels=max_pixels, max_audio_seconds=max_audio_seconds, max_decoded_mb=max_decoded_mb),
                threads, access_log=access_log)
 
 

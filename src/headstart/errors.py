@@ -19,3 +19,8 @@ class ArtifactError(HeadstartError):
 
 class SettingsError(HeadstartError):
     """An option is out of its range or does not apply."""
+
+
+class InputTooLarge(DataError):
+    """One input would decode to more than a limit allows (pixels, duration); the message names the limit and
+    the option or environment variable that sets it. The server answers it with 413."""

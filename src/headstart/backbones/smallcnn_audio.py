@@ -4,6 +4,11 @@ no-transfer baseline), or pretrained on unlabeled audio by `headstart pretrain`.
 Log-mel: 25 ms Hann windows every 10 ms (n_fft 400, hop 160 at 16 kHz), 64 Slaney mel bands from 20 Hz to
 8 kHz (transformers' `mel_filter_bank`), log(power + 1e-6), normalised per clip over its own frames so that
 recording level does not matter. The embedding is the average over frequency and over the clip's own frames.
+
+No windowing: the whole clip goes through the CNN at once, so memory grows with its length (about 1.2 MB per
+second of audio; an hour peaked at 4.2 GB). It is bounded outside the network: decoding refuses recordings longer
+than HEADSTART_MAX_AUDIO_SECONDS (600 s by default) with a one-line error, extraction batches hold at most
+MAX_BATCH_SECONDS of audio, and fine-tuning trains on windows of at most 10 s (headstart.modalities.audio).
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Decoding is libsndfile (through `soundfile`) and resampling is soxr's high-quali
 DataLoader worker processes like image decoding. A batch is a dict of the zero-padded waveforms and their
 lengths, so the backbone decides how to window, pool or mask them; clips shorter than the backbone's shortest
 input (`backbone.min_samples`) are centred in silence of that length.
+
+Memory is bounded whatever the recordings' lengths: decoding refuses recordings longer than
+`max_audio_seconds()` (10 minutes unless HEADSTART_MAX_AUDIO_SECONDS says otherwise) from their header;
+extraction batches hold at most MAX_BATCH_SECONDS of audio, padding included (a long clip is a batch alone);
+training (fine-tuning) sees a window of at most TRAINING_CROP_SECONDS of each clip: a random one in training,
+a different one each epoch, and the middle one in validation. Predictions and evaluation see the whole clip.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ import numpy as np
 import torch
 
 from .._util import worker_count
-from ..runtime.audio_codec import AUDIO_EXTENSIONS, AudioItem, Clip, load_audio, pad_centred
+from ..errors import HeadstartError
+from ..runtime.audio_codec import AUDIO_EXTENSIONS, MAX_BATCH_SECONDS, AudioItem, Clip, load_audio, pad_centred
 from ..runtime.codec_base import expand_files
 from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
 from .image import file_digest
+
+PREFETCH_CLIPS = 8  # clips each DataLoader worker decodes ahead (one clip per worker call: no padded batches there)
+# Fine-tuning's window on a longer clip (the usual practice of audio tagging: AST and PANNs train on 10 s);
+# with a batch of 64 that bounds the activations kept for the backward pass.
+TRAINING_CROP_SECONDS = 10.0
 
 
 def augment_waveform(x: torch.Tensor, rate: int) -> torch.Tensor:
@@ -39,10 +51,11 @@ class AudioWaveforms(torch.utils.data.Dataset):
     """Decodes (and with `augment` varies) clips in DataLoader workers; a bad file yields an error string."""
 
     def __init__(self, items: Sequence[AudioItem], rate: int, labels: np.ndarray | None = None,
-                 seed: int | None = None, augment: bool = False):
+                 seed: int | None = None, augment: bool = False, crop_samples: int | None = None):
         self.items, self.rate, self.labels = items, int(rate), labels
         self.seed = seed  # set: keys come from EpochShuffle, and each item's augmentation is seeded by them
         self.augment = augment
+        self.crop_samples = crop_samples  # longer clips: a random window with `augment`, else the middle one
 
     def __len__(self) -> int:
         return len(self.items)
@@ -52,8 +65,12 @@ class AudioWaveforms(torch.utils.data.Dataset):
         label = int(self.labels[i]) if self.labels is not None else -1
         try:
             x = torch.from_numpy(load_audio(self.items[i], self.rate))
-            if self.augment:
-                with rng:
+            with rng:
+                if self.crop_samples is not None and len(x) > self.crop_samples:
+                    start = (int(torch.randint(0, len(x) - self.crop_samples + 1, (1,))) if self.augment
+                             else (len(x) - self.crop_samples) // 2)
+                    x = x[start:start + self.crop_samples].clone()  # the clone frees the rest of the clip
+                if self.augment:
                     x = augment_waveform(x, self.rate)
             return x, label, i, ""
         except Exception as e:
@@ -114,17 +131,34 @@ class AudioModality(Modality):
         return file_digest(item)
 
     def extraction_batches(self, backbone: Any, items: Sequence, batch_size: int) -> Iterator[Batch]:
+        """Clips decoded one by one in workers, batched here: at most `batch_size` clips and MAX_BATCH_SECONDS of
+        padded audio a batch, so a folder of long recordings never makes a batch of 64 of them."""
         workers = worker_count() if len(items) > batch_size else 0  # one batch: no worker start-up
-        loader = torch.utils.data.DataLoader(AudioWaveforms(items, backbone.sample_rate), batch_size=batch_size,
-                                             num_workers=workers, prefetch_factor=4 if workers else None,
-                                             collate_fn=_Collate(backbone.min_samples))
-        for inputs, _, idx, errors in loader:
-            failed = [(int(i), e) for i, e in zip(idx, errors) if e]
-            yield inputs, idx.numpy(), failed
+        loader = torch.utils.data.DataLoader(AudioWaveforms(items, backbone.sample_rate), batch_size=None,
+                                             num_workers=workers, prefetch_factor=PREFETCH_CLIPS if workers else None)
+        most = int(MAX_BATCH_SECONDS * backbone.sample_rate)
+        pending: list[tuple[torch.Tensor, int, str]] = []
+        longest = 0
+        for x, _, i, error in loader:
+            length = max(len(x), backbone.min_samples)
+            if pending and (len(pending) == batch_size or (len(pending) + 1) * max(longest, length) > most):
+                yield self._extraction_batch(pending, backbone.min_samples)
+                pending, longest = [], 0
+            pending.append((x, int(i), error))
+            longest = max(longest, length)
+        if pending:
+            yield self._extraction_batch(pending, backbone.min_samples)
+
+    @staticmethod
+    def _extraction_batch(clips: list[tuple[torch.Tensor, int, str]], min_samples: int) -> Batch:
+        failed = [(i, error) for _, i, error in clips if error]
+        return pad_waveforms([x for x, _, _ in clips], min_samples), np.array([i for _, i, _ in clips]), failed
 
     def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
                         seed: int = 0) -> Any:
-        dataset = AudioWaveforms(items, backbone.sample_rate, labels, seed=seed if train else None, augment=train)
+        dataset = AudioWaveforms(items, backbone.sample_rate, labels, seed=seed if train else None, augment=train,
+                                 crop_samples=max(int(TRAINING_CROP_SECONDS * backbone.sample_rate),
+                                                  backbone.min_samples))
         workers = worker_count()
         return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                            persistent_workers=workers > 0,
@@ -159,5 +193,5 @@ class _Readability(torch.utils.data.Dataset):
 
 
 def _reason(e: Exception) -> str:
-    """Our own ValueErrors already say what is wrong; anything else is named by its type."""
-    return str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+    """Our own errors (ValueError, a recording too long) already say what is wrong; others are named by type."""
+    return str(e) if isinstance(e, (ValueError, HeadstartError)) else f"{type(e).__name__}: {e}"

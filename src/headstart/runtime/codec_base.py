@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,18 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ArtifactError, DataError
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """How large one uploaded item may decode to, checked from its header before decoding (the body limit says
+    nothing about it: a 140 kB PNG of 12000 x 12000 pixels decodes to 432 MB, a 673 kB FLAC of an hour of
+    silence to 1.4 GB). `setting` names what sets each limit, for the error message."""
+
+    max_pixels: int = 40_000_000  # a 40-megapixel photo: 120 MB as RGB (JPEGs decode reduced, see ImageCodec)
+    max_audio_seconds: float = 600.0  # as runtime.audio_codec.MAX_AUDIO_SECONDS
+    pixels_setting: str = "--max-pixels"
+    audio_setting: str = "--max-audio-seconds"
 
 
 class InputCodec(ABC):
@@ -32,6 +45,9 @@ class InputCodec(ABC):
     takes_json_strings: ClassVar[bool] = False  # POST /predict accepts {"inputs": ["...", ...]}
     takes_uploads: ClassVar[bool] = False  # POST /predict accepts multipart `files`
     raw_media_type: ClassVar[str | None] = None  # POST /predict accepts one raw body of this type ("image/*")
+
+    # What `decode_upload` lets through; the server replaces it with the limits it was started with.
+    decode_limits: DecodeLimits = DecodeLimits()
 
     def __init__(self, preprocessing: dict[str, Any], folder: Path):
         self.preprocessing = preprocessing
@@ -59,6 +75,10 @@ class InputCodec(ABC):
         """An item from the bytes of an uploaded file; raises DataError saying why it cannot be read."""
         raise DataError(f"this model does not take file uploads (it takes {self.modality} inputs as JSON)")
 
+    def decoded_bytes(self, item: Any) -> int:
+        """Memory an item from `decode_upload` or `decode_json` holds (the server bounds the sum per request)."""
+        return int(getattr(item, "nbytes", 0))
+
     def decode_json(self, value: Any) -> Any:
         """An item from one element of a JSON `inputs` list; raises DataError saying what was expected."""
         raise DataError(f"this model takes {self.modality} files as multipart `files`, not JSON inputs")
@@ -78,6 +98,11 @@ class InputCodec(ABC):
     def sort_key(self, item: Any) -> int:
         """Items with close keys are batched together (e.g. texts of similar length, so little goes to padding)."""
         return 0
+
+    def batch_ends(self, prepared: Sequence[Any], batch_size: int) -> list[int]:
+        """Where the graph calls over `prepared` (sorted by `sort_key`) end: every `batch_size` items, unless the
+        modality bounds a batch otherwise (audio: by seconds of padded audio)."""
+        return [*range(batch_size, len(prepared), batch_size), len(prepared)] if len(prepared) else []
 
 
 def validate_preprocessing(schema: type[BaseModel], preprocessing: dict[str, Any]) -> BaseModel:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ArtifactError, DataError
+from ..errors import ArtifactError, DataError, InputTooLarge
 from .codec_base import InputCodec, expand_files, register_codec, validate_preprocessing
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
@@ -50,15 +50,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(source: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def read_image(source: Any, draft_size: tuple[int, int] | None = None, max_pixels: int | None = None,
+               setting: str = "--max-pixels") -> Image.Image:
     """Fully decode a file path, file object or uint8 array (H, W[, C]) to an RGB image. `draft_size` lets JPEG
-    decode at reduced scale when it is larger (as training did)."""
+    decode at reduced scale when it is larger (as training did). With `max_pixels`, an image that would decode
+    to more pixels (after JPEG's reduction) is refused from its header, before decoding: InputTooLarge, naming
+    `setting`. (Pillow itself only warns below 178 Mpx, and fails with DecompressionBombError above.)"""
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
     ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with Image.open(source) as img:
+    with Image.open(source) as img:  # reads the header only
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise InputTooLarge(f"the image is {width:,} x {height:,} = {width * height:,} pixels; the limit is "
+                                f"{max_pixels:,} ({setting} sets it)")
         img.load()
         return to_rgb(img)
 
@@ -89,8 +96,10 @@ class ImageCodec(InputCodec):
         """An uploaded image as a uint8 RGB array (decoded at reduced scale when a JPEG is much larger)."""
         if not data:
             raise DataError(f"{filename or 'the file'} is empty")
+        limits = self.decode_limits
         try:
-            return np.asarray(read_image(io.BytesIO(data), (2 * self.size, 2 * self.size)))
+            return np.asarray(read_image(io.BytesIO(data), (2 * self.size, 2 * self.size), limits.max_pixels,
+                                         limits.pixels_setting))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             detail = "not an image file" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
             raise DataError(f"{filename or 'the file'} cannot be decoded as an image ({detail})") from None

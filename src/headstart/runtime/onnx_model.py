@@ -16,6 +16,7 @@ from .sidecar import OnnxManifest, read_sidecar, sidecar_path
 GRAPH = "model.onnx"
 INT8_GRAPH = "model.int8.onnx"
 BATCH_SIZE = 32
+PREPARE_BATCHES = 16  # batches of items prepared (decoded) ahead, sorted together to batch similar lengths
 
 
 def _dimension(value: Any) -> int | None:
@@ -157,19 +158,26 @@ class OnnxClassifier:
         return self.engine.run(self.codec.feeds(prepared)).astype(np.float32, copy=False)
 
     def scores(self, items: Sequence, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures."""
+        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures.
+
+        Items are prepared PREPARE_BATCHES batches at a time (not all at once: a folder of recordings would sit
+        in memory whole), sorted by the codec's key within that stretch, and run in the codec's batches."""
         probs = np.full((len(items), len(self.classes)), np.nan, dtype=np.float32)
         failures: list[tuple[int, str]] = []
-        prepared: list[tuple[int, Any]] = []
-        for i, item in enumerate(items):
-            try:
-                prepared.append((i, self.codec.prepare(item)))
-            except Exception as e:  # an unreadable item is reported, never a crash of the whole call
-                failures.append((i, f"{type(e).__name__}: {e}"))
-        prepared.sort(key=lambda p: self.codec.sort_key(p[1]))
-        for start in range(0, len(prepared), batch_size):
-            chunk = prepared[start:start + batch_size]
-            probs[[i for i, _ in chunk]] = self.run_prepared([x for _, x in chunk])
+        stretch = PREPARE_BATCHES * batch_size
+        for first in range(0, len(items), stretch):
+            prepared: list[tuple[int, Any]] = []
+            for i in range(first, min(first + stretch, len(items))):
+                try:
+                    prepared.append((i, self.codec.prepare(items[i])))
+                except Exception as e:  # an unreadable item is reported, never a crash of the whole call
+                    failures.append((i, f"{type(e).__name__}: {e}"))
+            prepared.sort(key=lambda p: self.codec.sort_key(p[1]))
+            start = 0
+            for end in self.codec.batch_ends([x for _, x in prepared], batch_size):
+                chunk = prepared[start:end]
+                probs[[i for i, _ in chunk]] = self.run_prepared([x for _, x in chunk])
+                start = end
         return probs, failures
 
     def predict_proba(self, items: Sequence) -> np.ndarray:

@@ -72,6 +72,11 @@ class TextCodec(InputCodec):
             raise DataError(f"expected a string, got {type(value).__name__}")
         if len(value) > MAX_TEXT_CHARS:
             raise DataError(f"the text is {len(value):,} characters long; the limit is {MAX_TEXT_CHARS:,}")
+        try:
+            value.encode("utf-8")  # JSON's "\ud800" escape makes a lone surrogate, which no tokenizer takes
+        except UnicodeEncodeError as e:
+            raise DataError(f"the text holds a lone surrogate ({value[e.start]!r}) at character {e.start}: not "
+                            "valid Unicode") from None
         return value
 
     def expand_input(self, raw: str) -> list:

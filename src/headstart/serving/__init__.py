@@ -7,7 +7,10 @@ stops the batcher. With an ONNX runtime nothing here imports torch.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,26 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, runt
     line per request on the `headstart.access` logger (method, path, status, items, ms)."""
     import uvicorn
 
+    return_large_frees_to_the_os()
     app = build_app(model_dir, runtime, max_batch, max_wait_ms, limits, threads, access_log=access_log)
     log.info("serving %s (%s) on http://%s:%d (docs at /docs)", model_dir, runtime, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=graceful_s)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def return_large_frees_to_the_os(threshold: int = 4 * 1024 * 1024) -> None:
+    """glibc only: allocations of `threshold` bytes or more get their own mapping, so freeing them gives the
+    memory back to the system, and a server's memory after a request returns to where it was before.
+
+    Hand-written (ctypes `mallopt`) because nothing in Python sets it, and by default glibc raises its mmap
+    threshold up to 32 MB as large blocks are freed: decoded images freed in worker threads then stay in those
+    threads' arenas. Three requests of three 36-megapixel PNGs left 179 MB resident by default, 3 MB with this.
+    Done by `serve` (which owns its process), not by `create_app` (which may run inside someone else's)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    if libc.mallopt(M_MMAP_THRESHOLD, threshold) != 1:
+        log.debug("mallopt(M_MMAP_THRESHOLD) was refused; freed memory may stay with the process")

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -16,10 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import DataError
-from ..runtime.codec_base import InputCodec
+from ..errors import DataError, InputTooLarge
+from ..runtime.audio_codec import max_audio_seconds
+from ..runtime.codec_base import DecodeLimits, InputCodec
 from ..runtime.records import Predictor, prediction_record
-from .batcher import DynamicBatcher, Overloaded
+from .batcher import DynamicBatcher, ItemRejected, Overloaded
 
 
 @dataclass
@@ -30,6 +31,15 @@ class Limits:
     max_items: int = 64
     max_queue: int = 256  # items waiting for the model; more: 503 with Retry-After
     retry_after_s: int = 1
+    # What the items of a body may decode to (a small body can hold a huge image or hour-long recording): each
+    # item is checked from its header before decoding, and the request's decoded items together (413 past any).
+    # Recordings longer than HEADSTART_MAX_AUDIO_SECONDS fail in decoding whatever max_audio_seconds says.
+    max_pixels: int = DecodeLimits.max_pixels
+    max_audio_seconds: float = field(default_factory=max_audio_seconds)
+    max_decoded_mb: float = 512.0
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_pixels, self.max_audio_seconds)
 
 
 class RequestError(Exception):
@@ -79,11 +89,39 @@ def _too_many(n: int, limits: Limits) -> None:
         raise RequestError(413, f"{n} items in one request; the limit is {limits.max_items} (split the request)")
 
 
-def json_items(body: bytes, codec: InputCodec, limits: Limits) -> list:
+def parse_json(body: bytes) -> Any:
+    """The body as JSON, or a 400 saying why not: invalid JSON or UTF-8, nesting too deep for the parser
+    (RecursionError), a number too long to convert (Python refuses integers of more than 4,300 digits)."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(400, f"the body is not valid JSON ({e})") from None
+        return json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "the body is not usable JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and too many digits are ValueErrors
+        reason = "a number has too many digits" if "integer string conversion" in str(e) else _short(str(e))
+        raise RequestError(400, f"the body is not usable JSON ({reason})") from None
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+class DecodedSize:
+    """The running size of a request's decoded items: 413 once it passes `limits.max_decoded_mb` (each item is
+    bounded before decoding, so the request holds at most the limit plus one item)."""
+
+    def __init__(self, limits: Limits):
+        self.limit, self.total = int(limits.max_decoded_mb * 1024 * 1024), 0
+
+    def add(self, nbytes: int, name: str) -> None:
+        self.total += nbytes
+        if self.total > self.limit:
+            raise RequestError(413, f"the items up to {name} decode to {self.total / 2**20:,.1f} MB; the limit for "
+                                    f"one request is {self.limit / 2**20:,.1f} MB (--max-decoded-mb sets it; "
+                                    "split the request)")
+
+
+def json_items(body: bytes, codec: InputCodec, limits: Limits) -> list:
+    payload = parse_json(body)
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(422, 'expected a JSON object {"inputs": [...]}')
     inputs = payload["inputs"]
@@ -95,11 +133,15 @@ def json_items(body: bytes, codec: InputCodec, limits: Limits) -> list:
         raise RequestError(422, "'inputs' is empty")
     _too_many(len(inputs), limits)
     items = []
+    decoded = DecodedSize(limits)
     for i, value in enumerate(inputs):
         try:
             items.append(codec.decode_json(value))
+        except InputTooLarge as e:
+            raise RequestError(413, f"inputs[{i}]: {e}") from None
         except DataError as e:
             raise RequestError(422, f"inputs[{i}]: {e}") from None
+        decoded.add(codec.decoded_bytes(items[-1]), f"inputs[{i}]")
     return items
 
 
@@ -116,6 +158,7 @@ async def upload_items(request: Request, body: bytes, codec: InputCodec, limits:
         raise RequestError(422, "no files: send images as multipart form fields named 'files'")
     _too_many(len(files), limits)
     items, names = [], []
+    decoded = DecodedSize(limits)
     for i, upload in enumerate(files):
         if isinstance(upload, str):
             raise RequestError(422, f"files[{i}] is a text field, not a file")
@@ -123,9 +166,12 @@ async def upload_items(request: Request, body: bytes, codec: InputCodec, limits:
         data = await upload.read()
         try:
             items.append(await run_in_threadpool(codec.decode_upload, data, name))
+        except InputTooLarge as e:
+            raise RequestError(413, f"files[{i}] ({name}): {e}") from None
         except DataError as e:
             raise RequestError(400, f"files[{i}] ({name}): {e}") from None
         names.append(name)
+        decoded.add(codec.decoded_bytes(items[-1]), f"files[{i}] ({name})")
     return items, names
 
 
@@ -133,6 +179,8 @@ async def raw_item(body: bytes, ctype: str, codec: InputCodec) -> list:
     """A raw `image/*` or `audio/*` body as one item, decoded as an uploaded file is."""
     try:
         return [await run_in_threadpool(codec.decode_upload, body, f"the {ctype} body")]
+    except InputTooLarge as e:
+        raise RequestError(413, str(e)) from None
     except DataError as e:
         raise RequestError(400, str(e)) from None
 
@@ -180,6 +228,7 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
     """The FastAPI app around a predictor (a TrainedModel or an OnnxClassifier) and its modality's codec; with
     `access_log`, one log line per request (see `AccessLog`)."""
     limits = limits or Limits()
+    codec.decode_limits = limits.decode_limits()
     batcher = DynamicBatcher(predictor.scores, max_batch, max_wait_ms, limits.max_queue)
     accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads),
                                 (codec.raw_media_type, codec.raw_media_type is not None)) if ok]
@@ -241,6 +290,9 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
         except Overloaded as e:
             raise RequestError(503, f"the server is busy ({e}); retry later",
                                {"Retry-After": str(limits.retry_after_s)}) from None
+        except ItemRejected as e:
+            where = f"files[{e.index}]" if ctype == MULTIPART else f"inputs[{e.index}]"
+            raise RequestError(422, f"{where}: the model cannot take this item ({_short(e.reason)})") from None
         return {"predictions": _records(probs, dict(failures), predictor.classes)}
 
     return app

@@ -6,6 +6,10 @@ keeps taking requests until `max_batch` items are collected or `max_wait_ms` has
 the model once in a worker thread (the event loop keeps accepting requests meanwhile), and hands each request
 its rows. The queue is bounded in items: a request that would overflow it is refused at once (the server answers
 503 with Retry-After) instead of waiting until the client times out.
+
+Requests are isolated: when a batch's model call raises, each request is run again alone, and a request that
+still fails is run item by item, so an item the model cannot take fails only its own request (ItemRejected,
+naming it), never the other clients' requests that happened to share its batch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ Scores = tuple[np.ndarray, list[tuple[int, str]]]
 
 class Overloaded(Exception):
     """The queue is full: the caller should retry later."""
+
+
+class ItemRejected(Exception):
+    """The model raised on item `index` of a request, run alone; `reason` is the exception, as text."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"item {index}: {reason}")
+        self.index, self.reason = index, reason
 
 
 @dataclass
@@ -90,21 +102,49 @@ class DynamicBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = await self._collect()
-            items = [item for request in batch for item in request.items]
-            try:
-                probs, failures = await loop.run_in_executor(self._executor, self.predict, items)
-            except Exception as e:  # the model failed: every request of the batch gets the error
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(e)
+            await self._run_batch(await self._collect())
+
+    async def _run_batch(self, batch: list[_Request]) -> None:
+        """One model call for `batch` (its own method, so that nothing holds the decoded items after it: as a
+        local of `_run` the batch stayed alive while the next was awaited, hundreds of MB for large images)."""
+        loop = asyncio.get_running_loop()
+        items = [item for request in batch for item in request.items]
+        try:
+            probs, failures = await loop.run_in_executor(self._executor, self.predict, items)
+        except Exception:  # some item broke the call: find it, and let only its request fail
+            for request in batch:
+                await self._run_alone(request)
+        else:
+            self._deliver(batch, probs, failures)
+        finally:
+            self.queued -= len(items)
+            self.batches += 1
+
+    async def _run_alone(self, request: _Request) -> None:
+        """One request's items in a call of their own; if that raises, item by item to name the one that does."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, self.predict, request.items)
+        except Exception:
+            result = await self._item_by_item(request.items)
+        if not request.future.done():
+            if isinstance(result, ItemRejected):
+                request.future.set_exception(result)
             else:
-                self._deliver(batch, probs, failures)
-            finally:
-                self.queued -= len(items)
-                self.batches += 1
+                request.future.set_result(result)
+
+    async def _item_by_item(self, items: Sequence) -> Scores | ItemRejected:
+        loop = asyncio.get_running_loop()
+        rows, failures = [], []
+        for i, item in enumerate(items):
+            try:
+                probs, failed = await loop.run_in_executor(self._executor, self.predict, [item])
+            except Exception as e:
+                return ItemRejected(i, f"{type(e).__name__}: {e}")
+            rows.append(probs[0])
+            failures += [(i, reason) for _, reason in failed]
+        return np.stack(rows), failures
 
     @staticmethod
     def _deliver(batch: list[_Request], probs: np.ndarray, failures: list[tuple[int, str]]) -> None:
