@@ -140,6 +140,15 @@ def test_the_precision_is_recorded_resolved_and_stated_everywhere(probe_run, pro
     assert result.exit_code == 0 and re.search(r"precision\s*│\s*fp32", result.stdout)
 
 
+def test_the_server_metadata_states_the_precision_of_its_metrics_and_of_its_predictions(probe_run):
+    from headstart.serving import load_for_serving
+
+    _, run_dir, _ = probe_run
+    _, _, meta = load_for_serving(run_dir / "model")
+    assert meta["evaluation_precision"] == meta["metrics"]["evaluation_precision"] == "fp32"
+    assert meta["precision"] == resolve_precision("auto", default_device())
+
+
 def test_evaluate_and_report_take_a_precision(probe_run, tmp_path):
     _model, run_dir, images = probe_run
     bf16 = headstart.evaluate(run_dir / "model", images, precision="bf16")

@@ -38,15 +38,26 @@ class ItemDigests:
 
     @staticmethod
     def keys(modality: str, items: Sequence) -> np.ndarray:
-        """Each item's 64-bit content key, in order."""
+        """Each item's 64-bit content key, in order; 0 (matching nothing) for a file that cannot be read, which
+        decoding then reports as unreadable."""
         digest = get_modality(modality).digest
-        return np.frombuffer(b"".join(digest(item)[:DIGEST_BYTES] for item in items), dtype="<u8").copy()
+
+        def key(item: object) -> bytes:
+            try:
+                return digest(item)[:DIGEST_BYTES]
+            except OSError:
+                return bytes(DIGEST_BYTES)
+
+        return np.frombuffer(b"".join(key(item) for item in items), dtype="<u8").copy()
 
     @classmethod
     def of(cls, modality: str, fitted: Sequence[Sequence], test: Sequence) -> ItemDigests:
         """From the items of the fitting splits (train, validation, ...) and the test split."""
-        return cls(np.unique(np.concatenate([cls.keys(modality, part) for part in fitted] or [np.zeros(0, "<u8")])),
-                   np.unique(cls.keys(modality, test)))
+        def known(keys: np.ndarray) -> np.ndarray:
+            return np.unique(keys[keys != 0])  # 0: a file that could not be read
+
+        return cls(known(np.concatenate([cls.keys(modality, part) for part in fitted] or [np.zeros(0, "<u8")])),
+                   known(cls.keys(modality, test)))
 
     def seen(self, keys: np.ndarray) -> np.ndarray:
         """Which keys belong to items the model was fitted on, unless the same content is in its test split (fit

@@ -265,7 +265,7 @@ class TrainedModel:
                             "so %s cannot be checked for them", where)
             return test, where, 0
         keys = ItemDigests.keys(self.modality, test.items)
-        if recorded and not np.array_equal(np.unique(keys), self.item_digests.test):
+        if recorded and not np.array_equal(np.unique(keys[keys != 0]), self.item_digests.test):
             log.warning("%s is not the one fit tested on (the data changed since the model was fitted): items it was "
                         "fitted on are left out", where)
         return self._without_seen_items(test, where, keys)
