@@ -31,12 +31,15 @@ EXPLAINED_DIR = "report_files"
 
 
 def _precision_summary(model: TrainedModel, evaluated_at: str) -> str:
-    """What the model was trained and evaluated in, with what `auto` resolved to."""
+    """fit's --precision with what it resolved to on the training machine, and the precision of these numbers."""
     m = model.manifest
-    resolved = f" ({m.training_precision} on the training machine)" if m.training_precision and \
-        m.training_precision != m.precision else ("" if m.training_precision or m.precision != "auto" else
-                                                   " (resolution not recorded)")
-    return f"training {m.precision}{resolved}; evaluation {evaluated_at}"
+    if m.training_precision is None:  # saved before headstart recorded it
+        training = m.precision + (" (what it resolved to was not recorded)" if m.precision == "auto" else "")
+    elif m.training_precision == m.precision:
+        training = m.precision
+    else:
+        training = f"{m.precision} ({m.training_precision} on the training machine)"
+    return f"training {training}; evaluation {evaluated_at}"
 
 
 def _overview(model: TrainedModel, metrics: dict[str, Any]) -> str:
