@@ -32,7 +32,8 @@ def test_fp32_parity_on_500_validation_items_is_recorded(fixture, request):
     described = json.loads((model_dir / "model.onnx.json").read_text())
     p = described["parity"]
     assert p["items"] == 500 and p["source"] == "validation"
-    assert p["max_abs_diff"] <= 1e-4 and p["top1_agreement"] == 1.0
+    assert p["max_abs_diff"] <= 1e-4 and p["top1_agreement"] == 1.0 and p["reference_precision"] == "fp32"
+    assert described["metrics"]["evaluation_precision"] == "fp32"  # the graph's numbers and its metrics: one precision
     assert described["precision"] == "fp32" and described["classes"] == headstart.load(model_dir).classes
     assert described["preprocessing"] and described["inputs"]
 

@@ -215,10 +215,27 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def precision_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a `--precision` choice (auto, fp32, bf16) on this device, or None for fp32."""
+    """The autocast dtype for a `--precision` choice (auto, fp32, bf16; fp16 as `auto` resolves on old GPUs) on
+    this device, or None for fp32."""
     import torch
 
-    return {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16}[precision]
+    return {"auto": autocast_dtype(device), "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+RESOLVED_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """What a precision choice computes in on `device`: "fp32", "bf16" or "fp16", never "auto" (auto: bfloat16
+    where the device is fast at it, else fp32). What manifests, metrics and reports state."""
+    import torch
+
+    if precision not in ("auto", *RESOLVED_PRECISIONS):
+        from .errors import SettingsError
+
+        raise SettingsError(f"precision (--precision) must be one of auto, fp32, bf16, got {precision!r}")
+    dtype = precision_dtype(precision, device)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def worker_count() -> int:

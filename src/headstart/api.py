@@ -11,19 +11,18 @@ from typing import Any
 
 import torch
 
-from ._util import atomic_symlink, sha256_bytes
-from .artifact import METRICS
+from ._util import atomic_symlink, default_device, resolve_precision, sha256_bytes
+from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
 from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
 from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
-from .errors import DataError, HeadstartError
-from .evaluation.metrics import classification_metrics
+from .errors import DataError, HeadstartError, SettingsError
 from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
-from .model import TrainedModel
+from .model import EVALUATION_PRECISION, TrainedModel, evaluate_items
 from .run_folder import check_run_folder, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
@@ -34,16 +33,21 @@ log = logging.getLogger("headstart")
 __all__ = ["evaluate", "explain", "fit", "load", "report"]
 
 
-def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -> Any:
+def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str = "auto") -> Any:
     """Load a saved model folder (RUN/model) to predict with.
 
-    `runtime="torch"` gives the `TrainedModel`; `"onnx"` (`"onnx-int8"`) runs the exported RUN/model/model.onnx
-    (model.int8.onnx) with ONNX Runtime, and `"openvino"` (`"openvino-int8"`) the same file with OpenVINO: an
-    `OnnxClassifier` with the same `scores`/`predict_proba`/`predict` (`threads` limits their threads). A
+    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (auto: bfloat16 where the device is fast
+    at it; fp32: the precision its metrics were measured at, so exactly the labels behind them); `"onnx"`
+    (`"onnx-int8"`) runs the exported RUN/model/model.onnx (model.int8.onnx) with ONNX Runtime, and `"openvino"`
+    (`"openvino-int8"`) the same file with OpenVINO: an `OnnxClassifier` with the same
+    `scores`/`predict_proba`/`predict` (`threads` limits their threads), in the graph's own precision. A
     deployment without torch calls `headstart.runtime.load` directly.
     """
     if runtime == "torch":
-        return TrainedModel.load(path)
+        return TrainedModel.load(path, precision=precision)
+    if precision not in ("auto", "fp32"):
+        raise SettingsError(f"precision {precision} applies to the torch runtime: an exported graph computes in its "
+                            "own precision (fp32, or int8)")
     from .runtime import load_runtime
 
     return load_runtime(path, runtime, threads)
@@ -51,8 +55,10 @@ def load(path: str | Path, runtime: str = "torch", threads: int | None = None) -
 
 def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path | InMemoryData, **options: Any
              ) -> dict[str, Any]:
-    """Metrics of a model (or saved model folder) on labeled data: a path, a Dataset, a DataFrame or an
-    `(items, labels)` pair (as `fit` takes them)."""
+    """Metrics of a model (or saved model folder) on labeled data it was not fitted on (a path, a Dataset, a
+    DataFrame or an `(items, labels)` pair, as `fit` takes them): on the data it was fitted on, its recorded test
+    split (see `TrainedModel.evaluation_data`). Options: text_column, label_column, strict, precision (default: the
+    precision the model's metrics were measured at, fp32)."""
     model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
     return model.evaluate(data, **options)
 
@@ -82,13 +88,15 @@ def explain(model: TrainedModel | str | Path, items: list, out: str | Path | Non
     return records
 
 
-def report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None) -> Path:
+def report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None,
+           precision: str | None = None) -> Path:
     """Write RUN/report.html (or `out`): one self-contained page with what was trained on what, metrics with
     bootstrap intervals, per-class results, the confusion matrix, reliability before and after calibration, learning
-    curves and the most confident mistakes with their explanations. `data`: evaluate on other labeled data."""
+    curves and the most confident mistakes with their explanations. `data`: evaluate on other labeled data (as
+    `evaluate` does); `precision`: evaluate in another than the model's evaluation precision (fp32)."""
     from .report import build_report
 
-    return build_report(run, data, out)
+    return build_report(run, data, out, precision=precision)
 
 
 def prepare_splits(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
@@ -143,15 +151,15 @@ def _run_config(options: dict[str, Any], plan: Strategy, splits: Splits) -> dict
             "classes": splits.classes, "data": _data_fingerprint(splits)}
 
 
-def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, precision: str, strict: bool
-          ) -> tuple[Dataset, dict[str, Any]]:
-    """The readable part of the test split and the classifier's metrics on it."""
-    test, test_x = embed_dataset(classifier.backbone, test, cache, precision, strict)
-    if len(test) == 0:
-        raise DataError(f"the test split ({test.name}) has no readable items: add readable files or give a larger "
-                        "--test-size")
-    return test, classification_metrics(test.labels, classifier.head.probabilities(test_x), test.classes,
-                                        classifier.head.config["temperature"])
+def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, precision: str, strict: bool,
+          source: str) -> tuple[Dataset, dict[str, Any]]:
+    """The readable part of the test split and the classifier's metrics on it at the evaluation `precision`,
+    computed as `evaluate` and `report` compute them (the same folded inference copy, the same batches)."""
+    inference = classifier.backbone.inference_copy(default_device(), fold=True)
+    result = evaluate_items(classifier, test, precision, strict, inference_model=inference, cache=cache,
+                            where=f"the recorded test split of {source}",
+                            unreadable_hint=": add readable files or give a larger --test-size")
+    return result.data, result.metrics
 
 
 def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[str, Any]:
@@ -190,6 +198,7 @@ def fit(
     image_size: int | None = None,
     max_length: int | None = None,
     precision: str = "auto",
+    evaluation_precision: str = EVALUATION_PRECISION,
     cache: bool = True,
     strict: bool = False,
     resume: bool = False,
@@ -218,10 +227,15 @@ def fit(
     logged before training, with a warning when the test split has fewer than 100 items.
     `pseudo_labels` (set by `distill`): a teacher's labels for unlabeled items, added to the training split after
     splitting, so that validation and test are the real ones the teacher had; the manifest records their origin.
+    `precision` is what training and embedding for it compute in; the test metrics are measured at
+    `evaluation_precision` (fp32 unless asked), which the manifest records with what `auto` resolved to, so that
+    `evaluate` and `report` reproduce them exactly. The model folder also records which items (by content) it
+    was fitted and tested on, so that `evaluate` never scores training items.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
     check_choice("precision", precision, PRECISIONS)
+    check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)
     check_range("max_length", max_length, low=1, integer=True)
     check_range("seed", seed, low=0, integer=True)
@@ -266,8 +280,12 @@ def fit(
         calibration = _calibrate(classifier, run, plan.freezes_backbone)
         run.timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    test, metrics = _test(classifier, splits.test, run.cache if plan.freezes_backbone else None, precision, strict)
+    evaluated_at = resolve_precision(evaluation_precision, default_device())
+    test_cache = (run.cache if evaluation_precision == precision else backbone_cache(net, evaluation_precision, cache)
+                  ) if plan.freezes_backbone else None
+    test, metrics = _test(classifier, splits.test, test_cache, evaluated_at, strict, source)
     run.timings["evaluate"] = time.perf_counter() - t
+    caches = [c for c in {id(c): c for c in (run.cache, test_cache)}.values() if c is not None]
     run.timings["total"] = time.perf_counter() - started
     manifest = ModelManifest(
         modality=net.modality, classes=splits.classes, backbone_name=backbone, backbone=net.spec,
@@ -278,12 +296,15 @@ def fit(
                         distillation=pseudo_labels.record if pseudo_labels is not None else None,
                         test_source=test_source,
                         origins=splits.origins()),
-        precision=precision, training=training, metrics=metrics,
+        precision=precision, training_precision=resolve_precision(precision, default_device()),
+        evaluation_precision=evaluated_at, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
-        embedding_cache={"hits": run.cache.hits, "misses": run.cache.misses} if run.cache is not None else None,
+        embedding_cache={"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)} if caches else None,
         calibration=calibration,
     )
     model = TrainedModel(classifier, splits.classes, manifest)
+    model.item_digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
+                                        splits.test.items)
     if run_dir is not None:
         model.save(run_dir / "model")
         atomic_symlink(run_dir / METRICS, f"model/{METRICS}")  # RUN/metrics.json always follows RUN/model

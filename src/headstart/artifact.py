@@ -4,7 +4,11 @@ backbone's own files (e.g. a tokenizer). Never pickle; every path the manifest n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ._util import atomic_directory, recover_directory
 from .backbones import backbone_from_spec
@@ -12,13 +16,75 @@ from .backbones.base import Backbone
 from .errors import ArtifactError, HeadstartError
 from .heads import ClassificationHead, Classifier
 from .manifests import ModelManifest, read_model_manifest
-from .modalities import ensure_same_modality
+from .modalities import ensure_same_modality, get_modality
 from .strategies import strategy_class
 from .weights import load_weights, save_weights
 
 MANIFEST = "headstart.json"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
+ITEMS = "items.safetensors"
+DIGEST_BYTES = 8  # of each item's content digest: 8 bytes a record, a chance collision ~n/2^64 per item checked
+
+
+@dataclass
+class ItemDigests:
+    """Which items, by content, a model was fitted on (training and validation splits: `fitted`) and tested on
+    (`test`), as sorted 64-bit prefixes of the modality's content digest. `evaluate` uses them to leave out items
+    the model has seen and to recognise its own test split; 8 bytes an item (1 MB per 125,000 items)."""
+
+    fitted: np.ndarray
+    test: np.ndarray
+
+    @staticmethod
+    def keys(modality: str, items: Sequence) -> np.ndarray:
+        """Each item's 64-bit content key, in order; 0 (matching nothing) for a file that cannot be read, which
+        decoding then reports as unreadable."""
+        digest = get_modality(modality).digest
+
+        def key(item: object) -> bytes:
+            try:
+                return digest(item)[:DIGEST_BYTES]
+            except OSError:
+                return bytes(DIGEST_BYTES)
+
+        return np.frombuffer(b"".join(key(item) for item in items), dtype="<u8").copy()
+
+    @classmethod
+    def of(cls, modality: str, fitted: Sequence[Sequence], test: Sequence) -> ItemDigests:
+        """From the items of the fitting splits (train, validation, ...) and the test split."""
+        def known(keys: np.ndarray) -> np.ndarray:
+            return np.unique(keys[keys != 0])  # 0: a file that could not be read
+
+        return cls(known(np.concatenate([cls.keys(modality, part) for part in fitted] or [np.zeros(0, "<u8")])),
+                   known(cls.keys(modality, test)))
+
+    def seen(self, keys: np.ndarray) -> np.ndarray:
+        """Which keys belong to items the model was fitted on, unless the same content is in its test split (fit
+        scored those as test items, so every evaluation counts them alike)."""
+        return np.isin(keys, self.fitted) & ~np.isin(keys, self.test)
+
+    def to_bytes(self) -> bytes:
+        from safetensors.numpy import save
+
+        return save({"fitted": self.fitted, "test": self.test}, metadata={"digest_bytes": str(DIGEST_BYTES)})
+
+
+def read_item_digests(path: Path) -> ItemDigests | None:
+    """The model folder's record of the items it was fitted and tested on; None for models saved before it existed."""
+    file = path / ITEMS
+    if not file.is_file():
+        return None
+    from safetensors.numpy import load
+
+    try:
+        tensors = load(file.read_bytes())
+        return ItemDigests(np.asarray(tensors["fitted"], "<u8"), np.asarray(tensors["test"], "<u8"))
+    except OSError:
+        raise
+    except Exception as e:  # truncated, not safetensors, a tensor missing
+        raise ArtifactError(f"{file} cannot be read ({type(e).__name__}); the folder is damaged: fit again, or "
+                            f"delete {file.name} to evaluate without the check for training items") from None
 
 
 def write_model_dir(path: Path, classifier: Classifier, manifest: ModelManifest,

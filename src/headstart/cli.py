@@ -260,38 +260,55 @@ def pretrain(
                       f"headstart fit LABELED --backbone {out}")
 
 
+EVALUATION_PRECISION_HELP = ("auto (bfloat16 where fast), fp32 or bf16; default: the precision the model's metrics were "
+                             "measured at (fp32).")
+
+
+def _check_precision(precision: str | None) -> None:
+    if precision is not None and precision not in ("auto", "fp32", "bf16"):
+        raise HeadstartError(f"--precision must be one of auto, fp32, bf16, got {precision!r}")
+
+
 @app.command()
 @friendly
 def evaluate(
     model: Path = typer.Argument(..., help="Saved model folder (RUN/model)."),
-    data: str = typer.Argument(..., help="Labeled data: its test split if it has one, else all of it."),
+    data: str = typer.Argument(..., help="Labeled data. The data the model was fitted on: its recorded test split. "
+                                         "Other data: their test split if they have one, else all of them, less any "
+                                         "item the model was fitted on (counted in a warning)."),
     json_output: bool = typer.Option(False, "--json", help="Print metrics as JSON on stdout."),
     text_column: str | None = typer.Option(None),
     label_column: str | None = typer.Option(None),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
+    precision: str | None = typer.Option(None, help=EVALUATION_PRECISION_HELP),
 ) -> None:
-    """Evaluate a saved model on labeled data."""
+    """Evaluate a saved model on labeled data it was not fitted on."""
     from .api import evaluate as evaluate_model
     from .evaluation.report import print_metrics
 
-    metrics = evaluate_model(model, data, text_column=text_column, label_column=label_column, strict=strict)
+    _check_precision(precision)
+    metrics = evaluate_model(model, data, text_column=text_column, label_column=label_column, strict=strict,
+                             precision=precision)
     if json_output:
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
-        print_metrics(metrics, title=f"{model} on {data}", console=out_console)
+        print_metrics(metrics, title=str(model), console=out_console)
 
 
 @app.command()
 @friendly
 def report(
     run: Path = typer.Argument(..., help="Run folder (RUN, holding model/ and logs/) or its model folder."),
-    data: str | None = typer.Option(None, help="Evaluate on this labeled data instead of the run's test split."),
+    data: str | None = typer.Option(None, help="Evaluate on this labeled data instead of the run's test split (as "
+                                               "`evaluate` does)."),
     out: Path | None = typer.Option(None, help="HTML file to write (default RUN/report.html)."),
+    precision: str | None = typer.Option(None, help=EVALUATION_PRECISION_HELP),
 ) -> None:
     """Write one self-contained HTML report a person can read (and print)."""
     from .api import report as write_report
 
-    out_console.print(f"wrote {write_report(run, data, out)}")
+    _check_precision(precision)
+    out_console.print(f"wrote {write_report(run, data, out, precision)}")
 
 
 @app.command()
@@ -327,10 +344,13 @@ def predict(
     out: Path | None = typer.Option(None, help="Write the predictions to FILE.jsonl (the lines printed otherwise) "
                                                "or FILE.csv (input, label, score, top_k, error) instead of stdout."),
     batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
+    precision: str = typer.Option("auto", help="torch runtime: auto (bfloat16 where fast), fp32 (the precision the "
+                                               "model's metrics were measured at: their labels exactly) or bf16."),
 ) -> None:
     """Predict labels; prints one JSON line per input (or writes them to --out)."""
     from .runtime.records import check_records_file
 
+    _check_precision(precision)
     if top_k < 1:
         raise HeadstartError(f"--top-k must be a whole number >= 1, got {top_k}")
     if batch_size is not None and batch_size < 1:
@@ -338,11 +358,14 @@ def predict(
     if out is not None:
         check_records_file(out)  # a wrong --out fails now, not after predicting
     if runtime != "torch":
+        if precision not in ("auto", "fp32"):
+            raise HeadstartError(f"--precision {precision} applies to --runtime torch: an exported graph computes in "
+                                 "its own precision (fp32, or int8)")
         return _emit(_predict_exported(model, inputs, top_k, runtime, batch_size), out)
     from .api import load
     from .predict import collect_inputs, prediction_records
 
-    trained = load(model)
+    trained = load(model, precision=precision)
     items = collect_inputs(trained, inputs, text_column)
     _emit(prediction_records(trained, items, top_k, batch_size), out)
 

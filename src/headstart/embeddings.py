@@ -74,11 +74,12 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
 
 
 def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | None = None,
-                precision: str = "auto", batch_size: int | None = None, desc: str = "embedding"
-                ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Like `compute_embeddings`, but items already in `cache` are looked up instead of recomputed."""
+                precision: str = "auto", batch_size: int | None = None, desc: str = "embedding",
+                model: nn.Module | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Like `compute_embeddings`, but items already in `cache` are looked up instead of recomputed (`model`: an
+    inference copy to compute the others with, as in `compute_embeddings`)."""
     if cache is None:
-        return compute_embeddings(backbone, items, batch_size, precision, desc=desc)
+        return compute_embeddings(backbone, items, batch_size, precision, desc=desc, model=model)
     modality = get_modality(backbone.modality)
     digests = [modality.digest(item) for item in items]
     out, found = cache.lookup(digests, backbone.embedding_dim)
@@ -87,7 +88,7 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
     if len(missing):
         log.info("%s: %d of %d items not cached", desc, len(missing), len(items))
         device = default_device()
-        model = backbone.inference_copy(device, fold=len(missing) >= FOLD_MIN_ITEMS)
+        model = model or backbone.inference_copy(device, fold=len(missing) >= FOLD_MIN_ITEMS)
         chunk = 4096  # extract and store in chunks: an interruption keeps what was done
         for start in range(0, len(missing), chunk):
             part = missing[start:start + chunk]

@@ -75,7 +75,11 @@ class ModelManifest(BaseModel):
     head: HeadConfig
     strategy: StrategyRecord
     data: DataRecord | None = None
-    precision: str = "auto"
+    precision: str = "auto"  # fit's --precision as given (auto, fp32, bf16)
+    # What that precision was on the machine that trained ("fp32", "bf16", "fp16"), and the precision `metrics` were
+    # measured at: the one `evaluate` and `report` use unless told otherwise. None in models saved before.
+    training_precision: str | None = None
+    evaluation_precision: str | None = None
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     timings: dict[str, float] = {}

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ._util import default_device, library_versions
-from .artifact import MANIFEST, METRICS, read_model_dir, write_model_dir
+from ._util import default_device, library_versions, resolve_precision
+from .artifact import ITEMS, MANIFEST, METRICS, ItemDigests, read_item_digests, read_model_dir, write_model_dir
 from .data.dataset import Dataset, Splits
-from .embeddings import compute_embeddings
+from .embedding_cache import EmbeddingCache
+from .embeddings import compute_embeddings, drop_failures, embed_items
 from .errors import DataError, HeadstartError
 from .heads import Classifier
 from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
+
+log = logging.getLogger("headstart")
+EVALUATION_PRECISION = "fp32"  # what metrics are measured at unless the user asks: the ONNX graph's, no rounding
 
 
 def model_folder(path: str | Path) -> Path:
@@ -27,26 +33,88 @@ def model_folder(path: str | Path) -> Path:
     return path
 
 
+@dataclass
+class Evaluation:
+    """A model's scores on labeled items: the items scored (unreadable ones left out), their probabilities, and
+    the metrics (with `n`, `skipped`, `evaluated_on` and `evaluation_precision`)."""
+
+    data: Dataset
+    probabilities: np.ndarray
+    metrics: dict[str, Any]
+
+
+def class_scores(classifier: Classifier, items: Sequence, precision: str, inference_model: nn.Module | None = None,
+                 cache: EmbeddingCache | None = None, desc: str = "predicting", batch_size: int | None = None
+                 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures; embeddings
+    from `cache` where it has them; `batch_size` items per model call (default: the modality's)."""
+    if len(items) == 0:
+        return np.zeros((0, classifier.head.config["n_classes"]), np.float32), []
+    if cache is None:
+        embeddings, failures = compute_embeddings(classifier.backbone, items, batch_size=batch_size,
+                                                  precision=precision, desc=desc, model=inference_model)
+    else:
+        embeddings, failures = embed_items(classifier.backbone, items, cache, precision, desc=desc,
+                                           model=inference_model)
+    probs = classifier.head.probabilities(embeddings)
+    for i, _ in failures:
+        probs[i] = np.nan
+    return probs, failures
+
+
+def evaluate_items(classifier: Classifier, data: Dataset, precision: str, strict: bool = False, *,
+                   inference_model: nn.Module | None = None, cache: EmbeddingCache | None = None,
+                   where: str | None = None, unreadable_hint: str = "") -> Evaluation:
+    """Metrics of `classifier` on `data` at one resolved `precision` ("fp32", "bf16"): the one computation behind
+    fit's test metrics, `evaluate` and `report`, so that they agree to the last digit on the same items."""
+    where = where or data.name
+    probs, failures = class_scores(classifier, data.items, precision, inference_model, cache,
+                                   desc=f"evaluating {data.name}")
+    keep = drop_failures(data, failures, strict)
+    if len(keep) == 0:
+        raise DataError(f"{where}: none of its {len(data)} items could be read, so there is nothing to evaluate"
+                        + unreadable_hint)
+    if len(keep) < len(data):
+        probs, data = probs[keep], data.subset(keep)
+    from .evaluation.metrics import classification_metrics
+
+    metrics = classification_metrics(data.labels, probs, data.classes, float(classifier.head.config["temperature"]))
+    metrics |= {"skipped": len(failures), "evaluated_on": where, "evaluation_precision": precision}
+    return Evaluation(data, probs, metrics)
+
+
 class TrainedModel:
     """Backbone + head + class names + the manifest describing how it was made.
 
     The first prediction makes an inference-ready copy of the backbone (eval mode, channels_last, BatchNorm
     folded into convolutions) and later predictions reuse it. Change the weights after that and call
     `reset_inference()`.
+
+    `precision` is what predictions compute in (auto: bfloat16 where the device is fast at it); evaluation
+    uses `evaluation_precision()` instead, the precision the model's metrics were measured at (fp32 by default).
+    `item_digests` records which items the model was fitted and tested on (None for older models).
     """
 
-    def __init__(self, classifier: Classifier, classes: Sequence[str], manifest: ModelManifest):
+    def __init__(self, classifier: Classifier, classes: Sequence[str], manifest: ModelManifest,
+                 precision: str = "auto"):
         self.classifier = classifier.eval()
         self.classes = list(classes)
         self.manifest = manifest
+        resolve_precision(precision, default_device())  # an unknown choice fails here, not at the first prediction
+        self.precision = precision
+        self.item_digests: ItemDigests | None = None
         self.run_dir: Path | None = None
         self._inference: nn.Module | None = None
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> TrainedModel:
-        """Rebuild a saved model folder (RUN/model, or the run folder RUN) with no network and no pickle."""
-        classifier, manifest = read_model_dir(model_folder(path), device)
-        return cls(classifier, manifest.classes, manifest)
+    def load(cls, path: str | Path, device: str = "cpu", precision: str = "auto") -> TrainedModel:
+        """Rebuild a saved model folder (RUN/model, or the run folder RUN) with no network and no pickle;
+        `precision`: what its predictions compute in (auto, fp32, bf16)."""
+        folder = model_folder(path)
+        classifier, manifest = read_model_dir(folder, device)
+        model = cls(classifier, manifest.classes, manifest, precision)
+        model.item_digests = read_item_digests(folder)
+        return model
 
     def recorded_splits(self, data: str | Path | Dataset | Splits | None = None) -> Splits:
         """The train/val/test splits this model was fitted with, rebuilt from its manifest (or from `data`, when
@@ -100,9 +168,11 @@ class TrainedModel:
             "versions": library_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         report = {**self.metrics, "timings": self.manifest.timings, "backbone": self.manifest.backbone_name,
                   "strategy": self.manifest.strategy.name}
+        files = {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()}
+        if self.item_digests is not None:
+            files[ITEMS] = self.item_digests.to_bytes()
         try:
-            write_model_dir(Path(path), self.classifier, self.manifest,
-                            {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()})
+            write_model_dir(Path(path), self.classifier, self.manifest, files)
         except OSError as e:  # a full disk, a folder made read-only meanwhile: the previous model is untouched
             raise HeadstartError(f"cannot save the model to {path} ({e.strerror or type(e).__name__}); any previous "
                                  "model there is unchanged: free space or choose another --out") from None
@@ -132,18 +202,13 @@ class TrainedModel:
             self._inference = self.backbone.inference_copy(default_device(), fold=True)
         return self._inference
 
-    def scores(self, items: Sequence, precision: str = "auto", batch_size: int | None = None
+    def scores(self, items: Sequence, precision: str | None = None, batch_size: int | None = None
                ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures.
-        `batch_size`: items per model call (default: the modality's)."""
-        if len(items) == 0:
-            return np.zeros((0, len(self.classes)), np.float32), []
-        embeddings, failures = compute_embeddings(self.backbone, items, batch_size=batch_size, precision=precision,
-                                                  desc="predicting", model=self._inference_model())
-        probs = self.classifier.head.probabilities(embeddings)
-        for i, _ in failures:
-            probs[i] = np.nan
-        return probs, failures
+        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures, computed
+        in `precision` (default: the model's `precision`); `batch_size`: items per model call (default: the
+        modality's)."""
+        return class_scores(self.classifier, items, precision or self.precision, self._inference_model(),
+                            batch_size=batch_size)
 
     def predict_proba(self, items: Any, *, as_frame: bool = False, text_column: str | None = None,
                       batch_size: int | None = None) -> Any:
@@ -175,28 +240,98 @@ class TrainedModel:
             text_column = recorded
         return prediction_items(items, self.modality, text_column)
 
-    def evaluate(self, data: Dataset | str | Path, text_column: str | None = None,
-                 label_column: str | None = None, strict: bool = False) -> dict[str, Any]:
-        """Metrics on labeled data: a Dataset, or a path/built-in (its test split if it defines one, else all)."""
-        from .data.sources import load_data
-        from .embeddings import drop_failures
-        from .evaluation.metrics import classification_metrics
+    def evaluation_precision(self, requested: str | None = None) -> str:
+        """The one precision evaluation computes in, resolved for this device ("fp32", "bf16"; never "auto"):
+        `requested` (auto, fp32, bf16), else the precision the model's metrics were measured at (fp32 for models
+        that do not record it). fit's test metrics, `evaluate`, `report` and the server's /metadata all state it."""
+        return resolve_precision(requested or self.manifest.evaluation_precision or EVALUATION_PRECISION,
+                                 default_device())
 
-        if not isinstance(data, Dataset):
+    def evaluate(self, data: Dataset | str | Path, text_column: str | None = None,
+                 label_column: str | None = None, strict: bool = False, precision: str | None = None
+                 ) -> dict[str, Any]:
+        """Metrics on labeled data the model has not been fitted on (see `evaluation_data`), at
+        `evaluation_precision(precision)`; `evaluated_on` in the result says which items they are."""
+        return self.evaluation(data, text_column, label_column, strict, precision).metrics
+
+    def evaluation(self, data: Dataset | str | Path | None, text_column: str | None = None,
+                   label_column: str | None = None, strict: bool = False, precision: str | None = None) -> Evaluation:
+        """Like `evaluate`, with the items scored and their probabilities (what `report` draws)."""
+        dataset, where, left_out = self.evaluation_data(data, text_column, label_column)
+        result = evaluate_items(self.classifier, dataset, self.evaluation_precision(precision), strict,
+                                inference_model=self._inference_model(), where=where)
+        result.metrics["fitted_items_left_out"] = left_out
+        log.info("evaluated on %s: %d items, %s", where, result.metrics["n"], result.metrics["evaluation_precision"])
+        return result
+
+    def evaluation_data(self, data: Dataset | str | Path | None, text_column: str | None = None,
+                        label_column: str | None = None) -> tuple[Dataset, str, int]:
+        """The labeled items to evaluate on, a phrase saying which they are, and how many were left out as items
+        the model was fitted on. Never a training-set score:
+
+        - `data` None, or the source the model was fitted on (the same built-in name or resolved path): the
+          recorded test split, rebuilt as `fit` drew it ("the recorded test split of SOURCE");
+        - other data (a path, a built-in, a Dataset): their test split if they define one, else all of them, less
+          every item (by content) the model was trained or calibrated on, with a warning that counts them; all of
+          them seen is an error. Models saved before this record (no items.safetensors) cannot check that.
+        """
+        from .data.sources import load_data
+
+        recorded = data is None or self._is_recorded_source(data)
+        if recorded:
+            test = self.recorded_splits(data).test
+            where = f"the recorded test split of {data if data is not None else self.manifest.data.source}"
+        elif isinstance(data, Dataset):
+            test, where = data, data.name
+        else:
             splits = load_data(data, text_column, label_column, classes=self.classes, modality=self.modality)
-            data = splits.test or splits.train
-        ensure_same_modality(self.modality, data.modality, "this model", "the data are")
-        if list(data.classes) != self.classes:
-            raise DataError(f"the data's classes {data.classes} differ from the model's {self.classes}")
-        probs, failures = self.scores(data.items)
-        keep = drop_failures(data, failures, strict)
-        if len(keep) == 0:
-            raise DataError(f"{data.name}: none of its {len(data)} items could be read, so there is nothing to evaluate")
-        if len(keep) < len(data):
-            probs, data = probs[keep], data.subset(keep)
-        metrics = classification_metrics(data.labels, probs, self.classes, self.temperature)
-        metrics["skipped"] = len(failures)
-        return metrics
+            test, where = (splits.test, f"{data} (its test split)") if splits.test is not None else (splits.train,
+                                                                                                     str(data))
+        ensure_same_modality(self.modality, test.modality, "this model", "the data are")
+        if list(test.classes) != self.classes:
+            raise DataError(f"the data's classes {test.classes} differ from the model's {self.classes}")
+        if self.item_digests is None:
+            if recorded and len(test) < (self.manifest.data.splits.get("test") or 0):
+                log.warning("%s is smaller than the one fit tested on: the data changed since the model was fitted",
+                            where)
+            elif not recorded:
+                log.warning("this model was saved without a record of its training items (by an older headstart), "
+                            "so %s cannot be checked for them", where)
+            return test, where, 0
+        keys = ItemDigests.keys(self.modality, test.items)
+        if recorded and not np.array_equal(np.unique(keys[keys != 0]), self.item_digests.test):
+            log.warning("%s is not the one fit tested on (the data changed since the model was fitted): items it was "
+                        "fitted on are left out", where)
+        return self._without_seen_items(test, where, keys)
+
+    def _is_recorded_source(self, data: Any) -> bool:
+        """Whether `data` names the source the model was fitted on: the same built-in, or the same path."""
+        from .data.builtins import BUILTINS
+
+        record = self.manifest.data
+        if record is None or not isinstance(data, (str, Path)):  # a Dataset, a DataFrame, (items, labels)
+            return False
+        given, recorded = str(data), record.source
+        if given == recorded:
+            return True
+        if given in BUILTINS or recorded in BUILTINS:
+            return False
+        return Path(given).expanduser().resolve() == Path(recorded).expanduser().resolve()
+
+    def _without_seen_items(self, data: Dataset, where: str, keys: np.ndarray) -> tuple[Dataset, str, int]:
+        """`data` less the items (by content `keys`) the model was trained or calibrated on, with a counted
+        warning; nothing left is an error."""
+        seen = self.item_digests.seen(keys)
+        count = int(seen.sum())
+        if count and count == len(data):
+            raise DataError(f"all {len(data)} items of {where} were used to fit this model (training or validation "
+                            "split): a score on them says nothing about new data; evaluate on held-out data, or on "
+                            "the data it was fitted on to score its recorded test split")
+        if count:
+            log.warning("%s: %d of %d items were used to fit this model (training or validation split, same "
+                        "content) and are left out of the evaluation", where, count, len(data))
+            data = data.subset(np.flatnonzero(~seen))
+        return data, where, count
 
     @property
     def temperature(self) -> float:

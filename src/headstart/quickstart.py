@@ -41,7 +41,7 @@ def run_quickstart(out: Path, console: Console) -> None:
         run_dir = out / options["backbone"]
         trained = fit("digits", out=run_dir, **options)
         reloaded = load(run_dir / "model")
-        metrics = reloaded.evaluate(test)
+        metrics = reloaded.evaluate("digits")  # its recorded test split, as `headstart evaluate MODEL digits` does
         same = reloaded.predict(test.items) == trained.predict(test.items)
         console.print(f"  reloaded from {run_dir / 'model'}: accuracy {metrics['accuracy']:.4f}, "
                       f"predictions identical to the trained model: {same}")
@@ -55,7 +55,8 @@ def run_quickstart(out: Path, console: Console) -> None:
         console.print(json.dumps(record), highlight=False, soft_wrap=True)
     console.print(f"""
 [bold]Next steps[/]
-  headstart evaluate {out}/efficientnet_lite0/model digits --json
+  headstart evaluate {out}/efficientnet_lite0/model digits --json   # the table's held-out split again
+  headstart report {out}/efficientnet_lite0                          # the same numbers, as a page
   headstart predict {out}/efficientnet_lite0/model {out}/examples
   headstart fit path/to/images --backbone efficientnet_lite0 --strategy finetune --out runs/mine
   headstart fit reviews.csv --backbone minilm --strategy probe --out runs/text

@@ -18,13 +18,11 @@ import numpy as np
 
 from ._util import atomic_write_bytes, check_writable
 from .data.dataset import Dataset
-from .embeddings import drop_failures
-from .errors import DataError, HeadstartError
+from .errors import HeadstartError
 from .evaluation import figures
 from .evaluation.bootstrap import confidence_intervals
 from .evaluation.calibration import uncalibrated
 from .evaluation.html_report import Section, render, table
-from .evaluation.metrics import classification_metrics
 from .modalities import get_modality
 from .model import TrainedModel, model_folder
 
@@ -32,30 +30,19 @@ log = logging.getLogger("headstart")
 EXPLAINED_DIR = "report_files"
 
 
-def evaluation_data(model: TrainedModel, data: str | Path | None) -> tuple[Dataset, str]:
-    """`data` (its test split if it defines one), or the run's own test split rebuilt from its manifest."""
-    from .data import load_data, make_splits, read_test_data
-
-    if data is not None:
-        splits = load_data(data, classes=model.classes, modality=model.modality)
-        return (splits.test or splits.train), str(data)
-    d = model.manifest.data
-    if d is not None and d.test_source is not None:  # fitted with test data given apart (--test)
-        try:
-            test = read_test_data(d.test_source, model.classes, model.modality, d.text_column, d.label_column)
-        except DataError as e:
-            raise HeadstartError(f"the run's test data cannot be read here ({e}): give labeled data with --data") from None
-        return test, f"{d.test_source} (test data)"
-    if d is None or d.test_size is None:
-        raise HeadstartError("this model does not record how its test split was drawn: give labeled data with --data")
-    try:
-        raw = load_data(d.source, d.text_column, d.label_column, classes=model.classes, modality=model.modality)
-    except DataError as e:
-        raise HeadstartError(f"the run's data ({d.source}) cannot be read here ({e}): give labeled data with --data") from None
-    return make_splits(raw, d.val_size, d.test_size, d.labels_per_class, d.seed).test, f"{d.source} (test split)"
+def _precision_summary(model: TrainedModel, evaluated_at: str) -> str:
+    """fit's --precision with what it resolved to on the training machine, and the precision of these numbers."""
+    m = model.manifest
+    if m.training_precision is None:  # saved before headstart recorded it
+        training = m.precision + (" (what it resolved to was not recorded)" if m.precision == "auto" else "")
+    elif m.training_precision == m.precision:
+        training = m.precision
+    else:
+        training = f"{m.precision} ({m.training_precision} on the training machine)"
+    return f"training {training}; evaluation {evaluated_at}"
 
 
-def _overview(model: TrainedModel, where: str, n: int, skipped: int) -> str:
+def _overview(model: TrainedModel, metrics: dict[str, Any]) -> str:
     m = model.manifest
     d = m.data
     settings = ", ".join(f"{k}={v}" for k, v in m.strategy.settings.items() if v is not None)
@@ -65,13 +52,21 @@ def _overview(model: TrainedModel, where: str, n: int, skipped: int) -> str:
             ("labels per class", d.labels_per_class if d and d.labels_per_class else "all"),
             ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
             ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
-            ("seed", d.seed if d else "?"), ("precision", m.precision),
+            ("seed", d.seed if d else "?"), ("precision", _precision_summary(model, metrics["evaluation_precision"])),
             ("calibration", _calibration_summary(m.calibration, model.temperature)),
             ("timings", ", ".join(f"{k} {v:.1f}s" for k, v in m.timings.items())),
-            ("saved", m.saved_at or "?"), ("evaluated on", f"{where}: {n:,} items" + (f", {skipped} unreadable "
-                                                                                      "skipped" if skipped else "")),
+            ("saved", m.saved_at or "?"), ("evaluated on", _evaluated_on(metrics)),
             ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items()))]
     return table(rows, css_class="kv")
+
+
+def _evaluated_on(metrics: dict[str, Any]) -> str:
+    parts = [f"{metrics['evaluated_on']}: {metrics['n']:,} items in {metrics['evaluation_precision']}"]
+    if metrics.get("skipped"):
+        parts.append(f"{metrics['skipped']} unreadable skipped")
+    if metrics.get("fitted_items_left_out"):
+        parts.append(f"{metrics['fitted_items_left_out']} items the model was fitted on left out")
+    return ", ".join(parts)
 
 
 def _metrics_table(probs: np.ndarray, labels: np.ndarray, metrics: dict[str, Any]) -> str:
@@ -174,8 +169,9 @@ def _mistakes(model: TrainedModel, data: Dataset, probs: np.ndarray, out_dir: Pa
 
 
 def build_report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None,
-                 mistakes: int = 12) -> Path:
-    """Evaluate the run's model (on its test split, or on `data`) and write the HTML report; returns its path."""
+                 mistakes: int = 12, precision: str | None = None) -> Path:
+    """Evaluate the run's model as `evaluate` does (on its recorded test split, or on `data`; in its evaluation
+    precision unless `precision` says otherwise) and write the HTML report; returns its path."""
     run = Path(run).expanduser()
     model = TrainedModel.load(run)
     run_dir = model_folder(run).parent
@@ -183,17 +179,13 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     if out.is_dir():
         raise HeadstartError(f"--out {out} is a folder: give the HTML file to write, e.g. {out / 'report.html'}")
     check_writable(out.parent, f"--out {out}")  # before the evaluation's minutes, not after them
-    dataset, where = evaluation_data(model, data)
-    probs, failures = model.scores(dataset.items)
-    keep = drop_failures(dataset, failures, strict=False)
-    if len(keep) == 0:
-        raise DataError(f"{where}: none of its items could be read, so there is nothing to report")
-    dataset, probs = dataset.subset(keep), probs[keep]
+    evaluation = model.evaluation(data, precision=precision)
+    dataset, probs, metrics = evaluation.data, evaluation.probabilities, evaluation.metrics
     labels = np.asarray(dataset.labels)
-    metrics = classification_metrics(labels, probs, model.classes, model.temperature)
+    where = metrics["evaluated_on"]
     raw = uncalibrated(probs, model.temperature)
     sections = [
-        Section("overview", "What was trained on what", _overview(model, where, len(labels), len(failures))),
+        Section("overview", "What was trained on what", _overview(model, metrics)),
         Section("metrics", "Metrics", _metrics_table(probs, labels, metrics)),
         Section("per-class", "Per class", _per_class(metrics)),
         Section("confusion", "Confusion matrix",
@@ -212,7 +204,7 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     sections.append(Section("mistakes", f"Most confident mistakes (up to {mistakes})",
                             _mistakes(model, dataset, probs, out.parent, mistakes)))
     title = f"{model.manifest.backbone_name} {model.manifest.strategy.name}: {run_dir.name}"
-    subtitle = f"accuracy {metrics['accuracy']:.1%} on {len(labels):,} items of {where}"
+    subtitle = f"accuracy {metrics['accuracy']:.1%} on {len(labels):,} items of {where} ({metrics['evaluation_precision']})"
     atomic_write_bytes(out, render(title, subtitle, sections).encode())
     return out
 

@@ -10,7 +10,13 @@ from rich.table import Table
 
 def metrics_tables(metrics: dict[str, Any], title: str = "held-out results") -> list[Table]:
     summary = Table(title=title, show_header=False)
+    if "evaluated_on" in metrics:
+        summary.add_row("evaluated on", str(metrics["evaluated_on"]))
+    if "evaluation_precision" in metrics:
+        summary.add_row("precision", str(metrics["evaluation_precision"]))
     summary.add_row("examples", str(metrics["n"]))
+    if metrics.get("fitted_items_left_out"):
+        summary.add_row("left out", f"{metrics['fitted_items_left_out']} items the model was fitted on")
     summary.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     summary.add_row("macro F1", f"{metrics['macro_f1']:.4f}")
     if "ece_uncalibrated" in metrics and metrics.get("temperature", 1.0) != 1.0:

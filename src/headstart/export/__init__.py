@@ -98,6 +98,7 @@ def _warn_if_few_test_items(quant: dict[str, Any]) -> None:
 def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
     reference = parity.torch_probabilities(model, inputs)
     result = {"items": len(reference), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
+              "reference_precision": parity.REFERENCE_PRECISION,
               **parity.compare(reference, parity.graph_probabilities(graph, inputs.feeds)),
               "max_abs_diff_allowed": parity.MAX_ABS_DIFF}
     if not (result["max_abs_diff"] <= parity.MAX_ABS_DIFF and result["top1_agreement"] == 1.0):

@@ -14,6 +14,9 @@ from ..modalities import get_modality
 from ..model import TrainedModel
 
 MAX_ABS_DIFF = 1e-4  # fp32 graph vs fp32 PyTorch, in probability; float32 rounding is ~1e-6 here
+# The graph computes in fp32, and so does evaluation (the model's metrics, `evaluate`, `report`): the reference is
+# PyTorch at that precision, never the bfloat16 autocast `predict` may use for speed (up to 0.04 apart).
+REFERENCE_PRECISION = "fp32"
 BATCH = 32
 
 

@@ -32,16 +32,20 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
         raise SettingsError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
     path = Path(model_dir).expanduser()
     if runtime == "torch":
+        from .._util import default_device, resolve_precision
         from ..api import load
 
         model = load(path)
         codec = get_codec(model.modality)(model.backbone.onnx_preprocessing(), path)
         meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
-                "runtime": "torch", "strategy": model.manifest.strategy.name}
+                "runtime": "torch", "strategy": model.manifest.strategy.name,
+                "precision": resolve_precision(model.precision, default_device()),
+                "evaluation_precision": model.manifest.evaluation_precision}
         return model, codec, meta
     model = load_runtime(path, runtime, threads)
     meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
-            "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization}
+            "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization,
+            "precision": model.manifest.precision, "evaluation_precision": model.metrics.get("evaluation_precision")}
     return model, model.codec, meta
 
 
