@@ -74,26 +74,27 @@ class ProgressLines:
     def advance(self, n: int = 1) -> None:
         self.done += n
         now = self.clock()
-        if now - self.last >= self.interval and self.done < self.total:
+        if now - self.last >= self.interval and (not self.total or self.done < self.total):  # total 0: unknown
             self.last = now
+            self.lines += 1
             self._write(self.line(now))
 
     def line(self, now: float) -> str:
+        """e.g. `embedding: 30/100 img (30%), 3.0 img/s, about 23s left`."""
         rate = (self.done - self.first) / max(now - self.started, 1e-9)
-        text = f"{self.desc}: {self.done:,}/{self.total:,} {self.unit}"
-        if self.total:
-            text += f" ({self.done / self.total:.0%})"
+        text = f"{self.desc}: {self.done:,}/{self.total:,} {self.unit} ({self.done / self.total:.0%})" if self.total \
+            else f"{self.desc}: {self.done:,} {self.unit}"
         text += f", {rate:,.1f} {self.unit}/s"
         if rate > 0 and self.done < self.total:
             text += f", about {_duration((self.total - self.done) / rate)} left"
-        self.lines += 1
         return text
 
     def finish(self) -> None:
         """The closing line (done, time taken), only after progress lines: short work prints nothing."""
         if self.lines:
             seconds = self.clock() - self.started
-            self._write(f"{self.desc}: {self.done:,}/{self.total:,} {self.unit} in {_duration(seconds)}, "
+            done = f"{self.done:,}/{self.total:,}" if self.total else f"{self.done:,}"
+            self._write(f"{self.desc}: {done} {self.unit} in {_duration(seconds)}, "
                         f"{(self.done - self.first) / max(seconds, 1e-9):,.1f} {self.unit}/s")
 
 
