@@ -19,10 +19,13 @@ pytestmark = pytest.mark.slow
 def test_quickstart_walks_the_whole_path(tmp_path):
     exe = Path(sys.executable).with_name("headstart")
     env = {**os.environ, "HEADSTART_PROGRESS": "0"}
+    # The timeout only catches a hung process: the quickstart takes about a minute on two cores, and a machine
+    # loaded several times over (a CI runner, a shared box) can stretch that many times, which is not a failure.
     result = subprocess.run([str(exe), "quickstart", "--out", str(tmp_path / "qs")], capture_output=True, text=True,
-                            env=env, timeout=600)
+                            env=env, timeout=3600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "predictions identical to the trained model: True" in " ".join(result.stdout.split())
+    assert "quickstart done in" in result.stdout
     assert "Next steps" in result.stdout
     for name in ("smallcnn", "efficientnet_lite0"):
         assert (tmp_path / "qs" / name / "model" / "model.safetensors").is_file()

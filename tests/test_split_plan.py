@@ -105,5 +105,5 @@ def test_fit_with_test_data_given_apart_records_them_for_report_and_export(tmp_p
     result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     page = (run / "report.html").read_text()
-    assert f"{holdout} (test data): 102 items" in page and "the test data given apart" in page
+    assert f"the recorded test data {holdout}: 102 items" in page and "the test data given apart" in page
     assert json.loads((run / "metrics.json").read_text())["n"] == 102

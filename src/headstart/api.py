@@ -23,7 +23,7 @@ from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, TrainedModel, evaluate_items
-from .run_folder import check_run_folder, record_run
+from .run_folder import check_run_folder, discard_failed_run_folder, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
 from .training import PRECISIONS
@@ -181,6 +181,7 @@ def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[s
     return record
 
 
+@discard_failed_run_folder  # a fit that fails leaves no empty run folder behind
 def fit(
     data: str | Path | Dataset | Splits | InMemoryData,
     backbone: str = "efficientnet_lite0",

@@ -483,16 +483,26 @@ def backbones(
     if json_output:
         sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
         return
-    # Names are never cut, whatever the terminal's width (a pipe, CI, 80 columns): the prose columns wrap instead.
+    # Names are never cut, whatever the terminal's width (a pipe, CI, 80 columns): the description wraps instead.
+    # Where the weights come from (package names, install commands) is listed under the table, one backbone a
+    # line, so that no command is folded inside a narrow column. Text objects: `[mpnet]` is not Rich markup.
+    from rich.text import Text
+
     table = Table(title="backbones")
     table.add_column("name", no_wrap=True, min_width=max(len(r.name) for r in rows))
     table.add_column("modality", no_wrap=True)
     table.add_column("offline", no_wrap=True)
-    table.add_column("weights from", overflow="fold")
     table.add_column("description", overflow="fold")
     for r in rows:
-        table.add_row(r.name, r.modality, "yes" if r.offline else "no", r.where, r.description)
+        table.add_row(Text(r.name), r.modality, "yes" if r.offline else "no", Text(r.description))
     out_console.print(table)
+    sources = Table.grid(padding=(0, 1))
+    sources.add_column(no_wrap=True)
+    sources.add_column()  # wraps between words: every package name and command stays whole
+    for r in rows:
+        sources.add_row(Text(f"  {r.name} ({r.modality})"), Text(r.where))
+    out_console.print("weights from:")
+    out_console.print(sources, highlight=False)
 
 
 @app.command()

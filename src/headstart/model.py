@@ -280,7 +280,9 @@ class TrainedModel:
         recorded = data is None or self._is_recorded_source(data)
         if recorded:
             test = self.recorded_splits(data).test
-            where = f"the recorded test split of {data if data is not None else self.manifest.data.source}"
+            given_apart = self.manifest.data.test_source
+            where = (f"the recorded test data {given_apart}" if given_apart is not None else
+                     f"the recorded test split of {data if data is not None else self.manifest.data.source}")
         elif isinstance(data, Dataset):
             test, where = data, data.name
         else:

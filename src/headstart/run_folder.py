@@ -8,11 +8,14 @@ A run folder holds `headstart-run.json` (what kind of run, with which settings a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._util import atomic_write_json, stable_json
 from .errors import HeadstartError
@@ -134,3 +137,60 @@ def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -
                                  "same data and settings as the interrupted run (only --epochs may grow), or start "
                                  "afresh without --resume")
     atomic_write_json(path / RUN_RECORD, {"kind": kind, "config": config})
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+# What makes a failed run's folder worth keeping: checkpoints `--resume` continues from, a saved model.
+WORTH_KEEPING = ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model")
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet: what creating it would create."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_failed_run_folder(path: Path, created: Path) -> bool:
+    """After a failed run: remove `path` and its parents up to `created` (the outermost folder this run made),
+    when they hold nothing but headstart's own entries and nothing a `--resume` could continue from. Anything
+    else there (a file the user put in meanwhile, a checkpoint) keeps the folder. Returns whether it was removed."""
+    if not path.is_dir() or not (path == created or created in path.parents):
+        return False
+    if _foreign_entries(path) or any((path / name).exists() for name in WORTH_KEEPING):
+        return False
+    shutil.rmtree(path)
+    for folder in path.parents:
+        if folder != created and created not in folder.parents:
+            break
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            break
+    return True
+
+
+def discard_failed_run_folder(fit: F) -> F:
+    """Decorator for a function with an `out=` run folder: if it fails, a run folder it created (with any parent
+    folders) is removed again when only headstart's files are in it (a run record, empty logs) and nothing to
+    resume; a folder that existed before, or one with other files or a checkpoint, is left as it is."""
+
+    @functools.wraps(fit)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        out = kwargs.get("out")
+        path = Path(out).expanduser().absolute() if out is not None else None
+        created = _first_missing(path) if path is not None else None
+        try:
+            return fit(*args, **kwargs)
+        except BaseException:
+            if path is not None and created is not None:
+                try:
+                    remove_failed_run_folder(path, created)
+                except OSError:
+                    pass  # the failure itself is what the user must see
+            raise
+
+    return wrapper  # type: ignore[return-value]

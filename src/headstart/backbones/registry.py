@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,13 @@ def _known_names() -> str:
     return ", ".join([*list(dict.fromkeys(e.display_name() for e in NAMES.values())), "a local folder"])
 
 
+def _did_you_mean(name: str) -> str:
+    """" (did you mean 'minilm'?)" for a near miss of a registered name (of a prefix: 'timm:<name>'), else ""."""
+    shown = {e.name: e.display_name() for e in NAMES.values()}
+    close = difflib.get_close_matches(name, list(shown), n=1, cutoff=0.75)
+    return f" (did you mean '{shown[close[0]]}'?)" if close else ""
+
+
 def _entry(name: str, modality: str | None) -> tuple[NamedBackbone, str] | None:
     """The registered entry `name` refers to and the rest of the name after a prefix; among entries of several
     modalities, the one of `modality` (else the first registered)."""
@@ -150,7 +158,8 @@ def resolve_backbone(name: str, weights: str | None = None, pretrained: bool = T
     recover_directory(path)  # a `pretrain` save killed between its two renames
     if path.is_dir():
         return _folder_kind(path).load(path, options)
-    raise BackboneError(f"unknown backbone '{name}': use one of {_known_names()} (see `headstart backbones`)")
+    raise BackboneError(f"unknown backbone '{name}'{_did_you_mean(name)}: use one of {_known_names()} "
+                        "(see `headstart backbones`)")
 
 
 def list_backbones(folders: Sequence[str | Path] = ()) -> list[BackboneInfo]:

@@ -3,7 +3,8 @@
 Steps: rebuild the model's splits from its manifest; decode up to 500 validation items once; export
 (backbone + head + softmax, dynamic batch and sequence axes); run PyTorch fp32 and ONNX Runtime on the same
 tensors and require max |p_onnx - p_torch| <= 1e-4 and identical top-1 (else an error, and no graph is kept).
-With `quantize="int8"`, the checked fp32 graph is quantized the backbone family's way and its accuracy on the
+With `quantize="int8"`, the checked fp32 graph (the model folder's model.onnx when an earlier export wrote it:
+checked again, not exported again) is quantized the backbone family's way and its accuracy on the
 test split is compared with the fp32 graph's; a drop above `max_drop` points is refused unless `force`.
 The graph's sidecar JSON (`model.onnx.json`) records classes, preprocessing, parity and the int8 change; files
 the preprocessing needs (a tokenizer) are written beside it. Load it with `headstart.runtime.load`.
@@ -109,6 +110,43 @@ def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, sourc
     return result
 
 
+def _reusable_fp32_graph(model_dir: Path, model: TrainedModel) -> tuple[Path, str] | None:
+    """RUN/model/model.onnx with its description, when an earlier `export` wrote it for this model's classes."""
+    graph = model_dir / GRAPH
+    if not graph.is_file():
+        return None
+    try:
+        described = read_sidecar(graph)
+    except HeadstartError:
+        return None
+    if described.precision != "fp32" or described.classes != model.classes:
+        return None
+    return graph, str(described.parity.get("exporter", "dynamo"))
+
+
+def _checked_fp32_graph(model: TrainedModel, model_dir: Path, inputs: parity.Inputs, source: str, folder: Path,
+                        reuse: bool) -> tuple[Path, str, dict[str, Any]]:
+    """(graph, exporter, parity) of an fp32 graph that passed the parity check against PyTorch now. With `reuse`
+    (int8, which quantizes it) the model folder's model.onnx from an earlier `export` is checked and used, so
+    `export` then `export --quantize int8` exports once; a graph that fails the check there is exported afresh."""
+    reusable = _reusable_fp32_graph(model_dir, model) if reuse else None
+    if reusable is not None:
+        graph, exporter = reusable
+        try:
+            result = _check_parity(model, graph, inputs, source)
+            log.info("quantizing %s, the fp32 graph an earlier export wrote (its parity with PyTorch checked again)",
+                     graph)
+            return graph, exporter, result
+        except HeadstartError:
+            log.info("%s no longer predicts what the model does: exporting afresh", graph)
+    import torch
+
+    graph = folder / GRAPH
+    first = {k: torch.from_numpy(v[:2]) for k, v in inputs.feeds[-1].items()}
+    exporter = export_graph(model, first, graph)
+    return graph, exporter, _check_parity(model, graph, inputs, source)
+
+
 def _int8(model: TrainedModel, fp32: Path, int8: Path, splits, force: bool, max_drop: float) -> dict[str, Any]:
     calibration = parity.prepare(model, sample(splits.train, CALIBRATION_ITEMS)).feeds
     record = quantize_graph(fp32, int8, model.backbone.int8_method, calibration)
@@ -154,19 +192,12 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     if not inputs.batches or len(inputs.labels) < 2:
         raise HeadstartError(f"fewer than 2 readable {source} items to check the export on: pass --data")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as tmp:
-        fp32 = Path(tmp) / GRAPH
-        first = {k: v[:2] for k, v in inputs.feeds[-1].items()}
-        import torch
-
-        exporter = export_graph(model, {k: torch.from_numpy(v) for k, v in first.items()}, fp32)
-        result = _check_parity(model, fp32, inputs, source)
+        fp32, exporter, result = _checked_fp32_graph(model, model_dir, inputs, source, Path(tmp), reuse=bool(quantize))
         quant = None
         if quantize:
             quant = _int8(model, fp32, Path(tmp) / INT8_GRAPH, splits, force, max_drop)
             _warn_if_few_test_items(quant)
         _publish(model, Path(tmp) / (INT8_GRAPH if quantize else GRAPH), target, exporter, result, quant)
-    log.info("exported %s (parity on %d %s items: max diff %.2g, top-1 %.2f%%)", target, result["items"], source,
-             result["max_abs_diff"], 100 * result["top1_agreement"])
     return ExportReport(target, sidecar_path(target), exporter, result, quant, round(time.perf_counter() - started, 2))
 
 

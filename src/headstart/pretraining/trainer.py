@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from .._util import worker_count
-from ..progress import progress_enabled
+from ..progress import lightning_progress, quiet_lightning
 from ..training import check_checkpoint, lightning_precision
 from .base import Objective
 
@@ -120,21 +120,23 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
     callbacks: list[L.Callback] = [checkpoint]
     if max_minutes:
         callbacks.append(Timer(duration=timedelta(minutes=max_minutes), interval="step"))
-    trainer = L.Trainer(
-        max_epochs=epochs, max_steps=max_steps or -1, accelerator="auto", devices=1,
-        precision=lightning_precision(precision), callbacks=callbacks, logger=CSVLogger(run_dir, name="logs"),
-        enable_model_summary=False, enable_progress_bar=progress_enabled(), default_root_dir=run_dir,
-        log_every_n_steps=max(1, min(50, len(loader))), num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
     last = ckpt_dir / "last.ckpt"
     started = time.perf_counter()
     objective.train()
     if resume:
         check_checkpoint(last, module)
-    trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
-    seconds = time.perf_counter() - started
-    trainer.save_checkpoint(last, weights_only=False)  # the final state: `--resume` with a larger budget extends it
+    progress, show_bar = lightning_progress("pretraining")
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=epochs, max_steps=max_steps or -1, accelerator="auto", devices=1,
+            precision=lightning_precision(precision), callbacks=[*callbacks, *progress],
+            logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False, enable_progress_bar=show_bar,
+            default_root_dir=run_dir, log_every_n_steps=max(1, min(50, len(loader))), num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
+        seconds = time.perf_counter() - started
+        trainer.save_checkpoint(last, weights_only=False)  # the final state: `--resume` with a larger budget extends it
     objective.cpu().eval()
     timer = next((c for c in callbacks if isinstance(c, Timer)), None)
     if trainer.interrupted:

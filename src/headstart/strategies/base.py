@@ -9,6 +9,7 @@ name, so a new strategy is one new module.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import time
 from abc import ABC, abstractmethod
@@ -133,7 +134,9 @@ def register_strategy(cls: S) -> S:
 
 def strategy_class(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
-        raise SettingsError(f"unknown strategy '{name}': use one of {', '.join(STRATEGIES)} (a plug-in strategy is "
+        close = difflib.get_close_matches(name, list(STRATEGIES), n=1, cutoff=0.75)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise SettingsError(f"unknown strategy '{name}'{hint}: use one of {', '.join(STRATEGIES)} (a plug-in strategy is "
                             "known once the module that registers it is imported)")
     return STRATEGIES[name]
 

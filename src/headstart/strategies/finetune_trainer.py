@@ -16,7 +16,7 @@ from ..errors import HeadstartError
 from ..heads import Classifier
 from ..modalities import get_modality
 from ..modalities.base import epoch_seed
-from ..progress import progress_enabled
+from ..progress import lightning_progress, quiet_lightning
 from ..training import check_checkpoint, lightning_precision
 from .base import TrainingRun
 
@@ -136,21 +136,23 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
     # improve the monitored metric, and --resume would then repeat the epochs after the best one.
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    trainer = L.Trainer(
-        max_epochs=settings.epochs, accelerator="auto", devices=1, precision=lightning_precision(run.precision),
-        callbacks=[checkpoint, latest, EarlyStopping("val_accuracy", mode="max", patience=settings.patience),
-                   ResumeHint(run_dir)],
-        logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
-        enable_progress_bar=progress_enabled(), default_root_dir=run_dir,
-        log_every_n_steps=min(10, len(train_loader)),
-        num_sanity_val_steps=0,
-    )
     if run.resume:
         if not last.is_file():
             raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
         # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
         getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume else None, weights_only=True)
+    progress, show_bar = lightning_progress("fine-tuning")
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=settings.epochs, accelerator="auto", devices=1, precision=lightning_precision(run.precision),
+            callbacks=[checkpoint, latest, EarlyStopping("val_accuracy", mode="max", patience=settings.patience),
+                       ResumeHint(run_dir), *progress],
+            logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
+            enable_progress_bar=show_bar, default_root_dir=run_dir,
+            log_every_n_steps=min(10, len(train_loader)),
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume else None, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
