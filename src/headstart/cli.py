@@ -88,6 +88,9 @@ def fit(
     warmup_fraction: float | None = typer.Option(None, help="finetune: share of steps warming up (default 0.1)."),
     patience: int | None = typer.Option(None, help="Epochs without improvement before stopping (8 probe, 3 finetune)."),
     label_smoothing: float | None = typer.Option(None, help="Label smoothing (default 0 probe, 0.1 finetune)."),
+    class_weight: str | None = typer.Option(None, help="Loss weight per class: balanced (rare classes weighted up, "
+                                                       "n / (classes x class count)), none, or auto (default: "
+                                                       "balanced when the largest class is over 5x the smallest)."),
     rank: int | None = typer.Option(None, help="lora: adapter rank (default the backbone family's, 8)."),
     alpha: float | None = typer.Option(None, help="lora: adapter scale alpha; updates are scaled by alpha/rank "
                                                   "(default 16)."),
@@ -127,7 +130,8 @@ def fit(
                                        weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
                                        label_smoothing=label_smoothing, rank=rank, alpha=alpha,
                                        targets=lora_targets.split(",") if lora_targets else None,
-                                       merge=merge or None, iterations=iterations).items() if v is not None}
+                                       merge=merge or None, iterations=iterations,
+                                       class_weight=class_weight).items() if v is not None}
     model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,

@@ -52,12 +52,26 @@ def _overview(model: TrainedModel, metrics: dict[str, Any]) -> str:
             ("labels per class", d.labels_per_class if d and d.labels_per_class else "all"),
             ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
             ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
+            *_class_balance_row(m.training.get("class_weight")),
             ("seed", d.seed if d else "?"), ("precision", _precision_summary(model, metrics["evaluation_precision"])),
             ("calibration", _calibration_summary(m.calibration, model.temperature)),
             ("timings", ", ".join(f"{k} {v:.1f}s" for k, v in m.timings.items())),
             ("saved", m.saved_at or "?"), ("evaluated on", _evaluated_on(metrics)),
             ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items()))]
     return table(rows, css_class="kv")
+
+
+def _class_balance_row(record: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A row when the training classes were imbalanced (largest over 5x the smallest): the ratio and the
+    weighting the loss used. Nothing for balanced data, or for models saved before headstart recorded it."""
+    if not record or not record.get("imbalanced"):
+        return []
+    counts = record.get("class_counts") or []
+    sizes = f" ({min(counts):,} to {max(counts):,} training items per class)" if counts else ""
+    weighting = {"balanced": "balanced class weights (rare classes weighted up in the loss)",
+                 "none": "no class weights (--class-weight none)"}.get(record["resolved"], record["resolved"])
+    return [("class balance", f"imbalanced: the largest class has {record['imbalance_ratio']:.3g}x the items of the "
+                              f"smallest{sizes}; trained with {weighting}")]
 
 
 def _evaluated_on(metrics: dict[str, Any]) -> str:

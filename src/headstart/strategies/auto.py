@@ -20,7 +20,8 @@ The rule, first match wins (the figures behind each threshold are in benchmarks/
 "Labels per class" is the median number of training examples per class, after `--labels-per-class`; the
 modality and the sentence-encoder mark come from the backbone. The choice and its reason are logged as one
 line (`auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder)`) and stored in the
-manifest; the chosen strategy runs with its own defaults.
+manifest; the chosen strategy runs with its own defaults and the class weighting asked for (`class_weight`, which
+every strategy above takes).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
-from .base import Strategy, TrainingRun, register_strategy, strategy_class
+from .base import Strategy, TrainingRun, check_choice, register_strategy, strategy_class
+from .class_weights import CLASS_WEIGHT_CHOICES
 
 log = logging.getLogger("headstart")
 
@@ -65,9 +67,14 @@ def choose_strategy(backbone: Backbone, labels_per_class: float, n_classes: int)
 @register_strategy
 @dataclass
 class Auto(Strategy):
-    """No settings of its own: the chosen strategy runs with its defaults."""
+    """One setting, passed on: the chosen strategy runs with its defaults and this class weighting."""
 
     name = "auto"
+
+    class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
+
+    def __post_init__(self) -> None:
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     @property
     def freezes_backbone(self) -> bool:  # type: ignore[override]
@@ -75,18 +82,20 @@ class Auto(Strategy):
         return chosen.freezes_backbone if chosen is not None else False
 
     def settings(self) -> dict[str, Any]:
-        """After training: which strategy ran, why, and its settings (what `restore` needs at load time)."""
+        """The class weighting; after training also which strategy ran, why, and its settings (what `restore`
+        needs at load time)."""
         chosen = getattr(self, "_chosen", None)
         if chosen is None:
-            return {}
-        return {"chosen": chosen.name, "reason": self._reason, "chosen_settings": chosen.settings()}
+            return {"class_weight": self.class_weight}
+        return {"class_weight": self.class_weight, "chosen": chosen.name, "reason": self._reason,
+                "chosen_settings": chosen.settings()}
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         counts = list(run.train.class_counts().values())
         labels_per_class = float(np.median(counts)) if counts else 0.0
         name, reason = choose_strategy(run.backbone, labels_per_class, len(run.classes))
         log.info("auto: %s (%s)", name, reason)
-        chosen = strategy_class(name)()
+        chosen = strategy_class(name)(class_weight=self.class_weight)
         if chosen.needs_run_dir and run.run_dir is None:
             raise HeadstartError(f"auto chose {name} ({reason}), which writes checkpoints: pass out=... (--out)")
         self._chosen, self._reason = chosen, reason

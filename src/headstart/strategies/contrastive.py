@@ -8,7 +8,9 @@ error between the pair's cosine similarity and its target). R pairs per example 
 pairs, which is why the method works with so few labels. Stage 2 fits the paper's head, an L2-regularised
 logistic regression (scikit-learn's, C = 1, to convergence, on the training examples only), on the tuned
 encoder's embeddings, and copies it into the project's linear head, so saving, `predict`, `serve` and ONNX export
-treat the result like any other model; the tuned encoder is saved in the artifact with the head.
+treat the result like any other model; the tuned encoder is saved in the artifact with the head. With
+imbalanced classes the logistic regression weights them (`class_weight`, class_weights.py; scikit-learn's
+`class_weight`); the pairs are drawn as the paper draws them.
 
 The paper's settings are the defaults: R = 20, one epoch, learning rate 2e-5, batch 16 pairs. Departures from it:
 - the logistic regression sees the embeddings divided by their mean length over the training examples rather
@@ -44,7 +46,8 @@ from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
 from ..progress import progress_bar
-from .base import Strategy, TrainingRun, check_range, register_strategy
+from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 
 
 @register_strategy
@@ -62,6 +65,7 @@ class Contrastive(Strategy):
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     head_c: float = 1.0  # inverse L2 strength of the logistic-regression head (scikit-learn's C; its default)
+    class_weight: str = "auto"  # of the head's loss; auto: balanced when the largest class is more than 5x the smallest
 
     def __post_init__(self) -> None:
         check_range("iterations", self.iterations, low=1, integer=True)
@@ -71,6 +75,7 @@ class Contrastive(Strategy):
         check_range("warmup_fraction", self.warmup_fraction, low=0, high=1, high_open=True)
         check_range("weight_decay", self.weight_decay, low=0, high=10)
         check_range("head_c", self.head_c, low=0, low_open=True)
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         if not isinstance(run.backbone, TextBackbone):
@@ -83,22 +88,26 @@ class Contrastive(Strategy):
                                                               run.precision, run.seed)}
         run.timings["pair_stage"] = time.perf_counter() - started
         train_x, val_x = run.embed_splits(cached=False)  # the cache holds the untuned encoder's embeddings
-        head = logistic_regression_head(train_x, run.train.labels, len(run.classes), self.head_c)
+        weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
+        head = logistic_regression_head(train_x, run.train.labels, len(run.classes), self.head_c, weights)
         val_accuracy = float((head.probabilities(val_x).argmax(1) == run.val.labels).mean())
         record["head_stage"] = {"kind": "logistic regression", "C": self.head_c, "val_accuracy": val_accuracy}
         return Classifier(run.backbone, head), record
 
 
-def logistic_regression_head(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.0) -> ClassificationHead:
+def logistic_regression_head(x: np.ndarray, y: np.ndarray, n_classes: int, c: float = 1.0,
+                             class_weight: torch.Tensor | None = None) -> ClassificationHead:
     """SetFit's head: scikit-learn's L2-regularised logistic regression, fitted to convergence on embeddings
     scaled to unit mean length, held as the project's linear head (Standardize: no centring, that one scale).
+    `class_weight`: per-class weights of the items in its loss (None: unweighted).
 
     Hand-written glue rather than keeping scikit-learn's estimator: the artifact stores tensors, never pickles.
     """
     from sklearn.linear_model import LogisticRegression
 
     scale = 1.0 / max(float(np.linalg.norm(x, axis=1).mean()), 1e-12)
-    model = LogisticRegression(C=c, max_iter=2000).fit(x * scale, y)
+    weights = None if class_weight is None else {i: float(w) for i, w in enumerate(class_weight)}
+    model = LogisticRegression(C=c, max_iter=2000, class_weight=weights).fit(x * scale, y)
     weight = torch.as_tensor(model.coef_, dtype=torch.float32)
     bias = torch.as_tensor(model.intercept_, dtype=torch.float32)
     if n_classes == 2:  # one logit z for class 1: softmax([-z/2, z/2]) is sigmoid(z)

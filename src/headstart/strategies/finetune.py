@@ -4,6 +4,7 @@ Stage 1 trains the head on cached embeddings (the probe): the backbone is frozen
 be repeated each epoch. Stage 2 (finetune_trainer.py, on Lightning) trains the whole network with per-layer-group
 learning rates (smaller towards the input), linear warm-up then cosine decay, early stopping on validation
 accuracy and the best checkpoint kept. If stage 2 never beats stage 1 on validation, the stage-1 model is kept.
+Both stages weight the loss by class as `class_weight` says (class_weights.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from ..backbones.base import Backbone
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from .probe import Probe, train_head
 
 log = logging.getLogger("headstart")
@@ -42,6 +44,7 @@ class FineTune(Strategy):
     patience: int = 3
     label_smoothing: float = 0.1
     head: str = "linear"
+    class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, low=1, integer=True)
@@ -53,6 +56,7 @@ class FineTune(Strategy):
         check_range("patience", self.patience, low=1, integer=True)
         check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
         check_choice("head", self.head, HEAD_KINDS)
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     def learning_rate(self, backbone: Backbone) -> float:
         if self.lr is not None:
@@ -77,8 +81,9 @@ class FineTune(Strategy):
         if run.backbone.is_pretrained:
             started = time.perf_counter()
             train_x, val_x = run.embed_splits()
+            weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
             head, record["head_stage"] = train_head(train_x, run.train.labels, val_x, run.val.labels,
-                                                    len(run.classes), Probe(head=self.head), run.seed)
+                                                    len(run.classes), Probe(head=self.head), run.seed, weights)
             run.timings["head_stage"] = time.perf_counter() - started
             classifier = Classifier(run.backbone, head)
             baseline = record["head_stage"]["history"][record["head_stage"]["best_epoch"]]["val_accuracy"]
@@ -86,10 +91,11 @@ class FineTune(Strategy):
             before = copy.deepcopy(classifier.state_dict())
         else:
             run.drop_unreadable()
+            weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
             classifier = Classifier(run.backbone, ClassificationHead(run.backbone.embedding_dim, len(run.classes),
                                                                      self.head))
         record["finetune"] = train_end_to_end(classifier, run, self, self.learning_rate(run.backbone),
-                                              self.learning_rate_ratio(run.backbone))
+                                              self.learning_rate_ratio(run.backbone), weights)
         tuned = record["finetune"]["best_val_accuracy"]
         if baseline is not None and tuned is not None and tuned < baseline:
             log.warning("%s's best validation accuracy %.3f is below the head stage's %.3f: keeping the "

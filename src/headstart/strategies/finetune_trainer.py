@@ -48,15 +48,21 @@ class FineTuneModule(L.LightningModule):
     """Trains a Classifier end to end; logs `val_loss` and `val_accuracy` each epoch."""
 
     def __init__(self, classifier: Classifier, lr: float, lr_ratio: float, settings: EndToEndSettings, total_steps: int,
-                 seed: int = 0):
+                 seed: int = 0, class_weight: torch.Tensor | None = None):
         super().__init__()
         self.seed = seed
         self.classifier = classifier
         self.lr, self.lr_ratio = lr, lr_ratio
         self.settings = settings
         self.total_steps = total_steps
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-        self._val: list[tuple[float, int, int]] = []
+        # Class weights as a plain attribute, moved to the batch's device at each use: in nn.CrossEntropyLoss they
+        # would be a buffer, and checkpoints (which --resume checks tensor by tensor) would change with them.
+        self.class_weight = class_weight
+        self.label_smoothing = settings.label_smoothing
+        self._val: list[tuple[float, float, int, int]] = []
+
+    def _weights(self, logits: torch.Tensor) -> torch.Tensor | None:
+        return None if self.class_weight is None else self.class_weight.to(logits.device, logits.dtype)
 
     def forward(self, x: Any) -> torch.Tensor:
         return self.classifier(x)
@@ -69,20 +75,26 @@ class FineTuneModule(L.LightningModule):
 
     def training_step(self, batch: Sequence, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
-        loss = self.loss_fn(self.classifier(x), y)
+        logits = self.classifier(x)
+        loss = nn.functional.cross_entropy(logits, y, weight=self._weights(logits), label_smoothing=self.label_smoothing)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Sequence, batch_idx: int) -> None:
         x, y = batch[0], batch[1]
         logits = self.classifier(x)
-        self._val.append((nn.functional.cross_entropy(logits, y, reduction="sum").item(),
-                          int((logits.argmax(1) == y).sum()), len(y)))
+        # The validation loss is weighted as the training loss is (the weighted mean over all batches: sums of
+        # weighted losses and of weights), so that it measures the objective being trained. Early stopping
+        # here watches validation accuracy; the loss is for the logs and learning curves.
+        weights = self._weights(logits)
+        total_weight = float(len(y)) if weights is None else weights[y].sum().item()
+        self._val.append((nn.functional.cross_entropy(logits, y, weight=weights, reduction="sum").item(),
+                          total_weight, int((logits.argmax(1) == y).sum()), len(y)))
 
     def on_validation_epoch_end(self) -> None:
-        loss, correct, n = (sum(v) for v in zip(*self._val)) if self._val else (0.0, 0, 1)
+        loss, weight, correct, n = (sum(v) for v in zip(*self._val)) if self._val else (0.0, 1.0, 0, 1)
         self._val.clear()
-        self.log("val_loss", loss / n, prog_bar=True)
+        self.log("val_loss", loss / weight, prog_bar=True)
         self.log("val_accuracy", correct / n, prog_bar=True)
 
     def configure_optimizers(self):
@@ -109,9 +121,10 @@ class ResumeHint(L.Callback):
 
 
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
-                     lr_ratio: float) -> dict[str, Any]:
-    """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio); returns a
-    summary (best epoch, validation accuracy, checkpoint)."""
+                     lr_ratio: float, class_weight: torch.Tensor | None = None) -> dict[str, Any]:
+    """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio; the loss
+    weighted by `class_weight` per class, None: unweighted); returns a summary (best epoch, validation accuracy,
+    checkpoint)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -124,7 +137,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
                                           train=False)
     total_steps = settings.epochs * len(train_loader)
     classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
-    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed)
+    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed, class_weight)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if not run.resume and last.is_file():

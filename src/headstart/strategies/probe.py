@@ -1,5 +1,5 @@
 """`probe`: frozen backbone (BatchNorm statistics too), embeddings computed once (and cached), a head trained on
-them with AdamW and early stopping on validation loss."""
+them with AdamW and early stopping on validation loss; the loss weights classes by `class_weight` (class_weights.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import HeadstartError
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 
 MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
 
@@ -33,9 +34,11 @@ class Probe(Strategy):
     weight_decay: float = 1e-4
     patience: int = 8
     label_smoothing: float = 0.0
+    class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
 
     def __post_init__(self) -> None:
         check_choice("head", self.head, HEAD_KINDS)
+        check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
         check_range("epochs", self.epochs, low=1, integer=True)
         check_range("lr", self.lr, low=0, low_open=True, high=10)
         check_range("batch_size", self.batch_size, low=1, integer=True)
@@ -51,13 +54,17 @@ class Probe(Strategy):
             raise HeadstartError("this backbone has no pre-trained weights, so a probe would learn on random "
                                  "features: use --strategy finetune to train it from scratch")
         train_x, val_x = run.embed_splits()
-        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed)
-        return Classifier(run.backbone, head), {"head_stage": record}
+        weights, weighting = class_weights(run.train.labels, len(run.classes), self.class_weight)
+        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed,
+                                  weights)
+        return Classifier(run.backbone, head), {"class_weight": weighting, "head_stage": record}
 
 
 def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-               settings: Probe, seed: int = 0) -> tuple[ClassificationHead, dict]:
+               settings: Probe, seed: int = 0, class_weight: torch.Tensor | None = None
+               ) -> tuple[ClassificationHead, dict]:
     """Fit a head on embeddings; returns the head at its best validation loss and the training history.
+    `class_weight`: per-class loss weights (None: unweighted), in the training loss and the validation loss alike.
 
     A plain loop rather than Lightning: on cached embeddings an epoch takes milliseconds, and a trainer's
     per-step overhead would dominate.
@@ -69,7 +76,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
     head.standardize.fit(x)
     lr = settings.learning_rate()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=settings.label_smoothing)
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x) / settings.batch_size)
@@ -84,7 +91,10 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
         head.eval()
         with torch.no_grad():
             logits = head(vx)
-            val_loss = nn.functional.cross_entropy(logits, vy).item()
+            # Weighted as the training loss is: early stopping then keeps the head that is best at the objective
+            # being trained (with balanced weights, loss per class averaged over classes), not at the plain loss
+            # that the majority classes dominate.
+            val_loss = nn.functional.cross_entropy(logits, vy, weight=class_weight).item()
             val_acc = (logits.argmax(1) == vy).float().mean().item()
         history.append({"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc})
         if val_loss < best_loss - 1e-4:
