@@ -494,7 +494,7 @@ def test_a_split_left_without_readable_items(tmp_path):
     for f in (data / "test").rglob("*.png"):
         f.write_bytes(b"")
     assert_one_line_error(run("fit", data, "--image-size", "32", "--out", tmp_path / "r"),
-                          "the test split (test) has no readable items")
+                          "items could be read, so there is nothing to evaluate: add readable files")
 
 
 def test_pretrain_resume_from_a_damaged_checkpoint(images, tmp_path):
