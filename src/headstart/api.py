@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ._util import atomic_symlink, default_device, resolve_precision, sha256_bytes
+from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
 from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
@@ -23,7 +23,7 @@ from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, TrainedModel, evaluate_items
-from .run_folder import check_run_folder, record_run
+from .run_folder import check_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
 from .training import PRECISIONS
@@ -307,6 +307,6 @@ def fit(
                                         splits.test.items)
     if run_dir is not None:
         model.save(run_dir / "model")
-        atomic_symlink(run_dir / METRICS, f"model/{METRICS}")  # RUN/metrics.json always follows RUN/model
+        link_metrics(run_dir, METRICS)
     model.run_dir = run_dir
     return model
