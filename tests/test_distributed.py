@@ -150,6 +150,54 @@ def test_two_processes_fit_and_evaluate_as_one(tmp_path):
         {k: two[k] for k in ("n", "accuracy", "nll", "ece", "confusion_matrix")}
 
 
+EMBED_ON_RANKS = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from headstart import distributed
+from headstart.backbones import resolve_backbone
+from headstart.embedding_cache import EmbeddingCache
+from headstart.embeddings import embed_items
+
+folder = Path(sys.argv[1])
+backbone = resolve_backbone("minilm")
+texts = [f"text number {i}" for i in range(7)]
+for mode in ("shared", "unwritable", "none"):
+    cache = None if mode == "none" else EmbeddingCache(mode, root=folder / "cache")
+    if mode == "unwritable" and distributed.rank() == 1:
+        cache.disabled = True  # as after a failed write: its rows must reach rank 0 another way
+    out, failures = embed_items(backbone, texts, cache, "fp32")
+    assert failures == []
+    np.save(folder / f"{mode}-rank{distributed.rank()}.npy", out)
+"""
+
+
+@needs_gloo
+@needs_minilm
+def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cannot_write(tmp_path):
+    from headstart.backbones import resolve_backbone
+    from headstart.embeddings import compute_embeddings
+
+    (tmp_path / "embed.py").write_text(EMBED_ON_RANKS)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+              "--master-port", str(_free_port()), str(tmp_path / "embed.py"), str(tmp_path)]
+    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
+    result = subprocess.run(launch, env=_environment(tmp_path / "unused"), capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    expected, _ = compute_embeddings(resolve_backbone("minilm"), [f"text number {i}" for i in range(7)],
+                                     precision="fp32")
+    for mode in ("shared", "unwritable", "none"):
+        for rank in (0, 1):
+            np.testing.assert_allclose(np.load(tmp_path / f"{mode}-rank{rank}.npy"), expected, atol=1e-5)
+    stored = {mode: [bytes(d) for shard in (tmp_path / "cache" / mode).glob("*.safetensors")
+                     for d in load_file(shard)["digests"]] for mode in ("shared", "unwritable")}
+    assert len(stored["shared"]) == len(set(stored["shared"])) == 7  # each text once, by one rank
+    assert len(stored["unwritable"]) == 4  # rank 0's share (the first 4 of 7); rank 1's travelled directly
+
+
 @needs_gloo
 def test_an_error_on_rank_0_stops_every_rank_with_one_message(tmp_path):
     table = write_text_table(tmp_path / "reviews.csv", n_per_class=5)

@@ -16,7 +16,7 @@ from ._util import default_device, precision_dtype
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .embedding_cache import EmbeddingCache
-from .errors import DataError, HeadstartError
+from .errors import DataError
 from .modalities import get_modality
 from .progress import progress_bar
 
@@ -120,19 +120,19 @@ def _rows_from_other_ranks(cache: EmbeddingCache, digests: list[bytes], dim: int
                            ) -> list[tuple[int, str]]:
     """Fill `out`'s rows of `missing` that other ranks computed, and return every rank's failures. The gather
     is the barrier: a rank sends its failures only after storing its rows, so once it returns every row is in
-    the cache. Should a rank's cache be unwritable (a full disk), the rows travel directly instead."""
+    the cache. Should a rank's cache be unwritable (a full disk) or a row be gone from it (a shard deleted
+    meanwhile), the rows travel between the ranks directly instead."""
     shares = distributed.all_gather_object((cache.disabled, failures))
     failures = sorted(f for _, rank_failures in shares for f in rank_failures)
     failed = {i for i, _ in failures}
     theirs = np.array([i for i in np.setdiff1d(missing, mine) if i not in failed], dtype=np.int64)
-    if any(disabled for disabled, _ in shares):
-        _fill_from_ranks(out, mine)
-    elif len(theirs):
+    complete = not any(disabled for disabled, _ in shares)  # the same on every rank, as the choices below
+    if complete:
         rows, found = cache.lookup([digests[i] for i in theirs], dim, count=False)
-        if not found.all():  # a shard deleted meanwhile (damaged, or another run cleaning up)
-            raise HeadstartError(f"embedding cache: {int((~found).sum())} embeddings that other ranks stored in "
-                                 f"{cache.folder} cannot be read back: run again, or with --no-cache")
         out[theirs] = rows
+        complete = all(distributed.all_gather_object(bool(found.all())))
+    if not complete:
+        _fill_from_ranks(out, mine)
     return failures
 
 
