@@ -33,8 +33,8 @@ def launched() -> bool:
 
 
 def _ready() -> bool:
-    """Whether this run has several processes; the first call joins the process group (gloo on CPU, NCCL when
-    CUDA is available) unless the caller (Lightning, a user's script) has already done so."""
+    """Whether this run has several processes; the first call joins the process group (NCCL when each process
+    has a GPU of its own, gloo otherwise) unless the caller (Lightning, a user's script) has already done so."""
     if not launched():
         return False
     import torch
@@ -44,11 +44,21 @@ def _ready() -> bool:
         raise HeadstartError("launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
                              "torch.distributed: run a single process, or install a PyTorch with distributed support")
     if not dist.is_initialized():
-        if torch.cuda.is_available():
+        own_gpu = _gpu_per_process()
+        if own_gpu:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" (default_device) is this rank's GPU
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if own_gpu else "gloo")
         atexit.register(_leave)
     return True
+
+
+def _gpu_per_process() -> bool:
+    """Whether each process on this machine has a GPU of its own (NCCL's condition). More processes than GPUs
+    share them and talk over gloo (machines of one run are assumed alike: each decides for itself)."""
+    import torch
+
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= per_machine
 
 
 def _leave() -> None:
