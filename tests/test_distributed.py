@@ -215,3 +215,14 @@ def test_on_main_reports_a_failure_as_it_was(monkeypatch):
 
     with pytest.raises(HeadstartError, match="no room"):
         distributed.on_main(refuse)()
+
+
+def test_strategies_that_tune_the_backbone_refuse_several_processes(monkeypatch, tmp_path):
+    """Until finetune hands Lightning a DDP strategy, two ranks would each train and write checkpoints: refused
+    before any work (nothing written)."""
+    import headstart
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(HeadstartError, match=r"does not run on several processes yet.*--strategy probe"):
+        headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", "finetune", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

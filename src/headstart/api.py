@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
@@ -234,6 +235,9 @@ def fit(
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
+    if distributed.world_size() > 1 and not plan.freezes_backbone:
+        raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
+                            "--strategy probe, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)
