@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ._util import atomic_symlink, default_device, resolve_precision, sha256_bytes
+from . import distributed
+from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
 from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
@@ -23,7 +24,7 @@ from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, TrainedModel, evaluate_items
-from .run_folder import check_run_folder, discard_failed_run_folder, record_run
+from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
 from .training import PRECISIONS
@@ -235,6 +236,9 @@ def fit(
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
+    if distributed.world_size() > 1 and not plan.freezes_backbone:
+        raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
+                            "--strategy probe, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)
@@ -308,6 +312,6 @@ def fit(
                                         splits.test.items)
     if run_dir is not None:
         model.save(run_dir / "model")
-        atomic_symlink(run_dir / METRICS, f"model/{METRICS}")  # RUN/metrics.json always follows RUN/model
+        link_metrics(run_dir, METRICS)
     model.run_dir = run_dir
     return model

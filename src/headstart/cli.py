@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from .distributed import FailedOnMain
 from .errors import HeadstartError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,6 +38,25 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _rank_output() -> Iterator[None]:
+    """Under torchrun, rank 0 prints the results and logs progress; the other ranks keep quiet (their stdout
+    discarded, their log at errors: rank 0 warns about the same data), so that a run's output reads as one."""
+    from .distributed import is_main
+
+    if is_main():
+        yield
+        return
+    logger = logging.getLogger("headstart")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def friendly(command: Callable) -> Callable:
     """Report HeadstartError as one line on stderr with exit code 2 (no traceback)."""
 
@@ -43,7 +64,10 @@ def friendly(command: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         _setup_logging()
         try:
-            return command(*args, **kwargs)
+            with _rank_output():
+                return command(*args, **kwargs)
+        except FailedOnMain:  # rank 0 has said what went wrong
+            raise typer.Exit(2) from None
         except HeadstartError as e:
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None

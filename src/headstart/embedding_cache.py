@@ -49,8 +49,9 @@ class EmbeddingCache:
     def _shards(self) -> list[Path]:
         return sorted(self.folder.glob("*.safetensors")) if self.folder.is_dir() else []
 
-    def lookup(self, digests: Sequence[bytes], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, found mask); rows not found are zeros."""
+    def lookup(self, digests: Sequence[bytes], dim: int, count: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, found mask); rows not found are zeros. `count`: add to `hits` and `misses` (not for the
+        rows that other ranks of a distributed run stored a moment ago)."""
         wanted: dict[bytes, list[int]] = defaultdict(list)  # duplicates (same text, same file twice) share a row
         for i, d in enumerate(digests):
             wanted[d].append(i)
@@ -68,8 +69,9 @@ class EmbeddingCache:
                 dst, src = map(np.array, zip(*rows))
                 out[dst] = tensors["embeddings"][src]
                 found[dst] = True
-        self.hits += int(found.sum())
-        self.misses += int((~found).sum())
+        if count:
+            self.hits += int(found.sum())
+            self.misses += int((~found).sum())
         return out, found
 
     def _read(self, shard: Path) -> dict[str, np.ndarray] | None:

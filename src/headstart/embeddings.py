@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from ._util import default_device, precision_dtype
 from .backbones.base import Backbone
 from .data.dataset import Dataset
@@ -77,29 +78,82 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
                 precision: str = "auto", batch_size: int | None = None, desc: str = "embedding",
                 model: nn.Module | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Like `compute_embeddings`, but items already in `cache` are looked up instead of recomputed (`model`: an
-    inference copy to compute the others with, as in `compute_embeddings`)."""
+    inference copy to compute the others with, as in `compute_embeddings`).
+
+    Run by several processes (torchrun), each computes only its share of the items to compute (`shard`) and every
+    process returns all of them: each item is embedded once, by one rank, and reaches the others through the
+    shared cache (each rank stores its own items, so writers never share a key), or without a cache directly."""
     if cache is None:
-        return compute_embeddings(backbone, items, batch_size, precision, desc=desc, model=model)
+        if distributed.world_size() == 1:
+            return compute_embeddings(backbone, items, batch_size, precision, desc=desc, model=model)
+        return _embed_shared(backbone, items, precision, batch_size, desc, model)
     modality = get_modality(backbone.modality)
     digests = [modality.digest(item) for item in items]
     out, found = cache.lookup(digests, backbone.embedding_dim)
     missing = np.flatnonzero(~found)
+    if distributed.world_size() > 1:  # every rank looked before any stores; all compute what any one lacks
+        missing = np.unique(np.concatenate(distributed.all_gather_object(missing)))
+    mine = distributed.shard(missing)
     failures: list[tuple[int, str]] = []
-    if len(missing):
-        log.info("%s: %d of %d items not cached", desc, len(missing), len(items))
+    if len(mine):
+        log.info("%s: %d of %d items not cached%s", desc, len(missing), len(items),
+                 f" ({len(mine)} of them here, rank {distributed.rank()})" if len(mine) < len(missing) else "")
         device = default_device()
-        model = model or backbone.inference_copy(device, fold=len(missing) >= FOLD_MIN_ITEMS)
+        model = model or backbone.inference_copy(device, fold=len(mine) >= FOLD_MIN_ITEMS)
         chunk = 4096  # extract and store in chunks: an interruption keeps what was done
-        for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
+        for start in range(0, len(mine), chunk):
+            part = mine[start:start + chunk]
             emb, failed = compute_embeddings(backbone, [items[i] for i in part], batch_size, precision, device,
-                                             desc=f"{desc} {start + len(part)}/{len(missing)}", model=model)
+                                             desc=f"{desc} {start + len(part)}/{len(mine)}", model=model)
             bad = {i for i, _ in failed}
             good = [j for j in range(len(part)) if j not in bad]
             cache.store([digests[part[j]] for j in good], emb[good])
             out[part] = emb
             failures += [(int(part[i]), reason) for i, reason in failed]
+    if distributed.world_size() > 1 and len(missing):
+        failures = _rows_from_other_ranks(cache, digests, backbone.embedding_dim, missing, mine, out, failures)
     return out, failures
+
+
+def _rows_from_other_ranks(cache: EmbeddingCache, digests: list[bytes], dim: int, missing: np.ndarray,
+                           mine: np.ndarray, out: np.ndarray, failures: list[tuple[int, str]]
+                           ) -> list[tuple[int, str]]:
+    """Fill `out`'s rows of `missing` that other ranks computed, and return every rank's failures. The gather
+    is the barrier: a rank sends its failures only after storing its rows, so once it returns every row is in
+    the cache. Should a rank's cache be unwritable (a full disk) or a row be gone from it (a shard deleted
+    meanwhile), the rows travel between the ranks directly instead."""
+    shares = distributed.all_gather_object((cache.disabled, failures))
+    failures = sorted(f for _, rank_failures in shares for f in rank_failures)
+    failed = {i for i, _ in failures}
+    theirs = np.array([i for i in np.setdiff1d(missing, mine) if i not in failed], dtype=np.int64)
+    complete = not any(disabled for disabled, _ in shares)  # the same on every rank, as the choices below
+    if complete:
+        rows, found = cache.lookup([digests[i] for i in theirs], dim, count=False)
+        out[theirs] = rows
+        complete = all(distributed.all_gather_object(bool(found.all())))
+    if not complete:
+        _fill_from_ranks(out, mine)
+    return failures
+
+
+def _fill_from_ranks(out: np.ndarray, mine: np.ndarray) -> None:
+    """Every rank sends the rows it computed (indices `mine`) to all the others."""
+    for indices, rows in distributed.all_gather_object((mine, out[mine])):
+        out[indices] = rows
+
+
+def _embed_shared(backbone: Backbone, items: Sequence, precision: str, batch_size: int | None, desc: str,
+                  model: nn.Module | None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Without a cache, on several ranks: each embeds its contiguous share, and all of them gather the rows."""
+    start, stop = distributed.shard_bounds(len(items))
+    out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
+    mine = np.arange(start, stop)
+    part, failed = compute_embeddings(backbone, [items[i] for i in mine], batch_size, precision, desc=desc, model=model)
+    out[mine] = part
+    shares = distributed.all_gather_object((mine, part, [(int(start + i), reason) for i, reason in failed]))
+    for indices, rows, _ in shares:
+        out[indices] = rows
+    return out, sorted(f for _, _, rank_failures in shares for f in rank_failures)
 
 
 def drop_failures(data: ItemCollection, failures: list[tuple[int, str]], strict: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ from torch import nn
 from ._util import default_device, library_versions, resolve_precision
 from .artifact import ITEMS, MANIFEST, METRICS, ItemDigests, read_item_digests, read_model_dir, write_model_dir
 from .data.dataset import Dataset, Splits
+from .distributed import on_main
 from .embedding_cache import EmbeddingCache
 from .embeddings import compute_embeddings, drop_failures, embed_items
 from .errors import DataError, HeadstartError
@@ -50,12 +51,8 @@ def class_scores(classifier: Classifier, items: Sequence, precision: str, infere
     from `cache` where it has them; `batch_size` items per model call (default: the modality's)."""
     if len(items) == 0:
         return np.zeros((0, classifier.head.config["n_classes"]), np.float32), []
-    if cache is None:
-        embeddings, failures = compute_embeddings(classifier.backbone, items, batch_size=batch_size,
-                                                  precision=precision, desc=desc, model=inference_model)
-    else:
-        embeddings, failures = embed_items(classifier.backbone, items, cache, precision, desc=desc,
-                                           model=inference_model)
+    embeddings, failures = embed_items(classifier.backbone, items, cache, precision, batch_size, desc=desc,
+                                       model=inference_model)  # under torchrun: each rank embeds its share
     probs = classifier.head.probabilities(embeddings)
     for i, _ in failures:
         probs[i] = np.nan
@@ -160,23 +157,30 @@ class TrainedModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model folder atomically: weights, manifest, the backbone's files and `metrics.json` (the test
-        metrics, so that they can never belong to another model)."""
-        import json
+        metrics, so that they can never belong to another model). Under torchrun every rank calls it and rank 0
+        alone writes (the others return once it has)."""
         from datetime import datetime, timezone
 
         self.manifest = self.manifest.model_copy(update={
             "versions": library_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        return self._write(Path(path))
+
+    @on_main
+    def _write(self, path: Path) -> Path:
+        """The writing part of `save` (rank 0's alone under torchrun)."""
+        import json
+
         report = {**self.metrics, "timings": self.manifest.timings, "backbone": self.manifest.backbone_name,
                   "strategy": self.manifest.strategy.name}
         files = {METRICS: (json.dumps(report, indent=2, default=str) + "\n").encode()}
         if self.item_digests is not None:
             files[ITEMS] = self.item_digests.to_bytes()
         try:
-            write_model_dir(Path(path), self.classifier, self.manifest, files)
+            write_model_dir(path, self.classifier, self.manifest, files)
         except OSError as e:  # a full disk, a folder made read-only meanwhile: the previous model is untouched
             raise HeadstartError(f"cannot save the model to {path} ({e.strerror or type(e).__name__}); any previous "
                                  "model there is unchanged: free space or choose another --out") from None
-        return Path(path)
+        return path
 
     @property
     def backbone(self):

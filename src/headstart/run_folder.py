@@ -4,6 +4,9 @@ overwrites files it did not write.
 A run folder holds `headstart-run.json` (what kind of run, with which settings and data), `model/`,
 `metrics.json`, `checkpoints/` and `logs/`. A folder with other files is refused unless the user says
 `--overwrite`, and even then only headstart's own entries are replaced.
+
+Under torchrun (several processes) the folder is rank 0's: the steps here that look at or write it run there
+alone (`on_main`), and the other ranks wait for them and share their outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._util import atomic_write_json, stable_json
+from ._util import atomic_symlink, atomic_write_json, stable_json
+from .distributed import is_main, on_main
 from .errors import HeadstartError
 
 RUN_RECORD = "headstart-run.json"
@@ -101,6 +105,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@on_main
 def check_run_folder(path: Path, *, overwrite: bool) -> None:
     """Before any work: `path` must be a writable folder that is new, empty, or a headstart run."""
     if path.exists() and not path.is_dir():
@@ -122,6 +127,7 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
     _remove_dead_temporaries(path)
 
 
+@on_main
 def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -> None:
     """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings)."""
     if resume:
@@ -186,7 +192,7 @@ def discard_failed_run_folder(fit: F) -> F:
         try:
             return fit(*args, **kwargs)
         except BaseException:
-            if path is not None and created is not None:
+            if path is not None and created is not None and is_main():  # rank 0 made it, rank 0 removes it
                 try:
                     remove_failed_run_folder(path, created)
                 except OSError:
@@ -194,3 +200,10 @@ def discard_failed_run_folder(fit: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+@on_main
+def link_metrics(path: Path, metrics_file: str) -> None:
+    """RUN/metrics.json as a link to the saved model's metrics (model/`metrics_file`), so that it always follows
+    RUN/model."""
+    atomic_symlink(path / metrics_file, f"model/{metrics_file}")

@@ -1,0 +1,180 @@
+"""The run's processes: rank, world size and barrier, from torch.distributed when launched by torchrun, one process
+otherwise.
+
+Distribution is a property of the run, not of each command: extraction shards its items by rank (`shard`) and
+shares the results (the embedding cache, `all_gather_object`), and what writes the run's files is wrapped in
+`on_main`, so that only rank 0 writes while the others wait for it. Commands do not test the rank themselves.
+
+With one process (no torchrun, or `--nproc-per-node 1`) every function here is a constant or a no-op: nothing
+is initialised and nothing costs anything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .errors import HeadstartError
+
+T = TypeVar("T")
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class FailedOnMain(HeadstartError):
+    """What the other ranks raise when rank 0 failed in an `on_main` step (rank 0 reports the error itself)."""
+
+
+def launched() -> bool:
+    """Whether torchrun (or another launcher with its environment) started this process as one of several."""
+    return all(v in os.environ for v in LAUNCH_VARIABLES) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def _ready() -> bool:
+    """Whether this run has several processes; the first call joins the process group (NCCL when each process
+    has a GPU of its own, gloo otherwise) unless the caller (Lightning, a user's script) has already done so."""
+    if not launched():
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise HeadstartError("launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
+                             "torch.distributed: run a single process, or install a PyTorch with distributed support")
+    if not dist.is_initialized():
+        own_gpu = _gpu_per_process()
+        if own_gpu:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" (default_device) is this rank's GPU
+        dist.init_process_group("nccl" if own_gpu else "gloo")
+        atexit.register(_leave)
+    return True
+
+
+def _gpu_per_process() -> bool:
+    """Whether each process on this machine has a GPU of its own (NCCL's condition). More processes than GPUs
+    share them and talk over gloo (machines of one run are assumed alike: each decides for itself)."""
+    import torch
+
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    return torch.cuda.is_available() and torch.cuda.device_count() >= per_machine
+
+
+def _leave() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def world_size() -> int:
+    """How many processes run this command (1 without torchrun)."""
+    if not _ready():
+        return 1
+    import torch.distributed as dist
+
+    return dist.get_world_size()
+
+
+def rank() -> int:
+    """This process's place among them, 0 to world_size() - 1 (0 without torchrun)."""
+    if not _ready():
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def is_main() -> bool:
+    """Whether this process writes the run's files and prints its results (rank 0)."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every process has come here (nothing to wait for with one process)."""
+    if _ready():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def shard_bounds(n: int, ranks: int | None = None, of: int | None = None) -> tuple[int, int]:
+    """[start, stop) of `rank`'s contiguous share of n items: sizes differ by at most one, the first n % ranks
+    ranks take one more, and no item is repeated to even them out (unlike DistributedSampler's padding, which would
+    embed and count an item twice)."""
+    ranks = world_size() if ranks is None else ranks
+    of = rank() if of is None else of
+    base, extra = divmod(n, ranks)
+    start = of * base + min(of, extra)
+    return start, start + base + (of < extra)
+
+
+def shard(items: Sequence[T], strided: bool = False, *, ranks: int | None = None, of: int | None = None
+          ) -> Sequence[T]:
+    """This rank's share of `items` (a list, an index array): a contiguous block, or with `strided` every
+    world_size()-th item from rank(). Over all ranks each item is in exactly one share. `ranks` and `of` override
+    the world size and rank (for tests and planning)."""
+    ranks = world_size() if ranks is None else ranks
+    of = rank() if of is None else of
+    if ranks == 1:
+        return items
+    if strided:
+        return items[of::ranks]
+    start, stop = shard_bounds(len(items), ranks, of)
+    return items[start:stop]
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order (`[obj]` with one process). A collective: every rank must call it.
+    Objects travel pickled between this run's own processes, so keep them to numbers, arrays and strings."""
+    if not _ready():
+        return [obj]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: T) -> T:
+    """Rank 0's `obj` on every rank (a collective, like `all_gather_object`)."""
+    if not _ready():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(step: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a step that writes the run's files: on several processes it runs on rank 0 only, and every rank
+    returns when it has finished, with its result. Every rank must call it (it ends in a collective). When it
+    fails on rank 0 the other ranks raise `FailedOnMain`, so that the whole run stops rather than waiting."""
+
+    @functools.wraps(step)
+    def run_on_main(*args: Any, **kwargs: Any) -> T:
+        if world_size() == 1:
+            return step(*args, **kwargs)
+        result, error, failure = None, None, None
+        if is_main():
+            try:
+                result = step(*args, **kwargs)
+            except BaseException as e:  # told to the others, then raised here as it was
+                error, failure = e, f"{type(e).__name__}: {e}" if not isinstance(e, HeadstartError) else str(e)
+        outcome = broadcast_object((failure, result if error is None and _shareable(result) else None))
+        if error is not None:
+            raise error
+        if outcome[0] is not None:
+            raise FailedOnMain(f"rank 0 failed: {outcome[0]}")
+        return result if is_main() else outcome[1]
+
+    return run_on_main
+
+
+def _shareable(value: Any) -> bool:
+    """Small plain results (paths, numbers, strings, None) go to the other ranks; anything else stays on rank 0."""
+    from pathlib import PurePath
+
+    return value is None or isinstance(value, (str, int, float, bool, PurePath))
