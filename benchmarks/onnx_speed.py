@@ -26,7 +26,7 @@ from _common import table, write_results
 
 import headstart
 from headstart.data import load_data
-from headstart.export.samples import recorded_splits, sample
+from headstart.export.samples import sample
 from headstart.modalities import get_modality
 from headstart.runtime import load as load_graph
 
@@ -36,7 +36,7 @@ def _items(model, data: str | None, n: int):
         splits = load_data(data, classes=model.classes, modality=model.modality)
         part = splits.train
     else:
-        splits = recorded_splits(model)
+        splits = model.recorded_splits()
         part = splits.test
     part = sample(part, n)
     return list(part.items), np.asarray(part.labels)
