@@ -193,3 +193,13 @@ def smoke_text(folder: Path, per_class: int = 30) -> tuple[Path, Path]:
     BertModel(config).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
     return table_path, bert
+
+
+def smoke_exported_model(folder: Path) -> Path:
+    """smoke_run's model folder with model.onnx and model.int8.onnx exported into it (for the runtime benchmarks)."""
+    from headstart.export import export_onnx
+
+    model_dir = smoke_run(folder) / "model"
+    export_onnx(model_dir)
+    export_onnx(model_dir, quantize="int8", force=True)
+    return model_dir

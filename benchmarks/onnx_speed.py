@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_smoke_option, smoke_run, start_smoke, table, write_results
+from _common import add_smoke_option, smoke_exported_model, start_smoke, table, write_results
 
 import headstart
 from headstart.data import load_data
@@ -77,16 +77,6 @@ def measure(name: str, predict, items, labels, warmup: int = 20) -> dict:
     return row
 
 
-def smoke_model() -> Path:
-    """A smallcnn fitted in seconds and exported in fp32 and int8: the files this benchmark reads."""
-    from headstart.export import export_onnx
-
-    model_dir = smoke_run(start_smoke()) / "model"
-    export_onnx(model_dir)
-    export_onnx(model_dir, quantize="int8", force=True)
-    return model_dir
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, nargs="?", help="the model folder (RUN/model); not with --smoke")
@@ -96,7 +86,7 @@ def main() -> None:
     add_smoke_option(parser)
     args = parser.parse_args()
     if args.smoke:
-        args.model, args.items = smoke_model(), 8
+        args.model, args.items = smoke_exported_model(start_smoke()), 8
         args.skip += [name for name, engine in (("openvino fp32", "openvino"), ("openvino int8", "openvino"))
                       if importlib.util.find_spec(engine) is None]
     elif args.model is None:
