@@ -141,18 +141,19 @@ def start_smoke() -> Path:
     return folder
 
 
-def smoke_images(root: Path, per_class: int = 12, size: int = 20) -> Path:
-    """Three classes of noisy images whose dominant colour is their class: learnable, tiny, real PNG files
-    (hand-written because the tests' generator lives in tests/, which the benchmarks do not import)."""
+def smoke_images(root: Path, per_class: int = 12, size: int = 20,
+                 classes: tuple[str, ...] = ("red", "green", "blue")) -> Path:
+    """Noisy images whose dominant colour is their class (cycling red, green, blue past three classes): tiny, real
+    PNG files (hand-written because the tests' generator lives in tests/, which the benchmarks do not import)."""
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for c, name in enumerate(("red", "green", "blue")):
+    for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             pixels = rng.integers(0, 90, (size, size, 3))
-            pixels[..., c] += 150
+            pixels[..., c % 3] += 150
             Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
     return root
 
