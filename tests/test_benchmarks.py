@@ -103,7 +103,7 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
 SMOKE = ["calibration", "embedding_throughput", "explain_faithfulness", "finetune_speed", "imbalance", "onnx_speed",
-         "profile_extraction", "serve_load", "startup_latency"]
+         "probe_scaling", "profile_extraction", "serve_load", "startup_latency"]
 NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
@@ -111,7 +111,7 @@ WITHOUT_SMOKE = {
     "classic_recipe": "a torchvision training recipe on CIFAR-10 itself, not headstart's code paths",
     **dict.fromkeys(["audio_extraction", "audio_label_efficiency", "auto_strategy", "contrastive_classes",
                      "distill_text", "few_shot_text", "label_efficiency",
-                     "lora_vs_finetune", "probe_scaling", "selection",
+                     "lora_vs_finetune", "selection",
                      "serve_soak"], NOT_YET),
 }
 
