@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
@@ -116,3 +117,90 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# --smoke: every script can check that it still runs, in seconds, on tiny generated data (issue 26). The test suite
+# runs each script so (`pytest -m benchmarks_smoke`); the numbers mean nothing and go to a temporary folder.
+SMOKE_HELP = ("check that the script still runs: tiny generated data and a small random CNN, a few seconds; results "
+              "go to a temporary folder, never to benchmarks/out")
+
+
+def add_smoke_option(parser: Any) -> None:
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
+
+
+def start_smoke() -> Path:
+    """A temporary folder for a smoke run: results (write_results) and the embedding cache go there, so that a
+    smoke run never overwrites a real result."""
+    global OUT
+    folder = Path(tempfile.mkdtemp(prefix="headstart-bench-smoke-"))
+    OUT = folder / "out"
+    os.environ["HEADSTART_CACHE"] = str(folder / "cache")
+    os.environ.setdefault("HEADSTART_PROGRESS", "0")
+    print(f"smoke run: tiny generated data, results in {OUT}", flush=True)
+    return folder
+
+
+def smoke_images(root: Path, per_class: int = 12, size: int = 20,
+                 classes: tuple[str, ...] = ("red", "green", "blue")) -> Path:
+    """Noisy images whose dominant colour is their class (cycling red, green, blue past three classes): tiny, real
+    PNG files (hand-written because the tests' generator lives in tests/, which the benchmarks do not import)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, (size, size, 3))
+            pixels[..., c % 3] += 150
+            Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def smoke_run(folder: Path, strategy: str = "finetune") -> Path:
+    """A run folder (RUN/model inside) fitted in seconds: the random `smallcnn` backbone, one epoch, on
+    smoke_images, with validation and test splits of 6 images each."""
+    import headstart
+
+    images = smoke_images(folder / "images")
+    headstart.fit(images, "smallcnn", strategy, out=folder / f"run-{strategy}", epochs=1, val_size=6, test_size=6)
+    return folder / f"run-{strategy}"
+
+
+def smoke_text(folder: Path, per_class: int = 30) -> tuple[Path, Path]:
+    """A tiny sentiment table (clearly positive and negative sentences) and a random 2-layer, 32-wide BERT with
+    MiniLM's tokenizer saved as a backbone folder: a text task that fits in seconds without downloads."""
+    import numpy as np
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from headstart.backbones.hf_text import minilm_location
+
+    rng = np.random.default_rng(0)
+    good = ["wonderful", "great", "delightful", "excellent", "lovely", "superb"]
+    bad = ["terrible", "awful", "boring", "dreadful", "dull", "tedious"]
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["text,label"]
+    for i in range(per_class):
+        lines += [f"a {rng.choice(good)} and {rng.choice(good)} film number {i},positive",
+                  f"a {rng.choice(bad)} and {rng.choice(bad)} film number {i},negative"]
+    table_path = folder / "reviews.csv"
+    table_path.write_text("\n".join(lines) + "\n")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_location(), local_files_only=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    torch.manual_seed(0)
+    bert = folder / "tiny-bert"
+    BertModel(config).save_pretrained(bert)
+    tokenizer.save_pretrained(bert)
+    return table_path, bert
+
+
+def smoke_exported_model(folder: Path) -> Path:
+    """smoke_run's model folder with model.onnx and model.int8.onnx exported into it (for the runtime benchmarks)."""
+    from headstart.export import export_onnx
+
+    model_dir = smoke_run(folder) / "model"
+    export_onnx(model_dir)
+    export_onnx(model_dir, quantize="int8", force=True)
+    return model_dir

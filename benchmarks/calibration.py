@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import table, write_results
+from _common import add_smoke_option, smoke_run, smoke_text, start_smoke, table, write_results
 
 COLUMNS = ["task", "strategy", "evaluated on", "n", "T", "accuracy", "ECE before",
            "ECE after", "ECE after/before", "NLL before", "NLL after", "Brier before", "Brier after"]
@@ -88,7 +88,14 @@ def main() -> None:
     parser.add_argument("--probe", nargs="*", default=[], help='"SOURCE BACKBONE [labels_per_class=N] [val_size=N] '
                         '[test_size=N] [extra=DATA]": fit and measure a probe')
     parser.add_argument("--name", default="calibration", help="results file: benchmarks/out/NAME.json")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # a finetune run fitted here, and a probe spec on generated sentences and a tiny random BERT
+        folder = start_smoke()
+        run = smoke_run(folder)
+        reviews, bert = smoke_text(folder / "text")
+        args.finetune, args.extra = [str(run)], [f"{run}={run.parent / 'images'}"]
+        args.probe = [f"{reviews} {bert} val_size=10 test_size=10 extra={reviews}"]
     started = time.perf_counter()
     extra: dict[str, list[str]] = {}
     for item in args.extra:

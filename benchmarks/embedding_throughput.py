@@ -21,7 +21,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, machine, matmul_rate, median, shared, table, timed, write_results
+from _common import (
+    OUT,
+    add_smoke_option,
+    machine,
+    matmul_rate,
+    median,
+    shared,
+    smoke_images,
+    smoke_text,
+    start_smoke,
+    table,
+    timed,
+    write_results,
+)
 
 from headstart.backbones import resolve_backbone
 from headstart.embeddings import compute_embeddings
@@ -77,8 +90,8 @@ def probe_accuracy(train_x, train_y, test_x, test_y) -> float:
     return float((clf.predict(scaler.transform(test_x)) == test_y).mean())
 
 
-def image_items(n: int) -> tuple[list[Path], np.ndarray]:
-    root = shared("images/cifar10/train")
+def image_items(n: int, root: Path | None = None) -> tuple[list[Path], np.ndarray]:
+    root = root or shared("images/cifar10/train")
     classes = sorted(p.name for p in root.iterdir())
     per_class = n // len(classes)
     paths, labels = [], []
@@ -89,8 +102,8 @@ def image_items(n: int) -> tuple[list[Path], np.ndarray]:
     return paths, np.array(labels)
 
 
-def text_items(n: int) -> tuple[list[str], np.ndarray]:
-    df = pd.read_csv(shared("text/sst2/train.csv")).sample(n=n, random_state=0)
+def text_items(n: int, table_path: Path | None = None) -> tuple[list[str], np.ndarray]:
+    df = pd.read_csv(table_path or shared("text/sst2/train.csv")).sample(n=n, random_state=0)
     return df["text"].tolist(), (df["label"] == "positive").to_numpy().astype(int)
 
 
@@ -123,16 +136,23 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbones", default="efficientnet_lite0,timm:resnet18,minilm")
+    add_smoke_option(parser)
     args = parser.parse_args()
-    rate_fp32, rate_bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    image_root = text_table = None
+    matmul_n = 2048
+    if args.smoke:  # 12 generated images and sentences, one repeat, the two offline backbones, a small matmul
+        folder = start_smoke()
+        image_root, (text_table, _) = smoke_images(folder / "images"), smoke_text(folder / "text")
+        args.images, args.texts, args.repeats, args.backbones, matmul_n = 12, 12, 1, "efficientnet_lite0,minilm", 256
+    rate_fp32, rate_bf16 = matmul_rate(torch.float32, matmul_n), matmul_rate(torch.bfloat16, matmul_n)
     rows = []
     for name in args.backbones.split(","):
         backbone = resolve_backbone(name, pretrained=not name.startswith("timm:"))
         if backbone.modality == "image":
-            items, labels = image_items(args.images)
+            items, labels = image_items(args.images, image_root)
             naive = naive_images
         else:
-            items, labels = text_items(args.texts)
+            items, labels = text_items(args.texts, text_table)
             naive = naive_texts
         flops = flops_per_item(backbone, items)
         row = measure(name, backbone, items, labels, naive, args.repeats)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import table, write_results
+from _common import add_smoke_option, smoke_run, start_smoke, table, write_results
 from calibration import splits_of
 
 
@@ -51,7 +51,7 @@ def run_one(run: Path, n: int, text_data: str | None, fraction: float, draws: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+")
+    parser.add_argument("runs", nargs="*", help="run folders (RUN/model inside); not with --smoke")
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--text-data", default=None)
     parser.add_argument("--fraction", type=float, default=0.2)
@@ -59,7 +59,12 @@ def main() -> None:
     parser.add_argument("--methods", default=None,
                         help="comma list of explanation methods (default: each model's modality's default)")
     parser.add_argument("--name", default="explain_faithfulness", help="results file: benchmarks/out/NAME.json")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.runs, args.items, args.draws = [str(smoke_run(start_smoke()))], 4, 2
+    elif not args.runs:
+        parser.error("give at least one run folder (or --smoke)")
     rows = []
     methods = args.methods.split(",") if args.methods else [None]
     for run in map(Path, args.runs):

@@ -16,14 +16,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, shared, table, write_results
+import _common
+from _common import add_smoke_option, shared, smoke_images, start_smoke, table, write_results
 
 import headstart
 
 
 def run(name: str, data, backbone: str, precision: str, epochs: int, evaluate_on=None, **options) -> dict:
     start = time.perf_counter()
-    model = headstart.fit(data, backbone, "finetune", out=OUT / f"ft-{name}-{precision}", epochs=epochs,
+    model = headstart.fit(data, backbone, "finetune", out=_common.OUT / f"ft-{name}-{precision}", epochs=epochs,
                           precision=precision, **options)
     wall = time.perf_counter() - start
     stage = model.manifest.training["finetune"]
@@ -40,8 +41,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--cifar-per-class", type=int, default=100)
     parser.add_argument("--tasks", default="sst2,cifar10")
+    add_smoke_option(parser)
     args = parser.parse_args()
     rows = []
+    if args.smoke:  # the random smallcnn on generated images, one epoch per precision, instead of the real tasks
+        images, args.tasks, args.epochs = smoke_images(start_smoke() / "images"), "", 1
+        rows += [run("smoke-smallcnn", images, "smallcnn", precision, 1, val_size=6, test_size=6)
+                 for precision in ("fp32", "bf16")]
     for precision in ("fp32", "bf16"):
         if "sst2" in args.tasks:
             train = shared("text/sst2/train.csv")

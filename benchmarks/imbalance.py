@@ -22,8 +22,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
-from _common import OUT, quiet_fits, shared, table, write_results
+from _common import add_smoke_option, quiet_fits, shared, smoke_images, start_smoke, table, write_results
 
 COLUMNS = ["class_weight", "seed", "resolved", "imbalance ratio", "macro-F1", "accuracy", "minority recall",
            "majority recall", "fit s"]
@@ -75,12 +76,16 @@ def main() -> None:
     parser.add_argument("--minority", type=int, default=15, help="of each small class (5%% of 300)")
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    add_smoke_option(parser)
     args = parser.parse_args()
-    quiet_fits(OUT / "imbalance-cache")
+    if args.smoke:  # ten generated classes of 14 small images instead of CIFAR-10, one seed
+        source = smoke_images(start_smoke() / "ten-classes", per_class=14, classes=tuple(f"c{i}" for i in range(10)))
+        args.majority, args.minority, args.test_per_class, args.seeds = 10, 4, 2, [0]
+    quiet_fits(_common.OUT / "imbalance-cache")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
-    root = OUT / f"imbalance-data-{args.majority}-{args.minority}-{args.test_per_class}"
-    many, few = imbalanced_folder(shared("images/cifar10/train"), root, args.majority, args.minority,
+    root = _common.OUT / f"imbalance-data-{args.majority}-{args.minority}-{args.test_per_class}"
+    many, few = imbalanced_folder(source if args.smoke else shared("images/cifar10/train"), root, args.majority, args.minority,
                                   args.test_per_class)
     rows = []
     for seed in args.seeds:

@@ -13,6 +13,7 @@ model.onnx and model.int8.onnx (`headstart export M` and `headstart export M --q
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -22,11 +23,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_results
+from _common import add_smoke_option, smoke_exported_model, start_smoke, table, write_results
 
 import headstart
 from headstart.data import load_data
-from headstart.export.samples import recorded_splits, sample
+from headstart.export.samples import sample
 from headstart.modalities import get_modality
 from headstart.runtime import load as load_graph
 
@@ -36,7 +37,7 @@ def _items(model, data: str | None, n: int):
         splits = load_data(data, classes=model.classes, modality=model.modality)
         part = splits.train
     else:
-        splits = recorded_splits(model)
+        splits = model.recorded_splits()
         part = splits.test
     part = sample(part, n)
     return list(part.items), np.asarray(part.labels)
@@ -78,11 +79,18 @@ def measure(name: str, predict, items, labels, warmup: int = 20) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, nargs="?", help="the model folder (RUN/model); not with --smoke")
     parser.add_argument("--data", help="labeled data to measure on (default: the model's recorded test split)")
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--skip", nargs="*", default=[], help="runtimes to leave out")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.model, args.items = smoke_exported_model(start_smoke()), 8
+        args.skip += [name for name, engine in (("openvino fp32", "openvino"), ("openvino int8", "openvino"))
+                      if importlib.util.find_spec(engine) is None]
+    elif args.model is None:
+        parser.error("the model folder is required (or --smoke)")
     model = headstart.load(args.model)
     items, labels = _items(model, args.data, args.items)
     runtimes = {"pytorch fp32 eager": lambda: torch_eager(model),

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, shared, table, write_results
+import _common
+from _common import OUT, add_smoke_option, shared, smoke_images, start_smoke, table, write_results
 
 RUNNER = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); " \
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
@@ -53,14 +54,21 @@ def fit_once(folder: Path, cache: Path, out: Path) -> tuple[float, float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,5000,50000")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # 30 generated images, both fits
+        args.sizes = "30"
+        smoke_folder = smoke_images(start_smoke() / "images", per_class=10)
     rows = []
     for n in map(int, args.sizes.split(",")):
-        folder = shared("images/cifar10/train") if n >= 50000 else subset_folder(n)
-        cache = OUT / f"scaling-cache-{n}"
+        if args.smoke:
+            folder = smoke_folder
+        else:
+            folder = shared("images/cifar10/train") if n >= 50000 else subset_folder(n)
+        cache = _common.OUT / f"scaling-cache-{n}"
         shutil.rmtree(cache, ignore_errors=True)
-        first = fit_once(folder, cache, OUT / f"scaling-run-{n}")
-        second = fit_once(folder, cache, OUT / f"scaling-run-{n}-again")
+        first = fit_once(folder, cache, _common.OUT / f"scaling-run-{n}")
+        second = fit_once(folder, cache, _common.OUT / f"scaling-run-{n}-again")
         rows.append({"images": n, "first_fit_s": first[0], "second_fit_s": second[0],
                      "cache_speedup": first[0] / second[0], "peak_rss_mb": first[1],
                      "embeddings_mb": n * 1280 * 4 / 2**20, "rss_minus_embeddings_mb": first[1] - n * 1280 * 4 / 2**20,

@@ -17,7 +17,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, write_results
+import _common
+from _common import add_smoke_option, smoke_images, start_smoke, write_results
 from embedding_throughput import image_items, text_items
 
 from headstart.backbones import resolve_backbone
@@ -28,9 +29,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--items", type=int, default=512)
+    add_smoke_option(parser)
     args = parser.parse_args()
     backbone = resolve_backbone(args.backbone, pretrained=not args.backbone.startswith("timm:"))
-    items = (image_items if backbone.modality == "image" else text_items)(args.items)[0]
+    if args.smoke:  # 12 generated images (an image backbone, the default, only)
+        args.items = 12
+        items = image_items(args.items, smoke_images(start_smoke() / "images"))[0]
+    else:
+        items = (image_items if backbone.modality == "image" else text_items)(args.items)[0]
     compute_embeddings(backbone, items[:64], device=torch.device("cpu"))  # warm-up
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -42,8 +48,8 @@ def main() -> None:
     total = sum(e.self_cpu_time_total for e in averages) / 1e6
     waiting = sum(e.self_cpu_time_total for e in averages if "DataLoader" in e.key or "dataloader" in e.key) / 1e6
     print(f"wall {wall:.1f}s for {len(items)} items; profiled self CPU {total:.1f}s; DataLoader-related {waiting:.2f}s")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"profile_{args.backbone.replace(':', '_')}.txt").write_text(top)
+    _common.OUT.mkdir(parents=True, exist_ok=True)
+    (_common.OUT / f"profile_{args.backbone.replace(':', '_')}.txt").write_text(top)
     write_results(f"profile_{args.backbone.replace(':', '_')}", {"wall_s": wall, "items": len(items),
                                                                   "top_ops": top.splitlines()})
 

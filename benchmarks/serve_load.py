@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_results
+from _common import add_smoke_option, smoke_exported_model, start_smoke, table, write_results
 
 CONFIGS = {
     "torch, no batching": ["--runtime", "torch", "--max-batch", "1"],
@@ -157,8 +157,8 @@ async def run_level(port: int, requests: list[bytes], concurrency: int, seconds:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    source = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("model", type=Path, nargs="?", help="the model folder (RUN/model); not with --smoke")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--texts", help="CSV with a text column (one sentence per request)")
     source.add_argument("--images", help="folder of .jpg/.png images (one image per request)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per concurrency level")
@@ -166,7 +166,14 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--overload", action="store_true",
                         help="also run past capacity: the first config with --max-queue 8 at concurrency 64 (503s expected)")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # a smallcnn served by torch and by ONNX Runtime int8, half a second per level
+        args.model = smoke_exported_model(start_smoke())
+        args.images, args.texts = str(args.model.parent.parent / "images"), None
+        args.seconds, args.levels, args.configs = 0.5, [1, 4], ["torch, batching", "onnx int8, batching"]
+    elif args.model is None or not (args.texts or args.images):
+        parser.error("the model folder and one of --texts or --images are required (or --smoke)")
     payloads = _payloads(args)
     requests = [raw_request(p) for p in payloads]
     rows = []

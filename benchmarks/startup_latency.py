@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, table, write_results
+from _common import add_smoke_option, median, start_smoke, table, write_results
 
 PROBE = ("import sys, time; t = time.perf_counter(); import headstart; d = time.perf_counter() - t; "
          "print(d, int('lightning' in sys.modules), int('transformers' in sys.modules))")
@@ -35,17 +35,17 @@ def _wall(args: list[str], repeats: int = 5) -> float:
     return median(times)
 
 
-def startup_rows() -> list[dict]:
+def startup_rows(repeats: int = 5) -> list[dict]:
     py = sys.executable
     outputs = [subprocess.run([py, "-c", PROBE], check=True, capture_output=True, text=True).stdout.split()
-               for _ in range(5)]
+               for _ in range(repeats)]
     import_s = median([float(o[0]) for o in outputs])
     cli = [py, "-c", "import sys; from headstart.cli import main; sys.argv[0] = 'headstart'; main()"]
     return [
         {"what": "import headstart", "seconds": import_s, "imports lightning": bool(int(outputs[0][1])),
          "imports transformers": bool(int(outputs[0][2]))},
-        {"what": "headstart --help", "seconds": _wall([*cli, "--help"])},
-        {"what": "headstart backbones", "seconds": _wall([*cli, "backbones"])},
+        {"what": "headstart --help", "seconds": _wall([*cli, "--help"], repeats)},
+        {"what": "headstart backbones", "seconds": _wall([*cli, "backbones"], repeats)},
     ]
 
 
@@ -61,7 +61,7 @@ def _latency(model, item, calls: int = 50) -> tuple[float, float]:
     return first, median(times)
 
 
-def latency_rows(workdir: Path) -> list[dict]:
+def latency_rows(workdir: Path, calls: int = 50) -> list[dict]:
     import numpy as np
     import pandas as pd
     from PIL import Image
@@ -85,7 +85,7 @@ def latency_rows(workdir: Path) -> list[dict]:
                                        ("1 sentence (minilm)", table_path, "minilm", "a truly great film")):
         headstart.fit(str(data), backbone, "probe", out=workdir / backbone)
         model = headstart.load(workdir / backbone / "model")
-        first, typical = _latency(model, item)
+        first, typical = _latency(model, item, calls)
         rows.append({"what": f"predict_proba, {what}", "first call ms": first * 1e3, "median ms": typical * 1e3})
     return rows
 
@@ -93,13 +93,17 @@ def latency_rows(workdir: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tag", default="current", help="Label for this code version (e.g. before, after).")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    repeats, calls = (1, 2) if args.smoke else (5, 50)
+    if args.smoke:
+        start_smoke()
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
-    start = startup_rows()
+    start = startup_rows(repeats)
     print(table(start, ["what", "seconds", "imports lightning", "imports transformers"]))
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")
-        latency = latency_rows(Path(tmp))
+        latency = latency_rows(Path(tmp), calls)
     print()
     print(table(latency, ["what", "first call ms", "median ms"]))
     write_results(f"startup_latency.{args.tag}", {"startup": start, "latency": latency})
