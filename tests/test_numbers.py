@@ -196,3 +196,20 @@ def test_the_quickstart_evaluate_command_scores_the_digits_test_split(tmp_path):
     metrics = json_line(result)
     assert metrics["n"] == 360 == model.metrics["n"] and metrics["accuracy"] == model.metrics["accuracy"]
     assert metrics["evaluated_on"] == "the recorded test split of digits"
+
+
+def test_items_calibrated_on_after_training_are_left_out_of_evaluate_as_fitted(probe_run, tmp_path, caplog):
+    _model, run_dir, _images = probe_run
+    loaded = headstart.load(run_dir / "model")
+    test = loaded.recorded_splits().test
+    loaded.calibrate(test.subset(range(4)))  # calibrating on test items makes them fitted items
+    with caplog.at_level(logging.WARNING, logger="headstart"):
+        result = loaded.evaluate(test)
+    assert result["n"] == len(test) - 4 and result["fitted_items_left_out"] == 4
+
+
+def test_fit_warns_when_test_items_duplicate_training_items(tmp_path, caplog):
+    images = make_image_folder(tmp_path / "images", per_class=10, size=16)
+    with caplog.at_level(logging.WARNING, logger="headstart"):
+        headstart.fit(images, "efficientnet_lite0", "probe", image_size=32, test=images, calibrate=False, epochs=1)
+    assert "also in the training or validation data (same content)" in caplog.text

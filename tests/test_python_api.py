@@ -186,3 +186,14 @@ def test_predict_out_and_batch_size_with_the_onnx_runtime(exported_text, tmp_pat
     written = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [r["label"] for r in written] == [r["label"] for r in records]
     assert [r["score"] for r in written] == pytest.approx([r["score"] for r in records], abs=1e-5)
+
+
+def test_the_onnx_runtime_reads_a_series_by_position_not_by_label():
+    import pandas as pd
+
+    from headstart.runtime.onnx_model import _positional
+
+    shuffled = pd.Series(["a", "b", "c"], index=[2, 0, 1])
+    assert _positional(shuffled) == ["a", "b", "c"]  # shuffled[0] would be "b"
+    with pytest.raises(DataError, match="pass its text"):
+        _positional(pd.DataFrame({"text": ["a"]}))

@@ -412,3 +412,30 @@ def test_headstart_serve_end_to_end_matches_predict_and_drains_on_sigterm(export
             server.wait()
     with socket.socket() as s:  # nothing is left listening on the port
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+class _Broken(_Poisonable):
+    """A model that fails for any batch holding "crash" with an error of its own, not of the item (as a device out
+    of memory would): the server's fault, not the client's."""
+
+    def scores(self, items):
+        if any("crash" in item for item in items):
+            raise MemoryError("the device is out of memory")
+        return super().scores(items)
+
+
+def test_a_model_failure_that_is_not_the_item_is_a_server_error_for_that_request_only():
+    model = _Broken()
+    batcher = DynamicBatcher(model.scores, max_batch=16, max_wait_ms=200, max_queue=100)
+
+    async def main():
+        await batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit(["fine"]), batcher.submit(["crash"]), batcher.submit(["ok"]),
+                                        return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    fine, crashed, ok = asyncio.run(main())
+    assert isinstance(crashed, MemoryError) and not isinstance(crashed, ItemRejected)
+    assert fine[1] == [] and ok[1] == []

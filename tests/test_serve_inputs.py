@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from headstart.runtime.audio_codec import load_audio
 from headstart.runtime.codecs import get_codec
 from headstart.runtime.image_codec import read_image
-from headstart.serving.app import create_app
+from headstart.serving.app import Limits, create_app
 
 
 class _TextLength:
@@ -146,3 +146,22 @@ def test_serve_passes_the_access_log_option(flag, expected, tmp_path, monkeypatc
     result = CliRunner().invoke(app, ["serve", str(tmp_path), *flag])
     assert result.exit_code == 0, result.output
     assert seen["access_log"] is expected
+
+
+def test_a_raw_body_counts_against_the_decoded_size_of_a_request(tmp_path):
+    codec = get_codec("image")({"image_size": 24}, tmp_path)
+    limits = Limits(max_decoded_mb=0.001)  # about 1 kB: a 24x24 RGB image decodes to 1.7 kB
+    app = create_app(_Brightness(), codec, {"modality": "image"}, max_wait_ms=0, limits=limits)
+    with TestClient(app, raise_server_exceptions=True) as client:
+        raw = client.post("/predict", content=_png("white"), headers={"content-type": "image/png"})
+        multipart = client.post("/predict", files=[("files", ("w.png", _png("white"), "image/png"))])
+    assert raw.status_code == multipart.status_code == 413
+    assert "--max-decoded-mb" in raw.json()["error"]
+
+
+def test_the_access_log_writes_the_path_as_sent_so_a_newline_cannot_forge_a_line(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="headstart.access")
+    with _client("text", tmp_path) as client:
+        client.get("/health%0AGET%20/fake%20200")
+    (line,) = _access_lines(caplog)
+    assert "\n" not in line.getMessage() and line.path == "/health%0AGET%20/fake%20200"

@@ -107,3 +107,25 @@ def test_fit_with_test_data_given_apart_records_them_for_report_and_export(tmp_p
     page = (run / "report.html").read_text()
     assert f"the recorded test data {holdout}: 102 items" in page and "the test data given apart" in page
     assert json.loads((run / "metrics.json").read_text())["n"] == 102
+
+
+def test_the_test_data_given_apart_stay_the_test_data_when_the_training_folder_has_its_own(tmp_path):
+    data = tmp_path / "d"
+    make_image_folder(data / "train", per_class=10, size=16)
+    make_image_folder(data / "test", per_class=2, size=16, seed=1)
+    holdout = make_image_folder(tmp_path / "holdout", per_class=3, size=16, seed=2)
+    model = headstart.fit(data, "efficientnet_lite0", "probe", test=holdout, image_size=32, epochs=1)
+    assert model.metrics["n"] == 9
+    again = model.evaluate(data)  # the training source: its recorded test data, the holdout, not d/test
+    assert again["n"] == 9 and again["accuracy"] == model.metrics["accuracy"]
+    assert again["evaluated_on"] == model.metrics["evaluated_on"] == f"the recorded test data {holdout}"
+
+
+def test_test_data_given_in_memory_are_named_and_asked_for_again_not_misread(tmp_path):
+    images = make_image_folder(tmp_path / "images", per_class=10, size=16)
+    held = load_data(make_image_folder(tmp_path / "held", per_class=3, size=16, seed=2)).train
+    model = headstart.fit(images, "efficientnet_lite0", "probe", test=held, image_size=32, epochs=1)
+    assert model.manifest.data.test_source == f"in memory: {held.name}"
+    with pytest.raises(DataError, match="given in memory"):
+        model.recorded_splits()
+    assert model.evaluate(held)["n"] == 9  # given again, they are scored

@@ -23,7 +23,7 @@ from .errors import DataError, HeadstartError, SettingsError
 from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
-from .model import EVALUATION_PRECISION, TrainedModel, evaluate_items
+from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
@@ -152,14 +152,23 @@ def _run_config(options: dict[str, Any], plan: Strategy, splits: Splits) -> dict
             "classes": splits.classes, "data": _data_fingerprint(splits)}
 
 
+def _warn_if_test_overlaps(digests: ItemDigests) -> None:
+    """A test item whose content is also a training or validation item scores what the model has seen: say how
+    many (duplicates in the data, or --test data drawn from the training data)."""
+    shared = digests.test_items_fitted()
+    if shared:
+        log.warning("%d of the test split's %d distinct items are also in the training or validation data (same "
+                    "content): the test metrics count them; remove the duplicates for a clean held-out figure",
+                    shared, len(digests.test))
+
+
 def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, precision: str, strict: bool,
-          source: str) -> tuple[Dataset, dict[str, Any]]:
+          where: str) -> tuple[Dataset, dict[str, Any]]:
     """The readable part of the test split and the classifier's metrics on it at the evaluation `precision`,
     computed as `evaluate` and `report` compute them (the same folded inference copy, the same batches)."""
     inference = classifier.backbone.inference_copy(default_device(), fold=True)
     result = evaluate_items(classifier, test, precision, strict, inference_model=inference, cache=cache,
-                            where=f"the recorded test split of {source}",
-                            unreadable_hint=": add readable files or give a larger --test-size")
+                            where=where, unreadable_hint=": add readable files or give a larger --test-size")
     return result.data, result.metrics
 
 
@@ -252,7 +261,8 @@ def fit(
     started = time.perf_counter()
     splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test)
     source = str(data) if isinstance(data, (str, Path)) else splits.train.name  # a DataFrame: its name, not repr
-    test_source = None if test is None else str(test) if isinstance(test, (str, Path)) else splits.test.name
+    test_source = (None if test is None else str(test) if isinstance(test, (str, Path))
+                   else f"{IN_MEMORY_TEST}{splits.test.name}")
     if pseudo_labels is not None:
         if pseudo_labels.dataset.classes != splits.classes:
             raise DataError(f"{source}: its classes {splits.classes} differ from the pseudo-labels' "
@@ -288,7 +298,11 @@ def fit(
     evaluated_at = resolve_precision(evaluation_precision, default_device())
     test_cache = (run.cache if evaluation_precision == precision else backbone_cache(net, evaluation_precision, cache)
                   ) if plan.freezes_backbone else None
-    test, metrics = _test(classifier, splits.test, test_cache, evaluated_at, strict, source)
+    digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
+                             splits.test.items)
+    _warn_if_test_overlaps(digests)
+    where = f"the recorded test data {test_source}" if test_source else f"the recorded test split of {source}"
+    test, metrics = _test(classifier, splits.test, test_cache, evaluated_at, strict, where)
     run.timings["evaluate"] = time.perf_counter() - t
     caches = [c for c in {id(c): c for c in (run.cache, test_cache)}.values() if c is not None]
     run.timings["total"] = time.perf_counter() - started
@@ -308,8 +322,7 @@ def fit(
         calibration=calibration,
     )
     model = TrainedModel(classifier, splits.classes, manifest)
-    model.item_digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
-                                        splits.test.items)
+    model.item_digests = digests
     if run_dir is not None:
         model.save(run_dir / "model")
         link_metrics(run_dir, METRICS)

@@ -64,6 +64,17 @@ class ItemDigests:
         scored those as test items, so every evaluation counts them alike)."""
         return np.isin(keys, self.fitted) & ~np.isin(keys, self.test)
 
+    def with_fitted(self, modality: str, items: Sequence) -> ItemDigests:
+        """These digests with more items the model was fitted on (e.g. calibrated on after training): no longer
+        held out, even where they were test items."""
+        keys = self.keys(modality, items)
+        keys = keys[keys != 0]
+        return ItemDigests(np.union1d(self.fitted, keys), np.setdiff1d(self.test, keys))
+
+    def test_items_fitted(self) -> int:
+        """How many distinct test items are also training or validation items (duplicates in the data)."""
+        return int(np.isin(self.test, self.fitted).sum())
+
     def to_bytes(self) -> bytes:
         from safetensors.numpy import save
 

@@ -23,6 +23,8 @@ from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
 
 log = logging.getLogger("headstart")
+# The manifest's test_source for test data `fit` was given in memory (a DataFrame, a Dataset): named, not readable.
+IN_MEMORY_TEST = "in memory: "
 EVALUATION_PRECISION = "fp32"  # what metrics are measured at unless the user asks: the ONNX graph's, no rounding
 
 
@@ -118,7 +120,7 @@ class TrainedModel:
         given, split the same way; test data given apart at fit, `--test`, are read again from where the manifest
         records them unless `data` defines its own test split). A source that is gone is an error that says to
         pass the data."""
-        from .data import load_data, make_splits, read_test_data
+        from .data import load_data, make_splits
 
         record = self.manifest.data
         source = data if data is not None else (record.source if record is not None else None)
@@ -135,15 +137,26 @@ class TrainedModel:
         except DataError as e:
             raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
         options = self.split_options()
-        if record is not None and record.test_source is not None and not (data is not None and raw.test is not None):
-            try:
-                test = read_test_data(record.test_source, self.classes, self.modality, options["text_column"],
-                                      options["label_column"])
-            except DataError as e:
-                raise DataError(f"cannot read the test data the model was tested on ({e}): pass --data with them in "
-                                "a test/ folder (or test table) beside train/") from None
-            raw = Splits(raw.train, raw.val, test)
+        if record is not None and record.test_source is not None:  # tested on data given apart: those, always
+            raw = Splits(raw.train, raw.val, self._recorded_test_data(record.test_source, raw, data is not None))
         return make_splits(raw, options["val_size"], options["test_size"], options["labels_per_class"], options["seed"])
+
+    def _recorded_test_data(self, test_source: str, raw: Splits, data_given: bool) -> Dataset:
+        """The test data given apart at fit (`--test`), read again from where the manifest records them; when they
+        cannot be read (moved, or given in memory), the test split of data the caller passes instead."""
+        from .data import read_test_data
+
+        options = self.split_options()
+        try:
+            if test_source.startswith(IN_MEMORY_TEST):
+                raise DataError(f"they were given in memory ({test_source.removeprefix(IN_MEMORY_TEST)})")
+            return read_test_data(test_source, self.classes, self.modality, options["text_column"],
+                                  options["label_column"])
+        except DataError as e:
+            if data_given and raw.test is not None:
+                return raw.test
+            raise DataError(f"cannot read the test data the model was tested on ({e}): pass --data with them in "
+                            "a test/ folder (or test table) beside train/") from None
 
     def split_options(self) -> dict[str, Any]:
         """The `fit` options that split this model's data (`fit`'s defaults where an older manifest lacks them)."""
@@ -291,8 +304,9 @@ class TrainedModel:
             test, where = data, data.name
         else:
             splits = load_data(data, text_column, label_column, classes=self.classes, modality=self.modality)
-            test, where = (splits.test, f"{data} (its test split)") if splits.test is not None else (splits.train,
-                                                                                                     str(data))
+            named = str(data) if isinstance(data, (str, Path)) else splits.train.name  # never a DataFrame's repr
+            test, where = (splits.test, f"{named} (its test split)") if splits.test is not None else (splits.train,
+                                                                                                      named)
         ensure_same_modality(self.modality, test.modality, "this model", "the data are")
         if list(test.classes) != self.classes:
             raise DataError(f"the data's classes {test.classes} differ from the model's {self.classes}")
@@ -357,4 +371,6 @@ class TrainedModel:
         self.manifest = self.manifest.model_copy(update={
             "head": self.manifest.head.model_copy(update={"temperature": record["temperature"]}),
             "calibration": record})
+        if self.item_digests is not None:  # calibrated on: never scored by `evaluate` as held out
+            self.item_digests = self.item_digests.with_fitted(self.modality, data.items)
         return record

@@ -162,6 +162,7 @@ class OnnxClassifier:
 
         Items are prepared PREPARE_BATCHES batches at a time (not all at once: a folder of recordings would sit
         in memory whole), sorted by the codec's key within that stretch, and run in the codec's batches."""
+        items = _positional(items)
         probs = np.full((len(items), len(self.classes)), np.nan, dtype=np.float32)
         failures: list[tuple[int, str]] = []
         stretch = PREPARE_BATCHES * batch_size
@@ -181,6 +182,7 @@ class OnnxClassifier:
         return probs, failures
 
     def predict_proba(self, items: Sequence) -> np.ndarray:
+        items = _positional(items)
         probs, failures = self.scores(items)
         if failures:
             i, reason = failures[0]
@@ -189,6 +191,14 @@ class OnnxClassifier:
 
     def predict(self, items: Sequence) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(items).argmax(1)]
+
+
+def _positional(items: Sequence) -> list:
+    """The items as a list read by position: a pandas Series indexes by label (`items[0]` is the row labelled 0,
+    not the first), and a DataFrame is a table, not a sequence of items."""
+    if hasattr(items, "columns"):
+        raise DataError("a DataFrame is not a list of items: pass its text (or path) column, e.g. df['text']")
+    return list(items)
 
 
 def load(path: str | Path, engine: str = "onnxruntime", int8: bool = False, threads: int | None = None

@@ -175,14 +175,16 @@ async def upload_items(request: Request, body: bytes, codec: InputCodec, limits:
     return items, names
 
 
-async def raw_item(body: bytes, ctype: str, codec: InputCodec) -> list:
-    """A raw `image/*` or `audio/*` body as one item, decoded as an uploaded file is."""
+async def raw_item(body: bytes, ctype: str, codec: InputCodec, limits: Limits) -> list:
+    """A raw `image/*` or `audio/*` body as one item, decoded as an uploaded file is (and bounded alike)."""
     try:
-        return [await run_in_threadpool(codec.decode_upload, body, f"the {ctype} body")]
+        item = await run_in_threadpool(codec.decode_upload, body, f"the {ctype} body")
     except InputTooLarge as e:
         raise RequestError(413, str(e)) from None
     except DataError as e:
         raise RequestError(400, str(e)) from None
+    DecodedSize(limits).add(codec.decoded_bytes(item), f"the {ctype} body")
+    return [item]
 
 
 def _media_range_matches(ctype: str, media_range: str | None) -> bool:
@@ -218,7 +220,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            fields = {"method": scope["method"], "path": scope["path"], "status": status,
+            # the path as sent (still percent-encoded): a decoded %0A would forge a second log line
+            path = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+            fields = {"method": scope["method"], "path": path, "status": status,
                       "items": int(state.get(ITEMS, 0)), "ms": round(1000 * (time.perf_counter() - started), 1)}
             access_logger.info("%(method)s %(path)s %(status)d %(items)d items %(ms).1f ms", fields, extra=fields)
 
@@ -281,7 +285,7 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
         if ctype == MULTIPART:
             items, _ = await upload_items(request, body, codec, limits)
         elif raw:
-            items = await raw_item(body, ctype, codec)
+            items = await raw_item(body, ctype, codec, limits)
         else:
             items = json_items(body, codec, limits)
         setattr(request.state, ITEMS, len(items))

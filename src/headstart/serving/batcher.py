@@ -29,6 +29,11 @@ class Overloaded(Exception):
     """The queue is full: the caller should retry later."""
 
 
+# What a model call raises when an item is what it cannot take (a tokenizer on text it cannot encode, a shape it
+# cannot run); anything else (out of memory, a broken engine) is the server's fault and answered as such.
+ITEM_ERRORS = (ValueError, TypeError, UnicodeError, IndexError, KeyError)
+
+
 class ItemRejected(Exception):
     """The model raised on item `index` of a request, run alone; `reason` is the exception, as text."""
 
@@ -127,9 +132,12 @@ class DynamicBatcher:
         try:
             result = await loop.run_in_executor(self._executor, self.predict, request.items)
         except Exception:
-            result = await self._item_by_item(request.items)
+            try:
+                result = await self._item_by_item(request.items)
+            except Exception as e:  # the model itself failed (not an item): a server error, for this request only
+                result = e
         if not request.future.done():
-            if isinstance(result, ItemRejected):
+            if isinstance(result, Exception):
                 request.future.set_exception(result)
             else:
                 request.future.set_result(result)
@@ -140,7 +148,7 @@ class DynamicBatcher:
         for i, item in enumerate(items):
             try:
                 probs, failed = await loop.run_in_executor(self._executor, self.predict, [item])
-            except Exception as e:
+            except ITEM_ERRORS as e:  # the item is what the model cannot take; anything else is the server's fault
                 return ItemRejected(i, f"{type(e).__name__}: {e}")
             rows.append(probs[0])
             failures += [(i, reason) for _, reason in failed]
