@@ -146,7 +146,7 @@ def test_the_server_metadata_states_the_precision_of_its_metrics_and_of_its_pred
     _, run_dir, _ = probe_run
     _, _, meta = load_for_serving(run_dir / "model")
     assert meta["evaluation_precision"] == meta["metrics"]["evaluation_precision"] == "fp32"
-    assert meta["precision"] == resolve_precision("auto", default_device())
+    assert meta["precision"] == "fp32"  # the server predicts in its metrics' precision unless told otherwise
 
 
 def test_evaluate_and_report_take_a_precision(probe_run, tmp_path):
@@ -168,6 +168,9 @@ def test_predictions_in_fp32_are_exactly_those_behind_the_metrics(probe_run):
     evaluation = headstart.load(run_dir / "model").evaluation(images)
     fp32 = headstart.load(run_dir / "model", precision="fp32")
     np.testing.assert_array_equal(fp32.predict_proba(evaluation.data.items), evaluation.probabilities)
+    default = headstart.load(run_dir / "model")  # by default too: the metrics' precision
+    assert default.precision == "fp32"
+    np.testing.assert_array_equal(default.predict_proba(evaluation.data.items), evaluation.probabilities)
     result = run("predict", run_dir / "model", *evaluation.data.items[:3], "--precision", "fp32", "--top-k", "1")
     assert result.exit_code == 0, result.output
     labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]

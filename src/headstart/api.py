@@ -34,11 +34,12 @@ log = logging.getLogger("headstart")
 __all__ = ["evaluate", "explain", "fit", "load", "report"]
 
 
-def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str = "auto") -> Any:
+def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str | None = None) -> Any:
     """Load a saved model folder (RUN/model) to predict with.
 
-    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (auto: bfloat16 where the device is fast
-    at it; fp32: the precision its metrics were measured at, so exactly the labels behind them); `"onnx"`
+    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (default: the precision its metrics were
+    measured at, fp32, so exactly the labels behind them and the ONNX graph's; auto: bfloat16 where the device is
+    fast at it, quicker for large image batches); `"onnx"`
     (`"onnx-int8"`) runs the exported RUN/model/model.onnx (model.int8.onnx) with ONNX Runtime, and `"openvino"`
     (`"openvino-int8"`) the same file with OpenVINO: an `OnnxClassifier` with the same
     `scores`/`predict_proba`/`predict` (`threads` limits their threads), in the graph's own precision. A
@@ -46,7 +47,7 @@ def load(path: str | Path, runtime: str = "torch", threads: int | None = None, p
     """
     if runtime == "torch":
         return TrainedModel.load(path, precision=precision)
-    if precision not in ("auto", "fp32"):
+    if precision not in (None, "auto", "fp32"):
         raise SettingsError(f"precision {precision} applies to the torch runtime: an exported graph computes in its "
                             "own precision (fp32, or int8)")
     from .runtime import load_runtime

@@ -372,8 +372,10 @@ def predict(
     out: Path | None = typer.Option(None, help="Write the predictions to FILE.jsonl (the lines printed otherwise) "
                                                "or FILE.csv (input, label, score, top_k, error) instead of stdout."),
     batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
-    precision: str = typer.Option("auto", help="torch runtime: auto (bfloat16 where fast), fp32 (the precision the "
-                                               "model's metrics were measured at: their labels exactly) or bf16."),
+    precision: str | None = typer.Option(None, help="torch runtime: fp32, auto (bfloat16 where fast: quicker for "
+                                                      "large image batches, may differ in the last digits) or bf16; "
+                                                      "default: the precision the model's metrics were measured at "
+                                                      "(fp32), so the labels behind them and the ONNX graph's."),
 ) -> None:
     """Predict labels; prints one JSON line per input (or writes them to --out)."""
     from .runtime.records import check_records_file
@@ -386,7 +388,7 @@ def predict(
     if out is not None:
         check_records_file(out)  # a wrong --out fails now, not after predicting
     if runtime != "torch":
-        if precision not in ("auto", "fp32"):
+        if precision not in (None, "auto", "fp32"):
             raise HeadstartError(f"--precision {precision} applies to --runtime torch: an exported graph computes in "
                                  "its own precision (fp32, or int8)")
         return _emit(_predict_exported(model, inputs, top_k, runtime, batch_size), out)

@@ -89,16 +89,18 @@ class TrainedModel:
     folded into convolutions) and later predictions reuse it. Change the weights after that and call
     `reset_inference()`.
 
-    `precision` is what predictions compute in (auto: bfloat16 where the device is fast at it); evaluation
-    uses `evaluation_precision()` instead, the precision the model's metrics were measured at (fp32 by default).
+    `precision` is what predictions compute in: by default the precision the model's metrics were measured at
+    (fp32 unless fit was asked otherwise), so that a prediction is exactly what the metrics counted and what the
+    fp32 ONNX graph gives; `auto` (bfloat16 where the device is fast at it) or `bf16` trade that for speed.
     `item_digests` records which items the model was fitted and tested on (None for older models).
     """
 
     def __init__(self, classifier: Classifier, classes: Sequence[str], manifest: ModelManifest,
-                 precision: str = "auto"):
+                 precision: str | None = None):
         self.classifier = classifier.eval()
         self.classes = list(classes)
         self.manifest = manifest
+        precision = precision or manifest.evaluation_precision or EVALUATION_PRECISION
         resolve_precision(precision, default_device())  # an unknown choice fails here, not at the first prediction
         self.precision = precision
         self.item_digests: ItemDigests | None = None
@@ -106,9 +108,9 @@ class TrainedModel:
         self._inference: nn.Module | None = None
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", precision: str = "auto") -> TrainedModel:
+    def load(cls, path: str | Path, device: str = "cpu", precision: str | None = None) -> TrainedModel:
         """Rebuild a saved model folder (RUN/model, or the run folder RUN) with no network and no pickle;
-        `precision`: what its predictions compute in (auto, fp32, bf16)."""
+        `precision`: what its predictions compute in (auto, fp32, bf16; default: its metrics' precision)."""
         folder = model_folder(path)
         classifier, manifest = read_model_dir(folder, device)
         model = cls(classifier, manifest.classes, manifest, precision)
