@@ -135,16 +135,16 @@ def test_predict_out_writes_the_records_it_prints(text_run, tmp_path):
 
 
 def test_predict_batch_size_reaches_the_embedding_computation(text_run, monkeypatch):
-    import headstart.model
+    import headstart.embeddings
 
     seen = []
-    compute = headstart.model.compute_embeddings
+    compute = headstart.embeddings.compute_embeddings
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("batch_size"))
-        return compute(*args, **kwargs)
+    def spy(backbone, items, batch_size=None, *args, **kwargs):
+        seen.append(batch_size)
+        return compute(backbone, items, batch_size, *args, **kwargs)
 
-    monkeypatch.setattr(headstart.model, "compute_embeddings", spy)
+    monkeypatch.setattr(headstart.embeddings, "compute_embeddings", spy)
     texts = ["a wonderful film", "a dull film", "lovely", "awful"]
     default = _run("predict", text_run / "model", *texts)
     small = _run("predict", text_run / "model", *texts, "--batch-size", "2")
