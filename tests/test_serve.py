@@ -185,19 +185,23 @@ def test_json_the_parser_breaks_on_gets_a_4xx_naming_why(tmp_path):
         assert client.post("/predict", json={"inputs": ["fine"]}).status_code == 200
 
 
-def test_an_item_the_model_raises_on_fails_only_its_own_request():
-    model = _Poisonable()
+def _submitted_together(model, requests: list[list[str]]) -> list:
+    """Each request's result (or exception), the requests submitted to one batcher within one batching window."""
     batcher = DynamicBatcher(model.scores, max_batch=16, max_wait_ms=200, max_queue=100)
 
     async def main():
         await batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit(["ok", "poison" if i == 2 else "fine", "x" * i])
-                                          for i in range(6)), return_exceptions=True)
+            return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
         finally:
             await batcher.stop()
 
-    results = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_an_item_the_model_raises_on_fails_only_its_own_request():
+    model = _Poisonable()
+    results = _submitted_together(model, [["ok", "poison" if i == 2 else "fine", "x" * i] for i in range(6)])
     assert model.sizes[0] == 18  # all six requests shared the first batch, which raised
     assert isinstance(results[2], ItemRejected) and results[2].index == 1 and "cannot encode" in results[2].reason
     for i, result in enumerate(results):
@@ -425,17 +429,6 @@ class _Broken(_Poisonable):
 
 
 def test_a_model_failure_that_is_not_the_item_is_a_server_error_for_that_request_only():
-    model = _Broken()
-    batcher = DynamicBatcher(model.scores, max_batch=16, max_wait_ms=200, max_queue=100)
-
-    async def main():
-        await batcher.start()
-        try:
-            return await asyncio.gather(batcher.submit(["fine"]), batcher.submit(["crash"]), batcher.submit(["ok"]),
-                                        return_exceptions=True)
-        finally:
-            await batcher.stop()
-
-    fine, crashed, ok = asyncio.run(main())
+    fine, crashed, ok = _submitted_together(_Broken(), [["fine"], ["crash"], ["ok"]])
     assert isinstance(crashed, MemoryError) and not isinstance(crashed, ItemRejected)
     assert fine[1] == [] and ok[1] == []
