@@ -42,17 +42,6 @@ class OnnxManifest(BaseModel):
         return name
 
 
-def file_in_folder(folder: Path, name: str, what: str) -> Path:
-    """`folder / name`, refused unless it stays inside `folder` (symbolic links followed): a description must
-    not make the runtime read files elsewhere (`../../x`, an absolute path). The same rule as the model
-    manifest's `inside`, here without the training stack's imports."""
-    base = Path(folder).resolve()
-    target = (base / str(name)).resolve()
-    if not target.is_relative_to(base):
-        raise ArtifactError(f"{what} '{name}' points outside {base}: the folder is damaged or was tampered with")
-    return target
-
-
 def sidecar_path(graph: Path) -> Path:
     return graph.with_name(graph.name + ".json")
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._util import inside
 from ..errors import ArtifactError, DataError
 from .codec_base import InputCodec, register_codec, too_long_for_a_path, validate_preprocessing
-from .sidecar import file_in_folder
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
 MAX_TEXT_CHARS = 100_000  # far beyond any token limit; longer is a mistake (a file pasted as one text)
@@ -43,7 +43,7 @@ class TextCodec(InputCodec):
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
-            file = file_in_folder(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
+            file = inside(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
             if not file.is_file():
                 raise ArtifactError(f"{file} is missing: the exported text model needs its tokenizer beside the graph "
                                     "(export again)")
@@ -62,7 +62,7 @@ class TextCodec(InputCodec):
 
     def check_preprocessing(self) -> None:
         validate_preprocessing(TextPreprocessing, self.preprocessing)
-        file_in_folder(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
+        inside(self.folder, self.preprocessing["tokenizer"], "preprocessing.tokenizer")
 
     def input_names(self) -> list[str]:
         return ["input_ids", "attention_mask"]
