@@ -19,6 +19,9 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+# The timeout of a test's child process: a guard against a hung process only, never a speed limit, so generous
+# enough that a 2-core CI machine at load 8 (where a child's start-up alone can take minutes) never reaches it.
+HANG_GUARD_S = 3600
 
 
 @pytest.fixture(autouse=True)

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import HANG_GUARD_S
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "headstart"
 
 
 def _imported_after(code: str) -> dict[str, bool]:
     heavy = ("torch", "lightning", "transformers")
     probe = f"{code}\nimport sys, json\nprint(json.dumps({{m: m in sys.modules for m in {heavy!r}}}))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=HANG_GUARD_S)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,7 +60,7 @@ def test_imports_point_one_way():
     if not exe.exists():
         pytest.skip("import-linter is not installed (pip install -e '.[test]')")
     result = subprocess.run([str(exe), "--no-cache", "--no-logo"], cwd=SRC.parents[1], capture_output=True, text=True,
-                            timeout=120)
+                            timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stdout[-3000:]
 
 
@@ -90,5 +92,5 @@ def test_backbones_table_never_cuts_a_name(monkeypatch):
 def test_pretrain_stays_the_function_after_its_package_is_imported():
     out = subprocess.run([sys.executable, "-c", "import headstart\nfrom headstart.pretraining import UnlabeledData\n"
                           "import headstart.pretraining\nprint(callable(headstart.pretrain), headstart.Pretrained)"],
-                         capture_output=True, text=True, check=True, timeout=120)
+                         capture_output=True, text=True, check=True, timeout=HANG_GUARD_S)
     assert out.stdout.startswith("True <class 'headstart.pretraining.runner.Pretrained'>")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from headstart.cli import app
 
-from .conftest import make_image_folder, write_text_table
+from .conftest import HANG_GUARD_S, make_image_folder, write_text_table
 
 runner = CliRunner()
 
@@ -558,7 +558,7 @@ def test_usage_errors_of_the_console_script_are_one_line(args, message):
     import sys
 
     code = "import sys; from headstart.cli import main; sys.argv = ['headstart', *sys.argv[1:]]; main()"
-    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

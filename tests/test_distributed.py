@@ -17,7 +17,7 @@ from safetensors.numpy import load_file
 from headstart import distributed
 from headstart.errors import HeadstartError
 
-from .conftest import write_text_table
+from .conftest import HANG_GUARD_S, write_text_table
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 5, 7, 64, 101])
@@ -101,7 +101,7 @@ def headstart(*args: object, cache: Path, processes: int = 1) -> subprocess.Comp
                 "--master-port", str(_free_port())] if processes > 1 else []
     # A generous limit, far above the seconds these take, only so that a hung rendezvous cannot hang the suite.
     return subprocess.run([sys.executable, *launcher, "-m", "headstart", *map(str, args)], env=_environment(cache),
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def _cached_digests(cache: Path) -> dict[str, list[bytes]]:
@@ -185,7 +185,7 @@ def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cann
               "--master-port", str(_free_port()), str(tmp_path / "embed.py"), str(tmp_path)]
     # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
     result = subprocess.run(launch, env=_environment(tmp_path / "unused"), capture_output=True, text=True,
-                            timeout=900)
+                            timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     expected, _ = compute_embeddings(resolve_backbone("minilm"), [f"text number {i}" for i in range(7)],
                                      precision="fp32")

@@ -11,7 +11,7 @@ import pytest
 
 import headstart
 
-from .conftest import shared_dataset
+from .conftest import HANG_GUARD_S, shared_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_quickstart_walks_the_whole_path(tmp_path):
     # The timeout only catches a hung process: the quickstart takes about a minute on two cores, and a machine
     # loaded several times over (a CI runner, a shared box) can stretch that many times, which is not a failure.
     result = subprocess.run([str(exe), "quickstart", "--out", str(tmp_path / "qs")], capture_output=True, text=True,
-                            env=env, timeout=3600)
+                            env=env, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "predictions identical to the trained model: True" in " ".join(result.stdout.split())
     assert "quickstart done in" in result.stdout

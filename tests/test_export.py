@@ -17,7 +17,7 @@ from headstart.errors import HeadstartError
 from headstart.export import export_onnx, parity
 from headstart.runtime import load as load_graph
 
-from .conftest import shared_dataset
+from .conftest import HANG_GUARD_S, shared_dataset
 
 runner = CliRunner()
 
@@ -62,7 +62,7 @@ def test_the_onnx_runtime_path_imports_no_training_stack(exported_cnn, small_cnn
     code = (f"import sys, json\nfrom headstart.runtime import load\nm = load({str(exported_cnn)!r})\n"
             f"print(m.predict([{str(image)!r}])[0])\n"
             "print(json.dumps([k for k in ('torch', 'transformers', 'lightning', 'timm') if k in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S, check=True)
     label, heavy = out.stdout.strip().splitlines()
     assert label in ("red", "green", "blue") and json.loads(heavy) == []
 

@@ -15,7 +15,7 @@ import pytest
 
 import headstart
 
-from .conftest import make_image_folder
+from .conftest import HANG_GUARD_S, make_image_folder
 
 SAVE_CHILD = r"""
 import os, shutil, sys
@@ -72,7 +72,7 @@ def test_kill_during_save_leaves_a_whole_model(point, trained_run, tmp_path):
     shutil.copytree(trained_run, run, symlinks=True)
     previous = headstart.load(run / "model").metrics["accuracy"]
     child = subprocess.run([sys.executable, "-c", SAVE_CHILD, str(run), point], capture_output=True, text=True,
-                           timeout=300)
+                           timeout=HANG_GUARD_S)
     assert child.returncode == (0 if point == "never" else -signal.SIGKILL), child.stderr[-2000:]
     model = headstart.load(run / "model")  # recovers a save killed between its renames
     accuracy = model.metrics["accuracy"]
@@ -111,7 +111,7 @@ def _finetune(out: Path, data: Path, kill_epoch: int = -1, resume: bool = False,
     env = {**os.environ, "HEADSTART_PROGRESS": "0"}
     args = [sys.executable, "-c", RESUME_CHILD, str(out), str(kill_epoch), "resume" if resume else "fresh", str(data),
             backbone]
-    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env).returncode
+    return subprocess.run(args, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env).returncode
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from headstart.cli import app
 from headstart.data import load_data
 from headstart.errors import DataError
 
-from .conftest import make_tiny_bert, write_text_table
+from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 
 FIT = {"max_length": 32, "cache": False, "seed": 0}
 
@@ -170,7 +170,7 @@ def test_writing_records_needs_no_torch(tmp_path):
     code = ("import json, sys\nfrom pathlib import Path\nfrom headstart.runtime.records import write_records\n"
             f"write_records(Path({str(tmp_path / 'p.jsonl')!r}), [{{'input': 'x', 'error': 'unreadable'}}])\n"
             "print(json.dumps('torch' in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_GUARD_S)
     assert out.stdout.strip() == "false"
     assert json.loads((tmp_path / "p.jsonl").read_text()) == {"input": "x", "error": "unreadable"}
 

@@ -28,6 +28,7 @@ from headstart.serving.app import create_app
 from headstart.serving.batcher import ItemRejected
 
 from ._memory import peak_growth_mb
+from .conftest import HANG_GUARD_S
 
 
 def _png(size=(20, 20), colour=(200, 30, 30)) -> bytes:
@@ -375,7 +376,7 @@ def test_headstart_serve_end_to_end_matches_predict_and_drains_on_sigterm(export
     exe = Path(sys.executable).with_name("headstart")
     expected = [json.loads(line) for line in subprocess.run(
         [exe, "predict", exported_text, *texts, "--runtime", "onnx"], capture_output=True, text=True, check=True,
-        timeout=120).stdout.splitlines()]
+        timeout=HANG_GUARD_S).stdout.splitlines()]
     port = _free_port()
     # --max-wait-ms 1500 with room for every item: a batch waits 1.5 s, so requests are surely in flight at SIGTERM
     server = subprocess.Popen([exe, "serve", exported_text, "--port", str(port), "--runtime", "onnx", "--max-batch",
