@@ -217,8 +217,8 @@ def _float_labels(n: int = 40, seed: int = 0) -> list[float]:
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_a_column_of_measurements_is_refused_as_a_regression_target(suffix, tmp_path):
-    """Many distinct fractional numbers are a quantity to predict, not classes: one line that says so and what to
-    do today, instead of "classes have no usable training examples" after a split."""
+    """Many distinct fractional numbers are a quantity to predict, not classes: one line that says so and how to
+    fit it as a regression (never switched silently), instead of "classes have no usable training examples"."""
     path = tmp_path / f"t{suffix}"
     df = pd.DataFrame({"text": [f"text {i}" for i in range(40)], "label": _float_labels()})
     df.to_csv(path, index=False) if suffix == ".csv" else (
@@ -227,8 +227,8 @@ def test_a_column_of_measurements_is_refused_as_a_regression_target(suffix, tmp_
     first = ", ".join(str(v) for v in _float_labels()[:3])
     assert_one_line_error(result, f"label column 'label' holds 40 distinct numbers (e.g. {first}, ...; from ")
     assert_one_line_error(result, "looks like a regression target")
-    assert_one_line_error(result, "regression is not supported yet): bin the values into a few classes")
-    assert "--label-column" in result.stderr and "--task" not in result.stderr
+    assert_one_line_error(result, "fit it as one with --task regression --target label")
+    assert "--label-column" in result.stderr
     assert not (tmp_path / "run" / "model").exists()
 
 
@@ -245,7 +245,7 @@ def test_a_column_of_measurements_is_refused_as_a_regression_target(suffix, tmp_
     (["nan", "inf"] + [str(v) for v in _float_labels(30)], False),  # not all finite numbers
 ])
 def test_which_label_columns_look_continuous(labels, continuous):
-    from headstart.data.tables import looks_continuous
+    from headstart.tasks.classification import looks_continuous
 
     assert looks_continuous(labels) is continuous
 
@@ -538,13 +538,14 @@ def test_parquet_nulls_are_missing_labels_not_a_class(tmp_path):
 
 def test_nan_embeddings_are_an_error_not_a_crash():
     from headstart.errors import HeadstartError
+    from headstart.data import Dataset
     from headstart.strategies.probe import Probe, train_head
 
     x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
     x[0, 0] = np.nan
-    y = np.arange(20) % 2
+    data = Dataset("text", [""] * 20, np.arange(20) % 2, ["a", "b"])
     with pytest.raises(HeadstartError, match="validation loss is not a finite number"):
-        train_head(x, y, x, y, 2, Probe())
+        train_head(x, data, x, data, Probe())
 
 
 @pytest.mark.parametrize("args, message", [

@@ -16,8 +16,9 @@ from headstart.api import report
 from headstart.cli import app
 from headstart.errors import SettingsError
 from headstart.strategies import FineTune, LoRA, Probe, make_strategy
-from headstart.strategies.class_weights import class_weights
 from headstart.strategies.probe import train_head
+from headstart.data import Dataset
+from headstart.tasks.class_weights import class_weights
 
 from .conftest import make_image_folder
 
@@ -66,7 +67,8 @@ def test_balanced_weights_raise_the_rare_class_recall_and_macro_f1_of_a_probe():
     scores = {}
     for choice in ("none", "balanced"):
         weights, _ = class_weights(train_y, 3, choice)
-        head, _ = train_head(train_x, train_y, val_x, val_y, 3, Probe(), seed=0, class_weight=weights)
+        train, val = (Dataset("text", [""] * len(y), y, ["a", "b", "c"]) for y in (train_y, val_y))
+        head, _ = train_head(train_x, train, val_x, val, Probe(), seed=0, class_weight=weights)
         with torch.no_grad():
             predicted = head(torch.from_numpy(test_x)).argmax(1).numpy()
         scores[choice] = (recall_score(test_y, predicted, average=None)[2], f1_score(test_y, predicted, average="macro"))

@@ -68,7 +68,7 @@ def test_columns_found_by_common_names_or_given(tmp_path):
     assert load_data(path).train.classes == ["x", "y"]
     other = tmp_path / "odd.csv"
     pd.DataFrame({"words": ["a", "b"], "tag": ["x", "y"]}).to_csv(other, index=False)
-    with pytest.raises(DataError, match=r"no text column.*--text-column"):
+    with pytest.raises(DataError, match=r"no text or file column.*--text-column"):
         load_data(other)
     assert len(load_data(other, text_column="words", label_column="tag").train) == 2
 

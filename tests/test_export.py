@@ -78,7 +78,7 @@ def test_cli_predict_with_onnx_runtime_matches_torch(exported_text):
 def test_a_failed_parity_check_is_an_error_and_writes_nothing(small_cnn_run, tmp_path, monkeypatch):
     real = parity.graph_probabilities
     monkeypatch.setattr(parity, "graph_probabilities", lambda graph, feeds: real(graph, feeds) + 1e-3)
-    with pytest.raises(HeadstartError, match=r"does not predict what the model does.*max probability difference"):
+    with pytest.raises(HeadstartError, match=r"does not predict what the model does.*max score difference"):
         export_onnx(small_cnn_run / "model", out=tmp_path / "bad.onnx")
     assert list(tmp_path.iterdir()) == []
 

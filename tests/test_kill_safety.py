@@ -123,8 +123,8 @@ def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(tmp_pat
     whole = headstart.load(tmp_path / "whole" / "model")
     resumed = headstart.load(tmp_path / "killed" / "model")
     assert resumed.metrics["confusion_matrix"] == whole.metrics["confusion_matrix"]
-    assert resumed.manifest.training["finetune"]["best_val_accuracy"] == whole.manifest.training["finetune"][
-        "best_val_accuracy"]
+    assert resumed.manifest.training["finetune"]["best_val_score"] == whole.manifest.training["finetune"][
+        "best_val_score"]
     files = sorted((data / "red").glob("*.png"))
     assert resumed.predict_proba(files).tolist() == whole.predict_proba(files).tolist()  # the same weights
 

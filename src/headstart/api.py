@@ -26,7 +26,8 @@ from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
-from .strategies.base import check_choice, check_range
+from .strategies.base import check_choice, check_range, check_task
+from .tasks import Task, make_task
 from .training import PRECISIONS
 
 log = logging.getLogger("headstart")
@@ -103,17 +104,20 @@ def report(run: str | Path, data: str | Path | None = None, out: str | Path | No
 
 def prepare_splits(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
                    test_size: float | int, labels_per_class: int | None, seed: int,
-                   test: str | Path | Dataset | None = None) -> Splits:
-    """The train/validation/test splits `fit` trains and tests on, from any data it accepts; with `test`, the
-    test split is that held-out data instead of a part of `data`."""
+                   test: str | Path | Dataset | None = None, task: Task | None = None) -> Splits:
+    """The train/validation/test splits `fit` trains and tests on, from any data it accepts, labels read for
+    `task`; with `test`, the test split is that held-out data instead of a part of `data`."""
     if isinstance(data, Splits):
         raw = data
     elif isinstance(data, Dataset):
         raw = Splits(data, None, None)
     else:
-        raw = load_data(data, text_column, label_column)
+        raw = load_data(data, text_column, label_column, task=task)
+    if task is not None and raw.task.name != task.name:
+        raise SettingsError(f"the data hold {raw.task.name} labels but --task {task.name} was asked: build the "
+                            f"Dataset with task=make_task('{task.name}', ...) or pass the data as a table")
     if test is not None:
-        held_out = read_test_data(test, raw.classes, raw.modality, text_column, label_column)
+        held_out = read_test_data(test, raw.classes, raw.modality, text_column, label_column, raw.task)
         if raw.test is not None:
             log.warning("the data define their own test split (%d items, %s); the test data given apart replace it",
                         len(raw.test), raw.test.origin or raw.test.name)
@@ -173,23 +177,38 @@ def _test(classifier: Classifier, test: Dataset, cache: EmbeddingCache | None, p
     return result.data, result.metrics
 
 
-def _calibrate(classifier: Classifier, run: TrainingRun, frozen: bool) -> dict[str, Any]:
-    """Temperature scaling of the trained classifier on the validation split (embeddings from the cache when the
-    backbone stayed frozen), kept only when cross-validation on that split shows it helps beyond noise."""
+def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: bool) -> dict[str, Any] | None:
+    """What the task tunes on the validation split after training (embeddings from the cache when the backbone
+    stayed frozen): temperature scaling (with `calibrate`, kept only when cross-validation on that split shows it
+    helps beyond noise), multi-label thresholds, regression intervals."""
     if frozen and run.val_embeddings is not None:  # the backbone did not change since the strategy embedded them
         val, val_x = run.val, run.val_embeddings
     else:
         val, val_x = embed_dataset(classifier.backbone, run.val, run.cache if frozen else None, run.precision,
                                    run.strict)
-    record = classifier.head.calibrate(val_x, val.labels, seed=run.seed)
-    if record["method"] == "none":
-        log.info("not calibrated: %s (temperature left at 1)", record["reason"])
-    else:
-        check = record["acceptance"]
-        log.info("calibrated on %d validation items: temperature %.3f (held-out NLL gain %.4f ± %.4f per item, "
-                 "%d-fold cross-validation), ECE %.4f -> %.4f", record["n"], record["temperature"],
-                 check["nll_gain"], check["nll_gain_se"], check["folds"], record["ece_before"], record["ece_after"])
+    record = classifier.head.calibrate(val_x, val.labels, seed=run.seed, calibrate=calibrate)
+    if record is not None:
+        log.info("%s", describe_tuning(record))
     return record
+
+
+def describe_tuning(record: dict[str, Any]) -> str:
+    """One log line on what was tuned on the validation split."""
+    method = record["method"]
+    if "acceptance" in record:
+        check = record["acceptance"]
+        return (f"calibrated on {record['n']} validation items: temperature {record['temperature']:.3f} (held-out "
+                f"NLL gain {check['nll_gain']:.4f} ± {check['nll_gain_se']:.4f} per item, {check['folds']}-fold "
+                f"cross-validation), ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}")
+    if "thresholds" in record:
+        kept = f"temperatures kept for {record['kept']} of {record['of']} labels" if "kept" in record else \
+            f"not calibrated ({record.get('reason')})"
+        return (f"tuned on {record['n']} validation items: {kept}; thresholds tuned for "
+                f"{record['thresholds']['tuned']} of {record['thresholds']['of']} labels (0.5 for the others)")
+    if method == "split conformal":
+        widths = ", ".join(f"±{q:.3g}" for q in record["half_widths"])
+        return f"prediction intervals ({record['coverage']:.0%}, split conformal on {record['n']} validation items): {widths}"
+    return f"not calibrated: {record.get('reason')} (temperature left at 1)"
 
 
 @discard_failed_run_folder  # a fit that fails leaves no empty run folder behind
@@ -218,6 +237,11 @@ def fit(
     calibrate: bool = True,
     pseudo_labels: PseudoLabels | None = None,
     test: str | Path | Dataset | None = None,
+    task: str | Task = "classification",
+    label_separator: str | None = None,
+    target: str | list[str] | None = None,
+    coverage: float | None = None,
+    regression_loss: str | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -243,9 +267,17 @@ def fit(
     `evaluation_precision` (fp32 unless asked), which the manifest records with what `auto` resolved to, so that
     `evaluate` and `report` reproduce them exactly. The model folder also records which items (by content) it
     was fitted and tested on, so that `evaluate` never scores training items.
+    `task`: what is predicted: "classification" (one class per item), "multilabel" (any number of labels per item:
+    a label cell holds them joined by `label_separator`, "|" by default; per-label thresholds are tuned on the
+    validation split) or "regression" (the numeric `target` column(s), e.g. "valence" or ["valence", "arousal"];
+    `regression_loss` mse or huber; prediction intervals of `coverage`, 0.9 by default, by split conformal
+    prediction), or a Task object; the task's settings are recorded in the model.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
+    task = make_task(task, label_separator=label_separator, target=target, coverage=coverage,
+                     regression_loss=regression_loss)
+    check_task(plan, task)
     if distributed.world_size() > 1 and not plan.freezes_backbone:
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
                             "--strategy probe, or run it as one process")
@@ -260,7 +292,7 @@ def fit(
     if run_dir is not None:  # an unusable --out fails now, not after training
         check_run_folder(run_dir, overwrite=overwrite)
     started = time.perf_counter()
-    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test)
+    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test, task)
     source = str(data) if isinstance(data, (str, Path)) else splits.train.name  # a DataFrame: its name, not repr
     test_source = (None if test is None else str(test) if isinstance(test, (str, Path))
                    else f"{IN_MEMORY_TEST}{splits.test.name}")
@@ -277,12 +309,13 @@ def fit(
                            max_length=max_length, modality=splits.modality)
     ensure_same_modality(net.modality, splits.modality, f"backbone '{backbone}'", "the data are",
                          f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
-    log.info("data: %s; classes: %d; backbone: %s; strategy: %s", splits.summary(), len(splits.classes), backbone,
-             plan.name)
+    log.info("data: %s; task: %s, %s; backbone: %s; strategy: %s", splits.summary(), task.name,
+             task.describe(splits.classes), backbone, plan.name)
     _log_split_plan(splits)
     if run_dir is not None:
         config = {"backbone": backbone, "weights": weights, "pretrained": pretrained, "image_size": image_size,
-                  "max_length": max_length, "seed": seed, "precision": precision}
+                  "max_length": max_length, "seed": seed, "precision": precision, "task": task.name,
+                  "task_settings": task.settings()}
         record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
                       cache=backbone_cache(net, precision, cache))
@@ -290,11 +323,9 @@ def fit(
     t = time.perf_counter()
     classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
-    calibration = None
-    if calibrate:
-        t = time.perf_counter()
-        calibration = _calibrate(classifier, run, plan.freezes_backbone)
-        run.timings["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
+    run.timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     evaluated_at = resolve_precision(evaluation_precision, default_device())
     test_cache = (run.cache if evaluation_precision == precision else backbone_cache(net, evaluation_precision, cache)

@@ -143,8 +143,20 @@ def fit(
                                                "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
     calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
                                               "split); --no-calibrate keeps the raw softmax."),
+    task: str = typer.Option("classification", help="What to predict: classification (one class per item), "
+                                                    "multilabel (any number of labels per item, joined in the label "
+                                                    "cell by --label-separator) or regression (the numeric "
+                                                    "--target columns)."),
+    label_separator: str | None = typer.Option(None, help="multilabel: what joins an item's labels in its label "
+                                                          "cell (default |)."),
+    target: str | None = typer.Option(None, help="regression: the numeric column(s) to predict, comma-separated "
+                                                 "(default: the label column found by name)."),
+    coverage: float | None = typer.Option(None, help="regression: coverage of the prediction intervals (split "
+                                                     "conformal on the validation split; default 0.9)."),
+    regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
+                                                          "wild targets)."),
 ) -> None:
-    """Train a classifier and evaluate it on a held-out split."""
+    """Train a model (a classifier by default) and evaluate it on a held-out split."""
     from .api import fit as fit_model
     from .evaluation.report import print_metrics
 
@@ -160,7 +172,8 @@ def fit(
                       val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      calibrate=calibrate, test=test, **settings)
+                      calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
+                      coverage=coverage, regression_loss=regression_loss, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

@@ -1,4 +1,4 @@
-"""Classification heads placed on top of a backbone's embeddings."""
+"""Heads placed on top of a backbone's embeddings: their outputs, loss and scores are the task's."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from .tasks import Task, task_of
 
 HEAD_KINDS = ("linear", "mlp")
 
@@ -31,21 +33,26 @@ class Standardize(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """`linear`: standardise -> dropout -> linear. `mlp`: the classic recipe's Dense(1024, relu) -> Dense(n).
+    """The head on a backbone's embeddings, for any task. `linear`: standardise -> dropout -> linear. `mlp`: the
+    classic recipe's Dense(1024, relu) -> Dense(n).
 
-    The logits are divided by `temperature` (1 until `calibrate` fits it): every path that runs the head (predict,
-    evaluate, the server, the exported ONNX graph) gives calibrated probabilities. The temperature is metadata
-    (in the manifest's head config), not a weight, so models saved before calibration existed load unchanged.
+    `forward` gives the raw outputs (logits) that training's loss takes; `scores` gives what every path that
+    predicts (predict, evaluate, the server, the exported ONNX graph) reports: the task's transform of them with
+    the parameters tuned on the validation split (softmax over logits / temperature, sigmoids with per-label
+    temperatures, values restored to the targets' units). Those parameters are metadata in the head config (in the
+    manifest), not weights, so models saved before they existed load unchanged.
     """
 
     def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 1024, dropout: float = 0.1,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, task: str = "classification", task_settings: dict[str, Any] | None = None,
+                 task_params: dict[str, Any] | None = None):
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
         self.config = {"kind": kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden, "dropout": dropout,
-                       "temperature": float(temperature)}
-        self.register_buffer("temperature", torch.tensor(float(temperature)), persistent=False)
+                       "temperature": float(temperature), "task": task, "task_settings": dict(task_settings or {}),
+                       "task_params": dict(task_params or {})}
+        self.task = task_of(self.config)
         self.standardize = Standardize(in_dim)
         if kind == "linear":
             self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
@@ -54,49 +61,56 @@ class ClassificationHead(nn.Module):
                                         nn.Linear(hidden, n_classes))
 
     @classmethod
+    def for_task(cls, task: Task, in_dim: int, names: list[str], labels: np.ndarray, kind: str = "linear"
+                 ) -> ClassificationHead:
+        """A new head for `task` over `names`, its task parameters initialised from the training `labels`."""
+        return cls(in_dim, task.outputs(names), kind, task=task.name, task_settings=task.settings(),
+                   task_params=task.initial_params(labels, names))
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> ClassificationHead:
         return cls(**config)
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.standardize(embeddings)) / self.temperature
+    @property
+    def params(self) -> dict[str, Any]:
+        """What the task's transform and decisions use: the tuned parameters and the temperature."""
+        return {**self.config["task_params"], "temperature": self.config["temperature"]}
 
-    def set_temperature(self, temperature: float) -> None:
-        self.temperature.fill_(float(temperature))
-        self.config["temperature"] = float(temperature)
+    def set_params(self, params: dict[str, Any]) -> None:
+        params = dict(params)
+        self.config["temperature"] = float(params.pop("temperature", 1.0))
+        self.config["task_params"] = params
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.standardize(embeddings))
+
+    def scores(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.task.scores(self(embeddings), self.params)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+             smoothing: float = 0.0) -> torch.Tensor:
+        return self.task.loss(logits, targets, self.params, weight, smoothing)
 
     @torch.no_grad()
-    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict[str, Any]:
-        """Fit the temperature on held-out embeddings and labels (temperature scaling) and keep it only when it
-        passes cross-validated acceptance on them (`choose_temperature`, folds drawn with `seed`); returns a
-        JSON-ready record: the temperature, the acceptance test's numbers, and the held-out NLL and ECE before
-        and after. When the held-out set cannot support a fit (too small, or no mistakes) or the fitted
-        temperature does not beat T = 1 beyond noise, the temperature stays 1 and the record says why."""
-        from .evaluation.calibration import choose_temperature, softmax, why_not_calibrate
-        from .evaluation.metrics import expected_calibration_error, negative_log_likelihood
-
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
         self.eval()
-        self.set_temperature(1.0)
-        logits = self(torch.from_numpy(embeddings)).double().numpy()
-        before = softmax(logits)
-        reason = why_not_calibrate(logits, labels)
-        acceptance = None
-        if reason is None:
-            choice = choose_temperature(logits, labels, seed=seed)
-            reason, acceptance = choice.reason, choice.record()
-            self.set_temperature(choice.temperature)
-        after = softmax(logits / self.config["temperature"])
-        return {"method": "temperature" if reason is None else "none", "temperature": self.config["temperature"],
-                "n": len(labels), **({"reason": reason} if reason else {}),
-                **({"acceptance": acceptance} if acceptance else {}),
-                "nll_before": negative_log_likelihood(before, labels), "nll_after": negative_log_likelihood(after, labels),
-                "ece_before": expected_calibration_error(before, labels),
-                "ece_after": expected_calibration_error(after, labels)}
+        return self(torch.from_numpy(embeddings)).double().numpy()
+
+    @torch.no_grad()
+    def calibrate(self, embeddings: np.ndarray, labels: np.ndarray, seed: int = 0, calibrate: bool = True
+                  ) -> dict[str, Any] | None:
+        """Tune what the task tunes on held-out embeddings and labels (the validation split): temperature scaling
+        for classes, per-label temperatures and thresholds for multi-label, conformal intervals for regression;
+        each kept only when it passes the task's acceptance test. Returns the JSON-ready record."""
+        params, record = self.task.tune(self.logits(embeddings), np.asarray(labels), self.params, calibrate, seed)
+        self.set_params(params)
+        return record
 
     @torch.no_grad()
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        """Class probabilities (items x classes) of float32 embeddings, in eval mode."""
+        """The task's scores (items x outputs; class probabilities for classification) of float32 embeddings."""
         self.eval()
-        return torch.softmax(self(torch.from_numpy(embeddings)), dim=1).numpy()
+        return self.scores(torch.from_numpy(embeddings)).float().numpy()
 
 
 class Classifier(nn.Module):
@@ -109,3 +123,7 @@ class Classifier(nn.Module):
 
     def forward(self, batch: Any) -> torch.Tensor:
         return self.head(self.backbone(batch))
+
+    def scores(self, batch: Any) -> torch.Tensor:
+        """What the model reports for a batch (probabilities, or values): see `ClassificationHead.scores`."""
+        return self.head.scores(self.backbone(batch).float())

@@ -30,10 +30,15 @@ class HeadConfig(_Record):
 
     kind: str
     in_dim: int = Field(gt=0)
-    n_classes: int = Field(ge=2)
+    n_classes: int = Field(ge=1)  # outputs: classes, labels (multilabel) or targets (regression)
     hidden: int = Field(default=1024, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     temperature: float = Field(default=1.0, gt=0)  # temperature scaling; 1 = uncalibrated (schema 2 models)
+    # The task (headstart.tasks) and what was tuned for it on the validation split (per-label temperatures and
+    # thresholds, targets' mean and scale, conformal half widths); classification in older models.
+    task: str = "classification"
+    task_settings: dict[str, Any] = {}
+    task_params: dict[str, Any] = {}
 
 
 class StrategyRecord(_Record):
@@ -69,7 +74,7 @@ class ModelManifest(BaseModel):
     format: Literal["headstart-model"] = MODEL_FORMAT
     format_version: int = MODEL_SCHEMA_VERSION
     modality: str
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(min_length=1)  # class, label or target names, one per head output
     backbone_name: str
     backbone: dict[str, Any]
     head: HeadConfig

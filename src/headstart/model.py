@@ -21,6 +21,7 @@ from .errors import DataError, HeadstartError
 from .heads import Classifier
 from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
+from .tasks import Task
 
 log = logging.getLogger("headstart")
 # The manifest's test_source for test data `fit` was given in memory (a DataFrame, a Dataset): named, not readable.
@@ -75,9 +76,8 @@ def evaluate_items(classifier: Classifier, data: Dataset, precision: str, strict
                         + unreadable_hint)
     if len(keep) < len(data):
         probs, data = probs[keep], data.subset(keep)
-    from .evaluation.metrics import classification_metrics
-
-    metrics = classification_metrics(data.labels, probs, data.classes, float(classifier.head.config["temperature"]))
+    head = classifier.head
+    metrics = {"task": head.task.name, **head.task.metrics(data.labels, probs, data.classes, head.params)}
     metrics |= {"skipped": len(failures), "evaluated_on": where, "evaluation_precision": precision}
     return Evaluation(data, probs, metrics)
 
@@ -135,7 +135,7 @@ class TrainedModel:
             else:
                 options = self.split_options()
                 raw = load_data(source, options["text_column"], options["label_column"], classes=self.classes,
-                                modality=self.modality)
+                                modality=self.modality, task=self.task)
         except DataError as e:
             raise DataError(f"cannot read the data the model was fitted on ({e}): pass --data PATH") from None
         options = self.split_options()
@@ -153,7 +153,7 @@ class TrainedModel:
             if test_source.startswith(IN_MEMORY_TEST):
                 raise DataError(f"they were given in memory ({test_source.removeprefix(IN_MEMORY_TEST)})")
             return read_test_data(test_source, self.classes, self.modality, options["text_column"],
-                                  options["label_column"])
+                                  options["label_column"], self.task)
         except DataError as e:
             if data_given and raw.test is not None:
                 return raw.test
@@ -209,6 +209,20 @@ class TrainedModel:
     def metrics(self) -> dict[str, Any]:
         return self.manifest.metrics
 
+    @property
+    def task(self) -> Task:
+        """What the model predicts (headstart.tasks): one class, a set of labels, or numbers."""
+        return self.classifier.head.task
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    @property
+    def task_params(self) -> dict[str, Any]:
+        """What the task's decisions use (temperature, per-label thresholds, conformal half widths)."""
+        return self.classifier.head.params
+
     def __repr__(self) -> str:
         return (f"TrainedModel(backbone={self.manifest.backbone_name!r}, strategy={self.manifest.strategy.name!r}, "
                 f"classes={len(self.classes)})")
@@ -245,10 +259,12 @@ class TrainedModel:
             return pd.DataFrame(probs, columns=self.classes, index=index)
         return probs
 
-    def predict(self, items: Any, *, text_column: str | None = None, batch_size: int | None = None) -> list[str]:
-        """The most probable class of each item (items as `predict_proba` takes them)."""
-        probs = self.predict_proba(items, text_column=text_column, batch_size=batch_size)
-        return [self.classes[i] for i in probs.argmax(1)]
+    def predict(self, items: Any, *, text_column: str | None = None, batch_size: int | None = None) -> list[Any]:
+        """The prediction for each item (items as `predict_proba` takes them): its most probable class; for a
+        multi-label model the list of labels whose scores reach their thresholds; for a regression {target:
+        value}."""
+        scores = self.predict_proba(items, text_column=text_column, batch_size=batch_size)
+        return self.task.decide(scores, self.classes, self.task_params)
 
     def _prediction_items(self, items: Any, text_column: str | None) -> tuple[Sequence, Any]:
         """A Series or DataFrame as a list of items and its index (None for a list)."""
@@ -305,7 +321,8 @@ class TrainedModel:
         elif isinstance(data, Dataset):
             test, where = data, data.name
         else:
-            splits = load_data(data, text_column, label_column, classes=self.classes, modality=self.modality)
+            splits = load_data(data, text_column, label_column, classes=self.classes, modality=self.modality,
+                               task=self.task)
             named = str(data) if isinstance(data, (str, Path)) else splits.train.name  # never a DataFrame's repr
             test, where = (splits.test, f"{named} (its test split)") if splits.test is not None else (splits.train,
                                                                                                       named)
@@ -361,17 +378,20 @@ class TrainedModel:
         return float(self.classifier.head.config["temperature"])
 
     def calibrate(self, data: Dataset) -> dict[str, Any]:
-        """Fit the temperature on labeled held-out data (not the test set) and record it in the manifest; `save`
-        to keep it; the temperature is kept only when it passes cross-validated acceptance on `data` (see
-        `ClassificationHead.calibrate`). Returns the calibration record (temperature, NLL and ECE before and after)."""
+        """Tune what the task tunes (the temperature; per-label temperatures and thresholds; conformal intervals)
+        on labeled held-out data (not the test set) and record it in the manifest; `save` to keep it; a
+        temperature is kept only when it passes cross-validated acceptance on `data` (see
+        `ClassificationHead.calibrate`). Returns the calibration record."""
         from .embeddings import drop_failures
 
         embeddings, failures = compute_embeddings(self.backbone, data.items, desc="calibrating",
                                                   model=self._inference_model())
         keep = drop_failures(data, failures, strict=False)
         record = self.classifier.head.calibrate(embeddings[keep], np.asarray(data.labels)[keep])
+        head = self.classifier.head.config
         self.manifest = self.manifest.model_copy(update={
-            "head": self.manifest.head.model_copy(update={"temperature": record["temperature"]}),
+            "head": self.manifest.head.model_copy(update={"temperature": head["temperature"],
+                                                          "task_params": head["task_params"]}),
             "calibration": record})
         if self.item_digests is not None:  # calibrated on: never scored by `evaluate` as held out
             self.item_digests = self.item_digests.with_fitted(self.modality, data.items)

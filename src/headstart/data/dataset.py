@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from ..tasks import Task, make_task
+
 Modality = str  # a name registered in headstart.modalities: "image", "text", "audio"
 
 
 @dataclass
 class Dataset:
-    """Items with integer labels indexing `classes`; what an item is (a path, an array, a string) is up to its modality."""
+    """Items with their labels; what an item is (a path, an array, a string) is up to its modality, what a label is
+up to the `task`: an integer indexing `classes` (classification), a 0/1 row over `classes` (the label names,
+multilabel), a row of numbers (`classes` are then the targets' names, regression)."""
 
     modality: Modality
     items: Sequence
@@ -24,9 +28,10 @@ class Dataset:
     # Where the items came from, in words, for the split plan `fit` logs: "hymenoptera/val", "hymenoptera/train
     # (a stratified 20% cut, seed 0)". Set by `load_data` and `make_splits`; empty for data built in memory.
     origin: str = ""
+    task: Task = field(default_factory=make_task)
 
     def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.labels = self.task.as_labels(self.labels, len(self.classes))
         if len(self.items) != len(self.labels):
             raise ValueError(f"{len(self.items)} items but {len(self.labels)} labels")
 
@@ -54,9 +59,9 @@ class Dataset:
         return replace(self, items=items, labels=np.concatenate([self.labels, other.labels]),
                        name=name or self.name, skipped=[])
 
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts)}
+    def class_counts(self) -> dict[str, int] | None:
+        """Items per class (per label, for multi-label data); None for regression targets."""
+        return self.task.counts(self.labels, self.classes)
 
 
 @dataclass
@@ -83,6 +88,10 @@ class Splits:
     @property
     def modality(self) -> Modality:
         return self.train.modality
+
+    @property
+    def task(self) -> Task:
+        return self.train.task
 
     def summary(self) -> dict[str, int]:
         return {k: len(v) for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v}

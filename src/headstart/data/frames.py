@@ -6,23 +6,28 @@ as a folder of those files would be). Rows go through the same checks as a table
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..errors import DataError
-from ..modalities import Modality, ensure_same_modality, modality_of_file
+from ..modalities import ensure_same_modality
+from ..tasks import Task, make_task
 from .dataset import Dataset
-from .tables import LABEL_COLUMNS, TABLE_MODALITY, TEXT_COLUMNS, column_texts, labeled_rows, pick_column
+from .tables import (
+    ITEM_COLUMNS,
+    LABEL_COLUMNS,
+    TABLE_MODALITY,
+    column_texts,
+    file_paths,
+    item_modality,
+    labeled_rows,
+    pick_column,
+)
 
 # What `fit`, `evaluate` and `load_data` take besides paths: a DataFrame, {column: values}, or (items, labels).
 InMemoryData = pd.DataFrame | Mapping[str, Sequence] | tuple[Sequence, Sequence]
 
-# Columns that usually hold file paths, looked for after the text columns' names.
-FILE_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "image", "image_path", "image_file", "img",
-                "audio", "audio_path", "audio_file")
-ITEM_COLUMNS = TEXT_COLUMNS + FILE_COLUMNS
 PAIR_COLUMNS = ("item", "label")  # the columns an (items, labels) pair becomes
 
 
@@ -51,33 +56,6 @@ def _as_frame(source: InMemoryData) -> tuple[pd.DataFrame, str, str, tuple[str, 
     return frame, "the (items, labels) lists", "lists", PAIR_COLUMNS
 
 
-def item_modality(values: Sequence[str], where: str, column: str) -> Modality | None:
-    """The modality whose files the values name (all of them, with its extensions), or None for texts. A column
-    where most values look like files of one modality but some do not is an error naming one that does not."""
-    if not values:
-        return None
-    found = [modality_of_file(Path(v)) for v in values]
-    named = [m for m in found if m is not None]
-    if len(named) < len(values) / 2:
-        return None
-    first = named[0]
-    odd = next((v for v, m in zip(values, found) if m is not first), None)
-    if odd is not None:
-        raise DataError(f"{where}: column '{column}' holds {first.noun} file paths but also '{odd}', which is not "
-                        f"one ({', '.join(sorted(first.file_extensions))}): fix or drop that row")
-    return first
-
-
-def _paths(values: Sequence[str], modality: Modality, where: str, column: str) -> list[Path]:
-    """The values as paths; files that do not exist are an error (a wrong folder, relative to another place)."""
-    paths = [Path(v).expanduser() for v in values]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"{where}: {len(missing)} of {len(paths)} {modality.noun} paths in column '{column}' are not "
-                        f"files, e.g. {missing[0]} (relative paths are read from {Path.cwd()})")
-    return paths
-
-
 def _whole_number_labels(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """Integer labels that pandas holds as floats because some are missing (1.0, NaN) back to integers, so that
     the classes are '1', not '1.0' (a table file keeps what was written; a DataFrame column has no such text)."""
@@ -90,7 +68,8 @@ def _whole_number_labels(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def read_in_memory(source: InMemoryData, text_column: str | None = None, label_column: str | None = None,
-                   classes: Sequence[str] | None = None, modality: str | None = None) -> Dataset:
+                   classes: Sequence[str] | None = None, modality: str | None = None, task: Task | None = None
+                   ) -> Dataset:
     """A Dataset from a DataFrame, a mapping of columns or an (items, labels) pair.
 
     The item and label columns are found by name as in a table file (`text`, `sentence`, ... then `path`,
@@ -101,15 +80,18 @@ def read_in_memory(source: InMemoryData, text_column: str | None = None, label_c
     frame, where, name, pair = _as_frame(source)
     item_col = pick_column(frame, pair[0] if pair else text_column, ITEM_COLUMNS, "text or file", where,
                            "text_column=")
-    label_col = pick_column(frame, pair[1] if pair else label_column, LABEL_COLUMNS, "label", where, "label_column=")
-    frame = _whole_number_labels(frame, label_col)
-    values, labels, classes = labeled_rows(frame, where, item_col, label_col, classes)
+    task = task or make_task()
+    label_col = None if task.label_columns() else pick_column(frame, pair[1] if pair else label_column,
+                                                               LABEL_COLUMNS, "label", where, "label_column=")
+    if label_col is not None:
+        frame = _whole_number_labels(frame, label_col)
+    values, labels, classes = labeled_rows(frame, where, item_col, label_col, classes, task)
     files = item_modality(values, where, item_col)
     found = files.name if files is not None else TABLE_MODALITY
     if modality is not None:
         ensure_same_modality(modality, found, "this model", "the data are")
-    items = _paths(values, files, where, item_col) if files is not None else values
-    return Dataset(found, items, labels, classes, name=name)
+    items = file_paths(values, files, where, item_col) if files is not None else values
+    return Dataset(found, items, labels, classes, name=name, task=task)
 
 
 def prediction_items(data: Any, modality: str, column: str | None = None) -> tuple[Sequence, pd.Index | None]:
@@ -133,5 +115,5 @@ def prediction_items(data: Any, modality: str, column: str | None = None) -> tup
     files = item_modality(values, where, name)
     ensure_same_modality(modality, files.name if files is not None else TABLE_MODALITY, "this model",
                          f"the values of '{name}' are")
-    items = _paths(values, files, where, name) if files is not None else values
+    items = file_paths(values, files, where, name) if files is not None else values
     return items, data.index

@@ -6,17 +6,19 @@ import logging
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ..errors import DataError, SettingsError
 from ..modalities import ensure_same_modality
+from ..tasks import Task
 from .builtins import BUILTINS
 from .dataset import Dataset, Splits
 from .folders import class_folders, read_class_folders
 from .frames import InMemoryData, is_in_memory, read_in_memory
-from .tables import TABLE_EXTENSIONS, TABLE_MODALITY, is_table_file, read_text_table
+from .tables import TABLE_EXTENSIONS, is_table_file, read_text_table
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +31,29 @@ def _explicit_split_paths(root: Path) -> dict[str, Path]:
     for child in sorted(root.iterdir()):
         stem = child.stem.lower() if child.is_file() else child.name.lower()
         split = SPLIT_NAMES.get(stem)
-        if split is None or split in found:
+        if split is None or (split in found and not (found[split].is_dir() and is_table_file(child))):
             continue
-        if child.is_dir() or (child.is_file() and child.suffix.lower() in TABLE_EXTENSIONS):
+        if child.is_dir() or is_table_file(child):  # a table wins over a folder of its name (train.csv, train/)
             found[split] = child
     return found if "train" in found else {}
 
 
 def _read_one(path: Path, classes: list[str] | None, text_column: str | None, label_column: str | None,
-              modality: str | None = None) -> Dataset:
+              modality: str | None = None, task: Task | None = None) -> Dataset:
     if path.is_dir():
+        _one_class_per_item(task, path)
         return read_class_folders(path, classes, modality)
-    _expect(modality, TABLE_MODALITY)
-    return read_text_table(path, text_column, label_column, classes)
+    data = read_text_table(path, text_column, label_column, classes, task)
+    _expect(modality, data.modality)
+    return data
+
+
+def _one_class_per_item(task: Task | None, where: Any) -> None:
+    """Class folders (and the built-in data sets) give one class per item: other tasks need a table."""
+    if task is not None and task.name != "classification":
+        raise DataError(f"{where} gives one class per item (class folders), but --task {task.name} needs the "
+                        "labels in a table: a CSV with an item column (texts, or image/audio file paths) and "
+                        f"{'target columns' if task.label_columns() is not None else 'a label column'}")
 
 
 def _expect(modality: str | None, found: str) -> None:
@@ -50,17 +62,19 @@ def _expect(modality: str | None, found: str) -> None:
 
 
 def load_data(source: str | Path | InMemoryData, text_column: str | None = None, label_column: str | None = None,
-              classes: list[str] | None = None, modality: str | None = None) -> Splits:
+              classes: list[str] | None = None, modality: str | None = None, task: Task | None = None) -> Splits:
     """Read a data set as given, with only the splits it defines itself (val/test may be None).
 
     `source`: a folder, a table file, a built-in name, or data in memory (a DataFrame, a dict of columns, an
     `(items, labels)` pair; see `frames.read_in_memory`). With `classes` (e.g. a trained model's), labels are
     mapped onto them and unknown labels are an error; with `modality`, data of another modality are an error.
+    `task` (classification by default) says how labels are read (multi-label cells, regression targets).
     """
     if is_in_memory(source):
-        return Splits(read_in_memory(source, text_column, label_column, classes, modality), None, None)
+        return Splits(read_in_memory(source, text_column, label_column, classes, modality, task), None, None)
     name = str(source)
     if name in BUILTINS:
+        _one_class_per_item(task, f"the built-in data set {name}")
         splits = BUILTINS[name]()
         _expect(modality, splits.modality)
         if splits.val is None and splits.test is None:
@@ -72,13 +86,14 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
         hint = f" or a built-in data set ({', '.join(BUILTINS)})"
         raise DataError(f"data not found: {path} does not exist (give a folder of class sub-folders, a table{hint})")
     if is_table_file(path):
-        return Splits(replace(_read_one(path, classes, text_column, label_column, modality), origin=name), None, None)
+        return Splits(replace(_read_one(path, classes, text_column, label_column, modality, task), origin=name), None,
+                      None)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
     explicit = _explicit_split_paths(path)
     if explicit:
-        train = _read_one(explicit["train"], classes, text_column, label_column, modality)
-        parts = {k: _read_one(p, train.classes, text_column, label_column, modality)
+        train = _read_one(explicit["train"], classes, text_column, label_column, modality, task)
+        parts = {k: _read_one(p, train.classes, text_column, label_column, modality, task)
                  for k, p in explicit.items() if k != "train"}
         parts["train"] = train
         parts = {k: replace(part, origin=str(Path(name) / explicit[k].name)) for k, part in parts.items()}
@@ -88,11 +103,13 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
         if tables:
             raise DataError(f"{path} holds tables ({', '.join(tables)}) but no train file: name one train.csv "
                             "or point at the table itself")
+    _one_class_per_item(task, path)
     return Splits(replace(read_class_folders(path, classes, modality), origin=name), None, None)
 
 
 def read_test_data(source: str | Path | Dataset, classes: list[str], modality: str,
-                   text_column: str | None = None, label_column: str | None = None) -> Dataset:
+                   text_column: str | None = None, label_column: str | None = None, task: Task | None = None
+                   ) -> Dataset:
     """A labeled held-out set given apart from the training data (`fit --test`): its own test split when it
     defines one, else all of it, labeled with the training `classes` (a class they lack is an error)."""
     if isinstance(source, Dataset):
@@ -102,7 +119,7 @@ def read_test_data(source: str | Path | Dataset, classes: list[str], modality: s
         test = source
     else:
         try:
-            splits = load_data(source, text_column, label_column, classes=classes, modality=modality)
+            splits = load_data(source, text_column, label_column, classes=classes, modality=modality, task=task)
         except DataError as e:
             raise DataError(f"test data {source}: {e}") from None
         test = splits.test or splits.train
@@ -110,11 +127,13 @@ def read_test_data(source: str | Path | Dataset, classes: list[str], modality: s
 
 
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split keeping class proportions; a held-out part gets at least one example per class."""
+    """Seeded split keeping the proportions of the task's groups (classes; each item's rarest label; quintiles of a
+    target); a held-out part gets at least one example per group."""
     idx = np.arange(len(data))
-    counts = np.bincount(data.labels)
-    n_classes = int((counts > 0).sum())
-    stratify = data.labels if counts[counts > 0].min() >= 2 else None
+    groups = data.task.stratify(data.labels)
+    counts = np.unique(groups, return_counts=True)[1] if groups is not None else np.zeros(0, np.int64)
+    n_classes = len(counts)
+    stratify = groups if groups is not None and counts.min() >= 2 else None
     held = math.ceil(size * len(data)) if isinstance(size, float) else int(size)
     if stratify is not None:
         held = max(held, n_classes)
@@ -154,6 +173,9 @@ def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | 
     With `labels_per_class=N` the training split keeps N examples per class and validation at most N per class;
     the test split is left whole so that results stay comparable across N.
     """
+    if labels_per_class is not None and splits.task.name != "classification":
+        raise SettingsError(f"labels_per_class (--labels-per-class) applies to classification, not to --task "
+                            f"{splits.task.name}: give a smaller table instead")
     if labels_per_class is not None and (isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int)
                                          or labels_per_class < 1):
         raise SettingsError(f"labels_per_class (--labels-per-class) must be a whole number >= 1, got {labels_per_class!r}")

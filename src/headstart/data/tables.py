@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..modalities import Modality, modality_of_file
+from ..tasks import Task, make_task
 from .dataset import Dataset
 
 log = logging.getLogger("headstart")
@@ -21,7 +23,11 @@ TABLE_MODALITY = "text"  # what a table's rows hold
 TABLE_EXTENSIONS = {".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq"}
 TEXT_COLUMNS = ("text", "sentence", "sentence1", "review", "content", "utterance", "query", "question",
                 "document", "body", "comment", "tweet", "message", "input")
+# Columns that usually hold file paths, looked for after the text columns' names.
+FILE_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "image", "image_path", "image_file", "img",
+                "audio", "audio_path", "audio_file")
 LABEL_COLUMNS = ("label", "labels", "category", "class", "target", "intent", "sentiment", "y", "coarse_label")
+ITEM_COLUMNS = TEXT_COLUMNS + FILE_COLUMNS
 
 
 def is_table_file(path: Path) -> bool:
@@ -124,100 +130,87 @@ def find_columns(df: pd.DataFrame, path: str | Path, text_column: str | None = N
     return text, label
 
 
-def _sorted_classes(values: Sequence[str]) -> list[str]:
-    """Numeric-looking labels in numeric order (2 before 10), others alphabetically; never merged."""
-    uniques = sorted(set(values))
-    try:
-        return sorted(uniques, key=lambda v: (float(v), v))
-    except ValueError:
-        return uniques
-
-
-CONTINUOUS_DISTINCT = 20  # more distinct non-integer numbers than this: a measurement, not a set of classes
-CONTINUOUS_MIN_DISTINCT = 10  # ... or at least this many, when they are most of the rows
-
-
-def _number(value: str) -> float | None:
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def looks_continuous(labels: Sequence[str]) -> bool:
-    """Whether labels look like a regression target: all numbers, some with a fraction, and many distinct ones
-    (more than CONTINUOUS_DISTINCT, or at least CONTINUOUS_MIN_DISTINCT that are most of the rows).
-
-    Hand-written because no library draws this line. Whole numbers never count: 0/1/2, star ratings or
-    CIFAR-100's 100 class ids are classes, and "1.0" or "4.5" in a handful of values are class names too.
-    """
-    distinct = set(labels)
-    if len(distinct) < CONTINUOUS_MIN_DISTINCT:
-        return False
-    numbers = [_number(v) for v in distinct]
-    if any(n is None for n in numbers) or all(float(n).is_integer() for n in numbers):
-        return False
-    return len(distinct) > CONTINUOUS_DISTINCT or len(distinct) > len(labels) / 2
-
-
-def refuse_continuous_labels(labels: Sequence[str], path: str | Path, column: str) -> None:
-    """A one-line DataError when the label column holds continuous numbers: trained as classes, each value is a
-    class of one or two rows, and training fails later with a message about empty classes that misleads."""
-    if not looks_continuous(labels):
-        return
-    distinct = list(dict.fromkeys(labels))  # in the order of the file
-    numbers = [float(v) for v in distinct]
-    raise DataError(
-        f"{path}: label column '{column}' holds {len(distinct)} distinct numbers (e.g. {', '.join(distinct[:3])}, "
-        f"...; from {min(numbers):g} to {max(numbers):g}): it looks like a regression target, and headstart "
-        "classifies labels (regression is not supported yet): bin the values into a few classes (e.g. low, "
-        "medium, high) in a new column, or name the column of class labels with --label-column")
-
-
-def labeled_rows(df: pd.DataFrame, where: str | Path, item_column: str, label_column: str,
-                 classes: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, list[str]]:
-    """(items as text, label indices, classes) of a table's labeled rows: what a labeled table file and an
-    in-memory DataFrame share. With `classes`, labels must be among them (for val/test data).
+def labeled_rows(df: pd.DataFrame, where: str | Path, item_column: str, label_column: str | None,
+                 classes: Sequence[str] | None = None, task: Task | None = None
+                 ) -> tuple[list[str], np.ndarray, list[str]]:
+    """(items as text, labels, classes) of a table's labeled rows: what a labeled table file and an in-memory
+    DataFrame share. The `task` (classification by default) says which columns hold the labels (`label_column`, or
+    one found by name, or the regression targets) and encodes them; with `classes` (a trained model's), labels
+    must be among them (for val/test data).
 
     Labels are read as strings exactly as written. Rows with an empty item or a missing label are dropped with
     a warning that counts them.
     """
+    task = task or make_task()
     if len(df) == 0:
         raise DataError(f"{where} has no rows")
+    columns = task.label_columns() or [pick_column(df, label_column, LABEL_COLUMNS, "label", where, "--label-column")]
+    for column in columns:
+        pick_column(df, column, (), "target", where, "--target")  # a missing column: the error lists the columns
     texts = column_texts(df, item_column, where, "text")
-    labels = column_texts(df, label_column, where, "label")
-    keep = [i for i, (t, y) in enumerate(zip(texts, labels)) if t is not None and t.strip() and y is not None]
-    no_text = sum(1 for t in texts if t is None or not t.strip())
-    no_label = sum(1 for t, y in zip(texts, labels) if t is not None and t.strip() and y is None)
+    cells = list(zip(*(column_texts(df, c, where, "label") for c in columns)))
+    has_text = [t is not None and bool(t.strip()) for t in texts]
+    keep = [i for i, (ok, row) in enumerate(zip(has_text, cells)) if ok and all(v is not None for v in row)]
+    no_text = has_text.count(False)
+    no_label = sum(1 for ok, row in zip(has_text, cells) if ok and any(v is None for v in row))
     if no_text or no_label:
         log.warning("%s: %d row(s) without text and %d without a label left out (%d of %d rows kept)",
                     Path(where).name if isinstance(where, Path) else where, no_text, no_label, len(keep), len(texts))
-    texts, label_names = [texts[i] for i in keep], [labels[i] for i in keep]
-    if not texts:
+    if not keep:
         raise DataError(f"{where} has no row with both a text and a label")
-    if classes is None:
-        refuse_continuous_labels(label_names, where, label_column)
-        classes = _sorted_classes(label_names)
-        if len(classes) < 2:
-            raise DataError(f"{where} column '{label_column}' has only one class ({classes[0]}): a classifier needs "
-                            "at least two")
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted(set(label_names) - set(index))
-    if unknown:
-        raise DataError(f"{where} has labels not seen in training: {', '.join(unknown[:10])}")
-    return texts, np.array([index[v] for v in label_names], dtype=np.int64), list(classes)
+    labels, classes = task.encode([cells[i] for i in keep], where, columns, classes)
+    return [texts[i] for i in keep], labels, classes
 
 
 def read_text_table(path: Path, text_column: str | None = None, label_column: str | None = None,
-                    classes: Sequence[str] | None = None) -> Dataset:
-    """Read a labeled text table; with `classes`, labels must be among them (for val/test files)."""
+                    classes: Sequence[str] | None = None, task: Task | None = None) -> Dataset:
+    """Read a labeled table; with `classes`, labels must be among them (for val/test files). Its items are texts,
+    or paths of image or audio files (then the data are of that modality), read relative to the table's folder or
+    to the folder named like the table (train.csv -> train/)."""
     df = read_table(path)
     if len(df) == 0:
         raise DataError(f"{path} has no rows")
-    text_col, label_col = find_columns(df, path, text_column, label_column)
-    texts, labels, classes = labeled_rows(df, path, text_col, label_col, classes)
-    return Dataset(TABLE_MODALITY, texts, labels, classes, name=path.stem)
+    item_col = pick_column(df, text_column, ITEM_COLUMNS, "text or file", path, "--text-column")
+    values, labels, classes = labeled_rows(df, path, item_col, label_column, classes, task)
+    files = item_modality(values, path, item_col)
+    if files is None:
+        return Dataset(TABLE_MODALITY, values, labels, classes, name=path.stem, task=task or make_task())
+    items = file_paths(values, files, path, item_col, bases=(path.parent, path.parent / path.stem))
+    return Dataset(files.name, items, labels, classes, name=path.stem, task=task or make_task())
+
+
+def item_modality(values: Sequence[str], where: Any, column: str) -> Modality | None:
+    """The modality whose files the values name (all of them, with its extensions), or None for texts. A column
+    where most values look like files of one modality but some do not is an error naming one that does not."""
+    if not values:
+        return None
+    found = [modality_of_file(Path(v)) for v in values]
+    named = [m for m in found if m is not None]
+    if len(named) < len(values) / 2:
+        return None
+    first = named[0]
+    odd = next((v for v, m in zip(values, found) if m is not first), None)
+    if odd is not None:
+        raise DataError(f"{where}: column '{column}' holds {first.noun} file paths but also '{odd}', which is not "
+                        f"one ({', '.join(sorted(first.file_extensions))}): fix or drop that row")
+    return first
+
+
+def file_paths(values: Sequence[str], modality: Modality, where: Any, column: str,
+               bases: Sequence[Path] = ()) -> list[Path]:
+    """The values as paths: absolute, or relative to the first of `bases` (else the working directory) where
+    the files are. Files that do not exist are an error (a wrong folder, relative to another place)."""
+    paths = [Path(v).expanduser() for v in values]
+    relative = [p for p in paths if not p.is_absolute()]
+    base = next((b for b in bases if relative and all((b / p).is_file() for p in relative[:20])), None)
+    if base is not None:
+        paths = [p if p.is_absolute() else base / p for p in paths]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        searched = ", ".join(str(b) for b in bases) or str(Path.cwd())
+        raise DataError(f"{where}: {len(missing)} of {len(paths)} {modality.noun} paths in column '{column}' are not "
+                        f"files, e.g. {missing[0]} (relative paths are read from {searched})")
+    return paths
 
 
 def read_text_column(path: Path, text_column: str | None = None) -> list[str]:

@@ -98,14 +98,15 @@ def _warn_if_few_test_items(quant: dict[str, Any]) -> None:
 
 def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
     reference = parity.torch_probabilities(model, inputs)
+    allowed = parity.MAX_ABS_DIFF * model.task.score_scale(model.task_params)  # scores in the targets' units
     result = {"items": len(reference), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
               "reference_precision": parity.REFERENCE_PRECISION,
-              **parity.compare(reference, parity.graph_probabilities(graph, inputs.feeds)),
-              "max_abs_diff_allowed": parity.MAX_ABS_DIFF}
-    if not (result["max_abs_diff"] <= parity.MAX_ABS_DIFF and result["top1_agreement"] == 1.0):
+              **parity.compare(model, reference, parity.graph_probabilities(graph, inputs.feeds)),
+              "max_abs_diff_allowed": allowed}
+    if not (result["max_abs_diff"] <= allowed and result["top1_agreement"] == 1.0):
         raise HeadstartError(
             f"the exported graph does not predict what the model does on {result['items']} {source} items: max "
-            f"probability difference {result['max_abs_diff']:.2g} (allowed {parity.MAX_ABS_DIFF:g}), top-1 agreement "
+            f"score difference {result['max_abs_diff']:.2g} (allowed {allowed:g}), agreement of the predictions "
             f"{result['top1_agreement']:.2%} (100% required); no graph was written")
     return result
 
@@ -119,7 +120,8 @@ def _reusable_fp32_graph(model_dir: Path, model: TrainedModel) -> tuple[Path, st
         described = read_sidecar(graph)
     except HeadstartError:
         return None
-    if described.precision != "fp32" or described.classes != model.classes:
+    if (described.precision != "fp32" or described.classes != model.classes
+            or (described.task, described.task_params) != (model.task_name, model.classifier.head.config["task_params"])):
         return None
     return graph, str(described.parity.get("exporter", "dynamo"))
 
@@ -152,9 +154,9 @@ def _int8(model: TrainedModel, fp32: Path, int8: Path, splits, force: bool, max_
     record = quantize_graph(fp32, int8, model.backbone.int8_method, calibration)
     test = sample(splits.test or splits.val, ACCURACY_ITEMS, seed=1)
     inputs = parity.prepare(model, test)
-    fp32_acc = parity.accuracy(parity.graph_probabilities(fp32, inputs.feeds), inputs.labels)
+    fp32_acc = parity.headline(model, parity.graph_probabilities(fp32, inputs.feeds), inputs.labels)
     int8_probs = parity.graph_probabilities(int8, inputs.feeds)
-    int8_acc = parity.accuracy(int8_probs, inputs.labels)
+    int8_acc = parity.headline(model, int8_probs, inputs.labels)
     drop = round(100 * (fp32_acc - int8_acc), 2)
     record |= {"test_items": len(inputs.labels), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
                "drop_points": drop, "max_drop_points": max_drop, "forced": False,
@@ -212,6 +214,7 @@ def _publish(model: TrainedModel, built: Path, target: Path, exporter: str, resu
         graph=target.name, modality=model.modality, classes=model.classes, backbone_name=model.manifest.backbone_name,
         inputs=list(backbone.onnx_dynamic_axes()), preprocessing=backbone.onnx_preprocessing(),
         precision="int8" if quant else "fp32", parity={**result, "exporter": exporter}, quantization=quant,
+        task=model.task_name, task_params=model.classifier.head.config["task_params"],
         metrics={k: v for k, v in model.metrics.items() if isinstance(v, (int, float, str))},
         versions=installed_versions("headstart", "torch", "onnx", "onnxruntime", "onnxscript"),
         exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -1,4 +1,4 @@
-"""The whole classifier as one ONNX graph: named inputs -> backbone -> head -> softmax probabilities."""
+"""The whole model as one ONNX graph: named inputs -> backbone -> head -> the task's scores (probabilities)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,10 @@ OPSET = 18
 
 
 class ProbabilityGraph(nn.Module):
-    """What the exported graph computes: the inference copy of the backbone (BatchNorm folded), the head and a
-    softmax, taking the backbone's named inputs as separate tensors."""
+    """What the exported graph computes: the inference copy of the backbone (BatchNorm folded), the head and the
+    task's scores (softmax probabilities, per-label sigmoids, values in the targets' units), taking the
+    backbone's named inputs as separate tensors. The output keeps the name `probabilities` for every task, so
+    that graphs stay interchangeable for the runtimes; the sidecar names the task."""
 
     def __init__(self, model: TrainedModel):
         super().__init__()
@@ -32,7 +34,7 @@ class ProbabilityGraph(nn.Module):
         self._to_batch = model.backbone.onnx_batch  # a bound method, not a sub-module: no weights twice
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.head(self.net(self._to_batch(*tensors)).float()), dim=1)
+        return self.head.scores(self.net(self._to_batch(*tensors)).float())
 
 
 def _dynamic_shapes(dynamic_axes: dict[str, dict[int, str]], names: list[str]) -> tuple:

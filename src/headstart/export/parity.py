@@ -45,14 +45,14 @@ def prepare(model: TrainedModel, data: Dataset) -> Inputs:
         named = {k: v[keep] for k, v in model.backbone.onnx_inputs(batch).items()}
         batches.append((model.backbone.onnx_batch(*named.values()), {k: v.cpu().numpy() for k, v in named.items()}))
         labels.append(np.asarray(data.labels)[np.asarray(idx)[keep]])
-    return Inputs(batches, np.concatenate(labels) if labels else np.zeros(0, np.int64), skipped)
+    return Inputs(batches, np.concatenate(labels) if labels else data.labels[:0], skipped)
 
 
 @torch.inference_mode()
 def torch_probabilities(model: TrainedModel, inputs: Inputs) -> np.ndarray:
     """PyTorch fp32 eager (no folding, no autocast): the reference the graph must match."""
     model.classifier.eval()
-    rows = [torch.softmax(model.classifier(batch).float(), dim=1).numpy() for batch, _ in inputs.batches]
+    rows = [model.classifier.scores(batch).float().numpy() for batch, _ in inputs.batches]
     return np.concatenate(rows) if rows else np.zeros((0, len(model.classes)), np.float32)
 
 
@@ -67,13 +67,20 @@ def graph_probabilities(graph: Path, feeds: Sequence[dict[str, np.ndarray]]) -> 
     return np.concatenate([s.run(["probabilities"], f)[0] for f in feeds])
 
 
-def compare(reference: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """Max absolute probability difference and top-1 agreement of two (items x classes) arrays."""
+def compare(model: TrainedModel, reference: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Max absolute difference of two (items x outputs) score arrays and how often the model's decisions from them
+    agree (`top1_agreement`: the same class; the same label set; values within MAX_ABS_DIFF of the targets'
+    scale, for regression)."""
     if len(reference) == 0:
         return {"max_abs_diff": 0.0, "top1_agreement": 1.0}
     return {"max_abs_diff": float(np.abs(reference - got).max()),
-            "top1_agreement": float((reference.argmax(1) == got.argmax(1)).mean())}
+            "top1_agreement": model.task.agreement(reference, got, model.classes, model.task_params)}
 
 
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+def headline(model: TrainedModel, scores: np.ndarray, labels: np.ndarray) -> float:
+    """The task's first headline metric (accuracy, macro-F1, R²) of `scores` on `labels`, where the int8
+    graph's change is measured."""
+    if not len(labels):
+        return float("nan")
+    task = model.task
+    return float(task.metrics(labels, scores, model.classes, model.task_params)[task.headline[0]])

@@ -143,6 +143,14 @@ class OnnxClassifier:
         self.codec.check_graph(graph_inputs)
 
     @property
+    def task_name(self) -> str:
+        return self.manifest.task
+
+    @property
+    def task_params(self) -> dict[str, Any]:
+        return self.manifest.task_params
+
+    @property
     def runtime(self) -> str:
         return f"{self.engine.name} ({self.manifest.precision})"
 
@@ -189,8 +197,14 @@ class OnnxClassifier:
             raise DataError(f"{len(failures)} unreadable input(s), e.g. {items[i]} ({reason})")
         return probs
 
-    def predict(self, items: Sequence) -> list[str]:
-        return [self.classes[i] for i in self.predict_proba(items).argmax(1)]
+    def predict(self, items: Sequence) -> list[Any]:
+        """The prediction of each item, as `TrainedModel.predict` gives it (a class; a list of labels; {target:
+        value})."""
+        from .records import prediction_record
+
+        records = [prediction_record(row, self.classes, 1, self.task_name, self.task_params)
+                   for row in self.predict_proba(items)]
+        return [r.get("label", r.get("labels", r.get("values"))) for r in records]
 
 
 def _positional(items: Sequence) -> list:

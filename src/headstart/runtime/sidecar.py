@@ -22,12 +22,16 @@ class OnnxManifest(BaseModel):
     format_version: int = ONNX_SCHEMA_VERSION
     graph: str  # file name of the graph, beside this file
     modality: str
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(min_length=1)  # classes, labels or targets: one per output
     backbone_name: str
     inputs: list[str]
     output: str = "probabilities"
     preprocessing: dict[str, Any]
     precision: Literal["fp32", "int8"] = "fp32"
+    # What the graph's output is (headstart.tasks) and what the decisions use: the head's tuned parameters
+    # (thresholds per label, the intervals' half widths); classification in older graphs.
+    task: str = "classification"
+    task_params: dict[str, Any] = {}
     parity: dict[str, Any] = {}
     quantization: dict[str, Any] | None = None
     metrics: dict[str, Any] = {}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -297,10 +296,12 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
         except ItemRejected as e:
             where = f"files[{e.index}]" if ctype == MULTIPART else f"inputs[{e.index}]"
             raise RequestError(422, f"{where}: the model cannot take this item ({_short(e.reason)})") from None
-        return {"predictions": _records(probs, dict(failures), predictor.classes)}
+        return {"predictions": _records(probs, dict(failures), predictor)}
 
     return app
 
 
-def _records(probs, failures: dict[int, str], classes: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"error": failures[i]} if i in failures else prediction_record(row, classes) for i, row in enumerate(probs)]
+def _records(probs, failures: dict[int, str], predictor: Predictor) -> list[dict[str, Any]]:
+    task, params = predictor.task_name, predictor.task_params
+    return [{"error": failures[i]} if i in failures else prediction_record(row, predictor.classes, 3, task, params)
+            for i, row in enumerate(probs)]

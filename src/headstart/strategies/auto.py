@@ -35,8 +35,8 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
+from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from .base import Strategy, TrainingRun, check_choice, register_strategy, strategy_class
-from .class_weights import CLASS_WEIGHT_CHOICES
 
 log = logging.getLogger("headstart")
 

@@ -25,6 +25,7 @@ from ..embedding_cache import EmbeddingCache
 from ..embeddings import embed_dataset, without_unreadable
 from ..errors import DataError, SettingsError
 from ..heads import Classifier
+from ..tasks import Task
 
 
 def option(name: str) -> str:
@@ -93,10 +94,12 @@ class TrainingRun:
         self.val = without_unreadable(self.val, self.strict)
         self.check_classes_usable()
 
+    @property
+    def task(self) -> Task:
+        return self.train.task
+
     def check_classes_usable(self) -> None:
-        empty = [c for c, n in self.train.class_counts().items() if n == 0]
-        if empty:
-            raise DataError(f"class(es) {', '.join(empty)} have no usable training examples: add readable files")
+        self.task.check_trainable(self.train.labels, self.classes, self.train.name)
         if len(self.val) == 0:
             raise DataError(f"the validation split ({self.val.name}) has no readable items: add readable files or "
                             "give a larger --val-size")
@@ -108,6 +111,7 @@ class Strategy(ABC):
     name: ClassVar[str]
     needs_run_dir: ClassVar[bool] = False  # writes checkpoints, so `fit` needs `out`
     freezes_backbone: ClassVar[bool] = True  # test embeddings of an unchanged backbone may come from the cache
+    tasks: ClassVar[tuple[str, ...] | None] = None  # the tasks it trains (None: every task)
 
     @abstractmethod
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
@@ -139,6 +143,14 @@ def strategy_class(name: str) -> type[Strategy]:
         raise SettingsError(f"unknown strategy '{name}'{hint}: use one of {', '.join(STRATEGIES)} (a plug-in strategy is "
                             "known once the module that registers it is imported)")
     return STRATEGIES[name]
+
+
+def check_task(plan: Strategy, task: Task) -> None:
+    """A strategy that trains only some tasks refuses the others with the ones it trains and what to use."""
+    if plan.tasks is not None and task.name not in plan.tasks:
+        others = [n for n, c in STRATEGIES.items() if c.tasks is None]
+        raise SettingsError(f"--strategy {plan.name} trains {' and '.join(plan.tasks)} only, not --task {task.name} "
+                            f"(not supported yet): use --strategy {' or '.join(others[:3])}")
 
 
 def make_strategy(strategy: str | Strategy, settings: dict[str, Any]) -> Strategy:

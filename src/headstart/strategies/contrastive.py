@@ -46,8 +46,8 @@ from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
 from ..progress import progress_bar
+from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
-from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 
 
 @register_strategy

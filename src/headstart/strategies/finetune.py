@@ -17,8 +17,8 @@ from typing import Any
 
 from ..backbones.base import Backbone
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
-from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from .probe import Probe, train_head
 
 log = logging.getLogger("headstart")
@@ -78,28 +78,30 @@ class FineTune(Strategy):
 
         record: dict[str, Any] = {}
         baseline = before = None
+        task = run.task
         if run.backbone.is_pretrained:
             started = time.perf_counter()
             train_x, val_x = run.embed_splits()
-            weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
-            head, record["head_stage"] = train_head(train_x, run.train.labels, val_x, run.val.labels,
-                                                    len(run.classes), Probe(head=self.head), run.seed, weights)
+            weights, record["class_weight"] = task.training_weights(run.train.labels, run.classes, self.class_weight)
+            head, record["head_stage"] = train_head(train_x, run.train, val_x, run.val, Probe(head=self.head),
+                                                    run.seed, weights)
             run.timings["head_stage"] = time.perf_counter() - started
             classifier = Classifier(run.backbone, head)
-            baseline = record["head_stage"]["history"][record["head_stage"]["best_epoch"]]["val_accuracy"]
+            baseline = record["head_stage"]["history"][record["head_stage"]["best_epoch"]][task.val_metric]
             record.update(self.adapt(classifier))
             before = copy.deepcopy(classifier.state_dict())
         else:
             run.drop_unreadable()
-            weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
-            classifier = Classifier(run.backbone, ClassificationHead(run.backbone.embedding_dim, len(run.classes),
-                                                                     self.head))
+            weights, record["class_weight"] = task.training_weights(run.train.labels, run.classes, self.class_weight)
+            classifier = Classifier(run.backbone, ClassificationHead.for_task(
+                task, run.backbone.embedding_dim, run.classes, run.train.labels, self.head))
         record["finetune"] = train_end_to_end(classifier, run, self, self.learning_rate(run.backbone),
                                               self.learning_rate_ratio(run.backbone), weights)
-        tuned = record["finetune"]["best_val_accuracy"]
+        tuned = record["finetune"]["best_val_score"]
         if baseline is not None and tuned is not None and tuned < baseline:
-            log.warning("%s's best validation accuracy %.3f is below the head stage's %.3f: keeping the "
-                        "head-stage model (try a lower --lr or more data)", self.name, tuned, baseline)
+            log.warning("%s's best validation score (%s) %.3f is below the head stage's %.3f: keeping the "
+                        "head-stage model (try a lower --lr or more data)", self.name, task.val_metric, tuned,
+                        baseline)
             classifier.load_state_dict(before)
             record["finetune"]["kept"] = "head stage"
         self.finish(classifier)

@@ -1,5 +1,5 @@
 """Stage 2 of `finetune` on Lightning: the whole network, discriminative learning rates, warm-up then cosine
-decay, early stopping on validation accuracy, the best checkpoint kept, `resume` from the last one."""
+decay, early stopping on the task's validation score (accuracy, mAP, R²), the best checkpoint kept, `resume` from the last one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any, Protocol
 
 import lightning as L
 import torch
-from torch import nn
 
 from ..errors import HeadstartError
 from ..heads import Classifier
@@ -45,7 +44,7 @@ def discriminative_groups(classifier: Classifier, lr: float, lr_ratio: float, we
 
 
 class FineTuneModule(L.LightningModule):
-    """Trains a Classifier end to end; logs `val_loss` and `val_accuracy` each epoch."""
+    """Trains a Classifier end to end; logs `val_loss` and the task's validation score each epoch."""
 
     def __init__(self, classifier: Classifier, lr: float, lr_ratio: float, settings: EndToEndSettings, total_steps: int,
                  seed: int = 0, class_weight: torch.Tensor | None = None):
@@ -59,7 +58,7 @@ class FineTuneModule(L.LightningModule):
         # would be a buffer, and checkpoints (which --resume checks tensor by tensor) would change with them.
         self.class_weight = class_weight
         self.label_smoothing = settings.label_smoothing
-        self._val: list[tuple[float, float, int, int]] = []
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def _weights(self, logits: torch.Tensor) -> torch.Tensor | None:
         return None if self.class_weight is None else self.class_weight.to(logits.device, logits.dtype)
@@ -76,26 +75,25 @@ class FineTuneModule(L.LightningModule):
     def training_step(self, batch: Sequence, batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]
         logits = self.classifier(x)
-        loss = nn.functional.cross_entropy(logits, y, weight=self._weights(logits), label_smoothing=self.label_smoothing)
+        loss = self.classifier.head.loss(logits, y, self._weights(logits), self.label_smoothing)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch: Sequence, batch_idx: int) -> None:
-        x, y = batch[0], batch[1]
-        logits = self.classifier(x)
-        # The validation loss is weighted as the training loss is (the weighted mean over all batches: sums of
-        # weighted losses and of weights), so that it measures the objective being trained. Early stopping
-        # here watches validation accuracy; the loss is for the logs and learning curves.
-        weights = self._weights(logits)
-        total_weight = float(len(y)) if weights is None else weights[y].sum().item()
-        self._val.append((nn.functional.cross_entropy(logits, y, weight=weights, reduction="sum").item(),
-                          total_weight, int((logits.argmax(1) == y).sum()), len(y)))
+        self._val.append((self.classifier(batch[0]).float().cpu(), batch[1].cpu()))
 
     def on_validation_epoch_end(self) -> None:
-        loss, weight, correct, n = (sum(v) for v in zip(*self._val)) if self._val else (0.0, 1.0, 0, 1)
+        """The validation loss over all batches, weighted as the training loss is (so that it measures the
+        objective being trained), and the task's validation score (accuracy, mAP, R²), which early stopping and
+        the best checkpoint watch; the loss is for the logs and learning curves."""
+        if not self._val:
+            return
+        logits, labels = (torch.cat(v) for v in zip(*self._val))
         self._val.clear()
-        self.log("val_loss", loss / weight, prog_bar=True)
-        self.log("val_accuracy", correct / n, prog_bar=True)
+        head = self.classifier.head
+        self.log("val_loss", head.loss(logits, labels, self._weights(logits)).item(), prog_bar=True)
+        self.log(head.task.val_metric, head.task.validation_score(logits.double().numpy(), labels.numpy(),
+                                                                  head.params), prog_bar=True)
 
     def configure_optimizers(self):
         from transformers import get_cosine_schedule_with_warmup
@@ -144,7 +142,8 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
         log.info("starting afresh: the checkpoints in %s are replaced (use --resume to continue them)", ckpt_dir)
         for name in ("last.ckpt", "best.ckpt"):
             (ckpt_dir / name).unlink(missing_ok=True)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_accuracy", mode="max",
+    monitored = classifier.head.task.val_metric
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored, mode="max",
                                  save_top_k=1, enable_version_counter=False)
     # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
     # improve the monitored metric, and --resume would then repeat the epochs after the best one.
@@ -158,7 +157,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     with quiet_lightning():
         trainer = L.Trainer(
             max_epochs=settings.epochs, accelerator="auto", devices=1, precision=lightning_precision(run.precision),
-            callbacks=[checkpoint, latest, EarlyStopping("val_accuracy", mode="max", patience=settings.patience),
+            callbacks=[checkpoint, latest, EarlyStopping(monitored, mode="max", patience=settings.patience),
                        ResumeHint(run_dir), *progress],
             logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
             enable_progress_bar=show_bar, default_root_dir=run_dir,
@@ -171,6 +170,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     module.load_state_dict(state)
     classifier.cpu().eval()
     score = checkpoint.best_model_score
-    return {"best_checkpoint": str(best), "best_val_accuracy": float(score) if score is not None else None,
+    return {"best_checkpoint": str(best), "val_metric": monitored,
+            "best_val_score": float(score) if score is not None else None,
             "epochs_run": int(trainer.current_epoch), "lr": lr, "lr_ratio": lr_ratio,
             "precision": lightning_precision(run.precision), "steps": int(trainer.global_step)}

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..data.dataset import Dataset
 from ..errors import HeadstartError
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
-from .class_weights import CLASS_WEIGHT_CHOICES, class_weights
 
 MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
 
@@ -54,29 +54,28 @@ class Probe(Strategy):
             raise HeadstartError("this backbone has no pre-trained weights, so a probe would learn on random "
                                  "features: use --strategy finetune to train it from scratch")
         train_x, val_x = run.embed_splits()
-        weights, weighting = class_weights(run.train.labels, len(run.classes), self.class_weight)
-        head, record = train_head(train_x, run.train.labels, val_x, run.val.labels, len(run.classes), self, run.seed,
-                                  weights)
+        weights, weighting = run.task.training_weights(run.train.labels, run.classes, self.class_weight)
+        head, record = train_head(train_x, run.train, val_x, run.val, self, run.seed, weights)
         return Classifier(run.backbone, head), {"class_weight": weighting, "head_stage": record}
 
 
-def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, n_classes: int,
-               settings: Probe, seed: int = 0, class_weight: torch.Tensor | None = None
-               ) -> tuple[ClassificationHead, dict]:
-    """Fit a head on embeddings; returns the head at its best validation loss and the training history.
-    `class_weight`: per-class loss weights (None: unweighted), in the training loss and the validation loss alike.
+def train_head(train_x: np.ndarray, train: Dataset, val_x: np.ndarray, val: Dataset, settings: Probe, seed: int = 0,
+               class_weight: torch.Tensor | None = None) -> tuple[ClassificationHead, dict]:
+    """Fit a head for the data's task on embeddings of `train`; returns the head at its best validation loss and
+    the training history. `class_weight`: per-class loss weights (None: unweighted), in the training loss and the
+    validation loss alike.
 
     A plain loop rather than Lightning: on cached embeddings an epoch takes milliseconds, and a trainer's
     per-step overhead would dominate.
     """
     torch.manual_seed(seed)
-    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    vx, vy = torch.from_numpy(val_x), torch.from_numpy(val_y)
-    head = ClassificationHead(x.shape[1], n_classes, settings.head)
+    task = train.task
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train.labels)
+    vx, vy = torch.from_numpy(val_x), torch.from_numpy(val.labels)
+    head = ClassificationHead.for_task(task, x.shape[1], train.classes, train.labels, settings.head)
     head.standardize.fit(x)
     lr = settings.learning_rate()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weight, label_smoothing=settings.label_smoothing)
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x) / settings.batch_size)
@@ -86,7 +85,7 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
         head.train()
         for idx in torch.randperm(len(x), generator=generator).split(settings.batch_size):
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(head(x[idx]), y[idx]).backward()
+            head.loss(head(x[idx]), y[idx], class_weight, settings.label_smoothing).backward()
             optimizer.step()
         head.eval()
         with torch.no_grad():
@@ -94,9 +93,9 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
             # Weighted as the training loss is: early stopping then keeps the head that is best at the objective
             # being trained (with balanced weights, loss per class averaged over classes), not at the plain loss
             # that the majority classes dominate.
-            val_loss = nn.functional.cross_entropy(logits, vy, weight=class_weight).item()
-            val_acc = (logits.argmax(1) == vy).float().mean().item()
-        history.append({"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_acc})
+            val_loss = head.loss(logits, vy, class_weight).item()
+            val_score = task.validation_score(logits.double().numpy(), val.labels, head.params)
+        history.append({"epoch": epoch, "val_loss": val_loss, task.val_metric: val_score})
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
         elif epoch - best_epoch >= patience:
@@ -106,4 +105,5 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_
                              "backbone's training diverged?): check the backbone, or lower --lr")
     head.load_state_dict(best_state)
     head.eval()
-    return head, {"lr": lr, "best_epoch": best_epoch, "epochs_run": len(history), "history": history}
+    return head, {"lr": lr, "best_epoch": best_epoch, "epochs_run": len(history), "val_metric": task.val_metric,
+                  "history": history}
