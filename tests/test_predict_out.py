@@ -121,6 +121,38 @@ def test_an_empty_input_list_gives_an_empty_file(tmp_path):
     assert (tmp_path / "p.jsonl").read_text() == "" and pq.read_table(tmp_path / "p.parquet").num_rows == 0
 
 
+def test_memory_holds_a_chunk_of_records_not_the_whole_job(tmp_path):
+    """.jsonl and .parquet files of 20,000 and of 100,000 records, in chunks of 2,000: the process grows as much
+    for the one as for the other (holding the records would take 50 MB more for the larger job)."""
+    from ._memory import peak_growth_mb
+
+    def growth(n: int) -> float:
+        setup = f"""
+import pyarrow, pyarrow.parquet
+from pathlib import Path
+from headstart.runtime import prediction_files
+prediction_files.CHUNK_ITEMS = 2000
+pyarrow.array([{{"a": "x", "b": [{{"c": "y", "d": 1.0}}]}}])  # pyarrow's one-time start-up (some 50 MB)
+folder = Path({str(tmp_path)!r}) / "{n}"
+items = [f"{{i:06d}} " + "a long input text " * 20 for i in range({n})]
+def records_for(chunk):
+    return [{{"input": item, "label": "positive", "score": 0.75,
+             "top_k": [{{"label": "positive", "score": 0.75}}, {{"label": "negative", "score": 0.25}}]}}
+            for item in chunk]
+"""
+        action = """
+for name in ("p.jsonl", "p.parquet"):
+    prediction_files.write_prediction_file(folder / name, items, records_for, settings={}, chunk_items=2000)
+result = pyarrow.parquet.read_metadata(folder / "p.parquet").num_rows
+"""
+        grown, rows = peak_growth_mb(setup, action)
+        assert rows == n and len((tmp_path / str(n) / "p.jsonl").read_text().splitlines()) == n
+        return grown
+
+    small, large = growth(20_000), growth(100_000)
+    assert large < 1.2 * small + 5, f"peak memory grew by {small:.0f} MB for 20,000 records, {large:.0f} MB for 100,000"
+
+
 RANKS_WRITE = """
 import json, sys
 from pathlib import Path
@@ -223,7 +255,7 @@ def test_predict_out_parquet_round_trips(text_model, tmp_path):
 
 @needs_gloo
 @needs_minilm
-def test_predict_out_on_two_ranks_gives_the_single_process_file(text_model, tmp_path):
+def test_predict_on_two_ranks_gives_the_single_process_file_and_lines(text_model, tmp_path):
     args = ("predict", text_model["model"], text_model["inputs"], "--chunk-size", 4, "--out")
     one = headstart_process(*args, tmp_path / "one.jsonl", cache=tmp_path / "cache")
     assert one.returncode == 0, one.stderr
@@ -235,6 +267,9 @@ def test_predict_out_on_two_ranks_gives_the_single_process_file(text_model, tmp_
     assert [r["score"] for r in ranks] == pytest.approx([r["score"] for r in single], abs=1e-5)
     assert two.stderr.count("wrote 15 predictions") == 1  # rank 0 alone reports
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["one.jsonl", "two.jsonl"]
+    printed = headstart_process(*args[:-1], cache=tmp_path / "cache", processes=2)  # no --out: stdout
+    assert printed.returncode == 0, printed.stderr
+    assert [json.loads(line)["input"] for line in printed.stdout.splitlines()] == TEXTS  # rank 0's lines alone
 
 
 def test_a_bad_chunk_size_or_out_type_is_refused_before_any_work(tmp_path):
