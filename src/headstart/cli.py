@@ -418,8 +418,9 @@ def _emit(items, records_for, out: Path | None, settings: dict, chunk_size: int)
     from . import distributed
 
     if out is None:
-        for record in records_for(items):
-            if distributed.is_main():
+        prints = distributed.is_main()
+        for record in records_for(items):  # every rank takes part (the records are a collective) ...
+            if prints:  # ... and one prints them
                 sys.stdout.write(json.dumps(record) + "\n")
         return
     from .runtime.prediction_files import journal_path, write_prediction_file
