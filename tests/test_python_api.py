@@ -154,7 +154,7 @@ def test_predict_batch_size_reaches_the_embedding_computation(text_run, monkeypa
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--out", "predictions.txt"], "give a .csv or .jsonl file"),
+    (["--out", "predictions.txt"], "give a .csv, .jsonl or .parquet file"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
 ])
 def test_predict_refuses_a_bad_out_or_batch_size_before_any_work(args, message, tmp_path):

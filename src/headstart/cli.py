@@ -382,58 +382,80 @@ def predict(
     text_column: str | None = typer.Option(None),
     runtime: str = typer.Option("torch", help="torch (the saved model), onnx / onnx-int8 (the exported graph with "
                                               "ONNX Runtime), openvino / openvino-int8 (the same file with OpenVINO)."),
-    out: Path | None = typer.Option(None, help="Write the predictions to FILE.jsonl (the lines printed otherwise) "
-                                               "or FILE.csv (input, label, score, top_k, error) instead of stdout."),
+    out: Path | None = typer.Option(None, help="Write the predictions to FILE.jsonl (the lines printed otherwise), "
+                                               "FILE.csv (input, label, score, top_k, error) or FILE.parquet instead "
+                                               "of stdout: streamed, in input order, and resumed by a rerun after "
+                                               "an interruption (from FILE.partial)."),
     batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
+    chunk_size: int = typer.Option(4096, help="With --out: items predicted and written per step (memory holds one "
+                                              "chunk's predictions)."),
     precision: str | None = typer.Option(None, help="torch runtime: fp32, auto (bfloat16 where fast: quicker for "
                                                       "large image batches, may differ in the last digits) or bf16; "
                                                       "default: the precision the model's metrics were measured at "
                                                       "(fp32), so the labels behind them and the ONNX graph's."),
 ) -> None:
     """Predict labels; prints one JSON line per input (or writes them to --out)."""
-    from .runtime.records import check_records_file
+    from .runtime.prediction_files import check_output_file
 
     _check_precision(precision)
     if top_k < 1:
         raise HeadstartError(f"--top-k must be a whole number >= 1, got {top_k}")
     if batch_size is not None and batch_size < 1:
         raise HeadstartError(f"--batch-size must be at least 1, got {batch_size}")
+    if chunk_size < 1:
+        raise HeadstartError(f"--chunk-size must be at least 1, got {chunk_size}")
     if out is not None:
-        check_records_file(out)  # a wrong --out fails now, not after predicting
+        check_output_file(out)  # a wrong --out fails now, not after predicting
     if runtime != "torch":
         if precision not in (None, "auto", "fp32"):
             raise HeadstartError(f"--precision {precision} applies to --runtime torch: an exported graph computes in "
                                  "its own precision (fp32, or int8)")
-        return _emit(_predict_exported(model, inputs, top_k, runtime, batch_size), out)
-    from .api import load
-    from .predict import collect_inputs, prediction_records
+        items, records_for = _exported_predictor(model, inputs, top_k, runtime, batch_size)
+    else:
+        from .api import load
+        from .predict import collect_inputs, prediction_records
 
-    trained = load(model, precision=precision)
-    items = collect_inputs(trained, inputs, text_column)
-    _emit(prediction_records(trained, items, top_k, batch_size), out)
+        trained = load(model, precision=precision)
+        items = collect_inputs(trained, inputs, text_column)
+
+        def records_for(chunk):  # a collective under torchrun: the model shards its embedding across the ranks
+            return prediction_records(trained, chunk, top_k, batch_size)
+
+    settings = {"model": str(model.resolve()), "runtime": runtime, "precision": precision, "top_k": top_k}
+    _emit(items, records_for, out, settings, chunk_size)
 
 
-def _emit(records, out: Path | None) -> None:
-    """Prediction records as JSON lines on stdout, or into the --out file (written whole, atomically)."""
+def _emit(items, records_for, out: Path | None, settings: dict, chunk_size: int) -> None:
+    """Prediction records as JSON lines on stdout, or into the --out file (streamed and resumable, see
+    runtime.prediction_files); under torchrun every rank predicts its share and rank 0 alone prints or writes."""
+    from . import distributed
+
     if out is None:
-        for record in records:
-            sys.stdout.write(json.dumps(record) + "\n")
+        prints = distributed.is_main()
+        for record in records_for(items):  # every rank takes part (the records are a collective) ...
+            if prints:  # ... and one prints them
+                sys.stdout.write(json.dumps(record) + "\n")
         return
-    from .runtime.records import write_records
+    from .runtime.prediction_files import journal_path, write_prediction_file
 
-    err_console.print(f"wrote {write_records(out, records)} predictions to {out}", highlight=False, soft_wrap=True)
+    written, kept = write_prediction_file(out, items, records_for, settings=settings, chunk_items=chunk_size)
+    if distributed.is_main():
+        resumed = f" ({kept} of them kept from the interrupted run's {journal_path(out).name})" if kept else ""
+        err_console.print(f"wrote {written} predictions to {out}{resumed}", highlight=False, soft_wrap=True)
 
 
-def _predict_exported(model: Path, inputs: list[str], top_k: int, runtime: str, batch_size: int | None):
-    """`predict --runtime onnx...`: the exported graph, with nothing of the training stack imported."""
+def _exported_predictor(model: Path, inputs: list[str], top_k: int, runtime: str, batch_size: int | None):
+    """`predict --runtime onnx...`: the items and a records function of the exported graph (each rank predicting
+    its share under torchrun), with nothing of the training stack imported."""
     from .runtime import load_runtime, prediction_records
+    from .runtime.prediction_files import across_ranks
 
     graph = load_runtime(model, runtime)
     raw = [line.rstrip("\n") for line in sys.stdin if line.strip()] if inputs == ["-"] else inputs
     items = [item for arg in raw for item in graph.codec.expand_input(arg)]
     if not items:
         raise HeadstartError("no inputs: give files, folders, texts, or - to read lines from stdin")
-    return prediction_records(graph, items, top_k, batch_size)
+    return items, across_ranks(lambda chunk: prediction_records(graph, chunk, top_k, batch_size))
 
 
 @app.command()
