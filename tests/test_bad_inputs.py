@@ -537,8 +537,8 @@ def test_parquet_nulls_are_missing_labels_not_a_class(tmp_path):
 
 
 def test_nan_embeddings_are_an_error_not_a_crash():
-    from headstart.errors import HeadstartError
     from headstart.data import Dataset
+    from headstart.errors import HeadstartError
     from headstart.strategies.probe import Probe, train_head
 
     x = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)

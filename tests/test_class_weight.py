@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import headstart
 from headstart.api import report
 from headstart.cli import app
+from headstart.data import Dataset
 from headstart.errors import SettingsError
 from headstart.strategies import FineTune, LoRA, Probe, make_strategy
 from headstart.strategies.probe import train_head
-from headstart.data import Dataset
 from headstart.tasks.class_weights import class_weights
 
 from .conftest import make_image_folder

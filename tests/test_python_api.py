@@ -16,7 +16,7 @@ from headstart.cli import app
 from headstart.data import load_data
 from headstart.errors import DataError
 
-from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
+from .conftest import make_tiny_bert, write_text_table
 
 FIT = {"max_length": 32, "cache": False, "seed": 0}
 
@@ -160,19 +160,6 @@ def test_predict_batch_size_reaches_the_embedding_computation(text_run, monkeypa
 def test_predict_refuses_a_bad_out_or_batch_size_before_any_work(args, message, tmp_path):
     result = _run("predict", tmp_path / "no-model", "text", *args)  # the model is never loaded
     assert result.exit_code == 2 and message in result.stderr
-
-
-def test_writing_records_needs_no_torch(tmp_path):
-    """`predict --runtime onnx --out` runs in a torch-free deployment: the atomic writer imports no torch."""
-    import subprocess
-    import sys
-
-    code = ("import json, sys\nfrom pathlib import Path\nfrom headstart.runtime.records import write_records\n"
-            f"write_records(Path({str(tmp_path / 'p.jsonl')!r}), [{{'input': 'x', 'error': 'unreadable'}}])\n"
-            "print(json.dumps('torch' in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=HANG_GUARD_S)
-    assert out.stdout.strip() == "false"
-    assert json.loads((tmp_path / "p.jsonl").read_text()) == {"input": "x", "error": "unreadable"}
 
 
 def test_predict_out_and_batch_size_with_the_onnx_runtime(exported_text, tmp_path):

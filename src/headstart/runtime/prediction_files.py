@@ -36,7 +36,6 @@ from typing import Any
 
 from .. import distributed
 from ..errors import HeadstartError, SettingsError
-from .records import CSV_COLUMNS
 
 OUTPUT_FILE_TYPES = (".jsonl", ".csv", ".parquet")
 CHUNK_ITEMS = 4096  # items per step: bounds memory (one chunk's records) and the collectives' message size
@@ -184,13 +183,24 @@ def _journal_chunks(journal: Path, size: int) -> Iterator[list[dict[str, Any]]]:
         yield chunk
 
 
+def _columns(journal: Path) -> list[str]:
+    """The records' fields in the order they first appear (input first: label, score, top_k for a classifier;
+    labels, scores for multi-label; values, intervals for a regression), `error` last; one streamed read."""
+    seen: dict[str, None] = {"input": None}
+    for chunk in _journal_chunks(journal, CHUNK_ITEMS):
+        seen.update(dict.fromkeys(k for r in chunk for k in r))
+    seen.pop("error", None)
+    return [*seen, "error"]
+
+
 def _write_csv(journal: Path, out: Path) -> None:
-    """The columns of `write_records`'s CSV (input, label, score, top_k as JSON, error), row by row."""
+    """A column per record field, nested ones (top_k, scores, intervals) as JSON, row by row."""
     with open(out, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=_columns(journal), lineterminator="\n")
         writer.writeheader()
         for chunk in _journal_chunks(journal, CHUNK_ITEMS):
-            writer.writerows({**r, "top_k": json.dumps(r["top_k"]) if "top_k" in r else None} for r in chunk)
+            writer.writerows({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                             for r in chunk)
 
 
 def _write_parquet(journal: Path, out: Path) -> None:
@@ -207,16 +217,16 @@ def _write_parquet(journal: Path, out: Path) -> None:
 
 
 def _parquet_schema(schemas: Iterable[Any]) -> Any:
-    """The chunks' schemas unified (a column null in one chunk takes its type from another), in the CSV's
-    column order, then any other columns in the order they appear."""
+    """The chunks' schemas unified (a column null in one chunk takes its type from another): input first, the
+    record's own fields in the order they appear, error last."""
     import pyarrow as pa
 
     found = list(schemas)
     if not found:
         return pa.schema([("input", pa.string())])
     unified = pa.unify_schemas(found, promote_options="permissive")
-    order = {name: i for i, name in enumerate(CSV_COLUMNS)}
-    return pa.schema(sorted(unified, key=lambda field: order.get(field.name, len(order))))
+    order = {"input": 0, "error": 2}  # input first, error last, the others as they appear
+    return pa.schema(sorted(unified, key=lambda field: order.get(field.name, 1)))
 
 
 @contextmanager

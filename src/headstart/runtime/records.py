@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-
-from ..errors import HeadstartError, SettingsError
 
 
 class Predictor(Protocol):
@@ -90,39 +84,3 @@ def prediction_records(model: Predictor, items: Sequence, top_k: int = 3, batch_
         record = (prediction_record(row, model.classes, top_k, task, params) if i not in failures
                   else {"error": failures[i]})
         yield {"input": str(item), **record}
-
-
-RECORD_FILE_TYPES = (".csv", ".jsonl")
-
-
-def check_records_file(path: Path) -> None:
-    """Refuse (before any work) a `--out` file whose type `write_records` cannot write."""
-    if path.suffix.lower() not in RECORD_FILE_TYPES:
-        raise SettingsError(f"--out {path}: give a .csv or .jsonl file (got '{path.suffix or 'no extension'}')")
-    if path.is_dir():
-        raise SettingsError(f"--out {path} is a folder: give a .csv or .jsonl file")
-
-
-def write_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write prediction records to a .jsonl file (the lines `predict` prints) or a .csv file (a column per
-    field, nested ones as JSON: input, label, score, top_k, error for a classifier), atomically: a reader sees
-    the old file or the whole new one. Returns the number of records."""
-    from .._util import atomic_write_bytes
-
-    check_records_file(path)
-    rows = list(records)
-    if path.suffix.lower() == ".jsonl":
-        content = "".join(json.dumps(r) + "\n" for r in rows)
-    else:  # the records' fields as columns (a task's own: label and score, labels, values), nested ones as JSON
-        columns = [*dict.fromkeys(k for r in rows for k in r if k != "error"), "error"]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
-        content = buffer.getvalue()
-    try:
-        atomic_write_bytes(path, content.encode("utf-8"))
-    except OSError as e:
-        raise HeadstartError(f"cannot write {path} ({e.strerror or type(e).__name__}): choose another --out") from None
-    return len(rows)
