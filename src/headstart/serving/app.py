@@ -243,7 +243,8 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
         await batcher.stop()
 
     app = FastAPI(title="headstart model server", version="1", lifespan=lifespan,
-                  description=f"{metadata.get('backbone', '')} classifier: {', '.join(predictor.classes)}")
+                  description=f"{metadata.get('backbone', '')} {predictor.task_name} model: "
+                              f"{', '.join(predictor.classes)}")
     app.state.batcher = batcher
     if access_log:
         app.add_middleware(AccessLog)
@@ -266,7 +267,8 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
 
     @app.get("/metadata")
     async def meta() -> dict[str, Any]:
-        return {**metadata, "classes": predictor.classes, "accepts": accepted, "max_batch": batcher.max_batch,
+        return {**metadata, "task": predictor.task_name, "classes": predictor.classes, "accepts": accepted,
+                "max_batch": batcher.max_batch,
                 "max_wait_ms": batcher.max_wait * 1000, "limits": asdict(limits)}
 
     @app.post("/predict", openapi_extra=_OPENAPI_BODY)

@@ -143,7 +143,8 @@ class MultiLabel(Task):
     @staticmethod
     def _temperatures(logits: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
         """Per label, the grid temperature of least log loss, kept where K-fold cross-validation shows a held-out
-        gain over T = 1 larger than its standard error (the rule of `evaluation.calibration`, label by label)."""
+        gain over T = 1 larger than its standard error (the rule of `evaluation.calibration`, label by label), for
+        labels with at least MIN_POSITIVES_TO_TUNE validation positives and negatives."""
         from sklearn.model_selection import KFold
 
         n, k = labels.shape
@@ -160,7 +161,11 @@ class MultiLabel(Task):
             gains[held_idx] = item_log_loss(logits[held_idx], labels[held_idx], 1.0) - item_log_loss(
                 logits[held_idx], labels[held_idx], t)
         gain, se = gains.mean(0), gains.std(0, ddof=1) / np.sqrt(n)
-        keep = gain > se
+        # A label with few validation positives (or negatives) has a log loss that a sharper sigmoid lowers on
+        # every item alike: the gain looks certain and says nothing about new items with the label.
+        positives = labels.sum(0)
+        enough = (positives >= MIN_POSITIVES_TO_TUNE) & (n - positives >= MIN_POSITIVES_TO_TUNE)
+        keep = enough & (gain > se)
         fitted = best(np.arange(n))
         temperatures = np.where(keep, fitted, 1.0)
         record = {"method": "temperature per label" if keep.any() else "none", "kept": int(keep.sum()), "of": k,
