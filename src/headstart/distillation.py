@@ -111,6 +111,9 @@ def distill(
                             "leave them out (the student is tested on the teacher's test split)")
     if not isinstance(teacher, TrainedModel):
         teacher = TrainedModel.load(teacher)
+    if teacher.task_name != "classification":  # the pseudo-labels are the teacher's most probable classes
+        raise SettingsError(f"distill's teacher must be a classification model; this one is {teacher.task_name} "
+                            "(not supported yet)")
     if not isinstance(unlabeled, UnlabeledData):
         unlabeled = read_unlabeled(unlabeled, unlabeled_column)
     splits = teacher.recorded_splits(data)

@@ -3,7 +3,9 @@
 Gathers the facts (the run's manifest and logs, a fresh evaluation on the run's test split or on other labeled
 data), draws the figures and lets `evaluation/html_report.py` lay them out. Items are shown by their modality
 (`Modality.preview_html`: thumbnails, texts, audio players) and explained by the modality's explainer; nothing
-here asks which modality a model has.
+here asks which modality a model has. What depends on the task (per-class results and reliability for
+classification; per-label results, co-occurrence and thresholds for multi-label; per-target errors, scatter plots and
+conformal intervals for regression) comes from one table, `TASK_PAGES`, keyed by the task's name.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import html
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +46,37 @@ def _precision_summary(model: TrainedModel, evaluated_at: str) -> str:
     return f"training {training}; evaluation {evaluated_at}"
 
 
-def _overview(model: TrainedModel, metrics: dict[str, Any]) -> str:
+def _overview(model: TrainedModel, metrics: dict[str, Any], pages: TaskPages) -> str:
     m = model.manifest
     d = m.data
     settings = ", ".join(f"{k}={v}" for k, v in m.strategy.settings.items() if v is not None)
+    noun = model.task.noun
     rows = [("data", d.source if d else "?"),
             ("split sizes", ", ".join(f"{k} {v:,}" for k, v in (d.splits if d else {}).items())),
             *([("split sources", "; ".join(f"{k}: {v}" for k, v in d.origins.items()))] if d and d.origins else []),
-            ("labels per class", d.labels_per_class if d and d.labels_per_class else "all"),
-            ("classes", f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
+            *pages.data_rows(model),
+            ("classes" if noun == "class" else f"{noun}s",
+             f"{len(m.classes)}: {', '.join(m.classes[:12])}{' ...' if len(m.classes) > 12 else ''}"),
             ("backbone", m.backbone_name), ("strategy", f"{m.strategy.name} ({settings})"),
             *_class_balance_row(m.training.get("class_weight")),
             ("seed", d.seed if d else "?"), ("precision", _precision_summary(model, metrics["evaluation_precision"])),
-            ("calibration", _calibration_summary(m.calibration, model.temperature)),
+            ("calibration", pages.calibration(model)),
             ("timings", ", ".join(f"{k} {v:.1f}s" for k, v in m.timings.items())),
             ("saved", m.saved_at or "?"), ("evaluated on", _evaluated_on(metrics)),
             ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items()))]
     return table(rows, css_class="kv")
+
+
+def _labels_per_class_row(model: TrainedModel) -> list[tuple[str, Any]]:
+    d = model.manifest.data
+    return [("labels per class", d.labels_per_class if d and d.labels_per_class else "all")]
+
+
+def _task_row(model: TrainedModel) -> list[tuple[str, Any]]:
+    """What the model predicts and the task's settings (the label separator; targets, loss and coverage)."""
+    settings = ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in model.task.settings().items()
+                         if v is not None)
+    return [("task", f"{model.task_name} ({settings})" if settings else model.task_name)]
 
 
 def _class_balance_row(record: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -111,7 +129,7 @@ def _histories(record: Any, prefix: str = "") -> dict[str, list[dict[str, Any]]]
     return found
 
 
-def _learning_curves(model: TrainedModel, run: Path) -> str:
+def _learning_curves(model: TrainedModel, run: Path, scores_title: str = "accuracies") -> str:
     """Per-epoch histories from the manifest and the Lightning CSV logs of RUN/logs, losses and accuracies apart."""
     import pandas as pd
 
@@ -133,7 +151,7 @@ def _learning_curves(model: TrainedModel, run: Path) -> str:
             per_epoch = rows.groupby("epoch")[key].mean()  # step-level training losses averaged per epoch
             target = losses if "loss" in key else scores
             target[f"finetune {key}"] = (list(per_epoch.index), list(per_epoch.values))
-    parts = [figures.curves(s, "epoch", title) for s, title in ((losses, "losses"), (scores, "accuracies"))
+    parts = [figures.curves(s, "epoch", title) for s, title in ((losses, "losses"), (scores, scores_title))
              if s]
     return "".join(f'<div class="figure">{p}</div>' for p in parts) or '<p class="note">No training logs recorded.</p>'
 
@@ -182,6 +200,209 @@ def _mistakes(model: TrainedModel, data: Dataset, probs: np.ndarray, out_dir: Pa
     return note + f'<div class="mistakes">{"".join(cards)}</div>'
 
 
+@dataclass
+class ReportInputs:
+    """What the task's sections are drawn from: the model, the evaluated items, their scores (probabilities, or
+    values in the targets' units) and metrics, and where the page is written (explanations go beside it)."""
+
+    model: TrainedModel
+    data: Dataset
+    scores: np.ndarray
+    metrics: dict[str, Any]
+    out_dir: Path
+    mistakes: int
+
+
+# -- classification ----------------------------------------------------------------------------------------------------
+def _classification_headline(metrics: dict[str, Any]) -> str:
+    return f"accuracy {metrics['accuracy']:.1%}"
+
+
+def _classification_sections(r: ReportInputs) -> list[Section]:
+    labels, probs, metrics = np.asarray(r.data.labels), r.scores, r.metrics
+    raw = uncalibrated(probs, r.model.temperature)
+    return [
+        Section("metrics", "Metrics", _metrics_table(probs, labels, metrics)),
+        Section("per-class", "Per class", _per_class(metrics)),
+        Section("confusion", "Confusion matrix",
+                f'<div class="figure">{figures.confusion_heatmap(metrics["confusion_matrix"], r.model.classes)}</div>'
+                '<p class="note">Colour: share of each true class (row); numbers: counts.</p>'),
+        Section("calibration", "Reliability before and after calibration",
+                '<div class="figure">' + figures.reliability_diagram(
+                    [("before calibration", raw, metrics["ece_uncalibrated"]), ("after", probs, metrics["ece"])],
+                    labels) + f'</div><p class="note">Temperature {r.model.temperature:.3f} (Guo et al. 2017); bars '
+                              "below the diagonal mean over-confidence.</p>"),
+    ]
+
+
+def _classification_closing(r: ReportInputs) -> list[Section]:
+    return [Section("mistakes", f"Most confident mistakes (up to {r.mistakes})",
+                    _mistakes(r.model, r.data, r.scores, r.out_dir, r.mistakes))]
+
+
+def _no_mistakes(r: ReportInputs) -> list[Section]:
+    """The mistakes section of other tasks: a note (a confident mistake and its explanation are one class's)."""
+    return [Section("mistakes", "Most confident mistakes",
+                    f'<p class="note">Confident mistakes and their explanations are shown for classification models; '
+                    f"this model is {html.escape(r.model.task_name)} (not supported yet).</p>")]
+
+
+# -- multilabel --------------------------------------------------------------------------------------------------------
+def _multilabel_headline(metrics: dict[str, Any]) -> str:
+    return f"macro F1 {metrics['macro_f1']:.3f}, mAP {metrics['map']:.3f}"
+
+
+def _multilabel_sections(r: ReportInputs) -> list[Section]:
+    m = r.metrics
+    summary = [("mean average precision (mAP)", f"{m['map']:.4f}"), ("macro F1", f"{m['macro_f1']:.4f}"),
+               ("micro F1", f"{m['micro_f1']:.4f}"), ("subset accuracy (every label right)", f"{m['subset_accuracy']:.4f}"),
+               ("Hamming loss (share of wrong item-label decisions)", f"{m['hamming_loss']:.4f}"),
+               ("log loss (mean over labels)", f"{m['log_loss']:.4f}"),
+               ("labels per item (true / predicted)",
+                f"{m['labels_per_item']:.2f} / {m['predicted_labels_per_item']:.2f}")]
+    per_label = [(name, f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}",
+                  "-" if v["average_precision"] is None else f"{v['average_precision']:.3f}", f"{v['threshold']:.3g}",
+                  v["support"]) for name, v in m["per_label"].items()]
+    return [
+        Section("metrics", "Metrics",
+                table(summary, ["metric", "value"]) +
+                '<p class="note">F1, subset accuracy and Hamming loss count the decisions at each label\'s tuned '
+                "threshold (what predict gives); mAP ranks the scores and needs no threshold.</p>"),
+        Section("per-label", "Per label",
+                table(per_label, ["label", "precision", "recall", "F1", "AP", "threshold", "support"]) +
+                '<p class="note">AP: average precision (area under the precision-recall curve); "-" for a label with '
+                "no item here. Support: items that carry the label.</p>"),
+        Section("co-occurrence", "Label co-occurrence",
+                f'<div class="figure">{figures.co_occurrence_heatmap(m["co_occurrence"], m["labels"])}</div>'
+                '<p class="note">Colour: share of the row label\'s items that also carry the column label; numbers: '
+                "counts of evaluated items with both (the diagonal: items with the label).</p>"),
+        Section("calibration", "Calibration and thresholds", _multilabel_calibration(r.model)),
+    ]
+
+
+def _multilabel_calibration(model: TrainedModel) -> str:
+    """Each label's temperature and decision threshold, with the record of how they were chosen."""
+    params = model.task_params
+    temperatures = params.get("temperatures") or [1.0] * len(model.classes)
+    thresholds = params.get("thresholds") or [0.5] * len(model.classes)
+    rows = [(name, f"{t:.3f}", f"{h:.3g}") for name, t, h in zip(model.classes, temperatures, thresholds)]
+    return (f'<p>{html.escape(_multilabel_calibration_summary(model))}</p>' +
+            table(rows, ["label", "temperature", "threshold"]) +
+            '<p class="note">A label\'s probability is sigmoid(logit / temperature); it is predicted when the '
+            "probability reaches its threshold. Temperature 1: left as trained.</p>")
+
+
+def _multilabel_calibration_summary(model: TrainedModel) -> str:
+    record = model.manifest.calibration
+    if not record:
+        return "none recorded (probabilities as trained, thresholds 0.5)"
+    if record.get("method") == "none":
+        temperatures = f"no temperatures: {record.get('reason', 'not fitted')}"
+    else:
+        temperatures = (f"temperature per label kept for {record['kept']} of {record['of']} labels (log loss "
+                        f"{record['log_loss_before']:.4f} -> {record['log_loss_after']:.4f} on {record['n']} "
+                        "validation items)")
+    thresholds = record.get("thresholds") or {}
+    tuned = (f"; thresholds tuned for {thresholds['tuned']} of {thresholds['of']} labels ({thresholds['method']})"
+             if thresholds else "")
+    return temperatures + tuned
+
+
+# -- regression --------------------------------------------------------------------------------------------------------
+def _regression_headline(metrics: dict[str, Any]) -> str:
+    over = f" (mean over {len(metrics['targets'])} targets)" if len(metrics["targets"]) > 1 else ""
+    return f"R² {_number(metrics['r2'], 3)}, Pearson r {_number(metrics['pearson'], 3)}{over}"
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+REGRESSION_METRICS = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"), ("pearson", "Pearson r"),
+                      ("spearman", "Spearman r"))
+
+
+def _regression_sections(r: ReportInputs) -> list[Section]:
+    m = r.metrics
+    intervals = "interval_coverage" in m
+    interval_keys = (("interval_coverage", "interval coverage"), ("interval_width", "interval width")) if intervals \
+        else ()
+    summary = [(label, _number(m[key])) for key, label in (*REGRESSION_METRICS, *interval_keys)]
+    per_target = [(name, *(_number(v[key]) for key, _ in (*REGRESSION_METRICS, *interval_keys)))
+                  for name, v in m["per_target"].items()]
+    over = f" (means over the {len(m['targets'])} targets)" if len(m["targets"]) > 1 else ""
+    coverage = (f"Intervals: split conformal for {m['interval_target_coverage']:.0%} coverage; coverage is the share "
+                "of evaluated items whose true value lies inside, width the interval's (2 × its half width)."
+                if intervals else "No prediction intervals (too few validation items to fit them).")
+    half_widths = r.model.task_params.get("interval_half_widths") if intervals else None
+    return [
+        Section("metrics", "Metrics", table(summary, ["metric" + over, "value"]) +
+                f'<p class="note">{html.escape(coverage)}</p>'),
+        Section("per-target", "Per target",
+                table(per_target, ["target", *(label for _, label in (*REGRESSION_METRICS, *interval_keys))]) +
+                '<p class="note">MAE and RMSE in the target\'s units; "-" where a correlation is undefined (constant '
+                "values).</p>"),
+        Section("scatter", "Predicted against true",
+                '<div class="figure">' + figures.predicted_vs_true(np.asarray(r.data.labels), r.scores,
+                                                                   r.model.classes, half_widths) +
+                '</div><p class="note">One point per evaluated item; on the grey diagonal the prediction is exact'
+                + ("; between the dashed lines the prediction interval covers the true value" if intervals else "")
+                + ".</p>"),
+        Section("calibration", "Prediction intervals", _conformal_table(r.model, m)),
+    ]
+
+
+def _conformal_table(model: TrainedModel, metrics: dict[str, Any]) -> str:
+    """The conformal record: per target the half width fitted on the validation split, the coverage it had there
+    and the coverage on the evaluated items."""
+    record = model.manifest.calibration or {}
+    if record.get("method") != "split conformal":
+        return f'<p class="note">{html.escape(_regression_calibration_summary(model))}</p>'
+    rows = [(name, f"{q:.4g}", f"{2 * q:.4g}", f"{v:.3f}", _number(metrics["per_target"][name].get("interval_coverage"), 3))
+            for name, q, v in zip(model.classes, record["half_widths"], record["validation_coverage"])]
+    return (f'<p>{html.escape(_regression_calibration_summary(model))}</p>' +
+            table(rows, ["target", "half width", "width", "coverage (validation)", "coverage (evaluated)"]) +
+            '<p class="note">Split conformal prediction (Lei et al. 2018): the half width is the ⌈(n+1)·c⌉-th '
+            "smallest absolute validation residual, so that an interval covers a new item's true value with "
+            "probability at least c.</p>")
+
+
+def _regression_calibration_summary(model: TrainedModel) -> str:
+    record = model.manifest.calibration
+    if not record:
+        return "no prediction intervals recorded"
+    if record.get("method") != "split conformal":
+        return f"no prediction intervals: {record.get('reason', 'not fitted')}"
+    return (f"split conformal intervals for {record['coverage']:.0%} coverage, fitted on {record['n']} validation "
+            "items")
+
+
+# -- one entry per task ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskPages:
+    """What the report shows of one task: the subtitle's headline numbers, the overview's task rows and
+    calibration line, the sections after the overview, the title of the validation-score curves, and the closing
+    sections (after the learning curves)."""
+
+    headline: Callable[[dict[str, Any]], str]
+    sections: Callable[[ReportInputs], list[Section]]
+    calibration: Callable[[TrainedModel], str]
+    data_rows: Callable[[TrainedModel], list[tuple[str, Any]]] = _task_row
+    scores_title: str = "validation scores"
+    closing: Callable[[ReportInputs], list[Section]] = _no_mistakes
+
+
+# The report of each task, keyed by the metrics' `task` (the one place the report asks which task); a new task adds
+# its entry.
+TASK_PAGES: dict[str, TaskPages] = {
+    "classification": TaskPages(_classification_headline, _classification_sections,
+                                lambda model: _calibration_summary(model.manifest.calibration, model.temperature),
+                                _labels_per_class_row, "accuracies", _classification_closing),
+    "multilabel": TaskPages(_multilabel_headline, _multilabel_sections, _multilabel_calibration_summary),
+    "regression": TaskPages(_regression_headline, _regression_sections, _regression_calibration_summary),
+}
+
+
 def build_report(run: str | Path, data: str | Path | None = None, out: str | Path | None = None,
                  mistakes: int = 12, precision: str | None = None) -> Path:
     """Evaluate the run's model as `evaluate` does (on its recorded test split, or on `data`; in its evaluation
@@ -193,32 +414,23 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     if out.is_dir():
         raise HeadstartError(f"--out {out} is a folder: give the HTML file to write, e.g. {out / 'report.html'}")
     check_writable(out.parent, f"--out {out}")  # before the evaluation's minutes, not after them
+    if model.task_name not in TASK_PAGES:
+        raise HeadstartError(f"report does not support {model.task_name} models yet (it supports "
+                             f"{', '.join(TASK_PAGES)})")
+    pages = TASK_PAGES[model.task_name]
     evaluation = model.evaluation(data, precision=precision)
-    dataset, probs, metrics = evaluation.data, evaluation.probabilities, evaluation.metrics
-    labels = np.asarray(dataset.labels)
-    where = metrics["evaluated_on"]
-    raw = uncalibrated(probs, model.temperature)
-    sections = [
-        Section("overview", "What was trained on what", _overview(model, metrics)),
-        Section("metrics", "Metrics", _metrics_table(probs, labels, metrics)),
-        Section("per-class", "Per class", _per_class(metrics)),
-        Section("confusion", "Confusion matrix",
-                f'<div class="figure">{figures.confusion_heatmap(metrics["confusion_matrix"], model.classes)}</div>'
-                '<p class="note">Colour: share of each true class (row); numbers: counts.</p>'),
-        Section("calibration", "Reliability before and after calibration",
-                '<div class="figure">' + figures.reliability_diagram(
-                    [("before calibration", raw, metrics["ece_uncalibrated"]), ("after", probs, metrics["ece"])],
-                    labels) + f'</div><p class="note">Temperature {model.temperature:.3f} (Guo et al. 2017); bars '
-                              "below the diagonal mean over-confidence.</p>"),
-        Section("learning", "Learning curves", _learning_curves(model, run_dir)),
-    ]
+    metrics = evaluation.metrics
+    inputs = ReportInputs(model, evaluation.data, evaluation.probabilities, metrics, out.parent, mistakes)
+    sections = [Section("overview", "What was trained on what", _overview(model, metrics, pages)),
+                *pages.sections(inputs),
+                Section("learning", "Learning curves", _learning_curves(model, run_dir, pages.scores_title))]
     pretraining = _pretraining_curve(model)
     if pretraining is not None:
         sections.append(Section("pretraining", "Pretraining loss", pretraining))
-    sections.append(Section("mistakes", f"Most confident mistakes (up to {mistakes})",
-                            _mistakes(model, dataset, probs, out.parent, mistakes)))
+    sections += pages.closing(inputs)
     title = f"{model.manifest.backbone_name} {model.manifest.strategy.name}: {run_dir.name}"
-    subtitle = f"accuracy {metrics['accuracy']:.1%} on {len(labels):,} items of {where} ({metrics['evaluation_precision']})"
+    subtitle = (f"{pages.headline(metrics)} on {metrics['n']:,} items of {metrics['evaluated_on']} "
+                f"({metrics['evaluation_precision']})")
     atomic_write_bytes(out, render(title, subtitle, sections).encode())
     return out
 

@@ -22,14 +22,14 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
 
-def _figure(width: float, height: float, columns: int = 1):
+def _figure(width: float, height: float, columns: int = 1, rows: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     plt.rcParams.update({"font.size": 9, "svg.fonttype": "none"})
-    return plt.subplots(1, columns, figsize=(width, height))
+    return plt.subplots(rows, columns, figsize=(width, height))
 
 
 def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
@@ -90,4 +90,61 @@ def curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def co_occurrence_heatmap(counts: Sequence[Sequence[int]], labels: Sequence[str]) -> str:
+    """How often labels occur together: colour is the share of the row label's items that also carry the column
+    label (1 on the diagonal), the numbers are counts (the diagonal: items with the label)."""
+    m = np.asarray(counts, dtype=float)
+    share = m / np.clip(np.diag(m)[:, None], 1, None)
+    n = len(labels)
+    side = min(9.0, 2.0 + 0.45 * n)
+    fig, ax = _figure(side, side * 0.85)
+    ax.imshow(share, cmap="Purples", vmin=0, vmax=1)
+    names = [c[:14] for c in labels]
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("also carries")
+    ax.set_ylabel("items with")
+    if n <= 25:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.5 else "black")
+    return _svg(fig)
+
+
+def predicted_vs_true(targets: np.ndarray, predictions: np.ndarray, names: Sequence[str],
+                      half_widths: Sequence[float] | None = None, columns: int = 3) -> str:
+    """One scatter panel per target: predicted against true values, the diagonal of perfect predictions and, with
+    `half_widths`, the band a prediction interval covers (true within predicted ± q: between the dashed lines)."""
+    k = len(names)
+    per_row = min(columns, k)
+    rows = -(-k // per_row)
+    fig, axes = _figure(3.4 * per_row, 3.3 * rows, columns=per_row, rows=rows)
+    for j, ax in enumerate(np.atleast_1d(axes).ravel()):
+        if j >= k:
+            ax.set_visible(False)
+            continue
+        y, p = np.asarray(targets)[:, j], np.asarray(predictions)[:, j]
+        low, high = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+        pad = (high - low) * 0.05 or 1.0
+        low, high = low - pad, high + pad
+        ax.scatter(y, p, s=6 if len(y) > 500 else 12, alpha=0.5 if len(y) > 500 else 0.7, color="#4c72b0",
+                   linewidths=0)
+        ax.plot([low, high], [low, high], color="#888", lw=1, label="predicted = true")
+        if half_widths is not None:
+            q = float(half_widths[j])
+            ax.plot([low, high], [low + q, high + q], ls="--", color="#dd8452", lw=1, label=f"interval (± {q:.3g})")
+            ax.plot([low, high], [low - q, high - q], ls="--", color="#dd8452", lw=1)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"true {names[j][:24]}")
+        ax.set_ylabel("predicted")
+        ax.set_title(names[j][:30])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
     return _svg(fig)

@@ -106,7 +106,11 @@ def register_explainer(cls: type[Explainer]) -> type[Explainer]:
 
 
 def explainer_for(model: TrainedModel, method: str | None = None) -> Explainer:
-    """The explainer `method` names for the model's modality (its default when None)."""
+    """The explainer `method` names for the model's modality (its default when None). Explanations attribute one
+    predicted class, so a model of another task (multilabel, regression) is refused."""
+    if model.task_name != "classification":
+        raise HeadstartError(f"explanations are for classification models; this model is {model.task_name} (not "
+                             "supported yet)")
     methods = EXPLAINERS.get(model.modality)
     if not methods:
         known = ", ".join(f"{m} ({', '.join(c)})" for m, c in EXPLAINERS.items())

@@ -70,6 +70,7 @@ class Auto(Strategy):
     """One setting, passed on: the chosen strategy runs with its defaults and this class weighting."""
 
     name = "auto"
+    tasks = ("classification",)  # its rule counts labels per class and picks contrastive, which pairs classes
 
     class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
 

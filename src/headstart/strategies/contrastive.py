@@ -56,6 +56,7 @@ class Contrastive(Strategy):
     """Settings of the pair stage (SetFit's defaults) and the head trained after it."""
 
     name = "contrastive"
+    tasks = ("classification",)  # pairs are "same class" or "another class": one class per item
     freezes_backbone = False  # the encoder is tuned: test embeddings must be computed afresh
 
     iterations: int = 20  # R: positive and negative pairs drawn per labeled example
