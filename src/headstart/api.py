@@ -95,7 +95,9 @@ def report(run: str | Path, data: str | Path | None = None, out: str | Path | No
            precision: str | None = None) -> Path:
     """Write RUN/report.html (or `out`): one self-contained page with what was trained on what, metrics with
     bootstrap intervals, per-class results, the confusion matrix, reliability before and after calibration, learning
-    curves and the most confident mistakes with their explanations. `data`: evaluate on other labeled data (as
+    curves and the most confident mistakes with their explanations (for a multi-label model: per-label results,
+    thresholds and the label co-occurrence; for a regression: per-target results, predicted against true, the
+    prediction intervals). `data`: evaluate on other labeled data (as
     `evaluate` does); `precision`: evaluate in another than the model's evaluation precision (fp32)."""
     from .report import build_report
 
