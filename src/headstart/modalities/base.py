@@ -26,6 +26,19 @@ from ..errors import DataError
 Batch = tuple[Any, np.ndarray, list[tuple[int, str]]]
 
 
+def item_label(labels: np.ndarray | None, i: int) -> Any:
+    """Item i's training label as a DataLoader batches it: a class id (int), or the item's row of labels or target
+    values (float32; multi-label and regression tasks), or -1 where there are no labels (extraction)."""
+    if labels is None:
+        return -1
+    return int(labels[i]) if labels.ndim == 1 else np.asarray(labels[i], np.float32)
+
+
+def stack_labels(labels: Sequence[Any]) -> torch.Tensor:
+    """One batch's `item_label`s as a tensor: class ids (int64), or items x outputs (float32)."""
+    return torch.utils.data.default_collate(list(labels))
+
+
 class Modality(ABC):
     """How items of one kind are decoded, batched, digested and read from the command line."""
 

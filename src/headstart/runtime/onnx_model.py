@@ -204,7 +204,9 @@ class OnnxClassifier:
 
         records = [prediction_record(row, self.classes, 1, self.task_name, self.task_params)
                    for row in self.predict_proba(items)]
-        return [r.get("label", r.get("labels", r.get("values"))) for r in records]
+        return [r["label"] if "label" in r else r["values"] if "values" in r
+                else [c for c in self.classes if c in r["labels"]]  # in class order, as TrainedModel.predict
+                for r in records]
 
 
 def _positional(items: Sequence) -> list:

@@ -40,12 +40,14 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
         meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
                 "runtime": "torch", "strategy": model.manifest.strategy.name,
                 "precision": resolve_precision(model.precision, default_device()),
-                "evaluation_precision": model.manifest.evaluation_precision}
+                "evaluation_precision": model.manifest.evaluation_precision, "task": model.task_name,
+                "task_params": model.task_params}
         return model, codec, meta
     model = load_runtime(path, runtime, threads)
     meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
             "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization,
-            "precision": model.manifest.precision, "evaluation_precision": model.metrics.get("evaluation_precision")}
+            "precision": model.manifest.precision, "evaluation_precision": model.metrics.get("evaluation_precision"),
+            "task": model.task_name, "task_params": model.task_params}
     return model, model.codec, meta
 
 
