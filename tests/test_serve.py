@@ -162,6 +162,7 @@ class _Poisonable:
 
     def __init__(self):
         self.classes = ["short", "long"]
+        self.task_name, self.task_params = "classification", {}
         self.sizes = []
 
     def scores(self, items):
@@ -225,6 +226,7 @@ class _Even:
     """A stand-in model: the same probabilities for every item."""
 
     classes = ("a", "b")
+    task_name, task_params = "classification", {}
 
     def scores(self, items):
         return np.full((len(items), 2), 0.5, np.float32), []
@@ -311,6 +313,7 @@ class _Slow:
 
     def __init__(self, delay: float = 0.0):
         self.classes = ["a", "b"]
+        self.task_name, self.task_params = "classification", {}
         self.delay, self.sizes = delay, []
 
     def scores(self, items):

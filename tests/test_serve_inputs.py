@@ -25,6 +25,7 @@ class _TextLength:
 
     def __init__(self):
         self.classes = ["short", "long"]
+        self.task_name, self.task_params = "classification", {}
 
     def scores(self, items):
         p = np.array([min(len(t), 20) / 20 for t in items], dtype=np.float32)
@@ -36,6 +37,7 @@ class _Brightness:
 
     def __init__(self):
         self.classes = ["dark", "bright"]
+        self.task_name, self.task_params = "classification", {}
 
     def scores(self, items):
         p = []

@@ -267,7 +267,7 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
 
     @app.get("/metadata")
     async def meta() -> dict[str, Any]:
-        return {**metadata, "task": predictor.task_name, "classes": predictor.classes, "accepts": accepted,
+        return {**metadata, "classes": predictor.classes, "accepts": accepted,
                 "max_batch": batcher.max_batch,
                 "max_wait_ms": batcher.max_wait * 1000, "limits": asdict(limits)}
 

@@ -58,7 +58,6 @@ class Contrastive(Strategy):
     name = "contrastive"
     tasks = ("classification",)  # pairs are "same class" or "another class": one class per item
     freezes_backbone = False  # the encoder is tuned: test embeddings must be computed afresh
-    tasks = ("classification",)  # pairs are "same class" or not: a set of labels or a number has no such pairs
 
     iterations: int = 20  # R: positive and negative pairs drawn per labeled example
     epochs: int = 1
