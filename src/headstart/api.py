@@ -138,8 +138,8 @@ def _log_split_plan(splits: Splits) -> None:
         def half_width(p: float) -> float:  # of the normal-approximation 95% interval of an accuracy p, in points
             return 100 * 1.96 * math.sqrt(p * (1 - p) / n)
 
-        log.warning("the test split has only %d items: a 95%% interval of its accuracy is about ±%.0f points wide "
-                    "at 90%% accuracy (±%.0f at 50%%), too wide to tell close models apart. Hold out more (at least "
+        log.warning("the test split has only %d items: a 95%% interval of a rate measured on it (accuracy, recall) "
+                    "is about ±%.0f points wide at 90%% (±%.0f at 50%%), too wide to tell close models apart. Hold out more (at least "
                     "%d): a test/ folder beside train/, --test DATA (test= in Python), or a larger --test-size when "
                     "the test split is cut from the training data", n, half_width(0.9), half_width(0.5),
                     MIN_TEST_ITEMS)
