@@ -27,6 +27,7 @@ from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, evaluate_
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import check_choice, check_range
+from .strategies.finetune import FineTune  # finetune, lora: stage 2 trains under DDP on several processes
 from .training import PRECISIONS
 
 log = logging.getLogger("headstart")
@@ -246,9 +247,9 @@ def fit(
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
-    if distributed.world_size() > 1 and not plan.freezes_backbone:
+    if distributed.world_size() > 1 and not plan.freezes_backbone and not isinstance(plan, FineTune):
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
-                            "--strategy probe, or run it as one process")
+                            "--strategy probe, finetune or lora, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)

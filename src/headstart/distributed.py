@@ -44,7 +44,7 @@ def _ready() -> bool:
         raise HeadstartError("launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
                              "torch.distributed: run a single process, or install a PyTorch with distributed support")
     if not dist.is_initialized():
-        own_gpu = _gpu_per_process()
+        own_gpu = gpu_per_process()
         if own_gpu:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" (default_device) is this rank's GPU
         dist.init_process_group("nccl" if own_gpu else "gloo")
@@ -52,7 +52,7 @@ def _ready() -> bool:
     return True
 
 
-def _gpu_per_process() -> bool:
+def gpu_per_process() -> bool:
     """Whether each process on this machine has a GPU of its own (NCCL's condition). More processes than GPUs
     share them and talk over gloo (machines of one run are assumed alike: each decides for itself)."""
     import torch
