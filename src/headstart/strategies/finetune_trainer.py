@@ -9,6 +9,7 @@ the whole validation split, and only rank 0 writes checkpoints and logs."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -233,7 +234,10 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
         # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
         getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
     progress, show_bar = lightning_progress("fine-tuning") if distributed.is_main() else ([], False)
-    with quiet_lightning():
+    with quiet_lightning(), warnings.catch_warnings():
+        # Every rank validates on the whole split, so each rank's val_loss and val_accuracy are already the
+        # run's: Lightning's advice to sync them across ranks (sync_dist=True) does not apply.
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
         trainer = L.Trainer(
             max_epochs=settings.epochs, **device_settings(), precision=lightning_precision(run.precision),
             callbacks=[checkpoint, latest, EarlyStopping("val_accuracy", mode="max", patience=settings.patience),
