@@ -155,3 +155,63 @@ def test_lora_under_torchrun_writes_one_run_from_rank_0(tmp_path):
     manifest = json.loads((run / "model" / "headstart.json").read_text())
     assert manifest["training"]["finetune"]["steps"] == 2  # 28 texts, fewer than 2 ranks x 32: one step an epoch
     assert manifest["metrics"]["n"] == 8
+
+
+FIT_KILLING_RANK_1 = """
+import os
+import signal
+import sys
+
+from headstart.cli import main
+from headstart.strategies.finetune_trainer import FineTuneModule
+
+started = FineTuneModule.on_train_batch_start
+
+
+def on_train_batch_start(self, batch, batch_idx):
+    # kill -9 of rank 1 in the middle of epoch 2, on the first attempt only (torchrun's restart runs on).
+    if (os.environ["RANK"] == "1" and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0" and self.current_epoch == 1
+            and batch_idx == 2):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return started(self, batch, batch_idx)
+
+
+if sys.argv[1] == "kill":
+    FineTuneModule.on_train_batch_start = on_train_batch_start
+sys.argv = ["headstart", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@needs_gloo
+@needs_minilm
+def test_a_rank_killed_in_epoch_2_restarts_from_the_last_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
+    bert = make_tiny_bert(tmp_path / "tiny-bert")  # with dropout: its random numbers too must resume exactly
+    table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
+    script = tmp_path / "fit.py"
+    script.write_text(FIT_KILLING_RANK_1)
+    fit = ("fit", table, "--backbone", bert, "--strategy", "finetune", "--epochs", "3", "--batch-size", "4",
+           "--max-length", "32", "--precision", "fp32", "--no-calibrate")
+    runs = {}
+    for mode in ("kill", "keep"):
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--max-restarts", "1",
+                  "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script), mode, *fit,
+                  "--out", tmp_path / mode]
+        # A generous limit, far above the seconds this takes, only so that a hung restart cannot hang the suite.
+        runs[mode] = subprocess.run(list(map(str, launch)), env=_environment(tmp_path / "cache"), capture_output=True,
+                                    text=True, timeout=HANG_GUARD_S)
+        assert runs[mode].returncode == 0, runs[mode].stderr
+    assert "torchrun restarted the run: continuing from" in runs["kill"].stderr
+    assert "torchrun restarted the run" not in runs["keep"].stderr
+    killed, kept = (json.loads((tmp_path / mode / "metrics.json").read_text()) for mode in ("kill", "keep"))
+    killed.pop("timings"), kept.pop("timings")
+    assert killed == kept
+    trained = [json.loads((tmp_path / mode / "model" / "headstart.json").read_text())["training"]["finetune"]
+               for mode in ("kill", "keep")]
+    assert trained[0] == {**trained[1], "best_checkpoint": trained[0]["best_checkpoint"]}
+    assert trained[1]["steps"] == 3 * 4  # 28 texts in global batches of 8: 4 steps an epoch, none repeated
+    # The restarted attempt (Lightning's second log) trained epochs 2 and 3 only: epoch 1 came from last.ckpt.
+    logged = [np.unique(np.loadtxt(tmp_path / "kill" / "logs" / version / "metrics.csv", delimiter=",", skiprows=1,
+                                   usecols=0)).tolist() for version in ("version_0", "version_1")]
+    assert logged == [[0], [1, 2]]

@@ -190,6 +190,17 @@ def device_settings() -> dict[str, Any]:
             "num_nodes": world // per_node, "strategy": strategy}
 
 
+def restarted_with_checkpoint(last: Path) -> bool:
+    """Whether torchrun restarted this run (a process failed) after it saved `last`: then it continues from there.
+    Rank 0's view of the file, so that every rank decides alike."""
+    if not distributed.restarted():
+        return False
+    found = distributed.broadcast_object(last.is_file())
+    if found:
+        log.info("torchrun restarted the run: continuing from %s", last)
+    return found
+
+
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
                      lr_ratio: float, class_weight: torch.Tensor | None = None) -> dict[str, Any]:
     """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio; the loss
@@ -219,7 +230,8 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed, class_weight)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if not run.resume and last.is_file() and distributed.is_main():
+    resume = run.resume or restarted_with_checkpoint(last)
+    if not resume and last.is_file() and distributed.is_main():
         log.info("starting afresh: the checkpoints in %s are replaced (use --resume to continue them)", ckpt_dir)
         for name in ("last.ckpt", "best.ckpt"):
             (ckpt_dir / name).unlink(missing_ok=True)
@@ -228,7 +240,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
     # improve the monitored metric, and --resume would then repeat the epochs after the best one.
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    if run.resume:
+    if resume:
         if not last.is_file():
             raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
         # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
@@ -247,7 +259,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
             log_every_n_steps=min(10, len(train_loader)),
             num_sanity_val_steps=0, use_distributed_sampler=False,  # RankShare shards; validation is whole
         )
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume else None, weights_only=True)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
