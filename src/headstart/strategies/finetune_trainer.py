@@ -192,7 +192,9 @@ def device_settings() -> dict[str, Any]:
 
 def restarted_with_checkpoint(last: Path) -> bool:
     """Whether torchrun restarted this run (a process failed) after it saved `last`: then it continues from there.
-    Rank 0's view of the file, so that every rank decides alike."""
+    Rank 0's view of the file, so that every rank decides alike. (Known gap: a run that dies before its first
+    epoch ends, in a folder still holding an older run's checkpoints, which are cleared only when stage 2
+    starts, would continue those after the restart.)"""
     if not distributed.restarted():
         return False
     found = distributed.broadcast_object(last.is_file())
