@@ -131,7 +131,7 @@ def shared_audio_folder(tmp_path_factory) -> Path:
     return make_audio_folder(tmp_path_factory.mktemp("data") / "audio")
 
 
-def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
+def make_tiny_bert(folder: Path, seed: int = 0, dropout: float = 0.1) -> Path:
     """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a text backbone that trains and exports in seconds. Seeded,
     so that a test's outcome does not depend on which tests ran before it (the random weights decide, for one,
     whether LoRA beats the head stage on seven validation sentences)."""
@@ -142,7 +142,8 @@ def make_tiny_bert(folder: Path, seed: int = 0) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_location(), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+                        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                        attention_probs_dropout_prob=dropout)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = BertModel(config)

@@ -217,12 +217,13 @@ def test_on_main_reports_a_failure_as_it_was(monkeypatch):
         distributed.on_main(refuse)()
 
 
-def test_strategies_that_tune_the_backbone_refuse_several_processes(monkeypatch, tmp_path):
-    """Until finetune hands Lightning a DDP strategy, two ranks would each train and write checkpoints: refused
-    before any work (nothing written)."""
+def test_strategies_without_ddp_refuse_several_processes(monkeypatch, tmp_path):
+    """contrastive (and auto, which may pick it) would train on each rank alone and write checkpoints from each:
+    refused before any work (nothing written). finetune and lora train under DDP (test_ddp.py)."""
     import headstart
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    with pytest.raises(HeadstartError, match=r"does not run on several processes yet.*--strategy probe"):
-        headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", "finetune", out=tmp_path / "run")
+    with pytest.raises(HeadstartError, match=r"does not run on several processes yet.*--strategy probe, finetune"):
+        headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", "contrastive",
+                      out=tmp_path / "run")
     assert not (tmp_path / "run").exists()

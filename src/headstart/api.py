@@ -139,9 +139,10 @@ def _log_split_plan(splits: Splits) -> None:
             return 100 * 1.96 * math.sqrt(p * (1 - p) / n)
 
         log.warning("the test split has only %d items: a 95%% interval of a rate measured on it (accuracy, recall) "
-                    "is about ±%.0f points wide at 90%% (±%.0f at 50%%), too wide to tell close models apart. Hold out more (at least "
-                    "%d): a test/ folder beside train/, --test DATA (test= in Python), or a larger --test-size when "
-                    "the test split is cut from the training data", n, half_width(0.9), half_width(0.5),
+                    "is about ±%.0f points wide at 90%% (±%.0f at 50%%), too wide to tell close models apart. Hold "
+                    "out more (at least %d): a test/ folder beside train/, --test DATA (test= in Python), or a "
+                    "larger --test-size when the test split is cut from the training data", n, half_width(0.9),
+                    half_width(0.5),
                     MIN_TEST_ITEMS)
 
 
@@ -280,9 +281,9 @@ def fit(
     task = make_task(task, label_separator=label_separator, target=target, coverage=coverage,
                      regression_loss=regression_loss)
     check_task(plan, task)
-    if distributed.world_size() > 1 and not plan.freezes_backbone:
+    if distributed.world_size() > 1 and not plan.runs_distributed:
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
-                            "--strategy probe, or run it as one process")
+                            "--strategy probe, finetune or lora, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)

@@ -44,15 +44,34 @@ def _ready() -> bool:
         raise HeadstartError("launched by torchrun (RANK and WORLD_SIZE are set) but this PyTorch build has no "
                              "torch.distributed: run a single process, or install a PyTorch with distributed support")
     if not dist.is_initialized():
-        own_gpu = _gpu_per_process()
+        own_gpu = gpu_per_process()
         if own_gpu:
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # "cuda" (default_device) is this rank's GPU
-        dist.init_process_group("nccl" if own_gpu else "gloo")
+        _join_group("nccl" if own_gpu else "gloo")
         atexit.register(_leave)
     return True
 
 
-def _gpu_per_process() -> bool:
+def _join_group(backend: str) -> None:
+    """init_process_group from torchrun's environment; after a restart (`--max-restarts`), on a store of its own.
+
+    Hand-written around a PyTorch bug (pytorch/pytorch#135712, #167288): the processes of a restarted run share
+    torchrun's store with the run's failed attempt, whose keys are still there, so the new processes can read the
+    dead ones' addresses and never connect (gloo: "connectFullMesh failed ... Connection refused"). Each attempt
+    keeps its keys under a prefix of its own, as PyTorch once did itself; the first attempt is left as it is."""
+    import torch.distributed as dist
+
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend)
+        return
+    agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                int(os.environ["WORLD_SIZE"]), is_master=False)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"headstart/attempt_{attempt}", agent_store),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def gpu_per_process() -> bool:
     """Whether each process on this machine has a GPU of its own (NCCL's condition). More processes than GPUs
     share them and talk over gloo (machines of one run are assumed alike: each decides for itself)."""
     import torch
@@ -66,6 +85,12 @@ def _leave() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def restarted() -> bool:
+    """Whether torchrun has restarted this run after one of its processes failed (`--max-restarts`): training
+    then continues from the run's last checkpoint, as `--resume` would."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
 def world_size() -> int:

@@ -112,6 +112,7 @@ class Strategy(ABC):
     needs_run_dir: ClassVar[bool] = False  # writes checkpoints, so `fit` needs `out`
     freezes_backbone: ClassVar[bool] = True  # test embeddings of an unchanged backbone may come from the cache
     tasks: ClassVar[tuple[str, ...] | None] = None  # the tasks it trains (None: every task)
+    runs_distributed: ClassVar[bool] = False  # trains under torchrun (sharded extraction, or Lightning DDP)
 
     @abstractmethod
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:

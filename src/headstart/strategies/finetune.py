@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import distributed
 from ..backbones.base import Backbone
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
@@ -26,6 +27,20 @@ log = logging.getLogger("headstart")
 SCRATCH_LR = 3e-3  # random weights (smallcnn on digits: 98.6% in 15 epochs)
 
 
+def same_head_on_every_rank(head: ClassificationHead, summary: dict[str, Any]) -> dict[str, Any]:
+    """Under torchrun, rank 0's head-stage head and summary on every rank; returns the summary. Every rank fits the
+    head on the same embeddings (shared through the cache) with the same seed, which gives the same head on CPU;
+    taking rank 0's makes it certain wherever a kernel is not deterministic, so that stage 2 starts, and keeps
+    or drops the head-stage model, alike on every rank. A collective: every rank calls it."""
+    if distributed.world_size() == 1:
+        return summary
+    import torch
+
+    state, summary = distributed.broadcast_object(({k: v.cpu().numpy() for k, v in head.state_dict().items()}, summary))
+    head.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return summary
+
+
 @register_strategy
 @dataclass
 class FineTune(Strategy):
@@ -34,6 +49,7 @@ class FineTune(Strategy):
     name = "finetune"
     needs_run_dir = True
     freezes_backbone = False
+    runs_distributed = True
 
     epochs: int = 6
     lr: float | None = None
@@ -86,6 +102,7 @@ class FineTune(Strategy):
             head, record["head_stage"] = train_head(train_x, run.train, val_x, run.val, Probe(head=self.head),
                                                     run.seed, weights)
             run.timings["head_stage"] = time.perf_counter() - started
+            record["head_stage"] = same_head_on_every_rank(head, record["head_stage"])
             classifier = Classifier(run.backbone, head)
             baseline = record["head_stage"]["history"][record["head_stage"]["best_epoch"]][task.val_metric]
             record.update(self.adapt(classifier))

@@ -1,9 +1,16 @@
 """Stage 2 of `finetune` on Lightning: the whole network, discriminative learning rates, warm-up then cosine
-decay, early stopping on the task's validation score (accuracy, mAP, R²), the best checkpoint kept, `resume` from the last one."""
+decay, early stopping on the task's validation score (accuracy, mAP, R²), the best checkpoint kept, `resume` from
+the last one.
+
+Under torchrun (several processes) it trains with Lightning's DDP on the process group headstart.distributed has
+joined: gradients are all-reduced, each rank takes its own part of every global batch of the epoch's seeded order
+(`RankShare`), `--batch-size` is per process (the global batch is batch_size x processes), every rank validates on
+the whole validation split, and only rank 0 writes checkpoints and logs."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,6 +18,7 @@ from typing import Any, Protocol
 import lightning as L
 import torch
 
+from .. import distributed
 from ..errors import HeadstartError
 from ..heads import Classifier
 from ..modalities import get_modality
@@ -118,6 +126,82 @@ class ResumeHint(L.Callback):
                         self.run_dir / "checkpoints" / "last.ckpt")
 
 
+class RankShare(torch.utils.data.Sampler):
+    """This rank's part of each global batch of `epoch_order`'s order: global batch k is items
+    [k·G, (k+1)·G) of the order (G = per_rank x ranks), and rank r takes its contiguous share of it (`shard`), so
+    that the ranks together take exactly the batches one process with batch size G would, and a resumed run the
+    same items as an uninterrupted one (the order still depends only on (seed, epoch); `set_epoch` is passed on).
+
+    Hand-written because DistributedSampler (which Lightning's use_distributed_sampler wraps around a custom
+    sampler) deals the order out round-robin over the whole epoch and repeats items to even out the ranks. Here no
+    item is repeated: the last, smaller global batch is split as evenly as it goes, and when it has fewer items
+    than there are ranks (so that some rank would have no batch and the others would wait for it in the gradient
+    all-reduce) those few items sit this epoch out; the next epoch's order is another."""
+
+    def __init__(self, epoch_order: torch.utils.data.Sampler, per_rank: int, ranks: int, of: int):
+        self.epoch_order, self.per_rank, self.ranks, self.of = epoch_order, per_rank, ranks, of
+
+    def set_epoch(self, epoch: int) -> None:
+        getattr(self.epoch_order, "set_epoch", lambda epoch: None)(epoch)
+
+    def _global_batches(self, n: int) -> list[tuple[int, int]]:
+        size = self.per_rank * self.ranks
+        return [(start, min(start + size, n)) for start in range(0, n, size) if min(size, n - start) >= self.ranks]
+
+    def __len__(self) -> int:
+        return sum(len(distributed.shard(range(start, stop), ranks=self.ranks, of=self.of))
+                   for start, stop in self._global_batches(len(self.epoch_order)))
+
+    def __iter__(self):
+        order = list(self.epoch_order)
+        for start, stop in self._global_batches(len(order)):
+            yield from distributed.shard(order[start:stop], ranks=self.ranks, of=self.of)
+
+
+def rank_loader(loader: torch.utils.data.DataLoader, per_rank: int, ranks: int, of: int
+                ) -> torch.utils.data.DataLoader:
+    """`loader` (built with the global batch size, so that an order grouped by batch, like text's by length, is the
+    one a single process with that batch would see) re-made to yield rank `of`'s part of each global batch."""
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_size=per_rank, sampler=RankShare(loader.sampler, per_rank, ranks, of),
+        num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn, drop_last=False)
+
+
+def device_settings() -> dict[str, Any]:
+    """The Trainer's accelerator, devices and strategy: one device in one process; under torchrun DDP over the
+    process group headstart.distributed has already joined (Lightning uses an initialised group as it finds it),
+    with torchrun's environment telling Lightning the ranks, so that it starts no processes of its own."""
+    if not distributed.launched():
+        return {"accelerator": "auto", "devices": 1}
+    import os
+
+    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    world, per_node = distributed.world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    # find_unused_parameters: some backbones hold trainable weights the classifier never uses (a text model's
+    # pooler); without it DDP would wait forever for their gradients.
+    strategy = DDPStrategy(cluster_environment=TorchElasticEnvironment(), find_unused_parameters=True)
+    # A GPU per process (distributed chose NCCL), else CPU: processes sharing a GPU talk over gloo.
+    return {"accelerator": "gpu" if distributed.gpu_per_process() else "cpu", "devices": per_node,
+            "num_nodes": world // per_node, "strategy": strategy}
+
+
+def restarted_with_checkpoint(last: Path) -> bool:
+    """Whether torchrun restarted this run (a process failed) after it saved `last`: then it continues from there.
+    Rank 0's view of the file, so that every rank decides alike. (Known gap: a run that dies before its first
+    epoch ends, in a folder still holding an older run's checkpoints, which are cleared only when stage 2
+    starts, would continue those after the restart.)"""
+    if not distributed.restarted():
+        return False
+    found = distributed.broadcast_object(last.is_file())
+    if found:
+        log.info("torchrun restarted the run: continuing from %s", last)
+    return found
+
+
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
                      lr_ratio: float, class_weight: torch.Tensor | None = None) -> dict[str, Any]:
     """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio; the loss
@@ -129,8 +213,17 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     L.seed_everything(run.seed, workers=True, verbose=False)
     backbone, run_dir = classifier.backbone, run.run_dir
     modality = get_modality(backbone.modality)
-    train_loader = modality.training_loader(backbone, run.train.items, run.train.labels, settings.batch_size,
+    ranks = distributed.world_size()
+    train_loader = modality.training_loader(backbone, run.train.items, run.train.labels, settings.batch_size * ranks,
                                             train=True, seed=run.seed)
+    if ranks > 1:
+        if len(run.train.items) < ranks:
+            raise HeadstartError(f"{len(run.train.items)} training items cannot be shared by {ranks} processes: "
+                                 "run fewer processes")
+        train_loader = rank_loader(train_loader, settings.batch_size, ranks, distributed.rank())
+    # Validation is not sharded: every rank validates on the whole split, so that each item counts exactly once
+    # and every rank reaches the same early-stopping and best-checkpoint decisions (at the cost of repeating
+    # the validation pass on each rank).
     val_loader = modality.training_loader(backbone, run.val.items, run.val.labels, max(64, settings.batch_size),
                                           train=False)
     total_steps = settings.epochs * len(train_loader)
@@ -138,7 +231,8 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed, class_weight)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if not run.resume and last.is_file():
+    resume = run.resume or restarted_with_checkpoint(last)
+    if not resume and last.is_file() and distributed.is_main():
         log.info("starting afresh: the checkpoints in %s are replaced (use --resume to continue them)", ckpt_dir)
         for name in ("last.ckpt", "best.ckpt"):
             (ckpt_dir / name).unlink(missing_ok=True)
@@ -148,23 +242,26 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
     # improve the monitored metric, and --resume would then repeat the epochs after the best one.
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
-    if run.resume:
+    if resume:
         if not last.is_file():
             raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
         # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
         getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
-    progress, show_bar = lightning_progress("fine-tuning")
-    with quiet_lightning():
+    progress, show_bar = lightning_progress("fine-tuning") if distributed.is_main() else ([], False)
+    with quiet_lightning(), warnings.catch_warnings():
+        # Every rank validates on the whole split, so each rank's val_loss and validation score are already the
+        # run's: Lightning's advice to sync them across ranks (sync_dist=True) does not apply.
+        warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
         trainer = L.Trainer(
-            max_epochs=settings.epochs, accelerator="auto", devices=1, precision=lightning_precision(run.precision),
+            max_epochs=settings.epochs, **device_settings(), precision=lightning_precision(run.precision),
             callbacks=[checkpoint, latest, EarlyStopping(monitored, mode="max", patience=settings.patience),
                        ResumeHint(run_dir), *progress],
             logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
             enable_progress_bar=show_bar, default_root_dir=run_dir,
             log_every_n_steps=min(10, len(train_loader)),
-            num_sanity_val_steps=0,
+            num_sanity_val_steps=0, use_distributed_sampler=False,  # RankShare shards; validation is whole
         )
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if run.resume else None, weights_only=True)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)

@@ -26,6 +26,7 @@ class Probe(Strategy):
     """Settings of the head trained on fixed embeddings."""
 
     name = "probe"
+    runs_distributed = True
 
     head: str = "linear"
     epochs: int = 60
