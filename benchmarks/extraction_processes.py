@@ -4,10 +4,11 @@
 
 Both layouts run the product's path, `headstart.embeddings.embed_items` without a cache: under torchrun each rank
 embeds its contiguous share and the ranks gather the rows (gloo on loopback); alone, one process embeds them all.
-Each layout is a fresh launch (`OMP_NUM_THREADS` 1 per rank, or 2), the repeats interleaved, so that the machine's
-load falls on both alike. Per layout: the extraction's throughput (from after the model is loaded and warmed up to
+One process of one thread is measured too, as the reference
+for both. Each layout is a fresh launch (`OMP_NUM_THREADS` 1 per rank, or 2), the repeats interleaved, so that
+the machine's load falls on all alike. Per layout: the extraction's throughput (from after the model is loaded and warmed up to
 every rank holding every row) and the launch's wall time including Python, torch and the model's loading; and how
-far the two layouts' embeddings differ (bfloat16 where the CPU has it rounds differently with other batches).
+far the two compared layouts' embeddings differ (bfloat16 where the CPU has it rounds differently with other batches).
 Texts: SST-2 sentences with minilm; images: CIFAR-10 with efficientnet_lite0 (its decoding in the product's data
 loader workers, in each rank). Prints a table and writes benchmarks/out/extraction_processes.json with the commit.
 """
@@ -40,7 +41,9 @@ from _common import (
 )
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-LAYOUTS = {"2 processes x 1 thread": (2, 1), "1 process x 2 threads": (1, 2)}
+# The two layouts compared, and one process of one thread as the reference for both (what one core does).
+LAYOUTS = {"2 processes x 1 thread": (2, 1), "1 process x 2 threads": (1, 2), "1 process x 1 thread": (1, 1)}
+COMPARED = ("2 processes x 1 thread", "1 process x 2 threads")
 HANG_GUARD_S = 1800  # far above these runs' minutes; only so that a hung rendezvous cannot hang the benchmark
 
 
@@ -93,21 +96,22 @@ def worker(backbone_name: str, items_file: Path, results: Path) -> None:
                                        "ranks": distributed.world_size(), "threads": torch.get_num_threads()}))
 
 
-def measure(backbone: str, items: list, folder: Path, repeats: int) -> list[dict]:
-    """Both layouts on `items`, interleaved `repeats` times: one row per layout, medians."""
+def measure(backbone: str, items: list, folder: Path, repeats: int, layouts: tuple[str, ...]) -> list[dict]:
+    """The `layouts` on `items`, interleaved `repeats` times: one row per layout, medians."""
     items_file = folder / f"{backbone}-items.json"
     items_file.write_text(json.dumps([str(i) for i in items]))
-    runs: dict[str, list[tuple[float, dict]]] = {name: [] for name in LAYOUTS}
+    runs: dict[str, list[tuple[float, dict]]] = {name: [] for name in layouts}
     rows_of = {}
     for repeat in range(repeats):
-        for name, (processes, threads) in LAYOUTS.items():
+        for name in layouts:
+            processes, threads = LAYOUTS[name]
             results = folder / f"{backbone}-{processes}x{threads}-{repeat}.json"
             wall = launch(processes, threads, backbone, items_file, results)
             runs[name].append((wall, json.loads(results.read_text())))
             rows_of[name] = np.load(results.with_suffix(".npy"))
             print(f"  {backbone}, {name}, repeat {repeat + 1}: {runs[name][-1][1]['seconds']:.1f} s extraction, "
                   f"{wall:.1f} s launch", flush=True)
-    a, b = rows_of.values()
+    a, b = (rows_of[name] for name in COMPARED)
     difference = np.linalg.norm(a - b, axis=1) / np.maximum(np.linalg.norm(b, axis=1), 1e-12)
     base = median([r["seconds"] for _, r in runs["1 process x 2 threads"]])
     out = []
@@ -115,7 +119,8 @@ def measure(backbone: str, items: list, folder: Path, repeats: int) -> list[dict
         seconds = median([r["seconds"] for _, r in measured])
         out.append({"backbone": backbone, "items": len(items), "layout": name,
                     "items/s (extraction)": len(items) / seconds, "wall s incl. start": median([w for w, _ in measured]),
-                    "speed vs 1x2": base / seconds, "rel. row difference (max)": float(difference.max()),
+                    "speed vs 1x2": base / seconds,
+                    "rel. row difference (max)": float(difference.max()) if name in COMPARED else "",
                     "extraction_s": [r["seconds"] for _, r in measured], "wall_s": [w for w, _ in measured],
                     "ranks": measured[0][1]["ranks"], "threads": measured[0][1]["threads"]})
     return out
@@ -136,11 +141,12 @@ def main() -> None:
     if args.worker:
         return worker(args.worker[0], Path(args.worker[1]), Path(args.worker[2]))
 
-    if args.smoke:  # 12 generated sentences, one repeat: two launches (the images take the same path)
+    layouts = tuple(LAYOUTS)
+    if args.smoke:  # 12 generated sentences, one repeat, the compared layouts: two launches (images: the same path)
         folder = start_smoke()
         text_table, _ = smoke_text(folder / "text", per_class=6)
         image_root = smoke_images(folder / "images", per_class=4)
-        args.texts, args.images, args.repeats = 12, 0, 1
+        args.texts, args.images, args.repeats, layouts = 12, 0, 1, COMPARED
     else:
         folder = _common.OUT / "extraction-processes"
         folder.mkdir(parents=True, exist_ok=True)
@@ -150,14 +156,14 @@ def main() -> None:
         import pandas as pd
 
         texts = pd.read_csv(text_table).sample(n=args.texts, random_state=0)["text"].tolist()
-        rows += measure("minilm", texts, folder, args.repeats)
+        rows += measure("minilm", texts, folder, args.repeats, layouts)
     if args.images:
         from headstart.modalities import get_modality
 
         classes = sorted(p for p in image_root.iterdir() if p.is_dir())
         per_class = -(-args.images // len(classes))
         images = [f for c in classes for f in get_modality("image").list_files(c)[:per_class]][:args.images]
-        rows += measure("efficientnet_lite0", images, folder, args.repeats)
+        rows += measure("efficientnet_lite0", images, folder, args.repeats, layouts)
     text = table(rows, COLUMNS)
     print(f"\n{text}")
     write_results("extraction_processes", {"commit": git_commit(), "args": vars(args), "cores": os.cpu_count(),
