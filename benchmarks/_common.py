@@ -34,6 +34,13 @@ def machine() -> dict[str, Any]:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
+def git_commit() -> str:
+    """The commit the benchmark ran at ("" outside a git checkout), recorded with its results."""
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+
+
 def quiet_fits(cache: Path) -> None:
     """Settings for a benchmark that runs many fits: its own embedding cache, no progress bars or tokenizer
     threads, and only warnings and errors in the log (Lightning's banners and a deprecation it repeats muted)."""

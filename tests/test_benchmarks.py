@@ -102,13 +102,14 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # Scripts whose whole path runs in seconds on generated data, and the others with the reason they have no smoke mode
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
-SMOKE = ["calibration", "embedding_throughput", "explain_faithfulness", "finetune_speed", "imbalance", "onnx_speed",
-         "probe_scaling", "profile_extraction", "serve_load", "startup_latency"]
+SMOKE = ["calibration", "embedding_throughput", "explain_faithfulness", "extraction_processes", "finetune_speed",
+         "imbalance", "onnx_speed", "probe_scaling", "profile_extraction", "serve_load", "startup_latency"]
 NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",
     "classic_recipe": "a torchvision training recipe on CIFAR-10 itself, not headstart's code paths",
+    "two_nodes": "makes network namespaces, which needs root: tests/test_two_nodes.py runs it small (or skips why)",
     **dict.fromkeys(["audio_extraction", "audio_label_efficiency", "auto_strategy", "contrastive_classes",
                      "distill_text", "few_shot_text", "label_efficiency",
                      "lora_vs_finetune", "selection",
