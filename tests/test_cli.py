@@ -72,7 +72,7 @@ def _bad_inputs(tmp_path):
         "no class folders": (["fit", flat], "no class sub-folders"),
         "class without files": (["fit", empty_class], "class 'empty' has no usable image files"),
         "corrupt image, strict": (["fit", corrupt, "--strict", "--image-size", "32"], "unreadable image"),
-        "table without text column": (["fit", no_text], "no text column"),
+        "table without text column": (["fit", no_text], "no text or file column"),
         "one class": (["fit", one_class], "only one class"),
         "unknown backbone": (["fit", table, "--backbone", "bert-huge-9"], "unknown backbone 'bert-huge-9'"),
         "weights not offline": (["fit", table, "--backbone", "hf:nobody/missing-model"],
