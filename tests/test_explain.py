@@ -46,7 +46,7 @@ def text_model(tiny_text_run):
     """The shared tiny-BERT probe, with its temperature set back to 1: calibrated on an easy task its
     probabilities are all but 1.0, which no deletion can lower (attributions only scale with 1/T)."""
     model = headstart.load(tiny_text_run / "model")
-    model.classifier.head.set_temperature(1.0)
+    model.classifier.head.set_params({**model.classifier.head.params, "temperature": 1.0})
     return model, pd.read_csv(tiny_text_run.parent / "reviews.csv").text.tolist()
 
 
@@ -181,4 +181,4 @@ def test_text_explain_ranks_tokens(text_model, tmp_path):
 
 def test_audio_models_are_refused_in_one_line():
     with pytest.raises(HeadstartError, match="not supported yet for audio"):
-        explainer_for(SimpleNamespace(modality="audio"))
+        explainer_for(SimpleNamespace(modality="audio", task_name="classification"))
