@@ -25,7 +25,7 @@ from .._util import worker_count
 from ..errors import HeadstartError
 from ..runtime.audio_codec import AUDIO_EXTENSIONS, MAX_BATCH_SECONDS, AudioItem, Clip, load_audio, pad_centred
 from ..runtime.codec_base import expand_files
-from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
+from .base import Batch, EpochShuffle, Modality, item_and_rng, label_batch, register_modality, training_label
 from .image import file_digest
 
 PREFETCH_CLIPS = 8  # clips each DataLoader worker decodes ahead (one clip per worker call: no padded batches there)
@@ -62,7 +62,7 @@ class AudioWaveforms(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int):
         i, rng = item_and_rng(key, len(self.items), self.seed)
-        label = int(self.labels[i]) if self.labels is not None else -1
+        label = training_label(self.labels, i)
         try:
             x = torch.from_numpy(load_audio(self.items[i], self.rate))
             with rng:
@@ -91,7 +91,7 @@ class _Collate:
 
     def __call__(self, batch):
         waves, labels, idx, errors = zip(*batch)
-        return (pad_waveforms(waves, self.min_samples), torch.tensor(labels), torch.tensor(idx), list(errors))
+        return (pad_waveforms(waves, self.min_samples), label_batch(labels), torch.tensor(idx), list(errors))
 
 
 class _TrainingCollate(_Collate):

@@ -91,6 +91,20 @@ class Modality(ABC):
         return f"{len(failures)} unreadable {self.noun}(s) skipped, e.g. {self.describe(items[i], i)} ({reason})"
 
 
+def training_label(labels: np.ndarray | None, i: int) -> int | np.ndarray:
+    """Item i's training label as a DataLoader yields it: a class index for one-label classification, a float32
+    row for a multi-label indicator matrix or regression targets (items x columns), -1 when there are no labels."""
+    if labels is None:
+        return -1
+    row = labels[i]
+    return int(row) if np.ndim(row) == 0 else np.asarray(row, np.float32)
+
+
+def label_batch(labels: Sequence[int | np.ndarray]) -> torch.Tensor:
+    """A batch's training labels as one tensor: class indices (int64) or stacked rows (float32)."""
+    return torch.as_tensor(np.stack(labels))
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 

@@ -15,7 +15,7 @@ from .._util import worker_count
 from ..errors import DataError
 from ..runtime.codec_base import expand_files
 from ..runtime.image_codec import IMAGE_EXTENSIONS, read_image
-from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality
+from .base import Batch, EpochShuffle, Modality, item_and_rng, register_modality, training_label
 
 # An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
 ImageItem = Path | np.ndarray
@@ -57,7 +57,7 @@ class ImageTensors(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int):
         i, rng = item_and_rng(key, len(self.items), self.seed)
-        label = int(self.labels[i]) if self.labels is not None else -1
+        label = training_label(self.labels, i)
         try:
             with rng:
                 x = self.transform(open_image(self.items[i], self.draft_size))

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import DataError
 from ..runtime.codec_base import too_long_for_a_path
-from .base import Batch, Modality, epoch_seed, modality_of_file, register_modality
+from .base import Batch, Modality, epoch_seed, label_batch, modality_of_file, register_modality, training_label
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
 
@@ -25,8 +25,8 @@ class _Texts(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.texts)
 
-    def __getitem__(self, i: int) -> tuple[str, int]:
-        return self.texts[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[str, int | np.ndarray]:
+        return self.texts[i], training_label(self.labels, i)
 
 
 def read_text_lines(path: Path) -> list[str]:
@@ -77,9 +77,9 @@ class TextModality(Modality):
 
     def training_loader(self, backbone: Any, items: Sequence, labels: np.ndarray, batch_size: int, train: bool,
                         seed: int = 0) -> Any:
-        def collate(batch: list[tuple[str, int]]):
+        def collate(batch: list[tuple[str, int | np.ndarray]]):
             texts, ys = zip(*batch)
-            return backbone.collate(texts), torch.tensor(ys)
+            return backbone.collate(texts), label_batch(ys)
 
         # Batches of similar length (shuffled in groups, as Hugging Face's Trainer does with group_by_length), so
         # little compute goes to padding; validation simply runs in length order.
