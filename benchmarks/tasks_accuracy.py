@@ -76,10 +76,24 @@ def data_for(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "target": ["valence", "arousal", "dominance"]}
 
 
+def subset_table(table_path: Path, rows: int, seed: int) -> Path:
+    """A seeded random sample of `rows` rows of a CSV table, written beside the results (for a finetune that
+    would take too long on all of them)."""
+    import pandas as pd
+
+    frame = pd.read_csv(table_path, keep_default_na=False)
+    path = _common.OUT / f"{table_path.parent.name}-{table_path.stem}-{rows}-s{seed}.csv"
+    frame.sample(n=min(rows, len(frame)), random_state=seed).to_csv(path, index=False)
+    return path
+
+
 def fit_once(run: dict[str, Any], args: argparse.Namespace, run_root: Path) -> dict[str, Any]:
     import headstart
 
     data = data_for(run["set"], args)
+    rows = args.finetune_rows if run["strategy"] == "finetune" and not args.smoke else None
+    if rows:
+        data = {**data, "data": subset_table(data["data"], rows, args.seed)}
     options = dict(run["options"])
     if run["strategy"] == "finetune":
         options["out"] = run_root / run["name"].replace(" ", "-")
@@ -92,7 +106,8 @@ def fit_once(run: dict[str, Any], args: argparse.Namespace, run_root: Path) -> d
     m = model.metrics
     row: dict[str, Any] = {"run": run["name"], "set": run["set"], "backbone": run["backbone"],
                            "strategy": run["strategy"], "options": run["options"], "test n": m["n"], "fit s": seconds,
-                           "test": "dev.csv" if data.get("test") else "split cut from the table (20%)"}
+                           "test": "dev.csv" if data.get("test") else "split cut from the table (20%)",
+                           "training rows": f"a random {rows}" if rows else "all"}
     if data["task"] == "multilabel":
         row |= {"macro-F1": round(m["macro_f1"], 4), "micro-F1": round(m["micro_f1"], 4), "mAP": round(m["map"], 4),
                 "subset acc": round(m["subset_accuracy"], 4), "Hamming": round(m["hamming_loss"], 4),
@@ -211,6 +226,8 @@ def main() -> None:
     parser.add_argument("--emobank-epochs", type=int, default=6, help="finetune epochs on EmoBank (the default)")
     parser.add_argument("--max-length", type=int, default=64,
                         help="finetune token limit: GoEmotions comments are at most 33 words, EmoBank's 96")
+    parser.add_argument("--finetune-rows", type=int,
+                        help="finetune on a seeded random sample of this many training rows (default: all)")
     parser.add_argument("--finetune-lr", type=float, help="finetune learning rate (default: the backbone's)")
     parser.add_argument("--run", action="append", help="only this run, by name (e.g. 'goemotions mpnet probe'); "
                         "repeatable")
