@@ -12,7 +12,7 @@ The runs go cheapest first (MIML, the EmoBank and GoEmotions probes, then the fi
 run is appended to benchmarks/out/tasks_accuracy.json with the machine and the git commit; a second invocation skips
 the runs already there (resumable; `--again` reruns them). Prints Markdown tables.
 
-  PYTHONPATH=src nice -n 5 python benchmarks/tasks_accuracy.py                     # everything (about an hour on 2 cores)
+  PYTHONPATH=src nice -n 5 python benchmarks/tasks_accuracy.py    # everything: hours on a shared 2-core CPU (RESULTS.md)
   PYTHONPATH=src python benchmarks/tasks_accuracy.py --only miml
   PYTHONPATH=src python benchmarks/tasks_accuracy.py --only goemotions --goemotions-epochs 2 --max-length 64
 """
