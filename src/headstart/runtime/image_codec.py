@@ -61,7 +61,8 @@ def read_image(source: Any, draft_size: tuple[int, int] | None = None, max_pixel
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
     if isinstance(source, StoredItem):  # a tar member or Parquet cell: its bytes only
-        source = source.open()
+        stored, source = source, source.open()
+        source.name = str(stored)  # Pillow names the item by it in its errors
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     with Image.open(source) as img:  # reads the header only
         if draft_size is not None and img.format == "JPEG":
