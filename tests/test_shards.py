@@ -152,3 +152,22 @@ def test_a_parquet_file_of_image_bytes_is_read_as_cells(tmp_path, pretrained_sma
     model = headstart.fit(tmp_path / "images.parquet", "smallcnn", "probe", out=tmp_path / "run",
                           weights=str(pretrained_smallcnn))
     assert model.predict([data.items[0]])[0] in CLASSES
+
+
+def test_shards_of_wav_files_are_audio_items_decoded_from_their_bytes(tmp_path):
+    import soundfile
+
+    from headstart.runtime.audio_codec import load_audio
+
+    (tmp_path / "data").mkdir()
+    with tarfile.open(tmp_path / "data" / "clips.tar", "w") as tar:
+        for i in range(6):
+            buffer = io.BytesIO()
+            tone = np.sin(np.arange(8000) * (0.05 + 0.1 * (i % 2))).astype(np.float32)
+            soundfile.write(buffer, tone, 8000, format="WAV")
+            add_member(tar, f"clip{i}.wav", buffer.getvalue())
+            add_member(tar, f"clip{i}.json", f'{{"label": "{["low", "high"][i % 2]}"}}'.encode())
+    data = load_data(tmp_path / "data").train
+    assert data.modality == "audio" and data.classes == ["high", "low"] and data.labels.tolist() == [1, 0] * 3
+    samples = load_audio(data.items[0], 16_000)
+    assert samples.shape == (16_000,) and np.abs(samples).max() > 0.5

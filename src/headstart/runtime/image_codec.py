@@ -61,8 +61,10 @@ def read_image(source: Any, draft_size: tuple[int, int] | None = None, max_pixel
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
     if isinstance(source, StoredItem):  # a tar member or Parquet cell: its bytes only
-        stored, source = source, source.open()
-        source.name = str(stored)  # Pillow names the item by it in its errors
+        try:
+            return read_image(source.open(), draft_size, max_pixels, setting)
+        except UnidentifiedImageError:  # Pillow would name the in-memory buffer, not the item
+            raise UnidentifiedImageError(f"{source} is not an image file Pillow can read") from None
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     with Image.open(source) as img:  # reads the header only
         if draft_size is not None and img.format == "JPEG":
