@@ -115,12 +115,12 @@ def index_shard(shard: Path, extensions: frozenset[str]) -> tuple[list[ShardMemb
     return [item for item, _ in kept], [label for _, label in kept], skipped
 
 
-def shard_modality(shards: Sequence[Path]) -> Modality:
-    """The modality whose files the first shard holds most of (read from its headers)."""
+def shard_modality(shards: Sequence[Path], sample: int = 2000) -> Modality:
+    """The modality whose files the first shard holds most of (read from its first `sample` headers)."""
     counts = {m: 0 for m in MODALITIES.values() if m.file_extensions}
     try:
         with tarfile.open(shards[0], "r:") as tar:
-            for member in tar:
+            for member, _ in zip(tar, range(sample)):
                 suffix = Path(member.name).suffix.lower()
                 for m in counts:
                     counts[m] += suffix in m.file_extensions
