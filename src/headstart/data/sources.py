@@ -95,7 +95,7 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
                       None)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
-    if is_shard_folder(path):
+    if is_shard_folder(path) and not class_folders(path):  # class folders win over a stray archive beside them
         return _read_shard_splits(path, classes, modality, task)
     explicit = _explicit_split_paths(path)
     if explicit:
