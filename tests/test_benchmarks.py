@@ -110,6 +110,8 @@ WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",
     "classic_recipe": "a torchvision training recipe on CIFAR-10 itself, not headstart's code paths",
+    "shards_memory": "two fits of thousands of images in fresh processes: minutes on a loaded 2-core machine "
+                     "(`--sizes 2000 4000` is its short run)",
     "two_nodes": "makes network namespaces, which needs root: tests/test_two_nodes.py runs it small (or skips why)",
     **dict.fromkeys(["audio_extraction", "audio_label_efficiency", "auto_strategy", "contrastive_classes",
                      "distill_text", "few_shot_text", "label_efficiency",

@@ -18,6 +18,7 @@ from .builtins import BUILTINS
 from .dataset import Dataset, Splits
 from .folders import class_folders, read_class_folders
 from .frames import InMemoryData, is_in_memory, read_in_memory
+from .shards import is_shard_folder, parquet_bytes_column, read_parquet_items, read_shards, shard_files, shard_splits
 from .tables import TABLE_EXTENSIONS, is_table_file, read_text_table
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,13 @@ def _explicit_split_paths(root: Path) -> dict[str, Path]:
 
 def _read_one(path: Path, classes: list[str] | None, text_column: str | None, label_column: str | None,
               modality: str | None = None, task: Task | None = None) -> Dataset:
+    if path.is_dir() and is_shard_folder(path):
+        return read_shards(shard_files(path), classes, modality, task, name=path.name)
     if path.is_dir():
         _one_class_per_item(task, path)
         return read_class_folders(path, classes, modality)
+    if path.suffix.lower() in (".parquet", ".pq") and parquet_bytes_column(path):
+        return read_parquet_items(path, label_column, classes, modality, task)
     data = read_text_table(path, text_column, label_column, classes, task)
     _expect(modality, data.modality)
     return data
@@ -90,6 +95,8 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
                       None)
     if path.is_file():
         raise DataError(f"{path} is neither a folder of images nor a table ({', '.join(sorted(TABLE_EXTENSIONS))})")
+    if is_shard_folder(path) and not class_folders(path):  # class folders win over a stray archive beside them
+        return _read_shard_splits(path, classes, modality, task)
     explicit = _explicit_split_paths(path)
     if explicit:
         train = _read_one(explicit["train"], classes, text_column, label_column, modality, task)
@@ -105,6 +112,18 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
                             "or point at the table itself")
     _one_class_per_item(task, path)
     return Splits(replace(read_class_folders(path, classes, modality), origin=name), None, None)
+
+
+def _read_shard_splits(path: Path, classes: list[str] | None, modality: str | None, task: Task | None) -> Splits:
+    """A folder of tar shards: train-*/val-*/test-*.tar are those splits, unnamed shards are one data set."""
+    groups = shard_splits(shard_files(path), SPLIT_NAMES)
+    train = read_shards(groups["train"], classes, modality, task, name=path.name)
+    parts = {k: read_shards(shards, train.classes, modality, task, name=f"{path.name}-{k}")
+             for k, shards in groups.items() if k != "train"}
+    parts["train"] = train
+    named = len(groups) > 1 or groups["train"][0].name.lower().startswith("train")
+    parts = {k: replace(part, origin=f"{path} ({k}-*.tar)" if named else str(path)) for k, part in parts.items()}
+    return Splits(parts["train"], parts.get("val"), parts.get("test"))
 
 
 def read_test_data(source: str | Path | Dataset, classes: list[str], modality: str,

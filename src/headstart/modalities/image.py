@@ -15,10 +15,12 @@ from .._util import worker_count
 from ..errors import DataError
 from ..runtime.codec_base import expand_files
 from ..runtime.image_codec import IMAGE_EXTENSIONS, read_image
+from ..runtime.members import StoredItem
 from .base import Batch, EpochShuffle, Modality, item_and_rng, item_label, register_modality
 
-# An image item is a file path or a decoded uint8 array (H, W) or (H, W, C) from a built-in data set.
-ImageItem = Path | np.ndarray
+# An image item is a file path, a decoded uint8 array (H, W) or (H, W, C) from a built-in data set, or an image file's
+# bytes stored inside a larger file (a tar shard's member, a Parquet cell: `runtime.members`).
+ImageItem = Path | np.ndarray | StoredItem
 
 
 def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Image.Image:
@@ -27,9 +29,15 @@ def open_image(item: ImageItem, draft_size: tuple[int, int] | None = None) -> Im
     return read_image(item, draft_size)
 
 
-def file_digest(path: Path) -> bytes:
-    """blake2b of a file's bytes, read in chunks (hashlib.file_digest needs Python 3.11)."""
+def file_digest(path: Path | StoredItem) -> bytes:
+    """blake2b of a file's bytes, read in chunks (hashlib.file_digest needs Python 3.11), or of a stored item's."""
     h = hashlib.blake2b(digest_size=16)
+    if isinstance(path, StoredItem):
+        try:
+            h.update(path.read())
+        except Exception as e:  # an unreadable member digests as its name: its decoding then reports why
+            h.update(f"unreadable {path}: {e}".encode())
+        return h.digest()
     try:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

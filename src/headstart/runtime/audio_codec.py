@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import DataError, InputTooLarge, SettingsError
 from .codec_base import InputCodec, expand_files, register_codec, validate_preprocessing
+from .members import StoredItem
 
 # What libsndfile decodes (mp3 since libsndfile 1.1; the wheels of soundfile >= 0.12 bundle it).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3"})
@@ -31,7 +32,7 @@ class Clip:
         return f"<clip of {len(self.samples) / self.rate:.2f} s at {self.rate} Hz>"
 
 
-AudioItem = Path | Clip
+AudioItem = Path | Clip | StoredItem  # a file, samples in memory, or a file's bytes inside a tar shard / Parquet
 
 
 # The longest recording headstart decodes, in every path (fit, predict, evaluate, the exported runtime, serve):
@@ -117,7 +118,7 @@ def load_audio(item: AudioItem, rate: int | None, max_seconds: float | None = No
         if len(samples) > limit * source_rate:
             raise too_long(len(samples) / source_rate, limit, MAX_AUDIO_SECONDS_ENV)
     else:
-        samples, source_rate = read_sound(str(item), limit)
+        samples, source_rate = read_sound(item.open() if isinstance(item, StoredItem) else str(item), limit)
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
     if samples.size == 0:

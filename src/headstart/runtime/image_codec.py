@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ArtifactError, DataError, InputTooLarge
 from .codec_base import InputCodec, expand_files, register_codec, validate_preprocessing
+from .members import StoredItem
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 INTERPOLATION = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -52,12 +53,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def read_image(source: Any, draft_size: tuple[int, int] | None = None, max_pixels: int | None = None,
                setting: str = "--max-pixels") -> Image.Image:
-    """Fully decode a file path, file object or uint8 array (H, W[, C]) to an RGB image. `draft_size` lets JPEG
-    decode at reduced scale when it is larger (as training did). With `max_pixels`, an image that would decode
-    to more pixels (after JPEG's reduction) is refused from its header, before decoding: InputTooLarge, naming
-    `setting`. (Pillow itself only warns below 178 Mpx, and fails with DecompressionBombError above.)"""
+    """Fully decode a file path, file object, stored item (`members.StoredItem`) or uint8 array (H, W[, C]) to an
+    RGB image. `draft_size` lets JPEG decode at reduced scale when it is larger (as training did). With
+    `max_pixels`, an image that would decode to more pixels (after JPEG's reduction) is refused from its header,
+    before decoding: InputTooLarge, naming `setting`. (Pillow itself only warns below 178 Mpx, and fails with
+    DecompressionBombError above.)"""
     if isinstance(source, np.ndarray):
         return to_rgb(Image.fromarray(source))
+    if isinstance(source, StoredItem):  # a tar member or Parquet cell: its bytes only
+        try:
+            return read_image(source.open(), draft_size, max_pixels, setting)
+        except UnidentifiedImageError:  # Pillow would name the in-memory buffer, not the item
+            raise UnidentifiedImageError(f"{source} is not an image file Pillow can read") from None
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     with Image.open(source) as img:  # reads the header only
         if draft_size is not None and img.format == "JPEG":
