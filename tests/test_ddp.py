@@ -120,7 +120,7 @@ def test_two_ranks_with_batch_b_end_with_the_weights_of_one_process_with_batch_2
         for key in one.files:
             np.testing.assert_allclose(two[key], one[key], atol=2e-5, err_msg=key)
     summaries = [json.loads((tmp_path / run / "rank0.json").read_text()) for run in ("one", "two")]
-    for key in ("best_val_accuracy", "epochs_run", "steps"):
+    for key in ("best_val_score", "epochs_run", "steps"):
         assert summaries[1][key] == summaries[0][key], key
     assert summaries[0]["steps"] == 2 * 4  # 26 texts in global batches of 8: 4 steps an epoch
     # One set of run files: rank 0's checkpoints and logs.
