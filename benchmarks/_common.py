@@ -29,7 +29,8 @@ def machine() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"date": date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"date": date.today().isoformat(), "commit": git_commit(), "cpu": cpu, "cores": os.cpu_count(),
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
