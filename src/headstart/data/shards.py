@@ -30,7 +30,7 @@ from ..modalities import MODALITIES, Modality, ensure_same_modality
 from ..runtime.members import ParquetCell, ShardMember
 from ..tasks import Task
 from .dataset import Dataset
-from .tables import FILE_COLUMNS, LABEL_COLUMNS
+from .tables import FILE_COLUMNS, LABEL_COLUMNS, TEXT_COLUMNS
 
 log = logging.getLogger("headstart")
 
@@ -202,9 +202,14 @@ def parquet_bytes_column(path: Path) -> tuple[str, str] | None:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError):
         return None
-    binary = [f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    labels = {c.lower() for c in LABEL_COLUMNS}
+    binary = [f.name for f in schema if (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+              and f.name.lower() not in labels]
     structs = [f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0]
     named = [c for c in FILE_COLUMNS if c in binary + structs]
+    texts = {c.lower() for c in TEXT_COLUMNS} & {f.name.lower() for f in schema}
+    if not named and texts:  # a table of texts with some other binary column: the table reader's to judge
+        return None
     column = named[0] if named else next(iter(binary + structs), None)
     if column is None:
         return None
