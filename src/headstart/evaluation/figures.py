@@ -32,25 +32,30 @@ def _figure(width: float, height: float, columns: int = 1, rows: int = 1):
     return plt.subplots(rows, columns, figsize=(width, height))
 
 
-def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
-    """Rows normalised to recall (colour), counts written in the cells; true classes down, predictions across."""
-    m = np.asarray(matrix, dtype=float)
-    share = m / np.clip(m.sum(1, keepdims=True), 1, None)
-    n = len(classes)
+def _count_heatmap(counts: np.ndarray, share: np.ndarray, names: Sequence[str], cmap: str, xlabel: str,
+                   ylabel: str) -> str:
+    """A square heatmap coloured by `share` (0-1) with the `counts` written in the cells (up to 25 names)."""
+    n = len(names)
     side = min(9.0, 2.0 + 0.45 * n)
     fig, ax = _figure(side, side * 0.85)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    labels = [c[:14] for c in classes]
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.imshow(share, cmap=cmap, vmin=0, vmax=1)
+    short = [c[:14] for c in names]
+    ax.set_xticks(range(n), short, rotation=45, ha="right")
+    ax.set_yticks(range(n), short)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if n <= 25:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if share[i, j] > 0.5 else "black")
     return _svg(fig)
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> str:
+    """Rows normalised to recall (colour), counts written in the cells; true classes down, predictions across."""
+    m = np.asarray(matrix, dtype=float)
+    return _count_heatmap(m, m / np.clip(m.sum(1, keepdims=True), 1, None), classes, "Blues", "predicted", "true")
 
 
 def _bins(probs: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,22 +102,8 @@ def co_occurrence_heatmap(counts: Sequence[Sequence[int]], labels: Sequence[str]
     """How often labels occur together: colour is the share of the row label's items that also carry the column
     label (1 on the diagonal), the numbers are counts (the diagonal: items with the label)."""
     m = np.asarray(counts, dtype=float)
-    share = m / np.clip(np.diag(m)[:, None], 1, None)
-    n = len(labels)
-    side = min(9.0, 2.0 + 0.45 * n)
-    fig, ax = _figure(side, side * 0.85)
-    ax.imshow(share, cmap="Purples", vmin=0, vmax=1)
-    names = [c[:14] for c in labels]
-    ax.set_xticks(range(n), names, rotation=45, ha="right")
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("also carries")
-    ax.set_ylabel("items with")
-    if n <= 25:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")
-    return _svg(fig)
+    return _count_heatmap(m, m / np.clip(np.diag(m)[:, None], 1, None), labels, "Purples", "also carries",
+                          "items with")
 
 
 def predicted_vs_true(targets: np.ndarray, predictions: np.ndarray, names: Sequence[str],
