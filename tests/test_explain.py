@@ -18,6 +18,7 @@ from headstart.api import explain
 from headstart.cli import app
 from headstart.errors import HeadstartError
 from headstart.explain import deletion_check, explainer_for
+from headstart.tasks import make_task
 
 
 def make_square_images(root, per_class: int = 60, size: int = 32, seed: int = 0):
@@ -181,4 +182,4 @@ def test_text_explain_ranks_tokens(text_model, tmp_path):
 
 def test_audio_models_are_refused_in_one_line():
     with pytest.raises(HeadstartError, match="not supported yet for audio"):
-        explainer_for(SimpleNamespace(modality="audio", task_name="classification"))
+        explainer_for(SimpleNamespace(modality="audio", task=make_task()))

@@ -111,7 +111,7 @@ def distill(
                             "leave them out (the student is tested on the teacher's test split)")
     if not isinstance(teacher, TrainedModel):
         teacher = TrainedModel.load(teacher)
-    if teacher.task_name != "classification":  # the pseudo-labels are the teacher's most probable classes
+    if not teacher.task.one_class_per_item:  # the pseudo-labels are the teacher's most probable classes
         raise SettingsError(f"distill's teacher must be a classification model; this one is {teacher.task_name} "
                             "(not supported yet)")
     if not isinstance(unlabeled, UnlabeledData):

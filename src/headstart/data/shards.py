@@ -144,7 +144,7 @@ def _class_names(texts: Sequence[str]) -> list[str]:
 def labeled_references(items: list, texts: list[str], modality: str, classes: Sequence[str] | None, where: str,
                        name: str, skipped: list[tuple[str, str]], task: Task | None) -> Dataset:
     """A Dataset of references with class labels from their label texts (mapped onto `classes` when given)."""
-    if task is not None and task.name != "classification":
+    if task is not None and not task.one_class_per_item:
         raise DataError(f"{where}: shards and Parquet item files give one class per item; --task {task.name} needs "
                         "a table with target columns")
     if not items:

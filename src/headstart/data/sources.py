@@ -55,7 +55,7 @@ def _read_one(path: Path, classes: list[str] | None, text_column: str | None, la
 
 def _one_class_per_item(task: Task | None, where: Any) -> None:
     """Class folders (and the built-in data sets) give one class per item: other tasks need a table."""
-    if task is not None and task.name != "classification":
+    if task is not None and not task.one_class_per_item:
         raise DataError(f"{where} gives one class per item (class folders), but --task {task.name} needs the "
                         "labels in a table: a CSV with an item column (texts, or image/audio file paths) and "
                         f"{'target columns' if task.label_columns() is not None else 'a label column'}")
@@ -192,7 +192,7 @@ def make_splits(splits: Splits, val_size: float | int = 0.1, test_size: float | 
     With `labels_per_class=N` the training split keeps N examples per class and validation at most N per class;
     the test split is left whole so that results stay comparable across N.
     """
-    if labels_per_class is not None and splits.task.name != "classification":
+    if labels_per_class is not None and not splits.task.one_class_per_item:
         raise SettingsError(f"labels_per_class (--labels-per-class) applies to classification, not to --task "
                             f"{splits.task.name}: give a smaller table instead")
     if labels_per_class is not None and (isinstance(labels_per_class, bool) or not isinstance(labels_per_class, int)

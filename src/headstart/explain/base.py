@@ -108,7 +108,7 @@ def register_explainer(cls: type[Explainer]) -> type[Explainer]:
 def explainer_for(model: TrainedModel, method: str | None = None) -> Explainer:
     """The explainer `method` names for the model's modality (its default when None). Explanations attribute one
     predicted class, so a model of another task (multilabel, regression) is refused."""
-    if model.task_name != "classification":
+    if not model.task.one_class_per_item:
         raise HeadstartError(f"explanations are for classification models; this model is {model.task_name} (not "
                              "supported yet)")
     methods = EXPLAINERS.get(model.modality)

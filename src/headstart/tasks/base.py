@@ -34,6 +34,9 @@ class Task(ABC):
     noun: ClassVar[str]  # what a name in `classes` is, for messages: "class", "label", "target"
     headline: ClassVar[tuple[str, ...]]  # the metrics shown first, in this order
     val_metric: ClassVar[str]  # the validation score training monitors (higher is better)
+    # Whether each item has exactly one class: what class folders, shards' class labels, per-class sampling,
+    # pseudo-labels and class explanations assume.
+    one_class_per_item: ClassVar[bool] = False
 
     # -- reading labels ---------------------------------------------------------------------------------------------
     def label_columns(self) -> list[str] | None:

@@ -74,6 +74,7 @@ class Classification(Task):
     noun = "class"
     headline = ("accuracy", "macro_f1")
     val_metric = "val_accuracy"
+    one_class_per_item = True
 
     def encode(self, cells: Cells, where: Any, columns: Sequence[str], names: Sequence[str] | None
                ) -> tuple[np.ndarray, list[str]]:
