@@ -123,13 +123,6 @@ def pick_column(df: pd.DataFrame, given: str | None, candidates: Sequence[str], 
     )
 
 
-def find_columns(df: pd.DataFrame, path: str | Path, text_column: str | None = None,
-                 label_column: str | None = None, need_label: bool = True) -> tuple[str, str | None]:
-    text = pick_column(df, text_column, TEXT_COLUMNS, "text", path, "--text-column")
-    label = pick_column(df, label_column, LABEL_COLUMNS, "label", path, "--label-column") if need_label else None
-    return text, label
-
-
 def labeled_rows(df: pd.DataFrame, where: str | Path, item_column: str, label_column: str | None,
                  classes: Sequence[str] | None = None, task: Task | None = None
                  ) -> tuple[list[str], np.ndarray, list[str]]:
@@ -216,5 +209,5 @@ def file_paths(values: Sequence[str], modality: Modality, where: Any, column: st
 def read_text_column(path: Path, text_column: str | None = None) -> list[str]:
     """The non-empty texts of a table (labels not needed), e.g. for prediction or unlabeled pretraining."""
     df = read_table(path)
-    text_col, _ = find_columns(df, path, text_column, need_label=False)
+    text_col = pick_column(df, text_column, TEXT_COLUMNS, "text", path, "--text-column")
     return [t for t in column_texts(df, text_col, path, "text") if t is not None and t.strip()]
