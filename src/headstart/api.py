@@ -191,27 +191,8 @@ def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: boo
                                    run.strict)
     record = classifier.head.calibrate(val_x, val.labels, seed=run.seed, calibrate=calibrate)
     if record is not None:
-        log.info("%s", describe_tuning(record))
+        log.info("%s", classifier.head.task.describe_tuning(record))
     return record
-
-
-def describe_tuning(record: dict[str, Any]) -> str:
-    """One log line on what was tuned on the validation split."""
-    method = record["method"]
-    if "acceptance" in record:
-        check = record["acceptance"]
-        return (f"calibrated on {record['n']} validation items: temperature {record['temperature']:.3f} (held-out "
-                f"NLL gain {check['nll_gain']:.4f} ± {check['nll_gain_se']:.4f} per item, {check['folds']}-fold "
-                f"cross-validation), ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}")
-    if "thresholds" in record:
-        kept = f"temperatures kept for {record['kept']} of {record['of']} labels" if "kept" in record else \
-            f"not calibrated ({record.get('reason')})"
-        return (f"tuned on {record['n']} validation items: {kept}; thresholds tuned for "
-                f"{record['thresholds']['tuned']} of {record['thresholds']['of']} labels (0.5 for the others)")
-    if method == "split conformal":
-        widths = ", ".join(f"±{q:.3g}" for q in record["half_widths"])
-        return f"prediction intervals ({record['coverage']:.0%}, split conformal on {record['n']} validation items): {widths}"
-    return f"not calibrated: {record.get('reason')} (temperature left at 1)"
 
 
 @discard_failed_run_folder  # a fit that fails leaves no empty run folder behind

@@ -100,6 +100,10 @@ class Task(ABC):
         """Fit what is tuned on the validation split (`logits`: the head's raw outputs with the current params);
         returns the new params and a JSON-ready record (the manifest's `calibration`; None: nothing was tuned)."""
 
+    def describe_tuning(self, record: dict[str, Any]) -> str:
+        """One log line on what `tune` did (its record)."""
+        return f"not calibrated: {record.get('reason')} (temperature left at 1)"
+
     # -- results -----------------------------------------------------------------------------------------------------
     @abstractmethod
     def metrics(self, labels: np.ndarray, scores: np.ndarray, names: Sequence[str], params: dict[str, Any]

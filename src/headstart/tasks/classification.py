@@ -148,6 +148,14 @@ class Classification(Task):
                   "ece_after": expected_calibration_error(after, labels)}
         return {**params, "temperature": temperature}, record
 
+    def describe_tuning(self, record: dict[str, Any]) -> str:
+        if "acceptance" not in record:
+            return super().describe_tuning(record)
+        check = record["acceptance"]
+        return (f"calibrated on {record['n']} validation items: temperature {record['temperature']:.3f} (held-out "
+                f"NLL gain {check['nll_gain']:.4f} ± {check['nll_gain_se']:.4f} per item, {check['folds']}-fold "
+                f"cross-validation), ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}")
+
     def metrics(self, labels: np.ndarray, scores: np.ndarray, names: Sequence[str], params: dict[str, Any]
                 ) -> dict[str, Any]:
         from ..evaluation.metrics import classification_metrics

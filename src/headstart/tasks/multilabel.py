@@ -191,6 +191,12 @@ class MultiLabel(Task):
             thresholds[j] = THRESHOLD_GRID[best[np.abs(THRESHOLD_GRID[best] - 0.5).argmin()]]
         return thresholds, tuned
 
+    def describe_tuning(self, record: dict[str, Any]) -> str:
+        kept = (f"temperatures kept for {record['kept']} of {record['of']} labels" if "kept" in record else
+                f"not calibrated ({record.get('reason')})")
+        return (f"tuned on {record['n']} validation items: {kept}; thresholds tuned for "
+                f"{record['thresholds']['tuned']} of {record['thresholds']['of']} labels (0.5 for the others)")
+
     def metrics(self, labels: np.ndarray, scores: np.ndarray, names: Sequence[str], params: dict[str, Any]
                 ) -> dict[str, Any]:
         from ..evaluation.multilabel_metrics import multilabel_metrics

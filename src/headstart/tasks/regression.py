@@ -152,6 +152,13 @@ class Regression(Task):
                  "half_widths": [float(q) for q in half_widths],
                  "validation_coverage": [float(v) for v in (residuals <= half_widths).mean(0)]})
 
+    def describe_tuning(self, record: dict[str, Any]) -> str:
+        if record["method"] != "split conformal":
+            return f"no prediction intervals: {record.get('reason')}"
+        widths = ", ".join(f"±{q:.3g}" for q in record["half_widths"])
+        return (f"prediction intervals ({record['coverage']:.0%}, split conformal on {record['n']} validation items): "
+                f"{widths}")
+
     def metrics(self, labels: np.ndarray, scores: np.ndarray, names: Sequence[str], params: dict[str, Any]
                 ) -> dict[str, Any]:
         from ..evaluation.regression_metrics import regression_metrics
