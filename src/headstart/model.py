@@ -199,14 +199,17 @@ class TrainedModel:
 
     @property
     def backbone(self):
+        """The feature extractor (a `headstart.backbones.Backbone`), as trained."""
         return self.classifier.backbone
 
     @property
     def modality(self) -> str:
+        """The name of what the model takes: image, text or audio."""
         return self.backbone.modality
 
     @property
     def metrics(self) -> dict[str, Any]:
+        """The test-split metrics `fit` measured, as recorded in the manifest."""
         return self.manifest.metrics
 
     @property
@@ -216,6 +219,7 @@ class TrainedModel:
 
     @property
     def task_name(self) -> str:
+        """The task's name: classification, multilabel or regression."""
         return self.task.name
 
     @property
@@ -228,6 +232,7 @@ class TrainedModel:
                 f"classes={len(self.classes)})")
 
     def reset_inference(self) -> None:
+        """Drop the inference copy of the backbone, so that the next prediction sees weights changed since."""
         self._inference = None
 
     def _inference_model(self) -> nn.Module:

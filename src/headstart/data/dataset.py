@@ -39,6 +39,7 @@ multilabel), a row of numbers (`classes` are then the targets' names, regression
         return len(self.items)
 
     def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Dataset:
+        """The items at `indices`, with their labels and this data set's classes (renamed to `name` if given)."""
         idx = np.asarray(indices, dtype=np.int64)
         if isinstance(self.items, np.ndarray):
             items = self.items[idx]
@@ -83,17 +84,21 @@ class Splits:
 
     @property
     def classes(self) -> list[str]:
+        """The class names, shared by every part (the training part's)."""
         return self.train.classes
 
     @property
     def modality(self) -> Modality:
+        """What an item is (image, text, audio), the same in every part."""
         return self.train.modality
 
     @property
     def task(self) -> Task:
+        """What the labels are (one class, a set of labels, numbers), the same in every part."""
         return self.train.task
 
     def summary(self) -> dict[str, int]:
+        """The number of items in each part present, e.g. `{"train": 900, "val": 100, "test": 250}`."""
         return {k: len(v) for k, v in (("train", self.train), ("val", self.val), ("test", self.test)) if v}
 
     def origins(self) -> dict[str, str]:

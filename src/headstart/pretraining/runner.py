@@ -37,6 +37,7 @@ class Pretrained:
 
     @property
     def pretraining(self) -> dict[str, Any]:
+        """The manifest's record of the run: objective, data fingerprint, steps and the loss curve."""
         return self.manifest["pretraining"]
 
     def __fspath__(self) -> str:

@@ -79,6 +79,7 @@ class Auto(Strategy):
 
     @property
     def freezes_backbone(self) -> bool:  # type: ignore[override]
+        """Whether the backbone stays frozen: the chosen strategy's answer once `train` has chosen one, False before."""
         chosen = getattr(self, "_chosen", None)
         return chosen.freezes_backbone if chosen is not None else False
 

@@ -119,6 +119,7 @@ class Strategy(ABC):
         """Train a classifier on `run`; returns it and a JSON-ready record of the training (history, rates)."""
 
     def settings(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict, recorded in the manifest so that `restore` can rebuild the model."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod

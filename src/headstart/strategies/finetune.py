@@ -75,6 +75,7 @@ class FineTune(Strategy):
         check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     def learning_rate(self, backbone: Backbone) -> float:
+        """The last layer group's rate: `lr` when given, else the backbone family's default (3e-3 for random weights)."""
         if self.lr is not None:
             return self.lr
         if not backbone.is_pretrained:

@@ -60,9 +60,11 @@ class LoRA(FineTune):
                                  f"{self.targets!r}")
 
     def learning_rate(self, backbone: Backbone) -> float:
+        """The adapters' and head's rate: `lr` when given, else the backbone family's LoRA default."""
         return self.lr if self.lr is not None else backbone.lora_lr
 
     def learning_rate_ratio(self, backbone: Backbone) -> float:
+        """How much slower the first layer group learns: 1 (one rate) unless `lr_ratio` says otherwise."""
         return self.lr_ratio if self.lr_ratio is not None else 1.0
 
     def resolved(self, backbone: Backbone) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class Probe(Strategy):
         check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
     def learning_rate(self) -> float:
+        """`lr` when given, else the head's default: 1e-3 for the linear head, 3e-4 for the MLP."""
         return self.lr if self.lr is not None else (3e-4 if self.head == "mlp" else 1e-3)
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
