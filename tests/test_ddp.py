@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.strategies.finetune_trainer import RankShare
+from headstart.training import RankShare
 
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 from .test_distributed import _environment, _free_port, headstart, needs_gloo, needs_minilm
@@ -215,3 +215,41 @@ def test_a_rank_killed_in_epoch_2_restarts_from_the_last_checkpoint_and_ends_as_
     logged = [np.unique(np.loadtxt(tmp_path / "kill" / "logs" / version / "metrics.csv", delimiter=",", skiprows=1,
                                    usecols=0)).tolist() for version in ("version_0", "version_1")]
     assert logged == [[0], [1, 2]]
+
+
+def _weights(model_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+@needs_gloo
+@needs_minilm
+def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b(tmp_path):
+    bert = make_tiny_bert(tmp_path / "tiny-bert", dropout=0.0)  # no dropout: the same network on every split
+    table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
+    fit = ("fit", table, "--backbone", bert, "--strategy", "contrastive", "--iterations", "2", "--lr", "1e-3",
+           "--max-length", "32", "--precision", "fp32", "--no-calibrate")
+    alone = headstart(*fit, "--batch-size", "8", "--out", tmp_path / "one", cache=tmp_path / "cache-one")
+    assert alone.returncode == 0, alone.stderr
+    both = headstart(*fit, "--batch-size", "4", "--out", tmp_path / "two", cache=tmp_path / "cache-two", processes=2)
+    assert both.returncode == 0, both.stderr
+
+    records = [json.loads((tmp_path / run / "model" / "headstart.json").read_text())["training"]
+               for run in ("one", "two")]
+    pairs = [r["pair_stage"] for r in records]
+    assert pairs[0]["pairs"] == pairs[1]["pairs"] == 2 * 2 * 28  # 28 training texts, 2 iterations
+    assert pairs[0]["steps"] == pairs[1]["steps"] == 2 * 2 * 28 // 8  # global batches of 8 pairs, none repeated
+    np.testing.assert_allclose(pairs[1]["losses"], pairs[0]["losses"], atol=2e-5)  # the global batch's loss
+    one, two = _weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")
+    start = {k: v.numpy() for k, v in starting_weights(bert).items()}
+    encoder = [k for k in one if k.startswith("backbone.")]
+    assert encoder and max(np.abs(one[k] - start[f"classifier.{k}"]).max() for k in encoder) > 1e-3  # it trained
+    assert sorted(two) == sorted(one)
+    for key in one:  # the tuned encoder and the logistic-regression head fitted on its (sharded) embeddings
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
+    assert metrics[1]["n"] == metrics[0]["n"] and metrics[1]["accuracy"] == metrics[0]["accuracy"]
+    # One set of run files, written by rank 0.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "metrics.json", "model"]
+    assert both.stdout.count("saved model to") == 1
