@@ -253,3 +253,73 @@ def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     # One set of run files, written by rank 0.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "metrics.json", "model"]
     assert both.stdout.count("saved model to") == 1
+
+
+PRETRAIN_ON_RANKS = """
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from headstart import distributed
+from headstart.pretraining import mlm
+from headstart.pretraining.runner import pretrain
+
+bert, data, out, batch_size = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+
+
+def fixed_masks(self, batch):
+    # Every text masked at positions 2 and 4: masks that depend neither on the batch nor on the rank (mlm's own are
+    # drawn at random per batch, and per rank), and as many masked tokens in every text, so that the global batch's
+    # mean over its masked tokens is the mean of the ranks' equal parts.
+    padded = self.backbone.tokenizer.pad(batch, return_tensors="pt")
+    ids, labels = padded["input_ids"].clone(), torch.full_like(padded["input_ids"], -100)
+    labels[:, [2, 4]] = ids[:, [2, 4]]
+    ids[:, [2, 4]] = self.backbone.tokenizer.mask_token_id
+    return {"input_ids": ids, "attention_mask": padded["attention_mask"], "labels": labels}
+
+
+mlm.MaskedLanguageModel.collate = fixed_masks
+result = pretrain(data, "mlm", str(bert), out=out / "backbone", epochs=2, batch_size=batch_size, lr=3e-3,
+                  max_length=32, precision="fp32", seed=3)
+(out / f"rank{distributed.rank()}.json").write_text(json.dumps(result.manifest))
+"""
+
+
+@needs_gloo
+@needs_minilm
+def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b(tmp_path):
+    from safetensors.numpy import load_file
+
+    bert = make_tiny_bert(tmp_path / "tiny-bert", dropout=0.0)  # no dropout: the same network on every split
+    texts = tmp_path / "texts.txt"
+    # 26 texts of different lengths: three whole global batches of 8 an epoch (the last 2 texts sit it out).
+    texts.write_text("".join(f"a {'very ' * (i % 4)}good or bad film, number {i}\n" for i in range(26)))
+    script = tmp_path / "pretrain.py"
+    script.write_text(PRETRAIN_ON_RANKS)
+    for run, batch_size, processes in (("one", 8, 1), ("two", 4, 2)):
+        launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1",
+                    "--master-port", str(_free_port())] if processes > 1 else []
+        # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
+        done = subprocess.run([sys.executable, *launcher, str(script), str(bert), str(texts), str(tmp_path / run),
+                               str(batch_size)], env=_environment(tmp_path / "cache"), capture_output=True, text=True,
+                              timeout=HANG_GUARD_S)
+        assert done.returncode == 0, done.stderr
+
+    one, two = (load_file(tmp_path / run / "backbone" / "backbone.safetensors") for run in ("one", "two"))
+    start = load_file(bert / "model.safetensors")  # the encoder's, without the backbone's "model." prefix
+    assert max(np.abs(one[f"model.{k}"] - start[k]).max() for k in start) > 1e-3  # training moved the weights
+    assert sorted(two) == sorted(one)
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
+    alone, ranks = (json.loads((tmp_path / run / "rank0.json").read_text())["pretraining"] for run in ("one", "two"))
+    assert alone["steps"] == ranks["steps"] == 2 * 3 and alone["samples_seen"] == ranks["samples_seen"] == 48
+    assert (alone["processes"], ranks["processes"]) == (1, 2)
+    np.testing.assert_allclose(np.array(ranks["loss_curve"]), np.array(alone["loss_curve"]), atol=1e-5)
+    # Rank 0 wrote the one backbone folder and run folder, and both ranks return its manifest.
+    assert json.loads((tmp_path / "two" / "rank1.json").read_text())["pretraining"] == ranks
+    run_dir = tmp_path / "two" / "backbone.run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "logs", "pretrain-config.json"]
+    assert [p.name for p in (run_dir / "logs").iterdir()] == ["version_0"]
+    assert json.loads((run_dir / "pretrain-config.json").read_text())["batch_size"] == 8  # the global batch

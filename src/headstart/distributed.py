@@ -93,6 +93,13 @@ def restarted() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
+def own_seed(seed: int) -> int:
+    """`seed` on rank 0 (so one process draws as it always has), a seed of its own on every other rank: for the
+    random numbers each rank draws for its own items (pretraining's masks and noise), which would otherwise follow
+    the same pattern on every rank."""
+    return seed + 1_000_033 * rank()
+
+
 def world_size() -> int:
     """How many processes run this command (1 without torchrun)."""
     if not _ready():
