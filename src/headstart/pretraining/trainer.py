@@ -74,16 +74,17 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.objective.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}: lower --lr")
+        # The global batch's loss: the mean of the ranks' equal parts (a copy, as the all-reduce works in place);
+        # this rank's own with one process. Tested for being finite on every rank alike, so that all stop together.
+        whole = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")
+        if not torch.isfinite(whole):
+            raise FloatingPointError(f"loss is {whole.item()} at step {self.global_step}: lower --lr")
         n = self.objective.batch_size_of(batch) * self.trainer.world_size
         now = time.perf_counter()
         if self._tick is not None:
             rate = n / max(now - self._tick, 1e-9)
             self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
         self._tick = now
-        # The global batch's loss (the mean of the ranks' equal parts; this rank's own with one process).
-        whole = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
         self.losses.append((int(self.global_step) + 1, float(whole)))
         self.log("loss", whole, prog_bar=True)
         if self._rate is not None:
