@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.strategies.finetune_trainer import RankShare
+from headstart.training import RankShare
 
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 from .test_distributed import _environment, _free_port, headstart, needs_gloo, needs_minilm
@@ -215,3 +215,111 @@ def test_a_rank_killed_in_epoch_2_restarts_from_the_last_checkpoint_and_ends_as_
     logged = [np.unique(np.loadtxt(tmp_path / "kill" / "logs" / version / "metrics.csv", delimiter=",", skiprows=1,
                                    usecols=0)).tolist() for version in ("version_0", "version_1")]
     assert logged == [[0], [1, 2]]
+
+
+def _weights(model_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(model_dir / "model.safetensors")
+
+
+@needs_gloo
+@needs_minilm
+def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b(tmp_path):
+    bert = make_tiny_bert(tmp_path / "tiny-bert", dropout=0.0)  # no dropout: the same network on every split
+    table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
+    fit = ("fit", table, "--backbone", bert, "--strategy", "contrastive", "--iterations", "2", "--lr", "1e-3",
+           "--max-length", "32", "--precision", "fp32", "--no-calibrate")
+    alone = headstart(*fit, "--batch-size", "8", "--out", tmp_path / "one", cache=tmp_path / "cache-one")
+    assert alone.returncode == 0, alone.stderr
+    both = headstart(*fit, "--batch-size", "4", "--out", tmp_path / "two", cache=tmp_path / "cache-two", processes=2)
+    assert both.returncode == 0, both.stderr
+
+    records = [json.loads((tmp_path / run / "model" / "headstart.json").read_text())["training"]
+               for run in ("one", "two")]
+    pairs = [r["pair_stage"] for r in records]
+    assert pairs[0]["pairs"] == pairs[1]["pairs"] == 2 * 2 * 28  # 28 training texts, 2 iterations
+    assert pairs[0]["steps"] == pairs[1]["steps"] == 2 * 2 * 28 // 8  # global batches of 8 pairs, none repeated
+    np.testing.assert_allclose(pairs[1]["losses"], pairs[0]["losses"], atol=2e-5)  # the global batch's loss
+    one, two = _weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")
+    start = {k: v.numpy() for k, v in starting_weights(bert).items()}
+    encoder = [k for k in one if k.startswith("backbone.")]
+    assert encoder and max(np.abs(one[k] - start[f"classifier.{k}"]).max() for k in encoder) > 1e-3  # it trained
+    assert sorted(two) == sorted(one)
+    for key in one:  # the tuned encoder and the logistic-regression head fitted on its (sharded) embeddings
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
+    assert metrics[1]["n"] == metrics[0]["n"] and metrics[1]["accuracy"] == metrics[0]["accuracy"]
+    # One set of run files, written by rank 0.
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "metrics.json", "model"]
+    assert both.stdout.count("saved model to") == 1
+
+
+PRETRAIN_ON_RANKS = """
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from headstart import distributed
+from headstart.pretraining import mlm
+from headstart.pretraining.runner import pretrain
+
+bert, data, out, batch_size = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+
+
+def fixed_masks(self, batch):
+    # Every text masked at positions 2 and 4: masks that depend neither on the batch nor on the rank (mlm's own are
+    # drawn at random per batch, and per rank), and as many masked tokens in every text, so that the global batch's
+    # mean over its masked tokens is the mean of the ranks' equal parts.
+    padded = self.backbone.tokenizer.pad(batch, return_tensors="pt")
+    ids, labels = padded["input_ids"].clone(), torch.full_like(padded["input_ids"], -100)
+    labels[:, [2, 4]] = ids[:, [2, 4]]
+    ids[:, [2, 4]] = self.backbone.tokenizer.mask_token_id
+    return {"input_ids": ids, "attention_mask": padded["attention_mask"], "labels": labels}
+
+
+mlm.MaskedLanguageModel.collate = fixed_masks
+result = pretrain(data, "mlm", str(bert), out=out / "backbone", epochs=2, batch_size=batch_size, lr=3e-3,
+                  max_length=32, precision="fp32", seed=3)
+(out / f"rank{distributed.rank()}.json").write_text(json.dumps(result.manifest))
+"""
+
+
+@needs_gloo
+@needs_minilm
+def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b(tmp_path):
+    from safetensors.numpy import load_file
+
+    bert = make_tiny_bert(tmp_path / "tiny-bert", dropout=0.0)  # no dropout: the same network on every split
+    texts = tmp_path / "texts.txt"
+    # 26 texts of different lengths: three whole global batches of 8 an epoch (the last 2 texts sit it out).
+    texts.write_text("".join(f"a {'very ' * (i % 4)}good or bad film, number {i}\n" for i in range(26)))
+    script = tmp_path / "pretrain.py"
+    script.write_text(PRETRAIN_ON_RANKS)
+    for run, batch_size, processes in (("one", 8, 1), ("two", 4, 2)):
+        launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1",
+                    "--master-port", str(_free_port())] if processes > 1 else []
+        # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
+        done = subprocess.run([sys.executable, *launcher, str(script), str(bert), str(texts), str(tmp_path / run),
+                               str(batch_size)], env=_environment(tmp_path / "cache"), capture_output=True, text=True,
+                              timeout=HANG_GUARD_S)
+        assert done.returncode == 0, done.stderr
+
+    one, two = (load_file(tmp_path / run / "backbone" / "backbone.safetensors") for run in ("one", "two"))
+    start = load_file(bert / "model.safetensors")  # the encoder's, without the backbone's "model." prefix
+    assert max(np.abs(one[f"model.{k}"] - start[k]).max() for k in start) > 1e-3  # training moved the weights
+    assert sorted(two) == sorted(one)
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
+    alone, ranks = (json.loads((tmp_path / run / "rank0.json").read_text())["pretraining"] for run in ("one", "two"))
+    assert alone["steps"] == ranks["steps"] == 2 * 3 and alone["samples_seen"] == ranks["samples_seen"] == 48
+    assert (alone["processes"], ranks["processes"]) == (1, 2)
+    np.testing.assert_allclose(np.array(ranks["loss_curve"]), np.array(alone["loss_curve"]), atol=1e-5)
+    # Rank 0 wrote the one backbone folder and run folder, and both ranks return its manifest.
+    assert json.loads((tmp_path / "two" / "rank1.json").read_text())["pretraining"] == ranks
+    run_dir = tmp_path / "two" / "backbone.run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "logs", "pretrain-config.json"]
+    assert [p.name for p in (run_dir / "logs").iterdir()] == ["version_0"]
+    assert json.loads((run_dir / "pretrain-config.json").read_text())["batch_size"] == 8  # the global batch

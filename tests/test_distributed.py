@@ -218,12 +218,24 @@ def test_on_main_reports_a_failure_as_it_was(monkeypatch):
 
 
 def test_strategies_without_ddp_refuse_several_processes(monkeypatch, tmp_path):
-    """contrastive (and auto, which may pick it) would train on each rank alone and write checkpoints from each:
-    refused before any work (nothing written). finetune and lora train under DDP (test_ddp.py)."""
+    """A strategy that does not say it runs distributed (a plug-in's default) would train on each rank alone and
+    write checkpoints from each: refused before any work (nothing written), naming those that do run (all the
+    built-in ones: finetune, lora and contrastive train under DDP, test_ddp.py)."""
+    from dataclasses import dataclass
+
     import headstart
+    from headstart.strategies import Strategy
+
+    @dataclass
+    class OneProcessOnly(Strategy):
+        name = "one-process-only"
+
+        def train(self, run):
+            raise AssertionError("refused before training")
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    with pytest.raises(HeadstartError, match=r"does not run on several processes yet.*--strategy probe, finetune"):
-        headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", "contrastive",
+    with pytest.raises(HeadstartError, match=r"one-process-only does not run on several processes yet.*--strategy "
+                                             r"probe, finetune, lora, contrastive, auto"):
+        headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", OneProcessOnly(),
                       out=tmp_path / "run")
     assert not (tmp_path / "run").exists()

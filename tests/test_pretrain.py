@@ -45,7 +45,11 @@ def check_folder(result, objective: str, steps: int) -> dict:
     p = manifest["pretraining"]
     assert p["objective"] == objective and p["steps"] == steps and p["paper"]
     assert p["data"]["items"] == 36 and len(p["data"]["fingerprint"]) == 32
-    assert p["final_loss"] < p["first_loss"], p["loss_curve"]
+    # Lower over the run: the last third of the steps against the first (single steps are too noisy to compare
+    # on 36 items: a contrastive batch of 12 draws its negatives afresh each step).
+    losses = [loss for _, loss in p["loss_curve"]]
+    third = len(losses) // 3
+    assert np.mean(losses[-third:]) < np.mean(losses[:third]), p["loss_curve"]
     assert len(p["loss_curve"]) == steps and p["base_weights"] == "random init"
     assert (result.path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (result.path / "backbone.safetensors").is_file()

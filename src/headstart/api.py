@@ -26,7 +26,7 @@ from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
-from .strategies.base import check_choice, check_range, check_task
+from .strategies.base import STRATEGIES, check_choice, check_range, check_task
 from .tasks import Task, make_task
 from .training import PRECISIONS
 
@@ -263,8 +263,9 @@ def fit(
                      regression_loss=regression_loss)
     check_task(plan, task)
     if distributed.world_size() > 1 and not plan.runs_distributed:
+        ready = ", ".join(name for name, kind in STRATEGIES.items() if kind.runs_distributed)
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
-                            "--strategy probe, finetune or lora, or run it as one process")
+                            f"--strategy {ready}, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
     check_range("image_size", image_size, low=1, integer=True)

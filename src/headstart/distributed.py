@@ -93,6 +93,13 @@ def restarted() -> bool:
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
 
 
+def own_seed(seed: int) -> int:
+    """`seed` on rank 0 (so one process draws as it always has), a seed of its own on every other rank: for the
+    random numbers each rank draws for its own items (pretraining's masks and noise), which would otherwise follow
+    the same pattern on every rank."""
+    return seed + 1_000_033 * rank()
+
+
 def world_size() -> int:
     """How many processes run this command (1 without torchrun)."""
     if not _ready():
@@ -148,6 +155,46 @@ def shard(items: Sequence[T], strided: bool = False, *, ranks: int | None = None
         return items[of::ranks]
     start, stop = shard_bounds(len(items), ranks, of)
     return items[start:stop]
+
+
+def global_batches(n: int, per_rank: int, ranks: int | None = None, whole_only: bool = False) -> list[tuple[int, int]]:
+    """[start, stop) of each global batch over an epoch's order of n items: per_rank x ranks items each, the last
+    one smaller, so that the ranks together take the batches one process with that batch size would; each rank
+    then takes its `shard` of every one. A last batch with fewer items than ranks is left out (some rank would
+    have none and the others would wait for it in the gradient all-reduce); with `whole_only`, any last batch
+    smaller than the others is (a DataLoader's drop_last)."""
+    ranks = world_size() if ranks is None else ranks
+    size = per_rank * ranks
+    least = size if whole_only else ranks
+    return [(start, min(start + size, n)) for start in range(0, n, size) if min(size, n - start) >= least]
+
+
+def all_reducing(module: Any) -> Any:
+    """`module` wrapped in torch's DistributedDataParallel on several processes (its gradients are averaged over
+    the ranks in the backward pass; the wrapper's forward is the module's), `module` itself with one. The module
+    must already be on this rank's device. Parameters the loss never reaches (a text model's pooler) are allowed:
+    DDP then leaves their gradients unset, as one process would."""
+    if not _ready():
+        return module
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def sum_over_ranks(values: Sequence[float]) -> list[float]:
+    """`values` added up element by element over the ranks (`values` with one process). A collective."""
+    if not _ready():
+        return list(values)
+    import torch
+    import torch.distributed as dist
+
+    on = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(list(values), dtype=torch.float64, device=on)
+    dist.all_reduce(total)
+    return total.cpu().tolist()
 
 
 def all_gather_object(obj: T) -> list[T]:

@@ -1,15 +1,23 @@
-"""Settings shared by the training loops (finetune's stage 2 and pretraining), without importing Lightning."""
+"""Settings shared by the Lightning training loops (finetune's and lora's stage 2, and pretraining), without
+importing Lightning until a Trainer is configured: precision, checkpoints to resume from, and under torchrun
+Lightning's DDP with each rank's share of every global batch (`device_settings`, `rank_loader`)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from . import distributed
 from ._util import default_device, precision_dtype
 from .errors import ArtifactError
 from .weights import is_pickle_refusal
+
+log = logging.getLogger("headstart")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -39,3 +47,78 @@ def check_checkpoint(path: Path, module: nn.Module) -> int:
         raise ArtifactError(f"{path} was written for another model (its tensors differ from this run's): run without "
                             "--resume, or give the --out of the interrupted run")
     return done
+
+
+class RankShare(torch.utils.data.Sampler):
+    """This rank's part of each global batch of `epoch_order`'s order: global batch k is items
+    [k·G, (k+1)·G) of the order (G = per_rank x ranks), and rank r takes its contiguous share of it (`shard`), so
+    that the ranks together take exactly the batches one process with batch size G would, and a resumed run the
+    same items as an uninterrupted one (the order still depends only on (seed, epoch); `set_epoch` is passed on).
+
+    Hand-written because DistributedSampler (which Lightning's use_distributed_sampler wraps around a custom
+    sampler) deals the order out round-robin over the whole epoch and repeats items to even out the ranks. Here no
+    item is repeated: the last, smaller global batch is split as evenly as it goes, and when it has fewer items
+    than there are ranks (so that some rank would have no batch and the others would wait for it in the gradient
+    all-reduce) those few items sit this epoch out; the next epoch's order is another. With `whole_only` (a loop
+    that drops its last, smaller batch) only whole global batches are taken, so every rank's part is per_rank."""
+
+    def __init__(self, epoch_order: torch.utils.data.Sampler, per_rank: int, ranks: int, of: int,
+                 whole_only: bool = False):
+        self.epoch_order, self.per_rank, self.ranks, self.of = epoch_order, per_rank, ranks, of
+        self.whole_only = whole_only
+
+    def set_epoch(self, epoch: int) -> None:
+        getattr(self.epoch_order, "set_epoch", lambda epoch: None)(epoch)
+
+    def __len__(self) -> int:
+        return sum(len(distributed.shard(range(start, stop), ranks=self.ranks, of=self.of))
+                   for start, stop in distributed.global_batches(len(self.epoch_order), self.per_rank, self.ranks,
+                                                                       self.whole_only))
+
+    def __iter__(self):
+        order = list(self.epoch_order)
+        for start, stop in distributed.global_batches(len(order), self.per_rank, self.ranks, self.whole_only):
+            yield from distributed.shard(order[start:stop], ranks=self.ranks, of=self.of)
+
+
+def rank_loader(loader: torch.utils.data.DataLoader, per_rank: int, ranks: int, of: int
+                ) -> torch.utils.data.DataLoader:
+    """`loader` (built with the global batch size, so that an order grouped by batch, like text's by length, is the
+    one a single process with that batch would see) re-made to yield rank `of`'s part of each global batch (only
+    whole ones where `loader` drops its last, smaller batch)."""
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_size=per_rank, sampler=RankShare(loader.sampler, per_rank, ranks, of, loader.drop_last),
+        num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn, drop_last=False)
+
+
+def device_settings() -> dict[str, Any]:
+    """The Trainer's accelerator, devices and strategy: one device in one process; under torchrun DDP over the
+    process group headstart.distributed has already joined (Lightning uses an initialised group as it finds it),
+    with torchrun's environment telling Lightning the ranks, so that it starts no processes of its own."""
+    if not distributed.launched():
+        return {"accelerator": "auto", "devices": 1}
+    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    world, per_node = distributed.world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    # find_unused_parameters: some backbones hold trainable weights the classifier never uses (a text model's
+    # pooler); without it DDP would wait forever for their gradients.
+    strategy = DDPStrategy(cluster_environment=TorchElasticEnvironment(), find_unused_parameters=True)
+    # A GPU per process (distributed chose NCCL), else CPU: processes sharing a GPU talk over gloo.
+    return {"accelerator": "gpu" if distributed.gpu_per_process() else "cpu", "devices": per_node,
+            "num_nodes": world // per_node, "strategy": strategy}
+
+
+def restarted_with_checkpoint(last: Path) -> bool:
+    """Whether torchrun restarted this run (a process failed) after it saved `last`: then it continues from there.
+    Rank 0's view of the file, so that every rank decides alike. (Known gap: a run that dies before its first
+    epoch ends, in a folder still holding an older run's checkpoints, which are cleared only when training
+    starts, would continue those after the restart.)"""
+    if not distributed.restarted():
+        return False
+    found = distributed.broadcast_object(last.is_file())
+    if found:
+        log.info("torchrun restarted the run: continuing from %s", last)
+    return found

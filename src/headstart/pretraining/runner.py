@@ -1,4 +1,7 @@
-"""`pretrain`: self-supervised training of a backbone on unlabeled data, saved as a backbone folder."""
+"""`pretrain`: self-supervised training of a backbone on unlabeled data, saved as a backbone folder.
+
+Under torchrun every rank trains (Lightning DDP, trainer.py) and rank 0 alone writes the run's settings, the
+backbone folder and its loss curve."""
 
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from .._util import atomic_write_json, stable_json
 from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
 from ..embeddings import without_unreadable
 from ..errors import BackboneError, DataError, HeadstartError
 from ..modalities import ensure_same_modality, get_modality
-from ..training import PRECISIONS
+from ..training import PRECISIONS, restarted_with_checkpoint
 from . import audio_contrastive, audio_masked, autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
 from .base import ObjectiveOptions, find_objective, objective_names, objectives_by_modality
 from .trainer import downsample_curve, plot_loss_curve, train
@@ -122,9 +126,14 @@ def pretrain(
         raise DataError(f"{unlabeled.source} has {len(unlabeled)} usable item(s): pretraining needs at least 2 "
                         "(and thousands to be worth it)")
 
+    ranks = distributed.world_size()
+    if len(unlabeled) < ranks:
+        raise DataError(f"{unlabeled.source} has {len(unlabeled)} usable item(s), fewer than the {ranks} processes "
+                        "that would share them: run fewer processes")
     torch.manual_seed(seed)
+    # The seed of an objective's own mask draws (mlm's): each rank its own, rank 0 the one-process seed.
     options = ObjectiveOptions(denoise=denoise, mask_ratio=mask_ratio, temperature=temperature, whole_word=whole_word,
-                               seed=seed, image_size=image_size, max_length=max_length)
+                               seed=distributed.own_seed(seed), image_size=image_size, max_length=max_length)
     net, base_weights = kind.starting_backbone(backbone, from_weights, options)
     ensure_same_modality(net.modality, kind.modality, f"backbone '{backbone}'", f"objective '{objective}' trains on",
                          f"use --backbone {get_modality(kind.modality).suggested_backbone} or another "
@@ -135,13 +144,18 @@ def pretrain(
     obj = kind.create(net, unlabeled, options)
     if kind.decode_in_workers:
         net.to(memory_format=torch.channels_last)
-    batch = min(batch_size or kind.default_batch_size, len(unlabeled))
+    batch = min(batch_size or kind.default_batch_size, len(unlabeled) // ranks)  # per process
     epochs = epochs or (10_000 if (max_minutes or max_steps) else kind.default_epochs)
+    # batch_size: the global batch, which the training follows (a run of 2 processes with batch B continues as one
+    # with 2B), and which is the batch of one process.
     config = {"objective": objective, "objective_options": obj.options, "backbone": backbone,
-              "base_weights": base_weights, "data_fingerprint": fingerprint, "batch_size": batch, "seed": seed}
-    _check_run_dir(run_dir, config, resume)
-    log.info("pretraining %s (%s) on %d %s items of %s; batch %d; base weights: %s", backbone, objective,
-             len(unlabeled), unlabeled.modality, unlabeled.name, batch, base_weights)
+              "base_weights": base_weights, "data_fingerprint": fingerprint, "batch_size": batch * ranks, "seed": seed}
+    # After torchrun restarts a run whose process died (--max-restarts), it continues from its last checkpoint.
+    resume = resume or restarted_with_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    distributed.on_main(_check_run_dir)(run_dir, config, resume)
+    log.info("pretraining %s (%s) on %d %s items of %s; batch %d%s; base weights: %s", backbone, objective,
+             len(unlabeled), unlabeled.modality, unlabeled.name, batch, f" x {ranks} processes" if ranks > 1 else "",
+             base_weights)
 
     result = train(obj, obj.dataset(unlabeled), run_dir, batch_size=batch, lr=lr or kind.default_lr, epochs=epochs,
                    max_steps=max_steps, max_minutes=max_minutes, precision=precision, seed=seed, resume=resume)
@@ -157,16 +171,21 @@ def pretrain(
                      "items": len(unlabeled), "skipped_unreadable": n_skipped, "fingerprint": fingerprint,
                      "grayscale": grayscale},
             "batch_size": batch, "lr": lr or kind.default_lr, "seed": seed, "max_minutes": max_minutes,
-            "max_steps": max_steps, "epochs_planned": epochs, **result,
-            "samples_seen": result["steps"] * batch,
+            "max_steps": max_steps, "epochs_planned": epochs, **result, "processes": ranks,
+            "samples_seen": result["steps"] * batch * ranks,
             "first_loss": float(np.mean([v for _, v in losses[:head]])) if losses else None,
             "final_loss": float(np.mean([v for _, v in losses[-head:]])) if losses else None,
             "loss_curve": curve, "loss_plot": LOSS_PLOT, "run_dir": str(run_dir),
             "total_seconds": round(time.perf_counter() - started, 1),
     }
     title = f"{objective} pretraining of {backbone} on {unlabeled.name} ({len(unlabeled)} items)"
-    manifest = save_backbone_dir(trained, out, pretraining, extra_files={LOSS_PLOT: plot_loss_curve(curve, title)})
-    return Pretrained(out, manifest.model_dump(mode="json"))
+
+    @distributed.on_main
+    def save() -> dict[str, Any]:
+        manifest = save_backbone_dir(trained, out, pretraining, extra_files={LOSS_PLOT: plot_loss_curve(curve, title)})
+        return manifest.model_dump(mode="json")
+
+    return Pretrained(out, distributed.broadcast_object(save()))  # rank 0 wrote it; every rank returns its manifest
 
 
 def _check_run_dir(run_dir: Path, config: dict[str, Any], resume: bool) -> None:

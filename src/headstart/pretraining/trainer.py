@@ -1,5 +1,11 @@
 """The training loop shared by every objective: Lightning with a progress bar (loss, samples/s), checkpoints
-for `--resume`, bfloat16 autocast where the CPU has it, and budgets in epochs, steps and minutes."""
+for `--resume`, bfloat16 autocast where the CPU has it, and budgets in epochs, steps and minutes.
+
+Each epoch's order depends only on (seed, epoch) (`EpochOrder`), so that a resumed run sees the batches an
+uninterrupted one would. Under torchrun it trains with Lightning's DDP, configured as finetune's stage 2 is
+(training.device_settings): `batch_size` is per process, each rank takes its contiguous part of every whole global
+batch of the epoch's order (training.rank_loader), gradients are averaged over the ranks, the per-step loss
+recorded is the global batch's, and rank 0 alone writes checkpoints and logs."""
 
 from __future__ import annotations
 
@@ -14,9 +20,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from .. import distributed
 from .._util import worker_count
+from ..modalities.base import epoch_seed
 from ..progress import lightning_progress, quiet_lightning
-from ..training import check_checkpoint, lightning_precision
+from ..training import check_checkpoint, device_settings, lightning_precision, rank_loader
 from .base import Objective
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ class PretrainModule(L.LightningModule):
             timer = next((c for c in self.trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)), None)
             if timer is not None:
                 fraction = max(fraction, timer.time_elapsed("train") / self.max_seconds)
+            # Rank 0's clock on every rank: the ranks' learning rates must not drift apart.
+            fraction = self.trainer.strategy.broadcast(fraction)
         return min(1.0, fraction)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -64,16 +74,19 @@ class PretrainModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.objective.loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}: lower --lr")
-        n = self.objective.batch_size_of(batch)
+        # The global batch's loss: the mean of the ranks' equal parts (a copy, as the all-reduce works in place);
+        # this rank's own with one process. Tested for being finite on every rank alike, so that all stop together.
+        whole = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")
+        if not torch.isfinite(whole):
+            raise FloatingPointError(f"loss is {whole.item()} at step {self.global_step}: lower --lr")
+        n = self.objective.batch_size_of(batch) * self.trainer.world_size
         now = time.perf_counter()
         if self._tick is not None:
             rate = n / max(now - self._tick, 1e-9)
             self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
         self._tick = now
-        self.losses.append((int(self.global_step) + 1, float(loss.detach())))
-        self.log("loss", loss, prog_bar=True)
+        self.losses.append((int(self.global_step) + 1, float(whole)))
+        self.log("loss", whole, prog_bar=True)
         if self._rate is not None:
             self.log("samples/s", self._rate, prog_bar=True)
         return loss
@@ -93,12 +106,34 @@ class PretrainModule(L.LightningModule):
         self.losses = [(int(s), float(v)) for s, v in checkpoint.get("headstart_losses", [])]
 
 
+class EpochOrder(torch.utils.data.Sampler):
+    """A permutation of n items that depends only on (seed, epoch); Lightning calls `set_epoch` before each epoch.
+    (modalities.base.EpochShuffle also tells the dataset the epoch, for seeded augmentations; the objectives'
+    datasets take plain indices.)"""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
 def make_loader(objective: Objective, dataset: torch.utils.data.Dataset, batch_size: int, seed: int):
+    """Whole batches of `batch_size` in each epoch's seeded order; under torchrun, this rank's part of every whole
+    global batch (batch_size x processes)."""
     workers = worker_count() if objective.decode_in_workers else 0
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                       num_workers=workers, persistent_workers=workers > 0,
-                                       collate_fn=objective.collate,
-                                       generator=torch.Generator().manual_seed(seed))
+    ranks = distributed.world_size()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size * ranks, sampler=EpochOrder(len(dataset), seed),
+                                         drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+                                         collate_fn=objective.collate, generator=torch.Generator().manual_seed(seed))
+    return rank_loader(loader, batch_size, ranks, distributed.rank()) if ranks > 1 else loader
 
 
 def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path, *, batch_size: int, lr: float,
@@ -109,6 +144,7 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
     from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(seed, workers=True, verbose=False)
+    torch.manual_seed(distributed.own_seed(seed))  # each rank its own masks and noise (rank 0: as one process)
     loader = make_loader(objective, dataset, batch_size, seed)
     planned = epochs * len(loader)
     total_steps = min(planned, max_steps) if max_steps else planned
@@ -124,15 +160,16 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
     started = time.perf_counter()
     objective.train()
     if resume:
-        check_checkpoint(last, module)
-    progress, show_bar = lightning_progress("pretraining")
+        # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
+        loader.sampler.set_epoch(check_checkpoint(last, module))
+    progress, show_bar = lightning_progress("pretraining") if distributed.is_main() else ([], False)
     with quiet_lightning():
         trainer = L.Trainer(
-            max_epochs=epochs, max_steps=max_steps or -1, accelerator="auto", devices=1,
+            max_epochs=epochs, max_steps=max_steps or -1, **device_settings(),
             precision=lightning_precision(precision), callbacks=[*callbacks, *progress],
             logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False, enable_progress_bar=show_bar,
             default_root_dir=run_dir, log_every_n_steps=max(1, min(50, len(loader))), num_sanity_val_steps=0,
-            limit_val_batches=0,
+            limit_val_batches=0, use_distributed_sampler=False,  # the loader takes this rank's part itself
         )
         trainer.fit(module, loader, ckpt_path=str(last) if resume else None, weights_only=True)
         seconds = time.perf_counter() - started

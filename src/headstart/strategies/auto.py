@@ -71,6 +71,8 @@ class Auto(Strategy):
 
     name = "auto"
     tasks = ("classification",)  # its rule counts labels per class and picks contrastive, which pairs classes
+    # Every strategy it picks runs under torchrun, and every rank picks the same one (from the same data).
+    runs_distributed = True
 
     class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
 

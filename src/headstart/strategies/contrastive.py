@@ -24,6 +24,12 @@ The paper's settings are the defaults: R = 20, one epoch, learning rate 2e-5, ba
 - linear warm-up over the first 10% of steps, then linear decay, as the sentence-transformers `fit` the paper
   used does; bfloat16 autocast where the device is fast at it.
 
+Under torchrun the pair stage is data-parallel (torch's DistributedDataParallel, gradients averaged over the
+ranks): `batch_size` pairs per process, each rank its contiguous part of every global batch of the epoch's seeded
+order, so that two processes with batch B take the steps of one with batch 2B (the weights match exactly without
+dropout, whose draws differ). The head's embeddings are extracted sharded, every rank fits the head on them and
+rank 0's is kept; rank 0 alone writes the run (api.py).
+
 Hand-written on a plain PyTorch loop rather than with `setfit`/`sentence-transformers`: those train their own
 model objects (a SentenceTransformer, a scikit-learn head) that the artifact could not store without pickle, and
 one epoch over a few hundred pairs needs none of a trainer's checkpoints or early stopping.
@@ -31,7 +37,6 @@ one epoch over a few hundred pairs needs none of a trainer's checkpoints or earl
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -41,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from .._util import default_device, precision_dtype
 from ..backbones.base import TextBackbone
 from ..errors import SettingsError
@@ -48,6 +54,7 @@ from ..heads import ClassificationHead, Classifier
 from ..progress import progress_bar
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .finetune import same_head_on_every_rank
 
 
 @register_strategy
@@ -58,6 +65,7 @@ class Contrastive(Strategy):
     name = "contrastive"
     tasks = ("classification",)  # pairs are "same class" or "another class": one class per item
     freezes_backbone = False  # the encoder is tuned: test embeddings must be computed afresh
+    runs_distributed = True  # the pair stage all-reduces its gradients; the head is rank 0's
 
     iterations: int = 20  # R: positive and negative pairs drawn per labeled example
     epochs: int = 1
@@ -91,6 +99,7 @@ class Contrastive(Strategy):
         train_x, val_x = run.embed_splits(cached=False)  # the cache holds the untuned encoder's embeddings
         weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
         head = logistic_regression_head(train_x, run.train.labels, len(run.classes), self.head_c, weights)
+        same_head_on_every_rank(head, {})  # every rank fits it on the same embeddings; rank 0's is kept
         val_accuracy = float((head.probabilities(val_x).argmax(1) == run.val.labels).mean())
         record["head_stage"] = {"kind": "logistic regression", "C": self.head_c, "val_accuracy": val_accuracy}
         return Classifier(run.backbone, head), record
@@ -146,46 +155,64 @@ def cosine_similarity_loss(first: torch.Tensor, second: torch.Tensor, target: to
     return nn.functional.mse_loss(nn.functional.cosine_similarity(first.float(), second.float()), target)
 
 
-def _pair_step(backbone: TextBackbone, texts: list[str], batch: np.ndarray, optimizer: torch.optim.Optimizer,
-               scheduler: Any, autocast: Any, device: torch.device) -> float:
-    """One optimiser step on a batch of (first, second, target) pairs; returns the loss."""
+def _pair_step(model: nn.Module, backbone: TextBackbone, texts: list[str], batch: np.ndarray, in_global_batch: int,
+               optimizer: torch.optim.Optimizer, scheduler: Any, autocast: Any, device: torch.device) -> float:
+    """One optimiser step on this rank's `batch` of (first, second, target) pairs, part of a global batch of
+    `in_global_batch` pairs (the whole batch with one process); returns the global batch's loss. `model` is the
+    backbone, or under torchrun its DDP wrapper, which averages the gradients over the ranks."""
     first, second = batch[:, 0].astype(int), batch[:, 1].astype(int)
     # Both sides in one forward pass: one padded batch of 2B texts is cheaper than two of B.
     tokens = backbone.collate([texts[i] for i in first] + [texts[i] for i in second])
     with autocast:
-        embeddings = backbone({k: v.to(device) for k, v in tokens.items()})
+        embeddings = model({k: v.to(device) for k, v in tokens.items()})
     loss = cosine_similarity_loss(embeddings[:len(batch)], embeddings[len(batch):],
                                   torch.as_tensor(batch[:, 2], dtype=torch.float32, device=device))
+    # DDP averages the ranks' gradients; weighted by its share of the global batch, each rank's mean loss makes
+    # that average the gradient of the global batch's mean, as one process would compute it (the factor is 1 then).
+    ranks = distributed.world_size()
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * (len(batch) * ranks / in_global_batch)).backward()
     optimizer.step()
     scheduler.step()
-    return round(loss.item(), 5)
+    if ranks == 1:
+        return round(loss.item(), 5)
+    return round(distributed.sum_over_ranks([loss.item() * len(batch)])[0] / in_global_batch, 5)
 
 
 def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, settings: Contrastive,
                   precision: str, seed: int) -> dict[str, Any]:
-    """Fine-tune the whole encoder in place on sentence pairs; returns the loss per step (for the manifest)."""
+    """Fine-tune the whole encoder in place on sentence pairs; returns the loss per step (for the manifest).
+
+    Under torchrun `settings.batch_size` is per process: each epoch's order is cut into global batches of
+    batch_size x processes pairs, each rank takes its contiguous part of every one (`distributed.global_batches`,
+    `shard`: no pair twice, no padding) and the gradients are averaged over the ranks, so that the steps are
+    those of one process with the global batch (a last global batch with fewer pairs than processes is left out)."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     device = default_device()
     backbone.to(device).train()  # dropout on, as in the paper's sentence-transformers fit
+    model = distributed.all_reducing(backbone)
     optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=settings.lr,
                                   weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(pairs) / settings.batch_size)
-    total = steps_per_epoch * settings.epochs
+    global_batches = distributed.global_batches(len(pairs), settings.batch_size)
+    total = len(global_batches) * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_fraction * total), total)
     dtype = precision_dtype(precision, device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     losses = []
-    with progress_bar("tuning on pairs", len(pairs) * settings.epochs, unit="pairs") as advance:
+    # One bar over the whole job, on rank 0.
+    bar = progress_bar("tuning on pairs", len(pairs) * settings.epochs, unit="pairs") if distributed.is_main() \
+        else nullcontext(lambda n: None)
+    with bar as advance:
         for epoch in range(settings.epochs):
             order = np.random.default_rng(seed + epoch).permutation(len(pairs)) if epoch else np.arange(len(pairs))
-            for start in range(0, len(pairs), settings.batch_size):
-                batch = pairs[order[start:start + settings.batch_size]]
-                losses.append(_pair_step(backbone, texts, batch, optimizer, scheduler, autocast, device))
-                advance(len(batch))
+            for start, stop in global_batches:
+                batch = pairs[distributed.shard(order[start:stop])]
+                losses.append(_pair_step(model, backbone, texts, batch, stop - start, optimizer, scheduler, autocast,
+                                         device))
+                advance(stop - start)
+    del model  # the DDP wrapper (its gradient hooks) is not needed past training
     backbone.cpu().eval()
     return {"pairs": len(pairs), "steps": len(losses), "lr": settings.lr, "first_loss": losses[0],
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):])), "losses": losses}

@@ -24,7 +24,7 @@ from ..heads import Classifier
 from ..modalities import get_modality
 from ..modalities.base import epoch_seed
 from ..progress import lightning_progress, quiet_lightning
-from ..training import check_checkpoint, lightning_precision
+from ..training import check_checkpoint, device_settings, lightning_precision, rank_loader, restarted_with_checkpoint
 from .base import TrainingRun
 
 log = logging.getLogger("headstart")
@@ -124,82 +124,6 @@ class ResumeHint(L.Callback):
             log.warning("interrupted in epoch %d: the same `fit` command with --resume continues from %s "
                         "(saved at the end of each epoch)", trainer.current_epoch,
                         self.run_dir / "checkpoints" / "last.ckpt")
-
-
-class RankShare(torch.utils.data.Sampler):
-    """This rank's part of each global batch of `epoch_order`'s order: global batch k is items
-    [k·G, (k+1)·G) of the order (G = per_rank x ranks), and rank r takes its contiguous share of it (`shard`), so
-    that the ranks together take exactly the batches one process with batch size G would, and a resumed run the
-    same items as an uninterrupted one (the order still depends only on (seed, epoch); `set_epoch` is passed on).
-
-    Hand-written because DistributedSampler (which Lightning's use_distributed_sampler wraps around a custom
-    sampler) deals the order out round-robin over the whole epoch and repeats items to even out the ranks. Here no
-    item is repeated: the last, smaller global batch is split as evenly as it goes, and when it has fewer items
-    than there are ranks (so that some rank would have no batch and the others would wait for it in the gradient
-    all-reduce) those few items sit this epoch out; the next epoch's order is another."""
-
-    def __init__(self, epoch_order: torch.utils.data.Sampler, per_rank: int, ranks: int, of: int):
-        self.epoch_order, self.per_rank, self.ranks, self.of = epoch_order, per_rank, ranks, of
-
-    def set_epoch(self, epoch: int) -> None:
-        getattr(self.epoch_order, "set_epoch", lambda epoch: None)(epoch)
-
-    def _global_batches(self, n: int) -> list[tuple[int, int]]:
-        size = self.per_rank * self.ranks
-        return [(start, min(start + size, n)) for start in range(0, n, size) if min(size, n - start) >= self.ranks]
-
-    def __len__(self) -> int:
-        return sum(len(distributed.shard(range(start, stop), ranks=self.ranks, of=self.of))
-                   for start, stop in self._global_batches(len(self.epoch_order)))
-
-    def __iter__(self):
-        order = list(self.epoch_order)
-        for start, stop in self._global_batches(len(order)):
-            yield from distributed.shard(order[start:stop], ranks=self.ranks, of=self.of)
-
-
-def rank_loader(loader: torch.utils.data.DataLoader, per_rank: int, ranks: int, of: int
-                ) -> torch.utils.data.DataLoader:
-    """`loader` (built with the global batch size, so that an order grouped by batch, like text's by length, is the
-    one a single process with that batch would see) re-made to yield rank `of`'s part of each global batch."""
-    return torch.utils.data.DataLoader(
-        loader.dataset, batch_size=per_rank, sampler=RankShare(loader.sampler, per_rank, ranks, of),
-        num_workers=loader.num_workers, persistent_workers=loader.persistent_workers,
-        prefetch_factor=loader.prefetch_factor, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
-        worker_init_fn=loader.worker_init_fn, drop_last=False)
-
-
-def device_settings() -> dict[str, Any]:
-    """The Trainer's accelerator, devices and strategy: one device in one process; under torchrun DDP over the
-    process group headstart.distributed has already joined (Lightning uses an initialised group as it finds it),
-    with torchrun's environment telling Lightning the ranks, so that it starts no processes of its own."""
-    if not distributed.launched():
-        return {"accelerator": "auto", "devices": 1}
-    import os
-
-    from lightning.pytorch.plugins.environments import TorchElasticEnvironment
-    from lightning.pytorch.strategies import DDPStrategy
-
-    world, per_node = distributed.world_size(), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
-    # find_unused_parameters: some backbones hold trainable weights the classifier never uses (a text model's
-    # pooler); without it DDP would wait forever for their gradients.
-    strategy = DDPStrategy(cluster_environment=TorchElasticEnvironment(), find_unused_parameters=True)
-    # A GPU per process (distributed chose NCCL), else CPU: processes sharing a GPU talk over gloo.
-    return {"accelerator": "gpu" if distributed.gpu_per_process() else "cpu", "devices": per_node,
-            "num_nodes": world // per_node, "strategy": strategy}
-
-
-def restarted_with_checkpoint(last: Path) -> bool:
-    """Whether torchrun restarted this run (a process failed) after it saved `last`: then it continues from there.
-    Rank 0's view of the file, so that every rank decides alike. (Known gap: a run that dies before its first
-    epoch ends, in a folder still holding an older run's checkpoints, which are cleared only when stage 2
-    starts, would continue those after the restart.)"""
-    if not distributed.restarted():
-        return False
-    found = distributed.broadcast_object(last.is_file())
-    if found:
-        log.info("torchrun restarted the run: continuing from %s", last)
-    return found
 
 
 def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
