@@ -174,9 +174,11 @@ def broadcast_object(obj: T) -> T:
 
 
 def on_main(step: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a step that writes the run's files: on several processes it runs on rank 0 only, and every rank
-    returns when it has finished, with its result. Every rank must call it (it ends in a collective). When it
-    fails on rank 0 the other ranks raise `FailedOnMain`, so that the whole run stops rather than waiting."""
+    """Decorate a step that writes the run's files (or computes what every rank would compute alike): on several
+    processes it runs on rank 0 only, and every rank returns when it has finished, with its result (the others
+    get it when it is small and plain, see `_shareable`; None otherwise). Every rank must call it (it ends in a
+    collective). When it fails on rank 0 the other ranks raise `FailedOnMain`, so that the whole run stops
+    rather than waiting."""
 
     @functools.wraps(step)
     def run_on_main(*args: Any, **kwargs: Any) -> T:
@@ -199,7 +201,10 @@ def on_main(step: Callable[..., T]) -> Callable[..., T]:
 
 
 def _shareable(value: Any) -> bool:
-    """Small plain results (paths, numbers, strings, None) go to the other ranks; anything else stays on rank 0."""
+    """Small plain results (paths, numbers, strings, None, and tuples of them) go to the other ranks; anything
+    else stays on rank 0."""
     from pathlib import PurePath
 
+    if isinstance(value, tuple):
+        return all(_shareable(v) for v in value)
     return value is None or isinstance(value, (str, int, float, bool, PurePath))
