@@ -87,6 +87,22 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
+def run_as_processes(processes: int, arguments: Sequence[str]) -> int:
+    """`python -m headstart ARGUMENTS` as `processes` processes on this machine, launched by torchrun with a
+    standalone rendezvous (a free local port); returns its exit code. What `--processes N` stands for; gloo talks
+    over the loopback interface unless GLOO_SOCKET_IFNAME says otherwise (one machine: whatever the host name
+    resolves to, loopback reaches every process)."""
+    import subprocess
+    import sys
+
+    environment = dict(os.environ)
+    if os.path.exists("/sys/class/net/lo"):
+        environment.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               "-m", "headstart", *arguments]
+    return subprocess.run(command, env=environment, check=False).returncode
+
+
 def restarted() -> bool:
     """Whether torchrun has restarted this run after one of its processes failed (`--max-restarts`): training
     then continues from the run's last checkpoint, as `--resume` would."""
