@@ -207,7 +207,8 @@ def test_fit_with_processes_2_relaunches_itself_under_torchrun_with_the_single_p
     assert result.returncode == 0, result.stderr
     assert _metrics(runs / "processes") == _metrics(runs / "one" / "shards-run")
     assert result.stdout.count("saved model to") == 1  # rank 0's output alone
-    assert "12 of them here, rank 0" in result.stderr  # 23 training items: two ranks embedded them
+    log = " ".join(result.stderr.split())  # as one line, however the log wrapped it
+    assert "23 of 23 items not cached (12 of them here, rank 0)" in log  # 23 training items: two ranks embedded them
 
 
 def test_processes_drops_itself_from_the_command_line_it_hands_to_torchrun(monkeypatch):
