@@ -79,6 +79,16 @@ def test_progress_bar_writes_plain_lines_off_a_terminal_unless_headstart_progres
         assert written == []
 
 
+def test_under_torchrun_rank_0_alone_shows_progress(monkeypatch):
+    from headstart import distributed
+
+    monkeypatch.setenv("HEADSTART_PROGRESS", "1")
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    for rank, shown in ((0, True), (1, False)):
+        monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
+        assert progress.progress_enabled() is shown
+
+
 def test_lightning_progress_bar_shows_no_v_num(tmp_path, monkeypatch):
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger

@@ -155,8 +155,12 @@ def fit(
                                                      "conformal on the validation split; default 0.9)."),
     regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
                                                           "wild targets)."),
+    processes: int = typer.Option(1, help="Run as N processes on this machine: torchrun --standalone "
+                                          "--nproc-per-node N with the same options (see Scaling out)."),
 ) -> None:
     """Train a model (a classifier by default) and evaluate it on a held-out split."""
+    if processes != 1:
+        raise typer.Exit(_as_processes(processes, sys.argv[1:]))
     from .api import fit as fit_model
     from .evaluation.report import print_metrics
 
@@ -178,6 +182,22 @@ def fit(
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
     out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}")
+
+
+def _as_processes(processes: int, arguments: list[str]) -> int:
+    """`--processes N`: this command line, less that option, run by N processes under torchrun; its exit code."""
+    from . import distributed
+
+    if processes < 1:
+        raise HeadstartError(f"--processes must be a whole number >= 1, got {processes}")
+    if distributed.launched():
+        raise HeadstartError("--processes starts processes of its own: under torchrun leave it out")
+    kept, skip = [], False
+    for argument in arguments:
+        if not skip and argument != "--processes" and not argument.startswith("--processes="):
+            kept.append(argument)
+        skip = argument == "--processes" and not skip
+    return distributed.run_as_processes(processes, kept)
 
 
 @app.command()

@@ -27,12 +27,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .data import Dataset, PseudoLabels, Splits
 from .embeddings import drop_failures
 from .errors import DataError, SettingsError
 from .modalities import ensure_same_modality, get_modality
 from .model import TrainedModel
 from .pretraining.unlabeled import UnlabeledData, read_unlabeled
+from .strategies import STRATEGIES, Strategy, strategy_class
 
 log = logging.getLogger("headstart")
 
@@ -87,6 +89,17 @@ def pseudo_label(teacher: TrainedModel, unlabeled: UnlabeledData, splits: Splits
     return PseudoLabels(dataset, record)
 
 
+def check_student_runs_here(strategy: str | Strategy) -> None:
+    """Under torchrun the teacher's labeling is sharded by rank, and the student is trained by `fit`, which runs
+    on several processes only with a strategy that has DDP (or sharded extraction). Another strategy is refused
+    here, before the teacher labels anything, rather than after the labeling's minutes."""
+    plan = strategy if isinstance(strategy, Strategy) else strategy_class(strategy)
+    if distributed.world_size() > 1 and not plan.runs_distributed:
+        able = ", ".join(name for name, cls in STRATEGIES.items() if cls.runs_distributed)
+        raise SettingsError(f"distill's student strategy {plan.name} does not run on several processes yet: under "
+                            f"torchrun pass --strategy with one of {able}, or run distill as one process")
+
+
 def distill(
     teacher: TrainedModel | str | Path,
     unlabeled: str | Path | UnlabeledData,
@@ -109,6 +122,7 @@ def distill(
     if fixed:
         raise SettingsError(f"distill splits the data as the teacher's were, so {', '.join(fixed)} cannot be set: "
                             "leave them out (the student is tested on the teacher's test split)")
+    check_student_runs_here(strategy)
     if not isinstance(teacher, TrainedModel):
         teacher = TrainedModel.load(teacher)
     if not teacher.task.one_class_per_item:  # the pseudo-labels are the teacher's most probable classes

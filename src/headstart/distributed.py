@@ -87,6 +87,22 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
+def run_as_processes(processes: int, arguments: Sequence[str]) -> int:
+    """`python -m headstart ARGUMENTS` as `processes` processes on this machine, launched by torchrun with a
+    standalone rendezvous (a free local port); returns its exit code. What `--processes N` stands for; gloo talks
+    over the loopback interface unless GLOO_SOCKET_IFNAME says otherwise (one machine: whatever the host name
+    resolves to, loopback reaches every process)."""
+    import subprocess
+    import sys
+
+    environment = dict(os.environ)
+    if os.path.exists("/sys/class/net/lo"):
+        environment.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               "-m", "headstart", *arguments]
+    return subprocess.run(command, env=environment, check=False).returncode
+
+
 def restarted() -> bool:
     """Whether torchrun has restarted this run after one of its processes failed (`--max-restarts`): training
     then continues from the run's last checkpoint, as `--resume` would."""
@@ -221,9 +237,11 @@ def broadcast_object(obj: T) -> T:
 
 
 def on_main(step: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a step that writes the run's files: on several processes it runs on rank 0 only, and every rank
-    returns when it has finished, with its result. Every rank must call it (it ends in a collective). When it
-    fails on rank 0 the other ranks raise `FailedOnMain`, so that the whole run stops rather than waiting."""
+    """Decorate a step that writes the run's files (or computes what every rank would compute alike): on several
+    processes it runs on rank 0 only, and every rank returns when it has finished, with its result (the others
+    get it when it is small and plain, see `_shareable`; None otherwise). Every rank must call it (it ends in a
+    collective). When it fails on rank 0 the other ranks raise `FailedOnMain`, so that the whole run stops
+    rather than waiting."""
 
     @functools.wraps(step)
     def run_on_main(*args: Any, **kwargs: Any) -> T:
@@ -246,7 +264,10 @@ def on_main(step: Callable[..., T]) -> Callable[..., T]:
 
 
 def _shareable(value: Any) -> bool:
-    """Small plain results (paths, numbers, strings, None) go to the other ranks; anything else stays on rank 0."""
+    """Small plain results (paths, numbers, strings, None, and tuples of them) go to the other ranks; anything
+    else stays on rank 0."""
     from pathlib import PurePath
 
+    if isinstance(value, tuple):
+        return all(_shareable(v) for v in value)
     return value is None or isinstance(value, (str, int, float, bool, PurePath))

@@ -3,7 +3,8 @@ file, CI, a pipe), nothing with HEADSTART_PROGRESS=0; and Lightning's training l
 chatter (device lines, tips, `v_num`).
 
 HEADSTART_PROGRESS: "0" turns progress off; anything else (the default "1") shows it, as a bar when stderr is a
-terminal and as plain lines otherwise. HEADSTART_PROGRESS_INTERVAL: seconds between plain lines (default 10).
+terminal and as plain lines otherwise (under torchrun on rank 0 only). HEADSTART_PROGRESS_INTERVAL: seconds
+between plain lines (default 10).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ LIGHTNING_INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fa
 
 
 def progress_enabled() -> bool:
-    """Progress is shown at all (HEADSTART_PROGRESS is not "0")."""
-    return os.environ.get("HEADSTART_PROGRESS", "1").strip() != "0"
+    """Progress is shown at all: HEADSTART_PROGRESS is not "0", and this process is not one of the other ranks of a
+    torchrun job (rank 0 alone shows it, of its share of the work, so that a job has one bar, not one per rank)."""
+    from . import distributed
+
+    return os.environ.get("HEADSTART_PROGRESS", "1").strip() != "0" and (not distributed.launched()
+                                                                        or distributed.is_main())
 
 
 def progress_on_terminal() -> bool:

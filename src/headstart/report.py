@@ -22,13 +22,14 @@ import numpy as np
 
 from ._util import atomic_write_bytes, check_writable
 from .data.dataset import Dataset
+from .distributed import on_main
 from .errors import HeadstartError
 from .evaluation import figures
 from .evaluation.bootstrap import confidence_intervals
 from .evaluation.calibration import uncalibrated
 from .evaluation.html_report import Section, render, table
 from .modalities import get_modality
-from .model import TrainedModel, model_folder
+from .model import Evaluation, TrainedModel, model_folder
 
 log = logging.getLogger("headstart")
 EXPLAINED_DIR = "report_files"
@@ -413,12 +414,19 @@ def build_report(run: str | Path, data: str | Path | None = None, out: str | Pat
     out = Path(out).expanduser() if out is not None else run_dir / "report.html"
     if out.is_dir():
         raise HeadstartError(f"--out {out} is a folder: give the HTML file to write, e.g. {out / 'report.html'}")
-    check_writable(out.parent, f"--out {out}")  # before the evaluation's minutes, not after them
+    on_main(check_writable)(out.parent, f"--out {out}")  # before the evaluation's minutes, not after them
     if model.task_name not in TASK_PAGES:
         raise HeadstartError(f"report does not support {model.task_name} models yet (it supports "
                              f"{', '.join(TASK_PAGES)})")
+    evaluation = model.evaluation(data, precision=precision)  # under torchrun each rank embeds its share
+    return _write_report(model, run_dir, evaluation, out, mistakes)
+
+
+@on_main
+def _write_report(model: TrainedModel, run_dir: Path, evaluation: Evaluation, out: Path, mistakes: int) -> Path:
+    """The report's sections, the mistakes' explanations and the HTML file: rank 0's alone under torchrun (every
+    rank has the whole evaluation by then; the others wait for the file)."""
     pages = TASK_PAGES[model.task_name]
-    evaluation = model.evaluation(data, precision=precision)
     metrics = evaluation.metrics
     inputs = ReportInputs(model, evaluation.data, evaluation.probabilities, metrics, out.parent, mistakes)
     sections = [Section("overview", "What was trained on what", _overview(model, metrics, pages)),

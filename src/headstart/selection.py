@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from .backbones import resolve_backbone
 from .data import Dataset, Splits, load_data
 from .data.sources import per_class_subset
@@ -107,11 +108,18 @@ def _score(name: str, sample: Dataset, precision: str, cache: bool, strict: bool
     gc.collect()
     if len(np.unique(readable.labels)) < 2:
         raise DataError(f"fewer than two classes have readable items in the subsample of {sample.name}")
-    score = CandidateScore(name, logme(embeddings, readable.labels), knn_accuracy(embeddings, readable.labels),
-                           embeddings.shape[1], len(readable), embedded - started, 0.0,
-                           store.hits if store else 0, store.misses if store else len(sample))
-    score.score_seconds = time.perf_counter() - embedded
-    return score
+    fit_score, knn_score = _scores_once(embeddings, readable.labels)
+    return CandidateScore(name, fit_score, knn_score, embeddings.shape[1], len(readable), embedded - started,
+                          time.perf_counter() - embedded, store.hits if store else 0,
+                          store.misses if store else len(sample))
+
+
+@distributed.on_main
+def _scores_once(embeddings: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """LogME and kNN accuracy of the embeddings. Under torchrun every rank holds all the embeddings (each
+    embedded its share of them), so rank 0 alone scores them and tells the others, rather than each rank
+    repeating the same computation."""
+    return float(logme(embeddings, labels)), float(knn_accuracy(embeddings, labels))
 
 
 def select(

@@ -10,6 +10,7 @@ what the export recorded (`preprocessing` in the graph's sidecar JSON), never fr
 from __future__ import annotations
 
 import errno
+import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ArtifactError, DataError
+from .members import StoredItem, tar_members
 
 
 @dataclass(frozen=True)
@@ -128,22 +130,40 @@ def too_long_for_a_path(path: Path) -> bool:
 def expand_files(raw: str, extensions: frozenset[str], noun: str, takes: str,
                  check: Callable[[Path], None] | None = None) -> list[Path]:
     """The files one command-line argument names: a folder's files with `extensions` (recursively, sorted,
-    hidden ones left out) or one file. `noun` names them in "contains no image files"; `takes` says what the
-    model takes when the path does not exist; `check` may refuse a file first (one of another modality)."""
+    hidden ones left out) or one file; a folder of tar shards (WebDataset style, no such files beside them) or
+    one .tar file: the members with `extensions`, shard by shard in name order and each in the tar's order, as
+    references to their bytes. `noun` names them in "contains no image files"; `takes` says what the model takes
+    when the path does not exist; `check` may refuse a file first (one of another modality)."""
     path = Path(raw).expanduser()
     if too_long_for_a_path(path):
         raise DataError(f"input not found: {raw[:60]}... is longer than a file name can be ({takes})")
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions
-                       and not p.name.startswith("."))
+        found: list = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions
+                             and not p.name.startswith("."))
+        shards = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".tar")
+        if not found and shards:
+            found = [member for shard in shards for member in _shard_members(shard, extensions, noun)]
         if not found:
             raise DataError(f"{path} contains no {noun} files (looked for {', '.join(sorted(extensions))})")
         return found
+    if path.is_file() and path.suffix.lower() == ".tar":
+        return _shard_members(path, extensions, noun)
     if check is not None:
         check(path)
     if path.is_file():
         return [path]
     raise DataError(f"input not found: {path} ({takes})")
+
+
+def _shard_members(shard: Path, extensions: frozenset[str], noun: str) -> list[StoredItem]:
+    """A tar shard's {noun} members, or a one-line error naming the shard."""
+    try:
+        members: list[StoredItem] = list(tar_members(shard, extensions))
+    except (OSError, tarfile.TarError) as e:
+        raise DataError(f"{shard} cannot be read as an uncompressed tar file ({e})") from None
+    if not members:
+        raise DataError(f"{shard} holds no {noun} files (looked for {', '.join(sorted(extensions))})")
+    return members
 
 
 CODECS: dict[str, type[InputCodec]] = {}

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import functools
 import io
+import tarfile
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -45,6 +48,15 @@ class ShardMember(StoredItem):
 
     def __str__(self) -> str:
         return f"{self.shard}:{self.name}"
+
+
+def tar_members(shard: Path, extensions: Collection[str]) -> list[ShardMember]:
+    """The members of an uncompressed tar file whose names end with one of `extensions` (lower case, with the dot),
+    in the tar's order, as references: its headers are read, not its items. Raises OSError or tarfile.TarError
+    when the file is not a readable tar."""
+    with tarfile.open(shard, "r:") as tar:
+        return [ShardMember(str(shard), m.name, m.offset_data, m.size) for m in tar
+                if m.isfile() and Path(m.name).suffix.lower() in extensions]
 
 
 @dataclass(frozen=True, slots=True)
