@@ -127,7 +127,8 @@ def fit_once(run: dict[str, Any], args: argparse.Namespace, run_root: Path) -> d
 
 
 def reference_once(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The issue's references on the same splits and frozen minilm embeddings as the probe (read from its cache):
+    """The issue's references on the same splits and frozen embeddings as the probe (`--reference-backbone`, minilm
+    by default; read from its cache):
     GoEmotions, scikit-learn's LogisticRegression per label with each label's F1 threshold tuned on the validation
     split (the same grid and rule as headstart's); EmoBank, RidgeCV per target. Shows what the frozen features can
     reach, apart from headstart's head training."""
@@ -145,12 +146,12 @@ def reference_once(name: str, args: argparse.Namespace) -> dict[str, Any]:
     task = make_task(data["task"], target=data.get("target"))
     splits = prepare_splits(data["data"], None, None, data.get("val_size", 0.1), data.get("test_size", 0.2), None,
                             args.seed, test=data.get("test"), task=task)
-    net = resolve_backbone(args.text_backbone)
+    net = resolve_backbone(args.reference_backbone)
     started = time.perf_counter()
     train_x, val_x = (embed_items(net, s.items, backbone_cache(net, "auto"))[0] for s in (splits.train, splits.val))
     test_x = embed_items(net, splits.test.items, backbone_cache(net, "fp32"), precision="fp32")[0]
-    row: dict[str, Any] = {"run": f"{name} minilm sklearn reference", "set": name,
-                           "backbone": args.text_backbone, "strategy": "reference", "test n": len(test_x)}
+    row: dict[str, Any] = {"run": f"{name} {args.reference_backbone} sklearn reference", "set": name,
+                           "backbone": args.reference_backbone, "strategy": "reference", "test n": len(test_x)}
     if data["task"] == "multilabel":
         def probabilities(x: np.ndarray, models: list) -> np.ndarray:
             return np.stack([m.predict_proba(x)[:, 1] for m in models], 1)
@@ -233,7 +234,9 @@ def main() -> None:
                         "repeatable")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", action="store_true",
-                        help="also the sklearn references on the probe's frozen minilm embeddings (after the probes)")
+                        help="also the sklearn references on the probe's frozen embeddings (after the probes)")
+    parser.add_argument("--reference-backbone", default="minilm",
+                        help="whose frozen embeddings the references use: minilm (default) or mpnet")
     parser.add_argument("--again", action="store_true", help="rerun runs already in the results file")
     parser.add_argument("--name", default="tasks_accuracy", help="results file: benchmarks/out/NAME.json")
     add_smoke_option(parser)
@@ -243,6 +246,7 @@ def main() -> None:
         folder = start_smoke()
         args.smoke_data, args.text_backbone = smoke_data(folder / "data")
         args.mpnet_backbone, args.goemotions_epochs, args.emobank_epochs = args.text_backbone, 1, 1
+        args.reference_backbone = args.text_backbone
         args.reference = True
     quiet_fits(_common.OUT / "tasks-cache")
     path = _common.OUT / f"{args.name}.json"
@@ -260,7 +264,8 @@ def main() -> None:
         append_run(path, result, row, tables)
         print(tables([row]), flush=True)
     for name in ("emobank", "goemotions") if args.reference else ():
-        if args.only not in (None, name) or (f"{name} minilm sklearn reference" in done and not args.again):
+        if args.only not in (None, name) or (f"{name} {args.reference_backbone} sklearn reference" in done
+                                             and not args.again):
             continue
         print(f"{name}: sklearn reference ...", flush=True)
         row = reference_once(name, args) | {"commit": result["commit"]}
