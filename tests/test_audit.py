@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import headstart
 from headstart.api import prepare_splits
+from headstart.auditing.data_audit import items_to_keep
 from headstart.auditing.label_errors import find_label_errors
 from headstart.auditing.outliers import find_outliers, outlier_scores
 from headstart.auditing.similarity import scan, unit_rows
@@ -86,6 +87,18 @@ def test_typiclust_takes_one_item_of_each_uncovered_cluster():
     probabilities[[5, 50, 130]] = [0.55, 0.45]  # uncertain items in three blobs
     chosen, reasons, _ = margin_within_clusters(unit, probabilities, np.ones(len(x), bool), 6, ["p", "q"], seed=0)
     assert {5, 50, 130} <= set(chosen) and len(set(blob[chosen])) == 6 and "margin 0.100" in reasons[0]
+
+
+def test_the_clean_table_keeps_the_first_kept_copy_of_each_duplicate():
+    pair = [("duplicate", 1, 2), ("leak", 3, 2), ("duplicate", 4, 5), ("conflicting", 6, 5)]
+    records = [{"kind": "label_error", "index": 2}, {"kind": "against", "index": 7}]
+    records += [{"kind": kind, "index": a, "other_index": b} for kind, a, b in pair]
+    readable = np.ones(9, dtype=bool)
+    readable[8] = False
+    keep = items_to_keep(readable, records)
+    # 2 is a label error (its copies 1 and 3 stay: 1 is first, 3 copies only a dropped item); 5 copies 4; 6 copies
+    # only 5, which is dropped; 7 is in the other data; 8 is unreadable
+    assert np.flatnonzero(keep).tolist() == [0, 1, 3, 4, 6]
 
 
 @pytest.fixture(scope="module")

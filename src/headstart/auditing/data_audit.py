@@ -169,7 +169,8 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
         return [], [], ["label errors not checked: every class needs at least two readable items"]
     records = [_item_record("label_error", a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
                for rank, (i, s, q) in enumerate(zip(found.flagged, found.suggested, found.label_quality), 1)]
-    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds), "
+    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, C "
+            f"{found.strength:g} by cross-validated log loss), "
             "confident learning (cleanlab); score = the probability of the given label")
     return records, found.overlapping, [note]
 
@@ -301,12 +302,7 @@ def audit(
                 for rank, i in enumerate(find_outliers(scores), 1)]
     records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
     seconds["duplicates_outliers"] = time.perf_counter() - t
-    keep = readable.copy()
-    for r in records:
-        if r["kind"] in ("label_error", "against"):
-            keep[r["index"]] = False
-        elif r["kind"] in ("leak", "duplicate", "conflicting"):
-            keep[max(r["index"], r["other_index"])] = False  # the later copy of the pair
+    keep = items_to_keep(readable, records)
     order = {kind: n for n, kind in enumerate(KINDS)}
     records.sort(key=lambda r: (order[r["kind"]], r.get("rank", 0)))
     for kind in KINDS:  # ranks count within each kind (pairs were ranked together)
@@ -330,6 +326,24 @@ def audit(
         result.write_list(list_path)
         log.info("audit: wrote %s and %s", page_path, list_path)
     return result
+
+
+def items_to_keep(readable: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
+    """Per item, whether the clean table keeps it: readable, not a likely label error, not in the other data, and
+    not a copy of an earlier item that is kept (so a chain of near duplicates keeps its first item, and the copy
+    of a dropped label error is not dropped for it)."""
+    keep = readable.copy()
+    earlier: dict[int, list[int]] = {}
+    for r in records:
+        if r["kind"] in ("label_error", "against"):
+            keep[r["index"]] = False
+        elif r["kind"] in ("leak", "duplicate", "conflicting"):
+            first, later = sorted((r["index"], r["other_index"]))
+            earlier.setdefault(later, []).append(first)
+    for later in sorted(earlier):
+        if keep[later] and any(keep[first] for first in earlier[later]):
+            keep[later] = False
+    return keep
 
 
 def write_frame(path: Path, frame: Any) -> Path:

@@ -16,7 +16,11 @@ import numpy as np
 log = logging.getLogger("headstart")
 
 FOLDS = 5
-PROBE_C = 0.1  # inverse L2 strength on standardised embeddings: measured in benchmarks/audit_quality.py
+# Inverse L2 strengths tried on standardised embeddings; the one with the best cross-validated log loss is used.
+# Few items per dimension want strong regularisation (SST-2, 1,500 minilm embeddings: 0.003; benchmarks/
+# audit_quality.py), many items less; a fixed value is wrong for one or the other.
+PROBE_CS = (0.001, 0.003, 0.01, 0.1, 1.0)
+CHOOSE_C_ITEMS = 5_000  # the strength is chosen on at most this many items (seconds, not minutes, at 50,000)
 
 
 @dataclass
@@ -31,24 +35,45 @@ class LabelFindings:
     probabilities: np.ndarray
     overlapping: list[dict]
     folds: int
+    strength: float  # the probe's C
+
+
+def probe_strength(embeddings: np.ndarray, labels: np.ndarray, seed: int, folds: int) -> float:
+    """The regularisation (C) of `PROBE_CS` whose probe has the lowest cross-validated log loss, chosen on a
+    seeded subsample of at most `CHOOSE_C_ITEMS` items."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    rows = np.arange(len(labels))
+    if len(rows) > CHOOSE_C_ITEMS:
+        sample = np.sort(np.random.default_rng(seed).choice(rows, CHOOSE_C_ITEMS, replace=False))
+        if np.unique(labels[sample], return_counts=True)[1].min() >= 2:  # else a rare class: all items
+            rows = sample
+    x = embeddings[rows]
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    _, counts = np.unique(labels[rows], return_counts=True)
+    cv = StratifiedKFold(int(min(folds, counts.min())), shuffle=True, random_state=seed)
+    search = GridSearchCV(LogisticRegression(max_iter=300), {"C": list(PROBE_CS)}, scoring="neg_log_loss", cv=cv)
+    return float(search.fit(x, labels[rows]).best_params_["C"])
 
 
 def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, seed: int,
-                              folds: int = FOLDS) -> np.ndarray:
-    """Class probabilities of each item from a probe fitted on the other folds (stratified, seeded). Columns are
-    all `n_classes` classes; a class without items gets probability 0."""
+                              folds: int = FOLDS) -> tuple[np.ndarray, float]:
+    """Class probabilities of each item from a probe fitted on the other folds (stratified, seeded), and the
+    probe's regularisation. Columns are all `n_classes` classes; a class without items gets probability 0."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     present = np.unique(labels)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=PROBE_C, max_iter=500))
+    strength = probe_strength(embeddings, labels, seed, min(3, folds))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=300))
     split = StratifiedKFold(folds, shuffle=True, random_state=seed)
     probs = cross_val_predict(probe, embeddings, labels, cv=split, method="predict_proba")
     full = np.zeros((len(labels), n_classes), dtype=np.float64)
     full[:, present] = probs
-    return full
+    return full, strength
 
 
 def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[str], seed: int = 0
@@ -65,7 +90,7 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
         return None
     folds = int(min(FOLDS, counts.min()))
     dense = np.searchsorted(present, labels)  # cleanlab wants every class column to have items: classes present
-    probs = out_of_fold_probabilities(embeddings, dense, len(present), seed, folds)
+    probs, strength = out_of_fold_probabilities(embeddings, dense, len(present), seed, folds)
     flagged = cleanlab.filter.find_label_issues(dense, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     flagged = np.asarray(flagged, dtype=np.int64)
     full = np.zeros((len(labels), len(classes)))
@@ -76,4 +101,4 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
                     "items": int(row["Num Overlapping Examples"]), "joint_probability": float(row["Joint Probability"])}
                    for _, row in overlap.iterrows() if row["Num Overlapping Examples"] > 0]
     return LabelFindings(flagged, present[probs[flagged].argmax(1)], probs[flagged, dense[flagged]], full,
-                         overlapping, folds)
+                         overlapping, folds, strength)
