@@ -182,11 +182,13 @@ def test_suggest_writes_a_table_to_fill_in_that_fit_reads_with_the_labeled_rows(
 def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_path):
     runner = CliRunner()
     data, bert = str(planted["data"]), str(planted["bert"])
+    unlabeled = tmp_path / "unlabeled.csv"  # --against data without labels: their items are compared all the same
+    pd.DataFrame({"text": [planted["train"].text[9], "an unrelated sentence"]}).to_csv(unlabeled, index=False)
     done = runner.invoke(app, ["audit", data, "--backbone", bert, "--max-length", "32", "--json", "--out",
-                               str(tmp_path / "a.html")])
+                               str(tmp_path / "a.html"), "--against", str(unlabeled)])
     assert done.exit_code == 0, done.output
     record = json.loads(done.stdout.strip().splitlines()[-1])
-    assert record["counts"]["leak"] == 2 and (tmp_path / "a.csv").is_file()
+    assert record["counts"]["leak"] == 2 and record["counts"]["against"] == 1 and (tmp_path / "a.csv").is_file()
     bad = [
         (["audit", data, "--backbone", bert, "--near-threshold", "1.5"], "near_threshold"),
         (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--write-clean",

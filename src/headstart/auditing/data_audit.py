@@ -32,6 +32,7 @@ from ..embedding_cache import backbone_cache
 from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
+from ..pretraining.unlabeled import read_unlabeled
 from ..strategies.base import check_choice, check_range
 from ..training import PRECISIONS
 from .duplicates import NEAR_THRESHOLD, duplicate_pairs
@@ -198,12 +199,19 @@ def _pair_records(a: AuditedItems, rows: np.ndarray, pairs: list, other: Audited
 
 
 def _against_items(against: Any, text_column: str | None, label_column: str | None, modality: str) -> AuditedItems:
-    """Every item of the other data set (all its parts), labeled as it is labeled."""
+    """Every item of the other data set (all its parts), labeled as it is labeled, or unlabeled ("?") when it
+    holds no labels (a table without a label column, a folder of files)."""
     try:
         raw = against if isinstance(against, Splits) else load_data(against, text_column, label_column,
                                                                    modality=modality)
     except DataError as e:
-        raise DataError(f"--against {against}: {e}") from None
+        try:
+            unlabeled = read_unlabeled(against, text_column)
+        except DataError:
+            raise DataError(f"--against {against}: {e}") from None
+        ensure_same_modality(modality, unlabeled.modality, "the audited data are", "the --against data are")
+        return AuditedItems(unlabeled.modality, list(unlabeled.items), np.zeros(len(unlabeled), dtype=np.int64),
+                            ["?"], np.array(["against"] * len(unlabeled), dtype=object))
     parts = [(name, p) for name, p in zip(SPLIT_ORDER, (raw.train, raw.val, raw.test)) if p is not None]
     return AuditedItems(raw.modality, [x for _, p in parts for x in p.items],
                         np.concatenate([p.labels for _, p in parts]), raw.classes,
