@@ -79,6 +79,10 @@ class Suggestion:
                                                       "reason": self.reasons}))
 
 
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def kmeans(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
     """Cluster ids of the rows (k-means++, seeded; mini-batches for large data)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -115,7 +119,7 @@ def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -
         typical = typicality(unit[members])
         best = int(members[np.argmax(typical)])
         chosen.append(best)
-        reasons.append(f"the most typical item of an unlabeled cluster of {sizes[c]} items (TypiClust)")
+        reasons.append(f"the most typical item of an unlabeled cluster of {_items(sizes[c])} (TypiClust)")
         if len(chosen) == budget:
             break
     return chosen, reasons, clusters
@@ -140,7 +144,7 @@ def margin_within_clusters(unit: np.ndarray, probabilities: np.ndarray, candidat
         first, second = np.argsort(-probabilities[row])[:2]
         chosen.append(row)
         reasons.append(f"uncertain: margin {margin:.3f} between {classes[first]} and {classes[second]}, the least "
-                       f"of a cluster of {size} items")
+                       f"of a cluster of {_items(size)}")
     return chosen, reasons, budget
 
 
