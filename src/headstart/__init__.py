@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "fit": "api", "load": "api", "evaluate": "api", "select": "selection", "distill": "distillation",
+    "audit": "auditing", "suggest": "auditing",
     "pretrain": "pretraining", "Pretrained": "pretraining",
     "TrainedModel": "model",
     "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
@@ -25,12 +26,13 @@ _EXPORTS = {
 __all__ = [
     "Auto", "Contrastive", "Dataset", "FineTune", "HeadstartError", "LoRA",
     "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
-    "__version__", "distill", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
-    "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select",
+    "__version__", "audit", "distill", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
+    "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select", "suggest",
 ]
 
 if TYPE_CHECKING:
     from .api import evaluate, fit, load
+    from .auditing import audit, suggest
     from .backbones import list_backbones, register_backbone, register_family, resolve_backbone
     from .data import Dataset, Splits, load_data, make_splits
     from .distillation import distill

@@ -244,6 +244,88 @@ def select(
 
 @app.command()
 @friendly
+def audit(
+    data: str = typer.Argument(..., help="Labeled data, as `fit` takes it."),
+    backbone: str = typer.Option(..., help="Backbone whose embeddings the audit uses (see `headstart backbones`)."),
+    against: str | None = typer.Option(None, help="Other data (e.g. the test set) whose items must not be in DATA."),
+    out: Path | None = typer.Option(Path("audit.html"), help="HTML page of the findings (and OUT.csv, one row each)."),
+    write_clean: Path | None = typer.Option(None, help="Write a table of the items to keep (fit reads it); DATA "
+                                                       "itself is never changed."),
+    json_output: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+    near_threshold: float | None = typer.Option(None, help="Cosine similarity of the (mean-centred) embeddings "
+                                                          "from which two items count as near duplicates (default "
+                                                          "0.9, measured: README)."),
+    val_size: str = typer.Option("0.1", help="Validation split `fit` would cut (for the leak check)."),
+    test_size: str = typer.Option("0.2", help="Test split `fit` would cut (for the leak check)."),
+    seed: int = typer.Option(0, help="The seed `fit` would split with."),
+    text_column: str | None = typer.Option(None),
+    label_column: str | None = typer.Option(None),
+    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
+) -> None:
+    """Find likely label errors, duplicates, leaks across fit's splits, outliers and overlapping classes in DATA."""
+    from .auditing import audit as audit_data
+
+    threshold = {"near_threshold": near_threshold} if near_threshold is not None else {}
+    result = audit_data(data, backbone, against=against, val_size=_size(val_size),
+                        test_size=_size(test_size), seed=seed, text_column=text_column, label_column=label_column,
+                        image_size=image_size, max_length=max_length, precision=precision, cache=cache, out=out,
+                        write_clean=write_clean, **threshold)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
+        return
+    from .auditing.findings import KINDS
+
+    table = Table(title=f"{result.data}: {result.items:,} items audited with {result.backbone}")
+    table.add_column("finding")
+    table.add_column("items", justify="right")
+    table.add_column("first", overflow="fold")
+    for kind, text in KINDS.items():
+        found = result.of_kind(kind)
+        first = found[0]["item"][:80] if found else ""
+        table.add_row(text, str(len(found)), first)
+    out_console.print(table)
+    wrote = [str(p) for p in (out, out.with_suffix(".csv") if out else None, write_clean) if p is not None]
+    if wrote:
+        out_console.print(f"wrote {', '.join(wrote)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
+def suggest(
+    unlabeled: str = typer.Argument(..., help="Unlabeled items: an image or audio folder, a table's text column, a "
+                                              ".txt file (one text a line)."),
+    budget: int = typer.Option(..., help="How many items to label next."),
+    model: Path | None = typer.Option(None, help="A trained model (RUN or RUN/model): pick uncertain items."),
+    backbone: str | None = typer.Option(None, help="Cold start without a model: pick typical, diverse items "
+                                                   "(TypiClust) on this backbone's embeddings."),
+    labeled: str | None = typer.Option(None, help="Labeled data so far (as `fit` takes it): never suggested again; "
+                                                  "clusters they cover are skipped."),
+    out: Path = typer.Option(Path("to_label.csv"), help="Table to fill in: the item, an empty label, the reason."),
+    seed: int = typer.Option(0),
+    text_column: str | None = typer.Option(None),
+    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
+    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
+    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
+) -> None:
+    """Choose which unlabeled items to label next; writes a table to fill in that `fit` reads with the labeled data."""
+    from .auditing import suggest as suggest_items
+
+    result = suggest_items(unlabeled, budget, model=model, backbone=backbone, labeled=labeled, out=out, seed=seed,
+                           text_column=text_column, image_size=image_size, max_length=max_length,
+                           precision=precision, cache=cache)
+    for item, reason in zip(result.to_dict()["items"], result.reasons):
+        out_console.print(f"{item[:80]}  [dim]{reason}[/]", highlight=False, soft_wrap=True)
+    out_console.print(f"wrote {len(result.items)} items ({result.method}, of {result.candidates:,} candidates) to "
+                      f"{out}: fill in the label column, then add the rows to the labeled table", highlight=False,
+                      soft_wrap=True)
+
+
+@app.command()
+@friendly
 def distill(
     teacher: Path = typer.Argument(..., help="The teacher: a saved model folder (RUN or RUN/model)."),
     unlabeled: str = typer.Argument(..., help="Unlabeled data for the teacher to label: a table's text column, a "

@@ -1,0 +1,392 @@
+"""`audit`: what is wrong with a labeled data set, found on one embedding pass of a pre-trained backbone.
+
+- likely label errors (confident learning on out-of-fold probe probabilities, `label_errors`),
+- exact and near duplicates within the data, across the train/validation/test splits that `fit` would make with
+  the same seed and sizes (leaks: a test item also in train scores what the model has seen), and between the data
+  and a second data set (`against`, e.g. the test set),
+- outliers (`outliers`) and pairs of classes that overlap.
+
+The embeddings go through the cache that `fit` and `select` use, so an audit before `fit --backbone` the same
+backbone makes the fit start warm (and the other way round). Nothing here writes to the user's data: `write_clean`
+writes a new table of the items to keep, which `fit` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._util import atomic_write_bytes, check_writable
+from ..api import prepare_splits
+from ..backbones import resolve_backbone
+from ..data import Dataset, Splits, load_data
+from ..data.frames import InMemoryData
+from ..embedding_cache import backbone_cache
+from ..embeddings import embed_items
+from ..errors import DataError, HeadstartError, SettingsError
+from ..modalities import ensure_same_modality, get_modality
+from ..pretraining.unlabeled import read_unlabeled
+from ..strategies.base import check_choice, check_range
+from ..training import PRECISIONS
+from .duplicates import NEAR_THRESHOLD, duplicate_pairs
+from .findings import KINDS
+from .label_errors import find_label_errors
+from .outliers import NEIGHBOURS, find_outliers, outlier_scores
+from .similarity import unit_rows
+
+log = logging.getLogger("headstart")
+
+__all__ = ["AuditResult", "audit"]
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class AuditedItems:
+    """Every labeled item of the data in their own order (the train part, then val and test where the data
+    define them), with the split `fit` would put each in."""
+
+    modality: str
+    items: list
+    labels: np.ndarray
+    classes: list[str]
+    splits: np.ndarray  # "train" | "val" | "test" per item
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class AuditResult:
+    """The findings: one record per finding (see `records`), and what they were found with."""
+
+    data: str
+    modality: str
+    backbone: str
+    classes: list[str]
+    items: int
+    split_sizes: dict[str, int]
+    near_threshold: float
+    records: list[dict[str, Any]]
+    overlapping_classes: list[dict[str, Any]]
+    keep: np.ndarray = field(repr=False)  # per item: kept by write_clean
+    audited: AuditedItems = field(repr=False)
+    against: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["kind"] == kind]
+
+    def counts(self) -> dict[str, int]:
+        return {kind: len(self.of_kind(kind)) for kind in KINDS}
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("keep", "audited")}
+        return {**fields, "counts": self.counts(), "kept": int(self.keep.sum())}
+
+    def write_clean(self, path: str | Path) -> Path:
+        """Write a table (CSV, TSV, JSONL or Parquet by the suffix) of the items to keep: a `text` or `path`
+        column and a `label` column, in the data's order; `fit` reads it as it reads any table."""
+        return write_table(Path(path), self.audited, np.flatnonzero(self.keep))
+
+    def write_list(self, path: str | Path) -> Path:
+        """Write the findings as a table (CSV by default, or JSONL/TSV/Parquet by the suffix), one row each."""
+        import pandas as pd
+
+        columns = ["kind", "rank", "item", "split", "label", "suggested", "score", "other_item", "other_split",
+                   "other_label", "similarity", "exact"]
+        frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in self.records], columns=columns)
+        return write_frame(Path(path), frame)
+
+
+
+
+def _with_positions(raw: Splits) -> tuple[Splits, list[tuple[str, Dataset]]]:
+    """`raw` with each item replaced by (part, index in that part), so that the splits `fit` makes from it say
+    where each item came from; and the named parts that define the items' order."""
+    parts = [(name, part) for name, part in zip(SPLIT_ORDER, (raw.train, raw.val, raw.test)) if part is not None]
+    tagged = {name: replace(part, items=[(name, i) for i in range(len(part))]) for name, part in parts}
+    return Splits(tagged["train"], tagged.get("val"), tagged.get("test")), parts
+
+
+def fit_split_items(data: Any, text_column: str | None, label_column: str | None, val_size: float | int,
+                    test_size: float | int, seed: int) -> tuple[AuditedItems, str]:
+    """The labeled items of `data` and the split each lands in when `fit` splits it with these sizes and seed
+    (fit's own split function, run on the items' positions), and the data's name for messages."""
+    if isinstance(data, Splits):
+        raw = data
+    elif isinstance(data, Dataset):
+        raw = Splits(data, None, None)
+    else:
+        raw = load_data(data, text_column, label_column)
+    if not raw.task.one_class_per_item:
+        raise SettingsError(f"audit checks classification labels; these data hold {raw.task.name} labels")
+    tagged, parts = _with_positions(raw)
+    splits = prepare_splits(tagged, None, None, val_size, test_size, None, seed, task=raw.task)
+    offsets, total = {}, 0
+    for name, part in parts:
+        offsets[name] = total
+        total += len(part)
+    where = np.empty(total, dtype=object)
+    for name, part in zip(SPLIT_ORDER, (splits.train, splits.val, splits.test)):
+        for origin, i in part.items:
+            where[offsets[origin] + i] = name
+    items = [item for _, part in parts for item in part.items]
+    labels = np.concatenate([part.labels for _, part in parts])
+    source = str(data) if not isinstance(data, (Dataset, Splits)) and isinstance(data, (str, Path)) else raw.train.name
+    return AuditedItems(raw.modality, items, labels, raw.classes, where), source
+
+
+def _embed(net: Any, items: list, cache: Any, precision: str, what: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """Embeddings of `items`, a mask of the readable ones, and (index, reason) of the others."""
+    embeddings, failures = embed_items(net, items, cache, precision, desc=f"embedding {what}")
+    readable = np.ones(len(items), dtype=bool)
+    readable[[i for i, _ in failures]] = False
+    return embeddings, readable, failures
+
+
+def _describe(modality: str, item: Any, i: int) -> str:
+    return get_modality(modality).describe(item, i)
+
+
+def _item_record(kind: str, a: AuditedItems, i: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "index": int(i), "item": _describe(a.modality, a.items[i], i), "split": str(a.splits[i]),
+            "label": a.classes[a.labels[i]], **extra}
+
+
+def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray, seed: int
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    rows = np.flatnonzero(readable)
+    found = find_label_errors(embeddings[rows], a.labels[rows], a.classes, seed)
+    if found is None:
+        return [], [], ["label errors not checked: every class needs at least two readable items"]
+    records = [_item_record("label_error", a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
+               for rank, (i, s, q) in enumerate(zip(found.flagged, found.suggested, found.label_quality), 1)]
+    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, C "
+            f"{found.strength:g} by cross-validated log loss), "
+            "confident learning (cleanlab); score = the probability of the given label")
+    return records, found.overlapping, [note]
+
+
+def _pair_records(a: AuditedItems, rows: np.ndarray, pairs: list, other: AuditedItems | None = None
+                  ) -> list[dict[str, Any]]:
+    """Records of duplicate pairs (indices into `rows`, the readable items): a leak when the two are in different
+    splits, conflicting when their labels differ (within the data), a duplicate otherwise."""
+    records = []
+    for rank, p in enumerate(pairs, 1):
+        i = int(rows[p.a])
+        if other is not None:
+            j = p.b
+            kind = "against"
+        else:
+            j = int(rows[p.b])
+            kind = ("leak" if a.splits[i] != a.splits[j] else
+                    "conflicting" if a.labels[i] != a.labels[j] else "duplicate")
+        target = other or a
+        records.append(_item_record(kind, a, i, rank=rank, score=round(p.similarity, 4),
+                                    other_index=int(j), other_item=_describe(target.modality, target.items[j], j),
+                                    other_split=str(target.splits[j]), other_label=target.classes[target.labels[j]],
+                                    similarity=round(p.similarity, 4), exact=p.exact))
+    return records
+
+
+def _against_items(against: Any, text_column: str | None, label_column: str | None, modality: str) -> AuditedItems:
+    """Every item of the other data set (all its parts), labeled as it is labeled, or unlabeled ("?") when it
+    holds no labels (a table without a label column, a folder of files)."""
+    try:
+        raw = against if isinstance(against, Splits) else load_data(against, text_column, label_column,
+                                                                   modality=modality)
+    except DataError as e:
+        try:
+            unlabeled = read_unlabeled(against, text_column)
+        except DataError:
+            raise DataError(f"--against {against}: {e}") from None
+        ensure_same_modality(modality, unlabeled.modality, "the audited data are", "the --against data are")
+        return AuditedItems(unlabeled.modality, list(unlabeled.items), np.zeros(len(unlabeled), dtype=np.int64),
+                            ["?"], np.array(["against"] * len(unlabeled), dtype=object))
+    parts = [(name, p) for name, p in zip(SPLIT_ORDER, (raw.train, raw.val, raw.test)) if p is not None]
+    return AuditedItems(raw.modality, [x for _, p in parts for x in p.items],
+                        np.concatenate([p.labels for _, p in parts]), raw.classes,
+                        np.array([f"against {name}" if len(parts) > 1 else "against" for name, p in parts
+                                  for _ in range(len(p))], dtype=object))
+
+
+def _check_out_files(paths: list[Path | None], inputs: list[Any]) -> None:
+    """Refuse to write over the user's data: an output file that is one of the inputs."""
+    given = {Path(x).expanduser().resolve() for x in inputs if isinstance(x, (str, Path)) and Path(x).exists()}
+    for path in paths:
+        if path is not None and path.expanduser().resolve() in given:
+            raise SettingsError(f"{path} is the data being audited: audit never changes the data; write the clean "
+                                "table to a new file")
+
+
+def audit(
+    data: str | Path | Dataset | Splits | InMemoryData,
+    backbone: str,
+    *,
+    against: str | Path | Splits | None = None,
+    near_threshold: float = NEAR_THRESHOLD,
+    val_size: float | int = 0.1,
+    test_size: float | int = 0.2,
+    seed: int = 0,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    image_size: int | None = None,
+    max_length: int | None = None,
+    precision: str = "auto",
+    cache: bool = True,
+    out: str | Path | None = None,
+    write_clean: str | Path | None = None,
+) -> AuditResult:
+    """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone`.
+
+    Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
+    similarity of the mean-centred embeddings at least `near_threshold`) within one split, across the splits
+    `fit` makes with `val_size`, `test_size` and `seed` (leaks), and against a second data set `against`,
+    duplicates whose labels differ, outliers and overlapping classes. The user's files are only read.
+    `out`: write the findings as an HTML page there (thumbnails, texts, audio players) and as a list beside it
+    (the same name with .csv, one row per finding).
+    `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
+    duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
+    but right), which `fit` reads.
+    """
+    check_range("near_threshold", near_threshold, low=0, high=1, low_open=True)
+    check_range("seed", seed, low=0, integer=True)
+    check_range("image_size", image_size, low=1, integer=True)
+    check_range("max_length", max_length, low=1, integer=True)
+    check_choice("precision", precision, PRECISIONS)
+    clean_path = Path(write_clean) if write_clean is not None else None
+    page_path = Path(out) if out is not None else None
+    list_path = page_path.with_suffix(".csv") if page_path is not None else None
+    _check_out_files([clean_path, page_path, list_path], [data, against])
+    for path, option in ((clean_path, "--write-clean"), (page_path, "--out")):
+        if path is not None:
+            check_writable(path.expanduser().parent, f"{option} {path}")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    audited, source = fit_split_items(data, text_column, label_column, val_size, test_size, seed)
+    net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=audited.modality)
+    ensure_same_modality(net.modality, audited.modality, f"backbone '{backbone}'", "the data are",
+                         f"try --backbone {get_modality(audited.modality).suggested_backbone}", HeadstartError)
+    store = backbone_cache(net, precision, cache)
+    other = _against_items(against, text_column, label_column, audited.modality) if against is not None else None
+    seconds["load"] = time.perf_counter() - started
+    t = time.perf_counter()
+    embeddings, readable, failures = _embed(net, audited.items, store, precision, source)
+    if other is not None:
+        other_embeddings, other_readable, _ = _embed(net, other.items, store, precision, str(against))
+    seconds["embed"] = time.perf_counter() - t
+    rows = np.flatnonzero(readable)
+    if len(rows) < 2:
+        raise DataError(f"{source}: fewer than two readable items to audit")
+    t = time.perf_counter()
+    records, overlapping, notes = _label_records(audited, readable, embeddings, seed)
+    seconds["label_errors"] = time.perf_counter() - t
+    t = time.perf_counter()
+    modality = get_modality(audited.modality)
+    digests = [modality.digest(audited.items[i]) for i in rows]
+    center = embeddings[rows].mean(axis=0)
+    unit = unit_rows(embeddings[rows], center)
+    pairs, _, neighbour_sims = duplicate_pairs(digests, unit, near_threshold, k=NEIGHBOURS)
+    records += _pair_records(audited, rows, pairs)
+    if other is not None:
+        other_rows = np.flatnonzero(other_readable)
+        other_digests = [modality.digest(other.items[j]) for j in other_rows]
+        across, _, _ = duplicate_pairs(digests, unit, near_threshold, other_digests,
+                                       unit_rows(other_embeddings[other_rows], center))
+        for p in across:
+            p.b = int(other_rows[p.b])
+        records += _pair_records(audited, rows, across, other)
+    scores = outlier_scores(neighbour_sims) if neighbour_sims.shape[1] else np.zeros(len(rows))
+    records += [_item_record("outlier", audited, rows[i], rank=rank, score=round(float(scores[i]), 4))
+                for rank, i in enumerate(find_outliers(scores), 1)]
+    records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
+    seconds["duplicates_outliers"] = time.perf_counter() - t
+    keep = items_to_keep(readable, records)
+    order = {kind: n for n, kind in enumerate(KINDS)}
+    records.sort(key=lambda r: (order[r["kind"]], r.get("rank", 0)))
+    for kind in KINDS:  # ranks count within each kind (pairs were ranked together)
+        for rank, r in enumerate((r for r in records if r["kind"] == kind), 1):
+            r["rank"] = rank
+    notes.append(f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
+                 f">= {near_threshold:g}; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
+    seconds["total"] = time.perf_counter() - started
+    sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
+    result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
+                         records, overlapping, keep, audited, str(against) if against is not None else None,
+                         {k: round(v, 2) for k, v in seconds.items()}, notes)
+    log.info("audit: %s", ", ".join(f"{n} {KINDS[k]}" for k, n in result.counts().items() if n) or "nothing found")
+    if clean_path is not None:
+        result.write_clean(clean_path)
+        log.info("audit: wrote the %d items to keep (of %d) to %s", int(keep.sum()), len(keep), clean_path)
+    if page_path is not None:
+        from .page import write_page
+
+        write_page(result, page_path.expanduser())
+        result.write_list(list_path)
+        log.info("audit: wrote %s and %s", page_path, list_path)
+    return result
+
+
+def items_to_keep(readable: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
+    """Per item, whether the clean table keeps it: readable, not a likely label error, not in the other data, and
+    not a copy of an earlier item that is kept (so a chain of near duplicates keeps its first item, and the copy
+    of a dropped label error is not dropped for it)."""
+    keep = readable.copy()
+    earlier: dict[int, list[int]] = {}
+    for r in records:
+        if r["kind"] in ("label_error", "against"):
+            keep[r["index"]] = False
+        elif r["kind"] in ("leak", "duplicate", "conflicting"):
+            first, later = sorted((r["index"], r["other_index"]))
+            earlier.setdefault(later, []).append(first)
+    for later in sorted(earlier):
+        if keep[later] and any(keep[first] for first in earlier[later]):
+            keep[later] = False
+    return keep
+
+
+def write_frame(path: Path, frame: Any) -> Path:
+    """Write a DataFrame by the file's suffix (csv default), atomically."""
+    suffix = path.suffix.lower()
+    buffer = io.BytesIO()
+    if suffix in (".csv", ".tsv", ""):
+        frame.to_csv(buffer, index=False, sep="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".jsonl":
+        frame.to_json(buffer, orient="records", lines=True, force_ascii=False)
+    elif suffix in (".parquet", ".pq"):
+        frame.to_parquet(buffer, index=False)
+    else:
+        raise SettingsError(f"{path}: write a .csv, .tsv, .jsonl or .parquet table")
+    atomic_write_bytes(path.expanduser(), buffer.getvalue())
+    return path
+
+
+def item_column(modality: str, items: list) -> tuple[str, list[str]]:
+    """The column a table names items of `modality` in, as `fit` looks for it: `path` (absolute paths) for items
+    kept in files, `text` for texts."""
+    if get_modality(modality).file_extensions:
+        return "path", [str(Path(x).expanduser().resolve()) for x in items]
+    return "text", list(items)
+
+
+def write_table(path: Path, audited: AuditedItems, rows: np.ndarray) -> Path:
+    """The items `rows` of `audited` as a table `fit` reads: `text` (texts) or `path` (absolute file paths), and
+    `label`."""
+    import pandas as pd
+
+    items = [audited.items[i] for i in rows]
+    if any(not isinstance(x, (str, Path)) for x in items):
+        raise DataError("the items are arrays in memory (a built-in data set), not texts or files: a table cannot "
+                        "name them; use the audit's records instead")
+    column, values = item_column(audited.modality, items)
+    frame = pd.DataFrame({column: values, "label": [audited.classes[audited.labels[i]] for i in rows]})
+    return write_frame(path, frame)

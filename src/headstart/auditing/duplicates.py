@@ -1,0 +1,71 @@
+"""Exact duplicates (the same content: the modality's digest, a hash of a file's bytes or a text's characters) and
+near duplicates (cosine similarity of the backbone's embeddings at or above a threshold: the same photo re-encoded
+or resized, the same sentence with other case or punctuation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .similarity import scan
+
+# Cosine similarity of mean-centred embeddings above which two items count as near duplicates. Measured in
+# benchmarks/audit_quality.py (RESULTS.md, "Audit"): SST-2 sentences copied with other case and punctuation score
+# at least this with minilm, while distinct sentences' nearest neighbours almost never do.
+NEAR_THRESHOLD = 0.9
+
+
+@dataclass
+class DuplicatePair:
+    """Items `a` and `b` (indices; with `against`, b indexes the other data set) that are the same content
+    (`exact`) or embed almost alike (`similarity`)."""
+
+    a: int
+    b: int
+    similarity: float
+    exact: bool
+
+
+def exact_pairs_within(digests: Sequence[bytes]) -> list[tuple[int, int]]:
+    """(first, later) for every later item whose content equals an earlier one's."""
+    first: dict[bytes, int] = {}
+    pairs = []
+    for i, d in enumerate(digests):
+        if d in first:
+            pairs.append((first[d], i))
+        else:
+            first[d] = i
+    return pairs
+
+
+def exact_pairs_across(digests: Sequence[bytes], other: Sequence[bytes]) -> list[tuple[int, int]]:
+    """(i, j) for every item i whose content is that of item j of the other data (its first such item)."""
+    where: dict[bytes, int] = {}
+    for j, d in enumerate(other):
+        where.setdefault(d, j)
+    return [(i, where[d]) for i, d in enumerate(digests) if d in where]
+
+
+def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float, other_digests: Sequence[bytes] |
+                    None = None, other_unit: np.ndarray | None = None, k: int = 0
+                    ) -> tuple[list[DuplicatePair], np.ndarray, np.ndarray]:
+    """Exact and near duplicate pairs within the items (or between them and the other data when given), and the
+    scan's `k` nearest neighbours of each item (within the items only). Near pairs of items with the same content
+    are left to the exact pairs, which name each copy once (first, later) instead of every pair of copies."""
+    across = other_unit is not None
+    if across:
+        exact = exact_pairs_across(digests, other_digests)
+        found = scan(unit, other_unit, threshold)
+    else:
+        exact = exact_pairs_within(digests)
+        found = scan(unit, None, threshold, k)
+    references = other_unit if across else unit
+    pairs = [DuplicatePair(a, b, float(unit[a] @ references[b]), True) for a, b in exact]
+    other = other_digests if across else digests
+    for (a, b), s in zip(found.pairs.tolist(), found.pair_similarity.tolist()):
+        if digests[a] != other[b]:
+            pairs.append(DuplicatePair(a, b, float(s), False))
+    pairs.sort(key=lambda p: (not p.exact, -p.similarity, p.a, p.b))
+    return pairs, found.neighbours, found.neighbour_similarity

@@ -1,0 +1,74 @@
+"""Cosine similarity between many embeddings without an n x n matrix in memory: blocked matrix products.
+
+One pass over the blocks gives both what `audit` needs (every pair above a similarity threshold: near duplicates)
+and what `audit` and `suggest` rank items by (each item's k most similar others: outlier scores, TypiClust's
+typicality). Hand-written because scikit-learn's NearestNeighbors answers one of the two questions per pass and
+its radius search keeps every distance of a block's rows; a block of rows times all references is one BLAS call.
+Measured on 50,000 items of 384 dimensions (loaded 2-core machine, duplicates and outliers together): 49 CPU
+seconds with numpy's argpartition and comparisons (one thread), 30 with torch's (every core).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_BYTES = 1 << 25  # 32 MiB of float32 similarities per block of query rows (larger blocks were no faster)
+
+
+def unit_rows(x: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """Rows of `x` (less `center`, when given) scaled to length 1, as float32 (zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    if center is not None:
+        x = x - center.astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class Scan:
+    """What one blocked pass found: pairs (query i, reference j, cosine similarity) at or above the threshold,
+    and each query's `k` most similar references (indices and similarities, most similar first)."""
+
+    pairs: np.ndarray  # (m, 2) int64
+    pair_similarity: np.ndarray  # (m,) float32
+    neighbours: np.ndarray  # (n, k) int64
+    neighbour_similarity: np.ndarray  # (n, k) float32
+
+
+def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: float | None = None, k: int = 0,
+         block_bytes: int = BLOCK_BYTES) -> Scan:
+    """Compare unit-length `queries` with unit-length `references` (None: the queries themselves, then an item is
+    never its own neighbour and each pair is reported once, i < j), `block_bytes` of similarities at a time. Runs
+    in torch, whose comparison and top-k use every core."""
+    import torch
+
+    same = references is None
+    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    refs = q if same else torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
+    n, m = len(q), len(refs)
+    k = max(0, min(k, m - 1 if same else m))
+    rows = max(1, block_bytes // (4 * max(m, 1)))
+    found_pairs, found_sims = [], []
+    neighbours = torch.zeros((n, k), dtype=torch.int64)
+    neighbour_sims = torch.zeros((n, k), dtype=torch.float32)
+    with torch.inference_mode():
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            sims = q[start:stop] @ refs.T
+            if same:
+                sims[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
+            if threshold is not None:
+                i, j = torch.nonzero(sims >= threshold, as_tuple=True)
+                if same:
+                    keep = j > i + start
+                    i, j = i[keep], j[keep]
+                found_pairs.append(torch.stack([i + start, j], dim=1))
+                found_sims.append(sims[i, j])
+            if k:
+                top_sims, top = torch.topk(sims, k, dim=1)  # sorted, most similar first
+                neighbours[start:stop], neighbour_sims[start:stop] = top, top_sims
+    pairs = torch.cat(found_pairs).numpy() if found_pairs else np.zeros((0, 2), np.int64)
+    pair_sims = torch.cat(found_sims).numpy() if found_sims else np.zeros(0, np.float32)
+    return Scan(pairs.astype(np.int64), pair_sims.astype(np.float32), neighbours.numpy(), neighbour_sims.numpy())

@@ -1,0 +1,245 @@
+"""`suggest`: which unlabeled items to label next, chosen on one embedding pass.
+
+- Without a model (cold start, few or no labels): TypiClust (Hacohen, Dekel and Weinshall, "Active Learning on a
+  Budget", ICML 2022). The embeddings are split by k-means into as many clusters as there will be labeled items
+  (labeled + budget); in each cluster that holds no labeled item yet, largest first, the most typical item is
+  chosen: the one with the highest inverse mean distance to its nearest neighbours within the cluster (20, as in
+  the paper). Typical items of distinct clusters label the dense regions first, which is what helps when labels
+  are few.
+- With a trained model: margin uncertainty within clusters (cluster-margin in the spirit of BADGE, Ash et al.
+  2020: uncertain *and* diverse): k-means into `budget` clusters of the candidates, and in each the item whose
+  two most probable classes are closest.
+
+The result is a table to fill in (the item, an empty `label` column, and why it was chosen), which `fit` reads
+together with the labeled data once the rows are joined: rows whose label is still empty are left out (with a
+warning that counts them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backbones import resolve_backbone
+from ..data import Dataset, Splits, load_data
+from ..embedding_cache import backbone_cache
+from ..embeddings import embed_items
+from ..errors import DataError, HeadstartError, SettingsError
+from ..modalities import ensure_same_modality, get_modality
+from ..model import TrainedModel, model_folder
+from ..pretraining.unlabeled import UnlabeledData, read_unlabeled
+from ..strategies.base import check_choice, check_range
+from ..training import PRECISIONS
+from .similarity import scan, unit_rows
+
+log = logging.getLogger("headstart")
+
+__all__ = ["Suggestion", "suggest"]
+
+TYPICALITY_NEIGHBOURS = 20  # TypiClust's k
+MINIBATCH_ABOVE = 20_000  # items beyond which k-means runs on mini-batches (seconds, not minutes)
+
+
+@dataclass
+class Suggestion:
+    """The items to label next, best first, each with why it was chosen."""
+
+    source: str
+    modality: str
+    method: str  # "typiclust" or "margin"
+    items: list
+    indices: list[int]  # into the unlabeled items
+    reasons: list[str]
+    candidates: int
+    clusters: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["items"] = [get_modality(self.modality).describe(x, i) for x, i in zip(self.items, self.indices)]
+        return record
+
+    def write(self, path: str | Path) -> Path:
+        """The table to fill in: `text` (texts) or `path` (absolute file paths), an empty `label`, the `reason`."""
+        import pandas as pd
+
+        from .data_audit import item_column, write_frame
+
+        if any(not isinstance(x, (str, Path)) for x in self.items):
+            raise DataError("the unlabeled items are arrays in memory (a built-in data set), not texts or files: a "
+                            "table cannot name them")
+        column, values = item_column(self.modality, self.items)
+        return write_frame(Path(path), pd.DataFrame({column: values, "label": [""] * len(values),
+                                                      "reason": self.reasons}))
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
+def kmeans(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Cluster ids of the rows (k-means++, seeded; mini-batches for large data)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    if len(x) > MINIBATCH_ABOVE:
+        model = MiniBatchKMeans(clusters, random_state=seed, n_init=3, batch_size=4096)
+    else:
+        model = KMeans(clusters, random_state=seed, n_init=1)
+    return model.fit_predict(x)
+
+
+def typicality(unit: np.ndarray, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
+    """TypiClust's typicality of each row among the rows given: 1 / mean Euclidean distance to its k nearest
+    neighbours (unit rows: distance sqrt(2 - 2 cos)). A lone row is as typical as can be."""
+    if len(unit) < 2:
+        return np.full(len(unit), np.inf)
+    found = scan(unit, None, None, k)
+    distances = np.sqrt(np.clip(2.0 - 2.0 * found.neighbour_similarity, 0.0, None))
+    return 1.0 / (distances.mean(axis=1) + 1e-12)
+
+
+def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[str], int]:
+    """TypiClust's choice of `budget` rows among the `candidate` rows (the others are labeled): rows, reasons, and
+    the number of clusters."""
+    labeled = int((~candidate).sum())
+    clusters = min(labeled + budget, len(unit))
+    ids = kmeans(unit, clusters, seed)
+    sizes = np.bincount(ids, minlength=clusters)
+    covered = set(ids[~candidate].tolist())
+    order = [c for c in np.argsort(-sizes, kind="stable") if c not in covered]
+    chosen, reasons = [], []
+    for c in order:  # an uncovered cluster holds candidates only
+        members = np.flatnonzero(ids == c)
+        typical = typicality(unit[members])
+        best = int(members[np.argmax(typical)])
+        chosen.append(best)
+        reasons.append(f"the most typical item of an unlabeled cluster of {_items(sizes[c])} (TypiClust)")
+        if len(chosen) == budget:
+            break
+    return chosen, reasons, clusters
+
+
+def margin_within_clusters(unit: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray, budget: int,
+                           classes: list[str], seed: int) -> tuple[list[int], list[str], int]:
+    """In each of `budget` k-means clusters of the candidates, the candidate whose two most probable classes are
+    closest (smallest margin)."""
+    rows = np.flatnonzero(candidate)
+    ids = kmeans(unit[rows], budget, seed)
+    top2 = np.sort(probabilities[rows], axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0] if probabilities.shape[1] > 1 else 1.0 - top2[:, -1]
+    chosen, reasons, scored = [], [], []
+    for c in range(budget):
+        members = np.flatnonzero(ids == c)
+        if len(members) == 0:
+            continue
+        best = members[np.argmin(margins[members])]
+        scored.append((margins[best], int(rows[best]), len(members)))
+    for margin, row, size in sorted(scored):
+        first, second = np.argsort(-probabilities[row])[:2]
+        chosen.append(row)
+        reasons.append(f"uncertain: margin {margin:.3f} between {classes[first]} and {classes[second]}, the least "
+                       f"of a cluster of {_items(size)}")
+    return chosen, reasons, budget
+
+
+def _labeled_items(labeled: Any, modality: str) -> list:
+    if labeled is None:
+        return []
+    if isinstance(labeled, Dataset):
+        parts = [labeled]
+    else:
+        raw = labeled if isinstance(labeled, Splits) else load_data(labeled, modality=modality)
+        parts = [p for p in (raw.train, raw.val, raw.test) if p is not None]
+    return [x for p in parts for x in p.items]
+
+
+def suggest(
+    unlabeled: str | Path | UnlabeledData,
+    budget: int,
+    *,
+    model: str | Path | TrainedModel | None = None,
+    backbone: str | None = None,
+    labeled: str | Path | Dataset | Splits | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    text_column: str | None = None,
+    image_size: int | None = None,
+    max_length: int | None = None,
+    precision: str = "auto",
+    cache: bool = True,
+) -> Suggestion:
+    """Choose `budget` items of `unlabeled` (a folder of images or audio, a table's text column, a .txt file) to
+    label next: TypiClust on the embeddings of `backbone` (cold start), or with `model` (a trained model or its
+    folder) the most uncertain item of each of `budget` clusters. `labeled` (data as `fit` takes them): items
+    already labeled, never suggested again; TypiClust skips the clusters they cover. `out`: write the table to
+    fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`)."""
+    check_range("budget", budget, low=1, integer=True)
+    check_range("seed", seed, low=0, integer=True)
+    check_choice("precision", precision, PRECISIONS)
+    if (model is None) == (backbone is None):
+        raise SettingsError("give either a backbone (--backbone NAME, cold start) or a trained model (--model RUN), "
+                            "not both" if model is not None else "give a backbone (--backbone NAME) for a cold start, "
+                            "or a trained model (--model RUN)")
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and isinstance(unlabeled, (str, Path)) and Path(unlabeled).exists() and \
+            out_path.expanduser().resolve() == Path(unlabeled).expanduser().resolve():
+        raise SettingsError(f"--out {out_path} is the unlabeled data: write the table to label to a new file")
+    started = time.perf_counter()
+    data = unlabeled if isinstance(unlabeled, UnlabeledData) else read_unlabeled(unlabeled, text_column)
+    trained = None
+    if model is not None:
+        trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model_folder(model))
+        if not trained.task.one_class_per_item:
+            raise SettingsError(f"--model: margin uncertainty needs a classifier, this model is {trained.task_name}")
+        net, precision = trained.backbone, trained.precision
+        what = "the model"
+    else:
+        net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=data.modality)
+        what = f"backbone '{backbone}'"
+    ensure_same_modality(net.modality, data.modality, what, f"the unlabeled data ({data.source}) are",
+                         f"give unlabeled {net.modality} data", HeadstartError)
+    known = _labeled_items(labeled, data.modality)
+    digest = get_modality(data.modality).digest
+    known_digests = {digest(x) for x in known}
+    fresh = [i for i, x in enumerate(data.items) if digest(x) not in known_digests]
+    items = [data.items[i] for i in fresh] + known
+    store = backbone_cache(net, precision, cache)
+    t = time.perf_counter()
+    embeddings, failures = embed_items(net, items, store, precision, desc=f"embedding {data.name}")
+    embed_seconds = time.perf_counter() - t
+    candidate = np.zeros(len(items), dtype=bool)
+    candidate[:len(fresh)] = True
+    readable = np.ones(len(items), dtype=bool)
+    readable[[i for i, _ in failures]] = False
+    if failures:
+        log.warning("%s", get_modality(data.modality).failure_summary(items, failures))
+    rows = np.flatnonzero(readable)
+    candidate = candidate[rows]
+    if budget > candidate.sum():
+        raise SettingsError(f"--budget {budget} is more than the {int(candidate.sum())} readable unlabeled items "
+                            "that are not labeled already")
+    t = time.perf_counter()
+    unit = unit_rows(embeddings[rows], embeddings[rows].mean(axis=0))
+    if trained is None:
+        chosen, reasons, clusters = typiclust(unit, candidate, budget, seed)
+        method = "typiclust"
+    else:
+        probabilities = trained.classifier.head.probabilities(embeddings[rows])
+        chosen, reasons, clusters = margin_within_clusters(unit, probabilities, candidate, budget, trained.classes,
+                                                           seed)
+        method = "margin"
+    indices = [fresh[int(rows[r])] for r in chosen]
+    result = Suggestion(data.source, data.modality, method, [data.items[i] for i in indices], indices, reasons,
+                        int(candidate.sum()), clusters,
+                        {"embed": round(embed_seconds, 2), "choose": round(time.perf_counter() - t, 2),
+                         "total": round(time.perf_counter() - started, 2)})
+    if out_path is not None:
+        result.write(out_path)
+        log.info("suggest: wrote %d items to label to %s (fill in the label column)", len(indices), out_path)
+    return result

@@ -1,0 +1,208 @@
+"""`audit` and `suggest` (issue 24): label errors on separable data, duplicates and leaks across fit's splits, the
+blocked similarity scan, outliers, TypiClust's coverage, the clean table and the table to label that `fit` reads,
+one-line errors and an HTML page that escapes user text."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import headstart
+from headstart.api import prepare_splits
+from headstart.auditing.data_audit import items_to_keep
+from headstart.auditing.label_errors import find_label_errors
+from headstart.auditing.outliers import find_outliers, outlier_scores
+from headstart.auditing.similarity import scan, unit_rows
+from headstart.auditing.suggestions import margin_within_clusters, typiclust
+from headstart.cli import app
+from headstart.data import load_data
+
+from .conftest import make_tiny_bert, write_text_table
+
+SCRIPT = "<script>alert('x')</script> a delightful and superb film"
+
+
+def _blobs(n_per: int, centers: int, d: int, spread: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((centers, d)) * 6
+    labels = np.repeat(np.arange(centers), n_per)
+    return means[labels] + spread * rng.standard_normal((len(labels), d)), labels
+
+
+def test_flipped_labels_are_found_with_their_true_class():
+    x, true = _blobs(80, 3, 16, 1.0)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(true), 24, replace=False)
+    given = true.copy()
+    given[flipped] = (true[flipped] + rng.integers(1, 3, len(flipped))) % 3
+    found = find_label_errors(x, given, ["a", "b", "c"], seed=0)
+    flagged = set(found.flagged.tolist())
+    assert len(flagged & set(flipped.tolist())) >= 0.9 * len(flipped)  # recall
+    assert len(flagged - set(flipped.tolist())) <= 0.1 * len(flagged)  # precision
+    suggested = dict(zip(found.flagged.tolist(), found.suggested.tolist()))
+    assert all(suggested[i] == true[i] for i in flipped if i in suggested)
+    assert found.probabilities.shape == (len(true), 3)
+
+
+def test_the_blocked_scan_finds_what_the_full_matrix_shows():
+    rng = np.random.default_rng(0)
+    unit = unit_rows(rng.standard_normal((90, 8)))
+    unit[40] = unit[7]  # one pair at similarity 1
+    full = unit @ unit.T
+    np.fill_diagonal(full, -np.inf)
+    found = scan(unit, None, 0.8, k=4, block_bytes=4 * 90 * 7)  # 7 rows a block
+    expected = {(i, j) for i, j in zip(*np.nonzero(full >= 0.8)) if i < j}
+    assert {tuple(p) for p in found.pairs.tolist()} == expected and (7, 40) in expected
+    assert np.allclose(found.neighbour_similarity, -np.sort(-full, axis=1)[:, :4], atol=1e-5)
+    other = unit_rows(rng.standard_normal((30, 8)))
+    across = scan(unit, other, 0.7, block_bytes=4 * 30 * 11)
+    expected = set(zip(*np.nonzero(unit @ other.T >= 0.7)))
+    assert {tuple(p) for p in across.pairs.tolist()} == expected
+
+
+def test_items_far_from_all_others_are_outliers():
+    x, _ = _blobs(60, 3, 64, 1.0)  # embeddings have many dimensions: no item sits at their mean
+    far = 10 * np.random.default_rng(2).standard_normal((2, 64))
+    unit = unit_rows(np.vstack([x, far]), x.mean(axis=0))
+    scores = outlier_scores(scan(unit, None, None, k=10).neighbour_similarity)
+    assert sorted(find_outliers(scores).tolist()) == [180, 181]
+
+
+def test_typiclust_takes_one_item_of_each_uncovered_cluster():
+    x, blob = _blobs(40, 6, 8, 0.5, seed=3)
+    unit = unit_rows(x, x.mean(axis=0))
+    candidate = np.ones(len(x), dtype=bool)
+    chosen, reasons, clusters = typiclust(unit, candidate, 6, seed=0)
+    assert clusters == 6 and sorted(blob[chosen].tolist()) == list(range(6))
+    assert all("TypiClust" in r for r in reasons)
+    candidate[blob == 0] = candidate[blob == 1] = False  # two blobs hold labeled items already
+    candidate[np.flatnonzero(blob == 0)[1:]] = candidate[np.flatnonzero(blob == 1)[1:]] = True
+    chosen, _, clusters = typiclust(unit, candidate, 4, seed=0)
+    assert clusters == 6 and sorted(blob[chosen].tolist()) == [2, 3, 4, 5]
+    probabilities = np.tile([0.9, 0.1], (len(x), 1))
+    probabilities[[5, 50, 130]] = [0.55, 0.45]  # uncertain items in three blobs
+    chosen, reasons, _ = margin_within_clusters(unit, probabilities, np.ones(len(x), bool), 6, ["p", "q"], seed=0)
+    assert {5, 50, 130} <= set(chosen) and len(set(blob[chosen])) == 6 and "margin 0.100" in reasons[0]
+
+
+def test_the_clean_table_keeps_the_first_kept_copy_of_each_duplicate():
+    pair = [("duplicate", 1, 2), ("leak", 3, 2), ("duplicate", 4, 5), ("conflicting", 6, 5)]
+    records = [{"kind": "label_error", "index": 2}, {"kind": "against", "index": 7}]
+    records += [{"kind": kind, "index": a, "other_index": b} for kind, a, b in pair]
+    readable = np.ones(9, dtype=bool)
+    readable[8] = False
+    keep = items_to_keep(readable, records)
+    # 2 is a label error (its copies 1 and 3 stay: 1 is first, 3 copies only a dropped item); 5 copies 4; 6 copies
+    # only 5, which is dropped; 7 is in the other data; 8 is unreadable
+    assert np.flatnonzero(keep).tolist() == [0, 1, 3, 4, 6]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A train.csv / test.csv pair where train holds an exact copy of one test row (with HTML in its text) and a
+    copy of another in capitals (a near duplicate: the tokenizer is uncased), and a tiny BERT."""
+    root = tmp_path_factory.mktemp("audit")
+    data = root / "reviews"
+    data.mkdir()
+    table = pd.read_csv(write_text_table(root / "all.csv", n_per_class=40))
+    table.loc[0, "text"] = SCRIPT
+    test, train = table.iloc[:20].reset_index(drop=True), table.iloc[20:].reset_index(drop=True)
+    train = pd.concat([train, test.iloc[[0]], pd.DataFrame([{"text": test.text[3].upper(), "label": test.label[3]}])],
+                      ignore_index=True)
+    train.to_csv(data / "train.csv", index=False)
+    test.to_csv(data / "test.csv", index=False)
+    other = root / "other.csv"
+    pd.DataFrame([{"text": train.text[5], "label": "whatever"}, {"text": "an unrelated sentence", "label": "x"}]
+                 ).to_csv(other, index=False)
+    return {"root": root, "data": data, "test": test, "train": train, "other": other,
+            "bert": make_tiny_bert(root / "tiny-bert")}
+
+
+@pytest.fixture(scope="module")
+def audited(planted):
+    root = planted["root"]
+    return headstart.audit(planted["data"], str(planted["bert"]), against=planted["other"], out=root / "audit.html",
+                           write_clean=root / "clean.csv", max_length=32)
+
+
+def test_an_exact_and_a_near_duplicate_across_the_splits_are_leaks(audited, planted):
+    leaks = {(r["item"], r["other_item"], r["exact"]) for r in audited.of_kind("leak")}
+    test = planted["test"]
+    assert (SCRIPT, SCRIPT, True) in {(a, b, e) for a, b, e in leaks} or (SCRIPT, SCRIPT, True) in leaks
+    assert any({a, b} == {test.text[3], test.text[3].upper()} and not e for a, b, e in leaks)
+    assert len(leaks) == 2, leaks  # nothing else in these sentences embeds as alike
+    assert {(r["split"], r["other_split"]) for r in audited.of_kind("leak")} <= {("test", "train"), ("test", "val"),
+                                                                                ("train", "test"), ("val", "test")}
+    assert audited.split_sizes["test"] == len(test)  # the data's own test.csv, as fit takes it
+    against = audited.of_kind("against")
+    assert [(r["item"], r["other_item"], r["exact"]) for r in against] == [(planted["train"].text[5],) * 2 + (True,)]
+
+
+def test_the_clean_table_drops_the_copies_and_fit_reads_it(audited, planted):
+    root = planted["root"]
+    clean = pd.read_csv(root / "clean.csv")
+    assert list(clean.columns) == ["text", "label"]
+    assert clean.text.str.lower().duplicated().sum() == 0
+    assert planted["train"].text[5] not in set(clean.text)  # it is in the other data
+    assert len(clean) == audited.items - 2 - 1 - len(audited.of_kind("label_error"))
+    splits = prepare_splits(root / "clean.csv", None, None, 6, 10, None, 0)  # how fit reads and splits data
+    assert len(splits.train) == len(clean) - 16 and splits.classes == ["negative", "positive"]
+    assert (planted["data"] / "train.csv").read_text().count(SCRIPT) == 1  # the user's files are unchanged
+
+
+def test_the_page_escapes_user_text_and_the_list_has_every_finding(audited, planted):
+    page = (planted["root"] / "audit.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)" in page
+    assert "Likely label errors" in page and "Leaks across the splits" in page
+    listed = pd.read_csv(planted["root"] / "audit.csv")
+    assert len(listed) == len(audited.records) and set(listed.kind) >= {"leak", "against"}
+
+
+def test_suggest_writes_a_table_to_fill_in_that_fit_reads_with_the_labeled_rows(planted, audited, tiny_text_run):
+    root = planted["root"]
+    pool = write_text_table(root / "pool.csv", n_per_class=25, seed=5)
+    result = headstart.suggest(pool, 4, backbone=str(planted["bert"]), labeled=root / "clean.csv",
+                               out=root / "to_label.csv", max_length=32)
+    to_label = pd.read_csv(root / "to_label.csv", keep_default_na=False)
+    assert list(to_label.columns) == ["text", "label", "reason"] and len(to_label) == 4
+    assert (to_label.label == "").all() and len(set(to_label.text)) == 4 and result.method == "typiclust"
+    to_label.loc[:1, "label"] = "positive"  # two filled in, two not yet
+    merged = pd.concat([pd.read_csv(root / "clean.csv"), to_label[["text", "label"]]], ignore_index=True)
+    merged.to_csv(root / "merged.csv", index=False)
+    data = load_data(root / "merged.csv").train  # as fit reads it: the rows without a label left out
+    assert len(data) == len(pd.read_csv(root / "clean.csv")) + 2
+    uncertain = headstart.suggest(pool, 3, model=tiny_text_run, out=root / "uncertain.csv")
+    assert uncertain.method == "margin" and len(uncertain.items) == 3 and "margin" in uncertain.reasons[0]
+
+
+def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_path):
+    runner = CliRunner()
+    data, bert = str(planted["data"]), str(planted["bert"])
+    unlabeled = tmp_path / "unlabeled.csv"  # --against data without labels: their items are compared all the same
+    pd.DataFrame({"text": [planted["train"].text[9], "an unrelated sentence"]}).to_csv(unlabeled, index=False)
+    done = runner.invoke(app, ["audit", data, "--backbone", bert, "--max-length", "32", "--json", "--out",
+                               str(tmp_path / "a.html"), "--against", str(unlabeled)])
+    assert done.exit_code == 0, done.output
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["counts"]["leak"] == 2 and record["counts"]["against"] == 1 and (tmp_path / "a.csv").is_file()
+    bad = [
+        (["audit", data, "--backbone", bert, "--near-threshold", "1.5"], "near_threshold"),
+        (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--write-clean",
+          str(planted["data"] / "train.csv")], "never changes the data"),
+        (["audit", str(tmp_path / "missing.csv"), "--backbone", bert], "does not exist"),
+        (["suggest", data + "/train.csv", "--budget", "0", "--backbone", bert], "budget"),
+        (["suggest", data + "/train.csv", "--budget", "2"], "--backbone"),
+        (["suggest", data + "/train.csv", "--budget", "2", "--backbone", bert, "--model", str(tmp_path)], "not both"),
+        (["suggest", data + "/train.csv", "--budget", "1000", "--backbone", bert, "--max-length", "32",
+          "--out", str(tmp_path / "t.csv")], "more than"),
+    ]
+    for args, words in bad:
+        done = runner.invoke(app, args)
+        assert done.exit_code == 2, (args, done.output)
+        lines = [x for x in done.output.strip().splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and words in done.output, (args, done.output)
+    assert (planted["data"] / "train.csv").is_file()
