@@ -190,10 +190,9 @@ def test_a_shard_folder_or_a_tar_file_names_its_members_in_order(tmp_path):
 
 
 def test_distill_under_torchrun_refuses_a_student_strategy_without_ddp_before_labeling(monkeypatch, tmp_path):
-    from headstart.distillation import distill
-
     from dataclasses import dataclass
 
+    from headstart.distillation import distill
     from headstart.strategies import Strategy
 
     @dataclass

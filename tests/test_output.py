@@ -89,6 +89,22 @@ def test_under_torchrun_rank_0_alone_shows_progress(monkeypatch):
         assert progress.progress_enabled() is shown
 
 
+def test_under_torchrun_rank_0s_bar_shows_the_whole_job(monkeypatch):
+    """Rank 0 embeds its share (4 of 8 items on 2 ranks); its bar counts the job's 8, not its own 4."""
+    clock, stream = FakeClock(), io.StringIO()
+    monkeypatch.setattr(progress, "_clock", clock)
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setenv("HEADSTART_PROGRESS", "1")
+    monkeypatch.setenv("HEADSTART_PROGRESS_INTERVAL", "2")
+    with progress.progress_bar("embedding", total=4, unit="img", ranks=2) as advance:
+        for _ in range(4):
+            clock.now += 1.5
+            advance(1)
+    written = stream.getvalue().splitlines()
+    assert written[0].startswith("embedding (2 processes): 4/8 img (50%)")
+    assert written[-1].startswith("embedding (2 processes): 8/8 img")
+
+
 def test_lightning_progress_bar_shows_no_v_num(tmp_path, monkeypatch):
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger

@@ -53,8 +53,9 @@ def _to_device(batch: object, device: torch.device) -> object:
 
 def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | None = None,
                        precision: str = "auto", device: torch.device | None = None, desc: str = "embedding",
-                       model: nn.Module | None = None) -> tuple[np.ndarray, list[tuple[int, str]]]:
+                       model: nn.Module | None = None, ranks: int = 1) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Embeddings (float32, one row per item) and (index, reason) for items that could not be decoded.
+    (`ranks`: `items` is this rank's share of a job that many torchrun ranks share, for the progress bar.)
 
     `model` is an inference copy of `backbone` made earlier (see `Backbone.inference_copy`) to reuse; without
     it one is made for this call.
@@ -65,7 +66,7 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
     model = model or backbone.inference_copy(device, fold=len(items) >= FOLD_MIN_ITEMS)
     out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
-    with progress_bar(desc, total=len(items), unit=modality.unit) as advance, inference_context(device, precision), \
+    with progress_bar(desc, total=len(items), unit=modality.unit, ranks=ranks) as advance, inference_context(device, precision), \
             torch.inference_mode():
         for batch, idx, failed in modality.extraction_batches(backbone, items, batch_size):
             out[idx] = model(_to_device(batch, device)).float().cpu().numpy()
@@ -103,8 +104,10 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
         chunk = 4096  # extract and store in chunks: an interruption keeps what was done
         for start in range(0, len(mine), chunk):
             part = mine[start:start + chunk]
+            ranks = distributed.world_size()  # rank 0's bar shows the whole job (progress_bar)
             emb, failed = compute_embeddings(backbone, [items[i] for i in part], batch_size, precision, device,
-                                             desc=f"{desc} {start + len(part)}/{len(mine)}", model=model)
+                                             desc=f"{desc} {start + len(part)}/{len(mine)}" if ranks == 1 else desc,
+                                             model=model, ranks=ranks)
             bad = {i for i, _ in failed}
             good = [j for j in range(len(part)) if j not in bad]
             cache.store([digests[part[j]] for j in good], emb[good])
@@ -148,7 +151,8 @@ def _embed_shared(backbone: Backbone, items: Sequence, precision: str, batch_siz
     start, stop = distributed.shard_bounds(len(items))
     out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
     mine = np.arange(start, stop)
-    part, failed = compute_embeddings(backbone, [items[i] for i in mine], batch_size, precision, desc=desc, model=model)
+    part, failed = compute_embeddings(backbone, [items[i] for i in mine], batch_size, precision, desc=desc, model=model,
+                                      ranks=distributed.world_size())
     out[mine] = part
     shares = distributed.all_gather_object((mine, part, [(int(start + i), reason) for i, reason in failed]))
     for indices, rows, _ in shares:

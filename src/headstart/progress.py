@@ -104,10 +104,17 @@ class ProgressLines:
 
 
 @contextmanager
-def progress_bar(desc: str, total: int, unit: str = "it") -> Iterator[Callable[[int], None]]:
-    """Yield `advance(n)`: a Rich bar with throughput on a terminal, plain lines elsewhere, nothing when off."""
+def progress_bar(desc: str, total: int, unit: str = "it", ranks: int = 1) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`: a Rich bar with throughput on a terminal, plain lines elsewhere, nothing when off.
+
+    `ranks` > 1: the work is shared by that many torchrun ranks in equal shares (within one item) and `total` is
+    this rank's; rank 0's bar then shows the whole job, its own progress counted once per rank."""
     if not progress_enabled():
         yield lambda n: None
+        return
+    if ranks > 1:
+        with progress_bar(f"{desc} ({ranks} processes)", total * ranks, unit) as advance:
+            yield lambda n: advance(n * ranks)
         return
     if not sys.stderr.isatty():
         lines = ProgressLines(desc, total, unit, line_interval())
