@@ -228,3 +228,16 @@ def smoke_audio(root: Path, per_class: int = 6, rate: int = 16000) -> Path:
             wave = 0.5 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + 0.05 * rng.standard_normal(len(t))
             soundfile.write(root / name / f"{name}_{i}.wav", wave.astype(np.float32), rate)
     return root
+
+
+def smoke_text_folder(folder: Path, per_class: int = 12) -> tuple[Path, Path]:
+    """SST-2's layout (train.csv and dev.csv, two thirds and one third of smoke_text's sentences) and the tiny BERT
+    folder: what the SST-2 benchmarks read, made in a second."""
+    table_path, bert = smoke_text(folder, per_class)
+    lines = table_path.read_text().splitlines()
+    rows, cut = lines[1:], 2 * (len(lines) - 1) // 3  # the sentences alternate their class: both halves hold both
+    data = folder / "sst2-like"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.csv").write_text("\n".join([lines[0], *rows[:cut]]) + "\n")
+    (data / "dev.csv").write_text("\n".join([lines[0], *rows[cut:]]) + "\n")
+    return data, bert

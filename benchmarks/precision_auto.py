@@ -91,13 +91,15 @@ def smoke_cases(folder: Path) -> list[dict]:
 
 
 def latency_ms(backbone, model, items: list, batch: int, calls: int) -> dict[str, float]:
-    """Median ms of one call on `batch` items per precision, the precisions taking turns on the same items."""
+    """Median ms of one call on `batch` items per precision, the precisions taking turns on the same items. Each
+    call is what `predict` makes of that many items: the modality's default batch size (so one item is decoded
+    in-process, a full batch of images in a worker), `auto` resolved for the items (batch_precision)."""
     times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
     chunks = [items[(i * batch) % len(items):][:batch] for i in range(calls)]
     for chunk in [chunks[0], *chunks]:  # the first round warms each precision up and is not counted
         for precision in PRECISIONS:
-            resolved = batch_precision(precision, backbone.modality, len(chunk), batch)
-            seconds, _ = timed(lambda c=chunk, r=resolved: compute_embeddings(backbone, c, batch, r, model=model))
+            resolved = batch_precision(precision, backbone.modality, len(chunk))
+            seconds, _ = timed(lambda c=chunk, r=resolved: compute_embeddings(backbone, c, None, r, model=model))
             times[precision].append(seconds * 1000)
     return {p: median(t[1:]) for p, t in times.items()}
 
@@ -109,7 +111,7 @@ def probe_accuracy(backbone, model, case: dict, batch: int) -> dict[str, float |
     (train, train_labels), (test, test_labels) = case["train"], case["test"]
     fitted = LogisticRegression(max_iter=2000).fit(compute_embeddings(backbone, train, batch, "fp32", model=model)[0],
                                                    train_labels)
-    auto = batch_precision("auto", backbone.modality, len(test), batch)
+    auto = batch_precision("auto", backbone.modality, batch, batch)
     predicted = {p: fitted.predict(compute_embeddings(backbone, test, batch, p, model=model)[0])
                  for p in ("fp32", "bf16")}
     predicted["auto"] = predicted[auto]
@@ -131,7 +133,7 @@ def measure(case: dict, batch: int, single: int, batches: int) -> list[dict]:
         faster = min(ms["fp32"], ms["bf16"])
         rows.append({"backbone": name, "family": backbone.modality, "batch": size,
                      "fp32 ms": ms["fp32"], "bf16 ms": ms["bf16"], "auto ms": ms["auto"],
-                     "auto is": batch_precision("auto", backbone.modality, size, size),
+                     "auto is": batch_precision("auto", backbone.modality, size),
                      "auto / faster": ms["auto"] / faster})
         print(table(rows[-1:], list(rows[-1])), flush=True)
     accuracy = probe_accuracy(backbone, model, case, batch)
@@ -148,8 +150,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="the full batch's size")
     parser.add_argument("--train", type=int, default=300, help="items the accuracy probe is fitted on")
     parser.add_argument("--test", type=int, default=200, help="held-out items the accuracy is measured on")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 keeps the ratios meaningful on a machine shared "
+                             "past its cores, where threads waiting for each other dominate every call")
     add_smoke_option(parser)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.smoke:

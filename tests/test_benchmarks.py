@@ -102,10 +102,11 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # Scripts whose whole path runs in seconds on generated data, and the others with the reason they have no smoke mode
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
-SMOKE = ["calibration", "embedding_throughput", "explain_faithfulness", "extraction_processes", "finetune_speed",
-         "imbalance", "onnx_speed", "probe_scaling", "profile_extraction", "serve_load", "startup_latency",
+SMOKE = ["audio_extraction", "audio_label_efficiency", "auto_strategy", "calibration", "contrastive_classes",
+         "distill_text", "embedding_throughput", "explain_faithfulness", "extraction_processes", "few_shot_text",
+         "finetune_speed", "imbalance", "label_efficiency", "lora_vs_finetune", "onnx_speed", "precision_auto",
+         "probe_scaling", "profile_extraction", "selection", "serve_load", "serve_soak", "startup_latency",
          "tasks_accuracy"]
-NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",
@@ -113,10 +114,6 @@ WITHOUT_SMOKE = {
     "shards_memory": "two fits of thousands of images in fresh processes: minutes on a loaded 2-core machine "
                      "(`--sizes 2000 4000` is its short run)",
     "two_nodes": "makes network namespaces, which needs root: tests/test_two_nodes.py runs it small (or skips why)",
-    **dict.fromkeys(["audio_extraction", "audio_label_efficiency", "auto_strategy", "contrastive_classes",
-                     "distill_text", "few_shot_text", "label_efficiency",
-                     "lora_vs_finetune", "selection",
-                     "serve_soak"], NOT_YET),
 }
 
 

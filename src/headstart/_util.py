@@ -258,14 +258,16 @@ def check_precision(precision: str) -> None:
 
 
 # Inference on a CPU: the batch size from which `auto` computes in bfloat16, per kind of CPU (cpu_bf16_kind) and
-# backbone family (its modality); below it, and for a family or CPU not listed, fp32. Measured with
-# benchmarks/precision_auto.py (RESULTS.md, "Issue 26"): autocast casts every weight to bfloat16 on each call,
-# which a small batch of text or audio does not earn back, while convolutions gain at any batch with AMX. Without
-# AMX (AVX512-BF16 alone) bfloat16 was measured faster only on full batches (64 images, 128 texts, 64 clips; Issue 3
-# and Issue 10 tables), so smaller ones stay fp32 there.
+# backbone family (its modality); below it, and for a family or CPU not listed, fp32. Measured side by side with
+# benchmarks/precision_auto.py (RESULTS.md, "Issue 26"): on an AMX Xeon bfloat16 made one sentence 1.2x slower and
+# 64 sentences 3x faster (autocast casts every weight on each call, which one item does not earn back), 64 clips
+# 1.6x faster and one clip no faster, without changing a prediction; images are left in fp32 everywhere: with
+# efficientnet_lite0 bfloat16 flipped 5% of the predictions and cost a point of accuracy (0.8 on AMD in Issue 3)
+# for at most 1.2x at 64 images and nothing at one. Without AMX (AVX512-BF16 alone, AMD EPYC) bfloat16 was
+# measured faster on full batches of text and audio (Issue 3 and Issue 10 tables), so smaller ones stay fp32.
 AUTO_BF16_FROM_BATCH: dict[str, dict[str, int]] = {
-    "amx": {"image": 1, "text": 64, "audio": 64},
-    "avx512_bf16": {"image": 64, "text": 64, "audio": 64},
+    "amx": {"text": 64, "audio": 64},
+    "avx512_bf16": {"text": 64, "audio": 64},
 }
 
 

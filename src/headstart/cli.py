@@ -301,9 +301,10 @@ def pretrain(
                       f"headstart fit LABELED --backbone {out}")
 
 
-EVALUATION_PRECISION_HELP = ("fp32, bf16, or auto: whichever of the two was measured faster for the backbone's family "
-                             "at the batch size on this CPU (fp32 for text and audio below 64 items per batch, and "
-                             "without native bfloat16); default: the precision the model's metrics were "
+EVALUATION_PRECISION_HELP = ("fp32, bf16, or auto: what was measured faster at the same accuracy for the backbone's "
+                             "family and batch size on this CPU (bf16 for text and audio from 64 items on CPUs with "
+                             "native bfloat16; fp32 for fewer, for images, and without native bfloat16; bf16 on "
+                             "GPUs), stated in the output; default: the precision the model's metrics were "
                              "measured at (fp32).")
 
 
@@ -391,12 +392,12 @@ def predict(
     batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
     chunk_size: int = typer.Option(4096, help="With --out: items predicted and written per step (memory holds one "
                                               "chunk's predictions)."),
-    precision: str | None = typer.Option(None, help="torch runtime: fp32, bf16, or auto: whichever of the two was "
-                                                      "measured faster for the backbone's family at this batch size on "
-                                                      "this CPU (bf16 for image batches with AMX, and for full batches "
-                                                      "of 64 on CPUs with native bfloat16; fp32 for one text or clip, "
-                                                      "and everywhere without native bfloat16; bf16 on GPUs); bf16 "
-                                                      "may differ in the last digits. Default: the precision the "
+    precision: str | None = typer.Option(None, help="torch runtime: fp32, bf16, or auto: what was measured faster "
+                                                      "at the same accuracy for the backbone's family and batch size "
+                                                      "on this CPU: bf16 for text and audio from 64 items per call on "
+                                                      "CPUs with native bfloat16 (AMX or AVX512-BF16), fp32 for fewer, "
+                                                      "for images, and on CPUs without native bfloat16 (bf16 on GPUs); "
+                                                      "what it resolved to is logged. Default: the precision the "
                                                       "model's metrics were measured at (fp32), so the labels behind "
                                                       "them and the ONNX graph's."),
 ) -> None:
