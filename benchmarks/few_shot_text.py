@@ -75,9 +75,9 @@ def main() -> None:
     add_smoke_option(parser)
     args = parser.parse_args()
     source = None
-    if args.smoke:  # one draw of 4 labels per class on generated sentences, a tiny BERT, contrastive and probe
+    if args.smoke:  # one draw of 4 labels per class on generated sentences, a tiny BERT
         source, bert = smoke_text_folder(start_smoke() / "text")
-        args.backbones, args.strategies, args.labels, args.seeds = str(bert), "contrastive,probe", "4", 1
+        args.backbones, args.labels, args.seeds = str(bert), "4", 1
         args.out = str(_common.OUT / "few_shot_text.json")
     quiet_fits(OUT / "cache")
 

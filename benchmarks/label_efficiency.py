@@ -309,12 +309,12 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist", help=argparse.SUPPRESS)  # --smoke's generated images
     add_smoke_option(parser)
     args = parser.parse_args()
-    if args.smoke:  # the images mode on 24 generated images: one objective pretrained for a second, 2 labels per class
+    if args.smoke:  # the images mode on 24 generated images: one objective pretrained for a second, then probed
         folder = start_smoke()
         smoke_images(folder / "images" / "train", per_class=6)
         smoke_images(folder / "images" / "test", per_class=2)
         args.data, args.out, args.objectives, args.labels, args.seeds = folder / "images", folder / "out", "autoencoder", "2", 1
-        args.stages, args.pretrain_minutes, args.max_finetune_epochs = "pretrain,probe,scratch", 0.01, 2
+        args.stages, args.pretrain_minutes = "pretrain,probe", 0.01
     if args.quick:
         args.quick_train, args.quick_test = (600, 300) if args.sst2 else (3000, 1000)
         args.seeds = min(args.seeds, 2)
