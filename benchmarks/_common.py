@@ -212,3 +212,32 @@ def smoke_exported_model(folder: Path) -> Path:
     export_onnx(model_dir)
     export_onnx(model_dir, quantize="int8", force=True)
     return model_dir
+
+
+def smoke_audio(root: Path, per_class: int = 6, rate: int = 16000) -> Path:
+    """Noisy tones whose pitch is their class ("low", "mid", "high"), 0.5 s each: tiny, real wav files
+    (hand-written for the same reason as smoke_images)."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    for name, freq in {"low": 300.0, "mid": 900.0, "high": 2400.0}.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        t = np.arange(rate // 2) / rate
+        for i in range(per_class):
+            wave = 0.5 * np.sin(2 * np.pi * freq * rng.uniform(0.95, 1.05) * t) + 0.05 * rng.standard_normal(len(t))
+            soundfile.write(root / name / f"{name}_{i}.wav", wave.astype(np.float32), rate)
+    return root
+
+
+def smoke_text_folder(folder: Path, per_class: int = 12) -> tuple[Path, Path]:
+    """SST-2's layout (train.csv and dev.csv, two thirds and one third of smoke_text's sentences) and the tiny BERT
+    folder: what the SST-2 benchmarks read, made in a second."""
+    table_path, bert = smoke_text(folder, per_class)
+    lines = table_path.read_text().splitlines()
+    rows, cut = lines[1:], 2 * (len(lines) - 1) // 3  # the sentences alternate their class: both halves hold both
+    data = folder / "sst2-like"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.csv").write_text("\n".join([lines[0], *rows[:cut]]) + "\n")
+    (data / "dev.csv").write_text("\n".join([lines[0], *rows[cut:]]) + "\n")
+    return data, bert

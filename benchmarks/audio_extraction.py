@@ -23,7 +23,7 @@ import soundfile
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median, shared, table, timed, write_results
+from _common import add_smoke_option, machine, median, shared, smoke_audio, start_smoke, table, timed, write_results
 
 from headstart.backbones import resolve_backbone
 from headstart.embeddings import compute_embeddings
@@ -32,8 +32,9 @@ from headstart.modalities.audio import load_audio, pad_waveforms
 RATE = 16_000
 
 
-def one_second_clips(n: int, folder: Path) -> list[Path]:
-    files = sorted(shared("audio/fsdd/train").glob("*/*.wav"))
+def one_second_clips(n: int, folder: Path, source: Path | None = None) -> list[Path]:
+    """`n` recordings of `source` (default: FSDD) spread over its files, each resampled and centred in 1 s."""
+    files = sorted((source or shared("audio/fsdd/train")).glob("*/*.wav"))
     files = [files[i] for i in np.linspace(0, len(files) - 1, n).astype(int)]
     out = []
     for i, f in enumerate(files):
@@ -78,9 +79,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    add_smoke_option(parser)
     args = parser.parse_args()
+    source = None
+    if args.smoke:  # four generated tones instead of FSDD, one repeat
+        source = smoke_audio(start_smoke() / "tones", per_class=2)
+        args.clips, args.repeats = 4, 1
     folder = Path(tempfile.mkdtemp(prefix="headstart-audio-clips-"))
-    files = one_second_clips(args.clips, folder)
+    files = one_second_clips(args.clips, folder, source)
     net = resolve_backbone("speech_embedding")
     naive_times, window_times, fast_times = [], [], []
     for _ in range(args.repeats):

@@ -32,16 +32,35 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, ROOT, shared, write_results
+import _common
+from _common import ROOT, add_smoke_option, shared, start_smoke, write_results
 from label_efficiency import Clock, finetune_epochs, label_counts, label_name, plot, print_table, summarise
 
 STAGES = ("probe", "finetune", "scratch", "pretrain", "loso")
 
 
+SOURCE: list[Path] = []  # --smoke's generated clips instead of FSDD
+
+
 def fsdd():
     from headstart.data import load_data
 
-    return load_data(shared("audio/fsdd/train")).train
+    return load_data(SOURCE[0] if SOURCE else shared("audio/fsdd/train")).train
+
+
+def smoke_clips(root: Path, per_class: int = 4, rate: int = 8000) -> Path:
+    """Tones named as FSDD names its clips (class_speaker_index.wav, two speakers): --smoke's data."""
+    import numpy as np
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    t = np.arange(rate // 2) / rate
+    for digit, freq in enumerate((300.0, 900.0, 2400.0)):
+        (root / str(digit)).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(len(t))
+            soundfile.write(root / str(digit) / f"{digit}_s{i % 2}_{i}.wav", wave.astype(np.float32), rate)
+    return root
 
 
 def speaker_of(path: Path) -> str:
@@ -58,7 +77,7 @@ def run_fit(data, backbone: str, strategy, n: int | None, seed: int, work: Path)
             "n_train": model.manifest.data.splits["train"]}
 
 
-ROWS = OUT / "audio_label_efficiency_rows.jsonl"
+ROWS = Path("audio_label_efficiency_rows.jsonl")  # in _common.OUT
 
 
 def done_rows(rows_file: Path, fresh: bool) -> list[dict[str, Any]]:
@@ -74,7 +93,7 @@ def label_efficiency(args, clock: Clock, work: Path) -> list[dict[str, Any]]:
     from headstart.strategies import FineTune, Probe
 
     data = fsdd()
-    rows_file = OUT / ("audio_label_efficiency_quick_rows.jsonl" if args.quick else ROWS.name)
+    rows_file = _common.OUT / ("audio_label_efficiency_quick_rows.jsonl" if args.quick else ROWS.name)
     rows = done_rows(rows_file, args.fresh)
     done = {(r["model"], r["strategy"], r["labels_per_class"], r["seed"]) for r in rows}
     counts = label_counts(args.labels)
@@ -84,11 +103,11 @@ def label_efficiency(args, clock: Clock, work: Path) -> list[dict[str, Any]]:
     if "scratch" in args.stages:
         backbones.append(("smallcnn scratch", "smallcnn", args.finetune_seeds))
     if "pretrain" in args.stages:
-        folder = OUT / f"fsdd_smallcnn_{args.objective}{'_quick' if args.quick else ''}"
+        folder = _common.OUT / f"fsdd_smallcnn_{args.objective}{'_quick' if args.quick else ''}"
         if args.fresh or not folder.is_dir():
             with clock.stage(f"pretrain smallcnn ({args.objective}, {args.pretrain_minutes} min)"):
-                pretrain(shared("audio/fsdd/train"), objective=args.objective, backbone="smallcnn", out=folder,
-                         max_minutes=args.pretrain_minutes)
+                pretrain(SOURCE[0] if SOURCE else shared("audio/fsdd/train"), objective=args.objective,
+                         backbone="smallcnn", out=folder, max_minutes=args.pretrain_minutes)
         backbones.append((f"smallcnn + {args.objective}", str(folder), args.finetune_seeds))
     for name, backbone, draws in backbones:
         strategies = []
@@ -153,7 +172,11 @@ def main() -> None:
     parser.add_argument("--pretrain-minutes", type=float, default=6.0)
     parser.add_argument("--quick", action="store_true", help="a smoke test of every stage")
     parser.add_argument("--fresh", action="store_true", help="ignore the rows and backbone of an earlier run")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # the probe on 18 generated clips (leave-one-speaker-out, two more fits, left to the full run)
+        SOURCE.append(smoke_clips(start_smoke() / "clips", per_class=6))
+        args.stages, args.labels, args.seeds, args.finetune_seeds, args.all_epochs = "probe", "all", 1, 1, 1
     args.stages = set(args.stages.split(","))
     if args.quick:
         args.labels, args.seeds, args.finetune_seeds, args.all_epochs, args.pretrain_minutes = "1,10", 1, 1, 1, 0.3
@@ -168,7 +191,7 @@ def main() -> None:
         summary = summarise(rows)
         order = [label_name(n) for n in label_counts(args.labels)]
         results.update(rows=rows, summary=summary, table=print_table(summary, order))
-        figure = ROOT / "figures" / "label_efficiency_fsdd.png"
+        figure = (_common.OUT if args.smoke else ROOT / "figures") / "label_efficiency_fsdd.png"
         plot(summary, order, int(0.7 * 2700 / 10), figure,
              "FSDD spoken digits: test accuracy vs labels per class (2 cores, CPU)")
         print(f"plot: {figure}")

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, SHARED  # noqa: E402
+import _common  # noqa: E402
+from _common import SHARED, add_smoke_option, smoke_images, smoke_text, start_smoke  # noqa: E402
 
 # name -> (data, backbone, labels per class or None for all); the text and image sets of the selection benchmark.
 SETS = {
@@ -43,7 +44,15 @@ SETS = {
 
 
 def data_path(data: str) -> str:
-    return data if data in ("digits", "fashion-mnist") else str(SHARED / data)
+    return data if data in ("digits", "fashion-mnist") or Path(data).is_absolute() else str(SHARED / data)
+
+
+def add_smoke_sets(folder: Path) -> str:
+    """Two generated sets (sentences on a tiny BERT, colour images on the random smallcnn) for --smoke."""
+    table_path, bert = smoke_text(folder / "text", per_class=12)
+    SETS["smoke-text-4"] = (str(table_path), str(bert), 4)
+    SETS["smoke-images-all"] = (str(smoke_images(folder / "images", per_class=8)), "smallcnn", None)
+    return "smoke-text-4,smoke-images-all"
 
 
 def choice(name: str) -> dict:
@@ -80,7 +89,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--fit", action="store_true")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # the choices on two generated sets (the default run's path; --fit adds three fits per set)
+        args.sets = add_smoke_sets(start_smoke())
+    OUT = _common.OUT
     os.environ.setdefault("HEADSTART_CACHE", str(OUT / "cache"))
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
     path = OUT / "auto_strategy.json"
@@ -95,6 +108,7 @@ def main() -> None:
               flush=True)
         OUT.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

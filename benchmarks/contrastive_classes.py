@@ -18,7 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, quiet_fits, shared, write_results  # noqa: E402
+from _common import OUT, add_smoke_option, quiet_fits, shared, smoke_text, start_smoke, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -26,13 +26,18 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--classes", default="10,20", help="numbers of classes, comma list")
     parser.add_argument("--labels", type=int, default=8, help="labels per class")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    source, backbone = None, "minilm"
+    if args.smoke:  # both classes of generated sentences, 4 labels each, on a tiny BERT
+        source, bert = smoke_text(start_smoke() / "text", per_class=10)
+        backbone, args.classes, args.labels = str(bert), "2", 4
     quiet_fits(OUT / "cache")
 
     import headstart
     from headstart.data import Dataset, load_data
 
-    full = load_data(shared("text/banking77/train.csv")).train
+    full = load_data(source or shared("text/banking77/train.csv")).train
     rows = []
     print("| classes | labels/class | contrastive | probe | contrastive s | probe s |\n|---|---|---|---|---|---|")
     for k in (int(v) for v in args.classes.split(",")):
@@ -43,7 +48,7 @@ def main() -> None:
                        [full.classes[c] for c in chosen], name=f"banking77-{k}")
         row = {"classes": k, "labels_per_class": args.labels}
         for strategy in ("contrastive", "probe"):
-            model = headstart.fit(data, "minilm", strategy, labels_per_class=args.labels, seed=0)
+            model = headstart.fit(data, backbone, strategy, labels_per_class=args.labels, seed=0)
             row[strategy] = model.metrics["accuracy"]
             row[f"{strategy}_s"] = model.manifest.timings["total"]
         rows.append(row)

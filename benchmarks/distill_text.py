@@ -23,7 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, append_run, load_runs, quiet_fits, shared  # noqa: E402
+import _common  # noqa: E402
+from _common import OUT, add_smoke_option, append_run, load_runs, quiet_fits, shared, smoke_text_folder, start_smoke  # noqa: E402
 
 
 def run_draw(splits, n: int, seed: int, teacher_backbone: str, student_backbone: str, run_root: Path
@@ -72,12 +73,18 @@ def main() -> None:
     parser.add_argument("--teacher", default="mpnet")
     parser.add_argument("--student", default="minilm")
     parser.add_argument("--out", default=str(OUT / "distill_text.json"))
+    add_smoke_option(parser)
     args = parser.parse_args()
+    source = None
+    if args.smoke:  # one draw, 4 labels per class, a tiny BERT as teacher and as student, on generated sentences
+        source, bert = smoke_text_folder(start_smoke() / "text")
+        args.labels, args.seeds, args.teacher, args.student = "4", 1, str(bert), str(bert)
+        args.out = str(_common.OUT / "distill_text.json")
     quiet_fits(OUT / "cache")
 
     from headstart.data import Splits, load_data
 
-    raw = load_data(shared("text/sst2"))
+    raw = load_data(source or shared("text/sst2"))
     splits = Splits(raw.train, None, raw.val)
     path = Path(args.out)
     result = load_runs(path)

@@ -24,7 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, append_run, load_runs, quiet_fits, shared  # noqa: E402
+import _common  # noqa: E402
+from _common import OUT, add_smoke_option, append_run, load_runs, quiet_fits, shared, smoke_text_folder, start_smoke  # noqa: E402
 from label_efficiency import finetune_epochs  # noqa: E402  (the same step budget as issue 4's SST-2 runs)
 
 
@@ -71,12 +72,18 @@ def main() -> None:
     parser.add_argument("--labels", default="8,64", help="labels per class, comma list")
     parser.add_argument("--seeds", type=int, default=5, help="draws of the labeled subset (seeds 0..N-1)")
     parser.add_argument("--out", default=str(OUT / "few_shot_text.json"))
+    add_smoke_option(parser)
     args = parser.parse_args()
+    source = None
+    if args.smoke:  # one draw of 4 labels per class on generated sentences, a tiny BERT
+        source, bert = smoke_text_folder(start_smoke() / "text")
+        args.backbones, args.labels, args.seeds = str(bert), "4", 1
+        args.out = str(_common.OUT / "few_shot_text.json")
     quiet_fits(OUT / "cache")
 
     from headstart.data import Splits, load_data
 
-    raw = load_data(shared("text/sst2"))  # train.csv and dev.csv
+    raw = load_data(source or shared("text/sst2"))  # train.csv and dev.csv
     splits = Splits(raw.train, None, raw.val)
     path = Path(args.out)
     result = load_runs(path)

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import quiet_fits
+from _common import add_smoke_option, quiet_fits, smoke_images, start_smoke
 
 ROOT = Path(__file__).resolve().parent
 SST2 = ROOT.parent.parent / "shared" / "datasets" / "text" / "sst2"
@@ -164,7 +164,7 @@ def images(args: argparse.Namespace) -> dict[str, Any]:
     from headstart.data import Splits, load_data
 
     clock = Clock()
-    raw = load_data("fashion-mnist")
+    raw = load_data(args.data)
     train, test = raw.train, raw.test
     if args.quick:
         rng = np.random.default_rng(0)
@@ -306,7 +306,15 @@ def main() -> None:
     parser.add_argument("--lite0-size", type=int, default=224, help="input size of the efficientnet_lite0 probe")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out", default=str(ROOT / "out"))
+    parser.add_argument("--data", default="fashion-mnist", help=argparse.SUPPRESS)  # --smoke's generated images
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # the images mode on 24 generated images: one objective pretrained for a second, then probed
+        folder = start_smoke()
+        smoke_images(folder / "images" / "train", per_class=6)
+        smoke_images(folder / "images" / "test", per_class=2)
+        args.data, args.out, args.objectives, args.labels, args.seeds = folder / "images", folder / "out", "autoencoder", "2", 1
+        args.stages, args.pretrain_minutes = "pretrain,probe", 0.01
     if args.quick:
         args.quick_train, args.quick_test = (600, 300) if args.sst2 else (3000, 1000)
         args.seeds = min(args.seeds, 2)

@@ -24,10 +24,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from _common import OUT, machine, shared  # noqa: E402
+import _common  # noqa: E402
+from _common import OUT, add_smoke_option, machine, shared, smoke_text_folder, start_smoke  # noqa: E402
 
 
-def child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any]) -> None:
+def child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any], data: str | None = None) -> None:
     """Run one fit in this (child) process; print its result as the last line of JSON."""
     import logging
     import warnings
@@ -37,7 +38,7 @@ def child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any])
 
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
-    raw = load_data(shared("text/sst2"))
+    raw = load_data(data or shared("text/sst2"))
     started = time.perf_counter()
     model = headstart.fit(Splits(raw.train, None, raw.val), backbone, strategy, out=run_dir, overwrite=True,
                           **settings)
@@ -55,9 +56,10 @@ def child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any])
                       "finetune": {k: v for k, v in training["finetune"].items() if k != "best_checkpoint"}}))
 
 
-def run_child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def run_child(strategy: str, backbone: str, run_dir: Path, settings: dict[str, Any], data: str | None = None
+              ) -> dict[str, Any]:
     command = [sys.executable, __file__, "--child", strategy, "--backbones", backbone, "--run-dir", str(run_dir),
-               "--settings", json.dumps(settings)]
+               "--settings", json.dumps(settings), *(["--data", data] if data else [])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -79,13 +81,19 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data", default=None, help=argparse.SUPPRESS)  # --smoke's generated sentences
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # one LoRA child for an epoch on generated sentences with a tiny BERT (each child costs a start-up)
+        data, bert = smoke_text_folder(start_smoke() / "text")
+        args.data, args.backbones, args.strategies, args.settings = str(data), str(bert), "lora", '{"epochs": 1}'
+        args.out, args.fresh = str(_common.OUT / "lora_vs_finetune.json"), True
     os.environ.setdefault("HEADSTART_CACHE", str(OUT / "cache"))
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     settings = json.loads(args.settings)
     if args.child:
-        return child(args.child, args.backbones, Path(args.run_dir), settings)
+        return child(args.child, args.backbones, Path(args.run_dir), settings, args.data)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     result = json.loads(path.read_text()) if path.is_file() and not args.fresh else {"runs": []}
@@ -95,7 +103,8 @@ def main() -> None:
                    for r in result["runs"]):
                 continue
             print(f"--- {backbone} {strategy} {settings}", flush=True)
-            row = run_child(strategy, backbone, path.parent / "lora_runs" / f"{backbone}-{strategy}", settings)
+            row = run_child(strategy, backbone, path.parent / "lora_runs" / f"{Path(backbone).name}-{strategy}", settings,
+                            args.data)
             print(f"    {100 * row['accuracy']:.2f}% in {row['wall_s']:.0f}s, peak {row['peak_rss_mb']} MB, "
                   f"{row['trainable_percent']:.2f}% of parameters trained", flush=True)
             result["runs"].append(row)

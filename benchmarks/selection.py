@@ -41,8 +41,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import _common
 import numpy as np
-from _common import OUT, SHARED, machine, table
+from _common import OUT, SHARED, add_smoke_option, machine, smoke_text, start_smoke, table
 
 IMAGE_SETS = ("cifar10", "fashion-mnist", "digits", "hymenoptera")
 TEXT_SETS = ("sst2", "trec6", "banking77")
@@ -50,6 +51,7 @@ SPEED_SETS = ("sst2-full",)  # for the speed figure only: all of SST-2's 6,920 t
 IMAGE_BACKBONES = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2,smallcnn-simclr,random-lite0"
 TEXT_BACKBONES = "minilm,mlm-minilm,random-minilm"
 LOCK = Path("/tmp/headstart-cpu.lock")
+SMOKE_TABLE: list[Path] = []  # --smoke's generated sentences (load_set's "smoke" set)
 
 
 @contextmanager
@@ -95,6 +97,8 @@ def load_set(name: str):
         if name == "sst2":
             train, _ = _stratified(train, 1000, 10)
         test = load_data(SHARED / "text/sst2/dev.csv", classes=train.classes).train
+    elif name == "smoke":  # 60 generated sentences: 40 to train on, 20 to test
+        train, test = _stratified(load_data(SMOKE_TABLE[0]).train, 40, 20)
     elif name == "trec6":
         train, test = _stratified(load_data(SHARED / "text/trec6/train.csv").train, 1000, 500)
     elif name == "banking77":
@@ -137,6 +141,16 @@ def make_random_minilm(folder: Path) -> None:
     location = minilm_location()
     AutoModel.from_config(AutoConfig.from_pretrained(location)).save_pretrained(folder)
     AutoTokenizer.from_pretrained(location).save_pretrained(folder)
+
+
+def make_random_minilm_like(folder: Path, out: Path) -> None:
+    """The backbone folder `folder` (a Hugging Face model and tokenizer) with other random weights, in `out`."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    torch.manual_seed(1)
+    AutoModel.from_config(AutoConfig.from_pretrained(folder)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(folder).save_pretrained(out)
 
 
 def make_mlm_minilm(folder: Path, minutes: float) -> None:
@@ -282,7 +296,16 @@ def main() -> None:
     parser.add_argument("--summary", action="store_true", help="only print the tables of the rows already there")
     parser.add_argument("--lock", action="store_true", help=f"hold {LOCK} over each set's select and fits")
     parser.add_argument("--out", default=str(OUT / "selection"), help="rows.jsonl, summary.json, made backbones")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    if args.smoke:  # select and fit two tiny BERTs (the same architecture, other random weights) on generated text
+        folder = start_smoke()
+        table_path, bert = smoke_text(folder / "text", per_class=30)
+        other = folder / "tiny-bert-other"
+        make_random_minilm_like(bert, other)
+        SMOKE_TABLE.append(table_path)
+        args.sets, args.per_class, args.out = "smoke", 10, str(_common.OUT / "selection")
+        args.text_backbones = args.image_backbones = f"{bert},{other}"
     os.environ.setdefault("HEADSTART_PROGRESS", "0")
     os.environ.setdefault("HEADSTART_CACHE", str(Path(args.out) / "cache"))  # not the user's cache: starts empty
     logging.basicConfig(level=logging.WARNING)

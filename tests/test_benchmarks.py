@@ -75,16 +75,23 @@ print("RESULTS " + json.dumps(results))
 """
 
 
-def run_benchmarks(option: str, scripts: list[Path], workdir: Path) -> dict[str, dict[str, str]]:
+def run_benchmarks(option: str, scripts: list[Path], workdir: Path, processes: int = 2) -> dict[str, dict[str, str]]:
     """{script: {"outcome": "returned" | "exit CODE" | traceback, "stdout": ...}} of each script run with `option`;
-    temporary folders (the smoke runs' results) go under `workdir`."""
+    temporary folders (the smoke runs' results) go under `workdir`. The scripts are dealt to `processes`
+    interpreters that run side by side, one thread each: tiny runs are mostly Python overhead, which a second
+    thread does not speed up and a second process does."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent / "src"), str(BENCHMARKS)]),
-           "TMPDIR": str(workdir)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, option, *map(str, scripts)], capture_output=True,
-                          text=True, cwd=workdir, env=env)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULTS ")), None)
-    assert line is not None, done.stdout[-2000:] + done.stderr[-4000:]
-    return json.loads(line.removeprefix("RESULTS "))
+           "TMPDIR": str(workdir), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    groups = [scripts[i::processes] for i in range(processes) if scripts[i::processes]]
+    running = [subprocess.Popen([sys.executable, "-c", RUNNER, option, *map(str, group)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=workdir, env=env) for group in groups]
+    results: dict[str, dict[str, str]] = {}
+    for process in running:
+        stdout, stderr = process.communicate()
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULTS ")), None)
+        assert line is not None, stdout[-2000:] + stderr[-4000:]
+        results |= json.loads(line.removeprefix("RESULTS "))
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +109,11 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # Scripts whose whole path runs in seconds on generated data, and the others with the reason they have no smoke mode
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
-SMOKE = ["audit_quality", "calibration", "embedding_throughput", "explain_faithfulness", "extraction_processes", "finetune_speed",
-         "imbalance", "onnx_speed", "probe_scaling", "profile_extraction", "serve_load", "startup_latency",
-         "tasks_accuracy"]
-NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
+SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_quality", "auto_strategy", "calibration",
+         "contrastive_classes", "distill_text", "embedding_throughput", "explain_faithfulness", "extraction_processes",
+         "few_shot_text", "finetune_speed", "imbalance", "label_efficiency", "lora_vs_finetune", "onnx_speed",
+         "precision_auto", "probe_scaling", "profile_extraction", "selection", "serve_load", "serve_soak",
+         "startup_latency", "tasks_accuracy"]
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",
@@ -113,10 +121,6 @@ WITHOUT_SMOKE = {
     "shards_memory": "two fits of thousands of images in fresh processes: minutes on a loaded 2-core machine "
                      "(`--sizes 2000 4000` is its short run)",
     "two_nodes": "makes network namespaces, which needs root: tests/test_two_nodes.py runs it small (or skips why)",
-    **dict.fromkeys(["audio_extraction", "audio_label_efficiency", "auto_strategy", "contrastive_classes",
-                     "distill_text", "few_shot_text", "label_efficiency",
-                     "lora_vs_finetune", "selection",
-                     "serve_soak"], NOT_YET),
 }
 
 

@@ -193,14 +193,29 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bfloat16 matrix support (AVX512-BF16 or AMX), where autocast pays off."""
+def cpu_flags() -> set[str]:
+    """The feature flags /proc/cpuinfo lists for this CPU (empty where it cannot be read: not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return set()
+
+
+def cpu_bf16_kind() -> str | None:
+    """How this CPU multiplies bfloat16 matrices natively: "amx" (AMX tiles, recent Intel Xeons), "avx512_bf16"
+    (AVX512-BF16 without AMX, e.g. AMD EPYC Zen 4), or None (no native bfloat16: autocast would only emulate it)."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    return None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bfloat16 matrix support (AVX512-BF16 or AMX), where autocast pays off."""
+    return cpu_bf16_kind() is not None
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
@@ -226,16 +241,63 @@ RESOLVED_PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """What a precision choice computes in on `device`: "fp32", "bf16" or "fp16", never "auto" (auto: bfloat16
-    where the device is fast at it, else fp32). What manifests, metrics and reports state."""
+    """What a precision choice computes in on `device` for training: "fp32", "bf16" or "fp16", never "auto" (auto:
+    bfloat16 where the device is fast at it, else fp32). What manifests, metrics and reports state."""
     import torch
 
+    check_precision(precision)
+    dtype = precision_dtype(precision, device)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def check_precision(precision: str) -> None:
     if precision not in ("auto", *RESOLVED_PRECISIONS):
         from .errors import SettingsError
 
         raise SettingsError(f"precision (--precision) must be one of auto, fp32, bf16, got {precision!r}")
-    dtype = precision_dtype(precision, device)
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+# Inference on a CPU: the batch size from which `auto` computes in bfloat16, per kind of CPU (cpu_bf16_kind) and
+# backbone family (its modality); below it, and for a family or CPU not listed, fp32. Measured side by side with
+# benchmarks/precision_auto.py (RESULTS.md, "Issue 26"): on an AMX Xeon bfloat16 made one sentence 1.2x slower and
+# 64 sentences 3x faster (autocast casts every weight on each call, which one item does not earn back), 64 clips
+# 1.6x faster and one clip no faster, without changing a prediction; images are left in fp32 everywhere: with
+# efficientnet_lite0 bfloat16 flipped 5% of the predictions and cost a point of accuracy (0.8 on AMD in Issue 3)
+# for at most 1.2x at 64 images and nothing at one. Without AMX (AVX512-BF16 alone, AMD EPYC) bfloat16 was
+# measured faster on full batches of text and audio (Issue 3 and Issue 10 tables), so smaller ones stay fp32.
+AUTO_BF16_FROM_BATCH: dict[str, dict[str, int]] = {
+    "amx": {"text": 64, "audio": 64},
+    "avx512_bf16": {"text": 64, "audio": 64},
+}
+
+
+def auto_bf16_from_batch(device: torch.device, family: str) -> int | None:
+    """The smallest batch at which `auto` runs `family` (a modality) in bfloat16 on this CPU; None: never."""
+    if device.type != "cpu":
+        return None
+    return AUTO_BF16_FROM_BATCH.get(cpu_bf16_kind() or "", {}).get(family)
+
+
+def inference_precision(precision: str, device: torch.device, family: str, batch_size: int) -> str:
+    """What a precision choice computes in for inference (predict, evaluate, serve) of a `family` backbone (its
+    modality) on batches of `batch_size` items: "fp32", "bf16" or "fp16", never "auto". On a GPU `auto` is what
+    training uses (bfloat16, or fp16 on GPUs without it); on a CPU it follows AUTO_BF16_FROM_BATCH, so that it is
+    never slower than fp32 where that was measured, and fp32 on CPUs without native bfloat16."""
+    check_precision(precision)
+    if precision != "auto" or device.type != "cpu":
+        return resolve_precision(precision, device)
+    from_batch = auto_bf16_from_batch(device, family)
+    return "bf16" if from_batch is not None and batch_size >= from_batch else "fp32"
+
+
+def describe_auto(device: torch.device, family: str) -> str:
+    """What `auto` computes in for inference of `family` on `device`, in words (for metadata and logs)."""
+    if device.type != "cpu":
+        return resolve_precision("auto", device)
+    from_batch = auto_bf16_from_batch(device, family)
+    if from_batch is None:
+        return "fp32"
+    return "bf16" if from_batch <= 1 else f"fp32 below {from_batch} items per batch, bf16 from {from_batch}"
 
 
 def worker_count() -> int:

@@ -23,7 +23,7 @@ from .errors import DataError, HeadstartError, SettingsError
 from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
-from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, evaluate_items
+from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, batch_precision, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import STRATEGIES, check_choice, check_range, check_task
@@ -312,8 +312,9 @@ def fit(
     calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
     run.timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
-    evaluated_at = resolve_precision(evaluation_precision, default_device())
-    test_cache = (run.cache if evaluation_precision == precision else backbone_cache(net, evaluation_precision, cache)
+    evaluated_at = batch_precision(evaluation_precision, net.modality, len(splits.test))  # as `evaluate` resolves it
+    trained_at = resolve_precision(precision, default_device())
+    test_cache = (run.cache if evaluated_at == trained_at else backbone_cache(net, evaluated_at, cache)
                   ) if plan.freezes_backbone else None
     digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
                              splits.test.items)
@@ -332,7 +333,7 @@ def fit(
                         distillation=pseudo_labels.record if pseudo_labels is not None else None,
                         test_source=test_source,
                         origins=splits.origins()),
-        precision=precision, training_precision=resolve_precision(precision, default_device()),
+        precision=precision, training_precision=trained_at,
         evaluation_precision=evaluated_at, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)} if caches else None,

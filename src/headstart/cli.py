@@ -403,7 +403,10 @@ def pretrain(
                       f"headstart fit LABELED --backbone {out}")
 
 
-EVALUATION_PRECISION_HELP = ("auto (bfloat16 where fast), fp32 or bf16; default: the precision the model's metrics were "
+EVALUATION_PRECISION_HELP = ("fp32, bf16, or auto: what was measured faster at the same accuracy for the backbone's "
+                             "family and batch size on this CPU (bf16 for text and audio from 64 items on CPUs with "
+                             "native bfloat16; fp32 for fewer, for images, and without native bfloat16; bf16 on "
+                             "GPUs), stated in the output; default: the precision the model's metrics were "
                              "measured at (fp32).")
 
 
@@ -491,10 +494,14 @@ def predict(
     batch_size: int | None = typer.Option(None, help="Items per model call (default 64 images, 128 texts; ONNX 32)."),
     chunk_size: int = typer.Option(4096, help="With --out: items predicted and written per step (memory holds one "
                                               "chunk's predictions)."),
-    precision: str | None = typer.Option(None, help="torch runtime: fp32, auto (bfloat16 where fast: quicker for "
-                                                      "large image batches, may differ in the last digits) or bf16; "
-                                                      "default: the precision the model's metrics were measured at "
-                                                      "(fp32), so the labels behind them and the ONNX graph's."),
+    precision: str | None = typer.Option(None, help="torch runtime: fp32, bf16, or auto: what was measured faster "
+                                                      "at the same accuracy for the backbone's family and batch size "
+                                                      "on this CPU: bf16 for text and audio from 64 items per call on "
+                                                      "CPUs with native bfloat16 (AMX or AVX512-BF16), fp32 for fewer, "
+                                                      "for images, and on CPUs without native bfloat16 (bf16 on GPUs); "
+                                                      "what it resolved to is logged. Default: the precision the "
+                                                      "model's metrics were measured at (fp32), so the labels behind "
+                                                      "them and the ONNX graph's."),
 ) -> None:
     """Predict labels; prints one JSON line per input (or writes them to --out)."""
     from .runtime.prediction_files import check_output_file
@@ -519,12 +526,26 @@ def predict(
 
         trained = load(model, precision=precision)
         items = collect_inputs(trained, inputs, text_column)
+        trained.precision = _resolved_for_predict(trained, len(items), batch_size, chunk_size if out else None)
+        precision = trained.precision
 
         def records_for(chunk):  # a collective under torchrun: the model shards its embedding across the ranks
             return prediction_records(trained, chunk, top_k, batch_size)
 
     settings = {"model": str(model.resolve()), "runtime": runtime, "precision": precision, "top_k": top_k}
     _emit(items, records_for, out, settings, chunk_size)
+
+
+def _resolved_for_predict(trained, n_items: int, batch_size: int | None, chunk_size: int | None) -> str:
+    """The one precision `predict` computes in ("fp32", "bf16"), logged and recorded: the model's choice with
+    `auto` resolved for the batches these items make (a chunk's at most, with --out)."""
+    from .model import batch_precision
+
+    n = min(n_items, chunk_size) if chunk_size else n_items
+    resolved = batch_precision(trained.precision, trained.modality, n, batch_size)
+    logging.getLogger("headstart").info("predicting in %s%s", resolved,
+                                        " (auto, for this batch size)" if trained.precision == "auto" else "")
+    return resolved
 
 
 def _emit(items, records_for, out: Path | None, settings: dict, chunk_size: int) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ._util import default_device, library_versions, resolve_precision
+from ._util import check_precision, default_device, inference_precision, library_versions
 from .artifact import ITEMS, MANIFEST, METRICS, ItemDigests, read_item_digests, read_model_dir, write_model_dir
 from .data.dataset import Dataset, Splits
 from .distributed import on_main
@@ -51,15 +51,24 @@ def class_scores(classifier: Classifier, items: Sequence, precision: str, infere
                  cache: EmbeddingCache | None = None, desc: str = "predicting", batch_size: int | None = None
                  ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures; embeddings
-    from `cache` where it has them; `batch_size` items per model call (default: the modality's)."""
+    from `cache` where it has them; `batch_size` items per model call (default: the modality's). `precision` auto
+    is resolved for this call's batches (inference_precision)."""
     if len(items) == 0:
         return np.zeros((0, classifier.head.config["n_classes"]), np.float32), []
+    precision = batch_precision(precision, classifier.backbone.modality, len(items), batch_size)
     embeddings, failures = embed_items(classifier.backbone, items, cache, precision, batch_size, desc=desc,
                                        model=inference_model)  # under torchrun: each rank embeds its share
     probs = classifier.head.probabilities(embeddings)
     for i, _ in failures:
         probs[i] = np.nan
     return probs, failures
+
+
+def batch_precision(precision: str, modality: str, n_items: int, batch_size: int | None = None) -> str:
+    """What `precision` computes in for inference on `n_items` items of `modality` in batches of `batch_size`
+    (default: the modality's): `auto` resolved for the batches the items make (inference_precision)."""
+    batch = min(batch_size or get_modality(modality).default_batch_size, max(n_items, 1))
+    return inference_precision(precision, default_device(), modality, batch)
 
 
 def evaluate_items(classifier: Classifier, data: Dataset, precision: str, strict: bool = False, *,
@@ -101,7 +110,7 @@ class TrainedModel:
         self.classes = list(classes)
         self.manifest = manifest
         precision = precision or manifest.evaluation_precision or EVALUATION_PRECISION
-        resolve_precision(precision, default_device())  # an unknown choice fails here, not at the first prediction
+        check_precision(precision)  # an unknown choice fails here, not at the first prediction
         self.precision = precision
         self.item_digests: ItemDigests | None = None
         self.run_dir: Path | None = None
@@ -280,12 +289,13 @@ class TrainedModel:
             text_column = recorded
         return prediction_items(items, self.modality, text_column)
 
-    def evaluation_precision(self, requested: str | None = None) -> str:
+    def evaluation_precision(self, requested: str | None = None, n_items: int | None = None) -> str:
         """The one precision evaluation computes in, resolved for this device ("fp32", "bf16"; never "auto"):
         `requested` (auto, fp32, bf16), else the precision the model's metrics were measured at (fp32 for models
-        that do not record it). fit's test metrics, `evaluate`, `report` and the server's /metadata all state it."""
-        return resolve_precision(requested or self.manifest.evaluation_precision or EVALUATION_PRECISION,
-                                 default_device())
+        that do not record it); `auto` as inference resolves it for `n_items` items (default: a full batch).
+        fit's test metrics, `evaluate`, `report` and the server's /metadata all state it."""
+        return batch_precision(requested or self.manifest.evaluation_precision or EVALUATION_PRECISION, self.modality,
+                               n_items or get_modality(self.modality).default_batch_size)
 
     def evaluate(self, data: Dataset | str | Path, text_column: str | None = None,
                  label_column: str | None = None, strict: bool = False, precision: str | None = None
@@ -298,7 +308,7 @@ class TrainedModel:
                    label_column: str | None = None, strict: bool = False, precision: str | None = None) -> Evaluation:
         """Like `evaluate`, with the items scored and their probabilities (what `report` draws)."""
         dataset, where, left_out = self.evaluation_data(data, text_column, label_column)
-        result = evaluate_items(self.classifier, dataset, self.evaluation_precision(precision), strict,
+        result = evaluate_items(self.classifier, dataset, self.evaluation_precision(precision, len(dataset)), strict,
                                 inference_model=self._inference_model(), where=where)
         result.metrics["fitted_items_left_out"] = left_out
         log.info("evaluated on %s: %d items, %s", where, result.metrics["n"], result.metrics["evaluation_precision"])

@@ -32,14 +32,15 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
         raise SettingsError(f"--runtime must be one of {', '.join(RUNTIMES)}, got '{runtime}'")
     path = Path(model_dir).expanduser()
     if runtime == "torch":
-        from .._util import default_device, resolve_precision
+        from .._util import default_device, describe_auto
         from ..api import load
 
         model = load(path)
         codec = get_codec(model.modality)(model.backbone.onnx_preprocessing(), path)
         meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
                 "runtime": "torch", "strategy": model.manifest.strategy.name,
-                "precision": resolve_precision(model.precision, default_device()),
+                "precision": (describe_auto(default_device(), model.modality) if model.precision == "auto"
+                              else model.precision),
                 "evaluation_precision": model.manifest.evaluation_precision, "task": model.task_name,
                 "task_params": model.task_params}
         return model, codec, meta
