@@ -15,7 +15,7 @@ from . import distributed
 from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
-from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
+from .data import Dataset, PseudoLabels, Splits, data_task, load_data, make_splits, read_test_data
 from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
@@ -221,11 +221,12 @@ def fit(
     calibrate: bool = True,
     pseudo_labels: PseudoLabels | None = None,
     test: str | Path | Dataset | None = None,
-    task: str | Task = "classification",
+    task: str | Task | None = None,
     label_separator: str | None = None,
     target: str | list[str] | None = None,
     coverage: float | None = None,
     regression_loss: str | None = None,
+    repair_tags: bool | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -255,12 +256,14 @@ def fit(
     a label cell holds them joined by `label_separator`, "|" by default; per-label thresholds are tuned on the
     validation split) or "regression" (the numeric `target` column(s), e.g. "valence" or ["valence", "arousal"];
     `regression_loss` mse or huber; prediction intervals of `coverage`, 0.9 by default, by split conformal
-    prediction), or a Task object; the task's settings are recorded in the model.
+    prediction), "tokens" (a tag per word, for named entities: CoNLL files or a table of `tokens` and `tags` lists;
+    chosen by itself for CoNLL files; `repair_tags` starts an entity at an I- tag that continues none), or a Task
+    object; None: classification unless the data call for another; the task's settings are recorded in the model.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
-    task = make_task(task, label_separator=label_separator, target=target, coverage=coverage,
-                     regression_loss=regression_loss)
+    task = make_task(task or data_task(data) or "classification", label_separator=label_separator, target=target,
+                     coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags)
     check_task(plan, task)
     if distributed.world_size() > 1 and not plan.runs_distributed:
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "

@@ -143,10 +143,11 @@ def fit(
                                                "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
     calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
                                               "split); --no-calibrate keeps the raw softmax."),
-    task: str = typer.Option("classification", help="What to predict: classification (one class per item), "
-                                                    "multilabel (any number of labels per item, joined in the label "
-                                                    "cell by --label-separator) or regression (the numeric "
-                                                    "--target columns)."),
+    task: str | None = typer.Option(None, help="What to predict: classification (one class per item; the default), "
+                                               "multilabel (any number of labels per item, joined in the label "
+                                               "cell by --label-separator), regression (the numeric --target "
+                                               "columns) or tokens (a tag per word, named entities; the default "
+                                               "for CoNLL files)."),
     label_separator: str | None = typer.Option(None, help="multilabel: what joins an item's labels in its label "
                                                           "cell (default |)."),
     target: str | None = typer.Option(None, help="regression: the numeric column(s) to predict, comma-separated "
@@ -155,6 +156,8 @@ def fit(
                                                      "conformal on the validation split; default 0.9)."),
     regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
                                                           "wild targets)."),
+    repair_tags: bool = typer.Option(False, "--repair-tags", help="tokens: start an entity at an I- tag that "
+                                                                  "continues none (an error otherwise)."),
 ) -> None:
     """Train a model (a classifier by default) and evaluate it on a held-out split."""
     from .api import fit as fit_model
@@ -173,7 +176,8 @@ def fit(
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
                       calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
-                      coverage=coverage, regression_loss=regression_loss, **settings)
+                      coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
+                      **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

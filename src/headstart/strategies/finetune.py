@@ -95,7 +95,7 @@ class FineTune(Strategy):
         record: dict[str, Any] = {}
         baseline = before = None
         task = run.task
-        if run.backbone.is_pretrained:
+        if run.backbone.is_pretrained and not task.per_token:  # per-token tasks have no item embeddings
             started = time.perf_counter()
             train_x, val_x = run.embed_splits()
             weights, record["class_weight"] = task.training_weights(run.train.labels, run.classes, self.class_weight)
