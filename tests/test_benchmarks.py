@@ -104,7 +104,7 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # function.
 SMOKE = ["calibration", "embedding_throughput", "explain_faithfulness", "extraction_processes", "finetune_speed",
          "imbalance", "onnx_speed", "probe_scaling", "profile_extraction", "serve_load", "startup_latency",
-         "tasks_accuracy"]
+         "tasks_accuracy", "tokens_accuracy"]
 NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
