@@ -232,3 +232,20 @@ def test_serve_answers_the_same_entities(token_run):
         response = client.post("/predict", json={"inputs": texts})
     assert response.status_code == 200
     assert [p["entities"] for p in response.json()["predictions"]] == expected
+
+
+def test_lora_trains_adapters_for_tokens_and_reloads_them(token_run, tmp_path):
+    bert = token_run.parent / "tiny-bert"
+    model = headstart.fit(token_run.parent / "train.conll", str(bert), "lora", out=tmp_path / "run", max_length=12,
+                          epochs=1, lr=3e-3, batch_size=16, cache=False, val_size=20, test_size=20)
+    assert model.manifest.training["lora"]["adapter_parameters"] > 0
+    texts = ["met Zoë in São Paulo today ."]
+    assert headstart.load(tmp_path / "run").predict(texts) == model.predict(texts)
+
+
+def test_export_of_a_token_model_is_a_one_line_error(token_run):
+    from headstart.errors import HeadstartError
+    from headstart.export import export_onnx
+
+    with pytest.raises(HeadstartError, match="cannot be exported to ONNX yet"):
+        export_onnx(token_run / "model")
