@@ -137,6 +137,37 @@ def window_labels(windows: Sequence[Window], labels: np.ndarray, length: int) ->
     return out
 
 
+class LengthGroupedBatches:
+    """Training batches of windows of similar length, reshuffled from (seed, epoch) at every epoch: a seeded
+    permutation cut into groups of 50 batches, each group sorted by length and cut into batches, the batches
+    shuffled. Hand-written for the same idea as Hugging Face's LengthGroupedSampler (which the text modality uses)
+    because that gives item indices, not batches, and tasks sit below the modalities; a batch of tweets then
+    pads to its own length rather than to the longest window of the data set."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        group = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), group):
+            chunk = order[start:start + group]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        return (b.tolist() for b in self._batches())
+
+
 class _WindowData:
     """Windows with their labels as a map-style data set (index -> window)."""
 
@@ -210,8 +241,8 @@ class TokenTagging(Task):
 
     def training_loader(self, modality: Any, backbone: Any, items: Any, labels: np.ndarray, batch_size: int,
                         train: bool, seed: int = 0) -> Any:
-        """Windows of the sentences with their aligned labels; shuffled (seeded) for training, padded to
-        max_length for validation (so that its batches' logits can be joined)."""
+        """Windows of the sentences with their aligned labels; for training in batches of similar length
+        (shuffled, seeded by epoch), for validation padded to max_length (so that its batches' logits join)."""
         import torch
 
         windows = encode_windows(backbone.tokenizer, [str(t).split(" ") for t in items], backbone.max_length)
@@ -222,9 +253,11 @@ class TokenTagging(Task):
             x = pad_windows(batch, pad_id, length)
             return x, window_labels(batch, labels, x["input_ids"].shape[1])
 
-        generator = torch.Generator().manual_seed(seed) if train else None
-        return torch.utils.data.DataLoader(_WindowData(windows), batch_size=batch_size, shuffle=train,
-                                           generator=generator, collate_fn=collate)
+        data = _WindowData(windows)
+        if train:
+            batches = LengthGroupedBatches([len(w.inputs["input_ids"]) for w in windows], batch_size, seed)
+            return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate)
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, collate_fn=collate)
 
     def scores(self, logits: Any, params: dict[str, Any]) -> Any:
         import torch
