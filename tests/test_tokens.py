@@ -156,6 +156,14 @@ def test_entity_offsets_are_exact_on_the_input_including_non_ascii():
     assert found[0]["score"] == pytest.approx(0.9)
 
 
+def test_type_confusion_says_what_each_entity_was_taken_for():
+    from headstart.tasks.tokens import type_confusion
+
+    gold = [["B-A", "I-A", "O", "B-B"], ["O", "B-A"]]
+    got = [["B-B", "I-B", "O", "O"], ["B-A", "B-A"]]
+    assert type_confusion(gold, got) == {"A": {"B": 1, "A": 1}, "B": {"(missed)": 1}, "(none)": {"A": 1}}
+
+
 def test_chunks_match_seqeval():
     from seqeval.metrics.sequence_labeling import get_entities
 
@@ -182,6 +190,8 @@ def test_fit_reports_entity_metrics_as_seqeval_computes_them(token_run):
     assert metrics["task"] == "tokens" and metrics["n"] == 40
     assert {"f1", "precision", "recall", "token_accuracy", "per_type"} <= set(metrics)
     assert set(metrics["per_type"]) == {"PER", "LOC"} and metrics["entities"] == 80
+    confusion = metrics["type_confusion"]  # every true entity once, by what was predicted over its span
+    assert sum(sum(confusion.get(kind, {}).values()) for kind in ("PER", "LOC")) == 80
     model = headstart.load(token_run)
     assert model.task_name == "tokens" and metrics["f1"] > 0.5  # learnable: fixed words around the entities
     test = load_data(token_run.parent / "test.conll", task=model.task, classes=model.classes).train

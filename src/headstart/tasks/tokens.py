@@ -181,6 +181,24 @@ class _WindowData:
         return self.windows[i]
 
 
+def type_confusion(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> dict[str, dict[str, int]]:
+    """Entities by true type (rows) and what was predicted over exactly their span (columns): a type, or
+    "(missed)" where no predicted entity has that span; the row "(none)" counts predicted spans that are no true
+    entity's. Hand-written because seqeval counts matches, not what an entity was mistaken for."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    confusion: dict[str, dict[str, int]] = {}
+    for gold, got in zip(y_true, y_pred):
+        true = {(a, b): kind for kind, a, b in get_entities(list(gold))}
+        predicted = {(a, b): kind for kind, a, b in get_entities(list(got))}
+        pairs = [(kind, predicted.get(span, "(missed)")) for span, kind in true.items()]
+        pairs += [("(none)", kind) for span, kind in predicted.items() if span not in true]
+        for row, column in pairs:
+            confusion.setdefault(row, {})
+            confusion[row][column] = confusion[row].get(column, 0) + 1
+    return confusion
+
+
 @register_task
 @dataclass
 class TokenTagging(Task):
@@ -345,7 +363,7 @@ class TokenTagging(Task):
                 "token_accuracy": float(accuracy_score(y_true, y_pred)),
                 "entities": sum(m["support"] for m in per_type.values()),
                 "predicted_entities": sum(len(entities(s, names)) for s in scores),
-                "per_type": per_type}
+                "per_type": per_type, "type_confusion": type_confusion(y_true, y_pred)}
 
     def decide(self, scores: Sequence[WordScores], names: Sequence[str], params: dict[str, Any]) -> list[Any]:
         """Per text, its entities: {type, start, end, text, score} with character offsets into the input."""
