@@ -49,14 +49,23 @@ def smoke_data(folder: Path) -> tuple[Path, Path, str]:
     return write(folder / "train.conll", 60), write(folder / "dev.conll", 20), str(bert)
 
 
+def run_name(backbone: str, args: argparse.Namespace) -> str:
+    """The run's name in the results: the backbone and the settings that differ between runs."""
+    settings = [f"{args.epochs} epochs"] + [f"{k} {v:g}" for k, v in (("lr", args.lr),
+                                                                       ("label smoothing", args.label_smoothing))
+                                            if v is not None]
+    return f"wnut17 {Path(backbone).name if args.smoke else backbone} finetune, {', '.join(settings)}"
+
+
 def fit_once(backbone: str, args: argparse.Namespace, train: Path, dev: Path, run_root: Path) -> dict[str, Any]:
     import headstart
 
-    name = f"wnut17 {Path(backbone).name if args.smoke else backbone} finetune"
+    name = run_name(backbone, args)
+    smoothing = {"label_smoothing": args.label_smoothing} if args.label_smoothing is not None else {}
     started = time.perf_counter()
-    model = headstart.fit(train, backbone, "finetune", test=dev, out=run_root / name.replace(" ", "-"),
+    model = headstart.fit(train, backbone, "finetune", test=dev, out=run_root / name.replace(" ", "-").replace(",", ""),
                           overwrite=True, epochs=args.epochs, max_length=args.max_length, lr=args.lr,
-                          batch_size=args.batch_size, seed=args.seed)
+                          batch_size=args.batch_size, seed=args.seed, **smoothing)
     seconds = time.perf_counter() - started
     m = model.metrics
     texts = _raw_sentences(dev, PREDICT_SENTENCES)
@@ -68,8 +77,9 @@ def fit_once(backbone: str, args: argparse.Namespace, train: Path, dev: Path, ru
             "token acc": round(m["token_accuracy"], 4), "macro F1": round(m["macro_f1"], 4),
             "fit s": round(seconds, 1), "train s": model.manifest.timings.get("train"),
             "peak MB": round(peak_rss_mb()), "predict sent/s": round(len(texts) / predict_s, 1),
-            "per_type": m["per_type"], "options": {"epochs": args.epochs, "max_length": args.max_length,
-                                                   "lr": args.lr, "batch_size": args.batch_size},
+            "per_type": m["per_type"], "type_confusion": m.get("type_confusion"),
+            "options": {"epochs": args.epochs, "max_length": args.max_length, "lr": args.lr,
+                        "batch_size": args.batch_size, "label_smoothing": args.label_smoothing},
             "training": model.manifest.training.get("finetune")}
 
 
@@ -88,6 +98,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--lr", type=float, default=None, help="default: the backbone family's (3e-4 for text)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--label-smoothing", type=float, default=None, help="default: finetune's (0.1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--again", action="store_true", help="rerun runs already in the results file")
     add_smoke_option(parser)
@@ -104,7 +115,7 @@ def main() -> None:
     result = load_runs(path)
     done = {r["run"] for r in result["runs"]}
     for backbone in backbones:
-        name = f"wnut17 {Path(backbone).name if args.smoke else backbone} finetune"
+        name = run_name(backbone, args)
         if name in done and not args.again:
             print(f"skipping {name} (in {path}; --again reruns it)")
             continue
