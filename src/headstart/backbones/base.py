@@ -227,7 +227,9 @@ class TextBackbone(Backbone):
         """Token counts (capped at the backbone's limit), used to batch texts of similar length together."""
 
     def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One state per sub-word (batch x sub-words x embedding_dim), for token tagging."""
+        """One state per sub-word (batch x sub-words x embedding_dim), for token tagging. (The interface grew here
+        for the `tokens` task, which puts its head on these instead of the pooled embedding; a family without them
+        refuses the task in one line.)"""
         from ..errors import BackboneError
 
         raise BackboneError(f"{type(self).__name__} backbones give one embedding per text, not one per token: token "
