@@ -54,7 +54,7 @@ def test_conll_files_are_read_with_tab_breaks_docstart_and_extra_columns(tmp_pat
     assert data.items == ["Zoë runs", "in São Paulo", "ok"]
     assert data.classes == ["O", "B-LOC", "B-PER", "I-LOC"]
     assert data.labels.tolist() == [[2, 0, IGNORE], [0, 1, 3], [0, IGNORE, IGNORE]]
-    assert data_task(path) == "tokens"
+    assert data_task(path) == "tokens" and data_task(data) == "tokens"  # a Dataset keeps its task for fit
 
 
 def test_a_txt_file_of_conll_shape_and_a_folder_of_them_choose_the_task(tmp_path):

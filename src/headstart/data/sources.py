@@ -119,8 +119,10 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
 
 
 def data_task(source: Any) -> str | None:
-    """The task the data themselves call for, or None (then the caller's default): `tokens` for CoNLL files (a
-    file, or a folder whose train split is one)."""
+    """The task the data themselves call for, or None (then the caller's default): a Dataset's or Splits' own,
+    `tokens` for CoNLL files (a file, or a folder whose train split is one)."""
+    if isinstance(source, (Dataset, Splits)):
+        return source.task.name
     if not isinstance(source, (str, Path)) or str(source) in BUILTINS:
         return None
     path = Path(source).expanduser()
