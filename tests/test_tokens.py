@@ -73,6 +73,8 @@ def test_a_table_of_token_and_tag_lists(tmp_path):
     table.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
     data = load_data(table, task=make_task("tokens")).train
     assert data.items == ["Zoë lives in Paris", "hello"] and data.classes == ["O", "B-LOC", "B-PER"]
+    pair = load_data(([r["tokens"] for r in rows], [r["tags"] for r in rows]), task=make_task("tokens")).train
+    assert pair.items == data.items and pair.labels.tolist() == data.labels.tolist()  # in memory, the same
     csv = tmp_path / "ner.csv"
     csv.write_text('tokens,tags\n"[""a"", ""b""]","[""O""]"\n')
     with pytest.raises(DataError, match="row 1 has 2 tokens but 1 tags"):

@@ -25,7 +25,7 @@ log = logging.getLogger("headstart")
 
 CONLL_EXTENSIONS = {".conll", ".bio", ".iob", ".iob2", ".bioes"}
 SNIFF_LINES = 200  # lines a .txt file is judged on
-TOKEN_COLUMNS = ("tokens", "words")
+TOKEN_COLUMNS = ("tokens", "words", "item")  # item: an (items, labels) pair of lists given in memory
 TAG_COLUMNS = ("tags", "ner_tags", "labels", "label")
 
 
