@@ -176,11 +176,12 @@ def test_chunks_match_seqeval():
 # -- end to end ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def token_run(tmp_path_factory) -> Path:
-    """One tiny finetune on generated CoNLL sentences (the task chosen from the file), tested on other ones."""
+    """One tiny finetune on generated CoNLL sentences (the task, and with it the strategy, chosen from the file),
+    tested on other ones."""
     root = tmp_path_factory.mktemp("tokens")
     train, test = write_conll(root / "train.conll", 150), write_conll(root / "test.conll", 40, seed=1)
     bert = make_tiny_bert(root / "tiny-bert")
-    headstart.fit(train, str(bert), "finetune", test=test, out=root / "run", max_length=12, epochs=3, lr=3e-3,
+    headstart.fit(train, str(bert), test=test, out=root / "run", max_length=12, epochs=3, lr=3e-3,
                   batch_size=16, cache=False)
     return root / "run"
 
@@ -195,7 +196,8 @@ def test_fit_reports_entity_metrics_as_seqeval_computes_them(token_run):
     confusion = metrics["type_confusion"]  # every true entity once, by what was predicted over its span
     assert sum(sum(confusion.get(kind, {}).values()) for kind in ("PER", "LOC")) == 80
     model = headstart.load(token_run)
-    assert model.task_name == "tokens" and metrics["f1"] > 0.5  # learnable: fixed words around the entities
+    assert model.task_name == "tokens" and model.manifest.strategy.name == "finetune"  # the task's default
+    assert metrics["f1"] > 0.5  # learnable: fixed words around the entities
     test = load_data(token_run.parent / "test.conll", task=model.task, classes=model.classes).train
     scores, _ = model.scores(test.items)  # raw text: the regex finds the same words here (no punctuation inside)
     got = [s.tags(model.classes) for s in scores]

@@ -199,7 +199,7 @@ def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: boo
 def fit(
     data: str | Path | Dataset | Splits | InMemoryData,
     backbone: str = "efficientnet_lite0",
-    strategy: str | Strategy = "probe",
+    strategy: str | Strategy | None = None,
     *,
     out: str | Path | None = None,
     labels_per_class: int | None = None,
@@ -235,7 +235,8 @@ def fit(
     paths, and labels; columns found by name or given with `text_column`/`label_column`), an `(items, labels)`
     pair of lists, a `Dataset` or `Splits`.
 
-    `strategy` is a name ("probe", "finetune", or any registered one) with its settings as keyword arguments
+    `strategy` is a name ("probe", "finetune", or any registered one; None: the task's default, probe, or
+    finetune for token tagging) with its settings as keyword arguments
     (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
@@ -261,9 +262,9 @@ def fit(
     object; None: classification unless the data call for another; the task's settings are recorded in the model.
     Returns the trained model (its `.metrics` hold the test results).
     """
-    plan = make_strategy(strategy, settings)
     task = make_task(task or data_task(data) or "classification", label_separator=label_separator, target=target,
                      coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags)
+    plan = make_strategy(strategy or task.default_strategy, settings)
     check_task(plan, task)
     if distributed.world_size() > 1 and not plan.runs_distributed:
         raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "

@@ -96,9 +96,10 @@ def _file_safe(backbone: str) -> str:
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings), finetune, lora (PEFT "
-                                               "adapters), contrastive (SetFit-style few-shot text), auto (chooses "
-                                               "and says why), or another registered strategy."),
+    strategy: str | None = typer.Option(None, help="probe (frozen backbone, cached embeddings; the default), "
+                                                   "finetune (the default for --task tokens), lora (PEFT adapters), "
+                                                   "contrastive (SetFit-style few-shot text), auto (chooses and says "
+                                                   "why), or another registered strategy."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
@@ -161,7 +162,11 @@ def fit(
 ) -> None:
     """Train a model (a classifier by default) and evaluate it on a held-out split."""
     from .api import fit as fit_model
+    from .data import data_task
     from .evaluation.report import print_metrics
+    from .tasks import task_class
+
+    strategy = strategy or task_class(task or data_task(data) or "classification").default_strategy
 
     name = Path(data).stem if Path(data).exists() else data
     run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone)}-{strategy}"

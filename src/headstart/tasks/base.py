@@ -41,6 +41,7 @@ class Task(ABC):
     # embedding per item (no probe, no head stage, no embedding cache), and the task reads, batches and scores its
     # items itself through `features`, `training_loader` and `score_items` below.
     per_token: ClassVar[bool] = False
+    default_strategy: ClassVar[str] = "probe"  # what `fit` trains with when no strategy is named
 
     # -- reading labels ---------------------------------------------------------------------------------------------
     def label_columns(self) -> list[str] | None:

@@ -210,6 +210,7 @@ class TokenTagging(Task):
     headline = ("f1", "precision", "recall", "token_accuracy")
     val_metric = "val_f1"
     per_token = True
+    default_strategy = "finetune"  # a probe needs one embedding per item
 
     repair_tags: bool = False
 
