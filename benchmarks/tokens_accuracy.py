@@ -51,7 +51,7 @@ def smoke_data(folder: Path) -> tuple[Path, Path, str]:
 
 def run_name(backbone: str, args: argparse.Namespace) -> str:
     """The run's name in the results: the backbone and the settings that differ between runs."""
-    settings = [f"{args.epochs} epochs"] + [f"{k} {v:g}" for k, v in (("lr", args.lr),
+    settings = [f"{args.epochs} epoch{'s' * (args.epochs != 1)}"] + [f"{k} {v:g}" for k, v in (("lr", args.lr),
                                                                        ("label smoothing", args.label_smoothing))
                                             if v is not None]
     return f"wnut17 {Path(backbone).name if args.smoke else backbone} finetune, {', '.join(settings)}"
