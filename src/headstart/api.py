@@ -15,7 +15,7 @@ from . import distributed
 from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
-from .data import Dataset, PseudoLabels, Splits, load_data, make_splits, read_test_data
+from .data import Dataset, PseudoLabels, Splits, data_task, load_data, make_splits, read_test_data
 from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
@@ -199,7 +199,7 @@ def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: boo
 def fit(
     data: str | Path | Dataset | Splits | InMemoryData,
     backbone: str = "efficientnet_lite0",
-    strategy: str | Strategy = "probe",
+    strategy: str | Strategy | None = None,
     *,
     out: str | Path | None = None,
     labels_per_class: int | None = None,
@@ -221,11 +221,12 @@ def fit(
     calibrate: bool = True,
     pseudo_labels: PseudoLabels | None = None,
     test: str | Path | Dataset | None = None,
-    task: str | Task = "classification",
+    task: str | Task | None = None,
     label_separator: str | None = None,
     target: str | list[str] | None = None,
     coverage: float | None = None,
     regression_loss: str | None = None,
+    repair_tags: bool | None = None,
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -234,7 +235,8 @@ def fit(
     paths, and labels; columns found by name or given with `text_column`/`label_column`), an `(items, labels)`
     pair of lists, a `Dataset` or `Splits`.
 
-    `strategy` is a name ("probe", "finetune", or any registered one) with its settings as keyword arguments
+    `strategy` is a name ("probe", "finetune", or any registered one; None: the task's default, probe, or
+    finetune for token tagging) with its settings as keyword arguments
     (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
@@ -255,12 +257,14 @@ def fit(
     a label cell holds them joined by `label_separator`, "|" by default; per-label thresholds are tuned on the
     validation split) or "regression" (the numeric `target` column(s), e.g. "valence" or ["valence", "arousal"];
     `regression_loss` mse or huber; prediction intervals of `coverage`, 0.9 by default, by split conformal
-    prediction), or a Task object; the task's settings are recorded in the model.
+    prediction), "tokens" (a tag per word, for named entities: CoNLL files or a table of `tokens` and `tags` lists;
+    chosen by itself for CoNLL files; `repair_tags` starts an entity at an I- tag that continues none), or a Task
+    object; None: classification unless the data call for another; the task's settings are recorded in the model.
     Returns the trained model (its `.metrics` hold the test results).
     """
-    plan = make_strategy(strategy, settings)
-    task = make_task(task, label_separator=label_separator, target=target, coverage=coverage,
-                     regression_loss=regression_loss)
+    task = make_task(task or data_task(data) or "classification", label_separator=label_separator, target=target,
+                     coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags)
+    plan = make_strategy(strategy or task.default_strategy, settings)
     check_task(plan, task)
     if distributed.world_size() > 1 and not plan.runs_distributed:
         ready = ", ".join(name for name, kind in STRATEGIES.items() if kind.runs_distributed)

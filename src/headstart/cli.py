@@ -96,9 +96,10 @@ def _file_safe(backbone: str) -> str:
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str = typer.Option("probe", help="probe (frozen backbone, cached embeddings), finetune, lora (PEFT "
-                                               "adapters), contrastive (SetFit-style few-shot text), auto (chooses "
-                                               "and says why), or another registered strategy."),
+    strategy: str | None = typer.Option(None, help="probe (frozen backbone, cached embeddings; the default), "
+                                                   "finetune (the default for --task tokens), lora (PEFT adapters), "
+                                                   "contrastive (SetFit-style few-shot text), auto (chooses and says "
+                                                   "why), or another registered strategy."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
     labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
     epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
@@ -143,10 +144,11 @@ def fit(
                                                "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
     calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
                                               "split); --no-calibrate keeps the raw softmax."),
-    task: str = typer.Option("classification", help="What to predict: classification (one class per item), "
-                                                    "multilabel (any number of labels per item, joined in the label "
-                                                    "cell by --label-separator) or regression (the numeric "
-                                                    "--target columns)."),
+    task: str | None = typer.Option(None, help="What to predict: classification (one class per item; the default), "
+                                               "multilabel (any number of labels per item, joined in the label "
+                                               "cell by --label-separator), regression (the numeric --target "
+                                               "columns) or tokens (a tag per word, named entities; the default "
+                                               "for CoNLL files)."),
     label_separator: str | None = typer.Option(None, help="multilabel: what joins an item's labels in its label "
                                                           "cell (default |)."),
     target: str | None = typer.Option(None, help="regression: the numeric column(s) to predict, comma-separated "
@@ -157,12 +159,18 @@ def fit(
                                                           "wild targets)."),
     processes: int = typer.Option(1, help="Run as N processes on this machine: torchrun --standalone "
                                           "--nproc-per-node N with the same options (see Scaling out)."),
+    repair_tags: bool = typer.Option(False, "--repair-tags", help="tokens: start an entity at an I- tag that "
+                                                                  "continues none (an error otherwise)."),
 ) -> None:
     """Train a model (a classifier by default) and evaluate it on a held-out split."""
     if processes != 1:
         raise typer.Exit(_as_processes(processes, sys.argv[1:]))
     from .api import fit as fit_model
+    from .data import data_task
     from .evaluation.report import print_metrics
+    from .tasks import task_class
+
+    strategy = strategy or task_class(task or data_task(data) or "classification").default_strategy
 
     name = Path(data).stem if Path(data).exists() else data
     run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone)}-{strategy}"
@@ -177,7 +185,8 @@ def fit(
                       label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
                       calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
-                      coverage=coverage, regression_loss=regression_loss, **settings)
+                      coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
+                      **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

@@ -122,8 +122,8 @@ class Classifier(nn.Module):
         self.head = head
 
     def forward(self, batch: Any) -> torch.Tensor:
-        return self.head(self.backbone(batch))
+        return self.head(self.head.task.features(self.backbone, batch))
 
     def scores(self, batch: Any) -> torch.Tensor:
         """What the model reports for a batch (probabilities, or values): see `ClassificationHead.scores`."""
-        return self.head.scores(self.backbone(batch).float())
+        return self.head.scores(self.head.task.features(self.backbone, batch).float())

@@ -48,14 +48,18 @@ class Evaluation:
 
 
 def class_scores(classifier: Classifier, items: Sequence, precision: str, inference_model: nn.Module | None = None,
-                 cache: EmbeddingCache | None = None, desc: str = "predicting", batch_size: int | None = None
-                 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+                 cache: EmbeddingCache | None = None, desc: str = "predicting", batch_size: int | None = None,
+                 words_given: bool = False) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures; embeddings
     from `cache` where it has them; `batch_size` items per model call (default: the modality's). `precision` auto
-    is resolved for this call's batches (inference_precision)."""
+    is resolved for this call's batches (inference_precision). A task that scores items itself (token tagging:
+    per-word tag probabilities) does so instead (`words_given`: labeled items, whose words are known)."""
+    precision = batch_precision(precision, classifier.backbone.modality, len(items), batch_size)
+    own = classifier.head.task.score_items(classifier, items, precision, inference_model, batch_size, words_given)
+    if own is not None:
+        return own  # type: ignore[return-value]
     if len(items) == 0:
         return np.zeros((0, classifier.head.config["n_classes"]), np.float32), []
-    precision = batch_precision(precision, classifier.backbone.modality, len(items), batch_size)
     embeddings, failures = embed_items(classifier.backbone, items, cache, precision, batch_size, desc=desc,
                                        model=inference_model)  # under torchrun: each rank embeds its share
     probs = classifier.head.probabilities(embeddings)
@@ -78,7 +82,7 @@ def evaluate_items(classifier: Classifier, data: Dataset, precision: str, strict
     fit's test metrics, `evaluate` and `report`, so that they agree to the last digit on the same items."""
     where = where or data.name
     probs, failures = class_scores(classifier, data.items, precision, inference_model, cache,
-                                   desc=f"evaluating {data.name}")
+                                   desc=f"evaluating {data.name}", words_given=True)
     keep = drop_failures(data, failures, strict)
     if len(keep) == 0:
         raise DataError(f"{where}: none of its {len(data)} items could be read, so there is nothing to evaluate"

@@ -37,6 +37,6 @@ def load_weights(module: nn.Module, file: Path, device: str = "cpu") -> None:
         raise ArtifactError(f"{file} is not a readable safetensors file ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'}); the folder is damaged") from None
     if missing or unexpected:
-        names = ", ".join((missing or unexpected)[:3])
+        names = ", ".join(sorted(missing or unexpected)[:3])
         raise ArtifactError(f"{file} {'lacks' if missing else 'has unexpected'} tensors ({names}, ...): it does not "
                             "belong to the model its manifest describes")

@@ -226,6 +226,15 @@ class TextBackbone(Backbone):
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts (capped at the backbone's limit), used to batch texts of similar length together."""
 
+    def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One state per sub-word (batch x sub-words x embedding_dim), for token tagging. (The interface grew here
+        for the `tokens` task, which puts its head on these instead of the pooled embedding; a family without them
+        refuses the task in one line.)"""
+        from ..errors import BackboneError
+
+        raise BackboneError(f"{type(self).__name__} backbones give one embedding per text, not one per token: token "
+                            "tagging (--task tokens) needs a Transformers encoder (minilm, mpnet, hf:...)")
+
 
 class AudioBackbone(Backbone):
     """Audio backbones take {"waveform": (B, L) mono float at `sample_rate`, "length": (B,)} batches and decide

@@ -142,6 +142,11 @@ class HFTextBackbone(TextBackbone):
     def lora_targets(self) -> list[str]:
         return transformer_linear_names(self.model)
 
+    def token_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The last hidden states, one per sub-word (batch x sub-words x embedding_dim): what a token tagger's
+        head takes."""
+        return self.model(**batch).last_hidden_state
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(out.dtype)

@@ -13,6 +13,7 @@ import pandas as pd
 from ..errors import DataError
 from ..modalities import ensure_same_modality
 from ..tasks import Task, make_task
+from .conll import read_token_table
 from .dataset import Dataset
 from .tables import (
     ITEM_COLUMNS,
@@ -78,6 +79,8 @@ def read_in_memory(source: InMemoryData, text_column: str | None = None, label_c
     them; with `modality`, data of another modality are an error.
     """
     frame, where, name, pair = _as_frame(source)
+    if task is not None and task.per_token:  # a tag per word: columns of token lists and tag lists
+        return read_token_table(frame, where, classes, task, name)
     item_col = pick_column(frame, pair[0] if pair else text_column, ITEM_COLUMNS, "text or file", where,
                            "text_column=")
     task = task or make_task()

@@ -15,6 +15,7 @@ from ..errors import DataError, SettingsError
 from ..modalities import ensure_same_modality
 from ..tasks import Task
 from .builtins import BUILTINS
+from .conll import is_conll_file, read_conll
 from .dataset import Dataset, Splits
 from .folders import class_folders, read_class_folders
 from .frames import InMemoryData, is_in_memory, read_in_memory
@@ -34,7 +35,8 @@ def _explicit_split_paths(root: Path) -> dict[str, Path]:
         split = SPLIT_NAMES.get(stem)
         if split is None or (split in found and not (found[split].is_dir() and is_table_file(child))):
             continue
-        if child.is_dir() or is_table_file(child):  # a table wins over a folder of its name (train.csv, train/)
+        # a table wins over a folder of its name (train.csv, train/)
+        if child.is_dir() or is_table_file(child) or is_conll_file(child):
             found[split] = child
     return found if "train" in found else {}
 
@@ -46,6 +48,8 @@ def _read_one(path: Path, classes: list[str] | None, text_column: str | None, la
     if path.is_dir():
         _one_class_per_item(task, path)
         return read_class_folders(path, classes, modality)
+    if is_conll_file(path):
+        return read_conll(path, classes, task)
     if path.suffix.lower() in (".parquet", ".pq") and parquet_bytes_column(path):
         return read_parquet_items(path, label_column, classes, modality, task)
     data = read_text_table(path, text_column, label_column, classes, task)
@@ -90,7 +94,7 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
     if not path.exists():
         hint = f" or a built-in data set ({', '.join(BUILTINS)})"
         raise DataError(f"data not found: {path} does not exist (give a folder of class sub-folders, a table{hint})")
-    if is_table_file(path):
+    if is_table_file(path) or is_conll_file(path):
         return Splits(replace(_read_one(path, classes, text_column, label_column, modality, task), origin=name), None,
                       None)
     if path.is_file():
@@ -112,6 +116,19 @@ def load_data(source: str | Path | InMemoryData, text_column: str | None = None,
                             "or point at the table itself")
     _one_class_per_item(task, path)
     return Splits(replace(read_class_folders(path, classes, modality), origin=name), None, None)
+
+
+def data_task(source: Any) -> str | None:
+    """The task the data themselves call for, or None (then the caller's default): a Dataset's or Splits' own,
+    `tokens` for CoNLL files (a file, or a folder whose train split is one)."""
+    if isinstance(source, (Dataset, Splits)):
+        return source.task.name
+    if not isinstance(source, (str, Path)) or str(source) in BUILTINS:
+        return None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = _explicit_split_paths(path).get("train", path)
+    return "tokens" if is_conll_file(path) else None
 
 
 def _read_shard_splits(path: Path, classes: list[str] | None, modality: str | None, task: Task | None) -> Splits:

@@ -15,6 +15,7 @@ import pandas as pd
 from ..errors import DataError
 from ..modalities import Modality, modality_of_file
 from ..tasks import Task, make_task
+from .conll import read_token_table
 from .dataset import Dataset
 
 log = logging.getLogger("headstart")
@@ -163,6 +164,8 @@ def read_text_table(path: Path, text_column: str | None = None, label_column: st
     df = read_table(path)
     if len(df) == 0:
         raise DataError(f"{path} has no rows")
+    if task is not None and task.per_token:  # a tag per word: lists of tokens and tags
+        return read_token_table(df, path, classes, task, path.stem)
     item_col = pick_column(df, text_column, ITEM_COLUMNS, "text or file", path, "--text-column")
     values, labels, classes = labeled_rows(df, path, item_col, label_column, classes, task)
     files = item_modality(values, path, item_col)

@@ -92,10 +92,23 @@ def _regression_tables(metrics: dict[str, Any], summary: Table) -> list[Table]:
     return [per_target]
 
 
+def _token_tables(metrics: dict[str, Any], summary: Table) -> list[Table]:
+    summary.add_row("entity F1 / precision / recall (exact span and type)",
+                    f"{metrics['f1']:.4f} / {metrics['precision']:.4f} / {metrics['recall']:.4f}")
+    summary.add_row("token accuracy", f"{metrics['token_accuracy']:.4f}")
+    summary.add_row("entities (true / predicted)", f"{metrics['entities']} / {metrics['predicted_entities']}")
+    per_type = Table(title="per entity type")
+    for col in ("type", "precision", "recall", "F1", "support"):
+        per_type.add_column(col, justify="left" if col == "type" else "right")
+    for name, m in metrics["per_type"].items():
+        per_type.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    return [per_type]
+
+
 # The tables of each task's metrics (keyed by the metrics' `task`), here in the evaluation layer that the tasks
 # build on; a new task adds its function.
 TASK_TABLES = {"classification": _classification_tables, "multilabel": _multilabel_tables,
-               "regression": _regression_tables}
+               "regression": _regression_tables, "tokens": _token_tables}
 
 
 def print_metrics(metrics: dict[str, Any], title: str = "held-out results", console: Console | None = None) -> None:

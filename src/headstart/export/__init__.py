@@ -184,6 +184,9 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     started = time.perf_counter()
     model_dir = Path(model_dir).expanduser()
     model = TrainedModel.load(model_dir)
+    if model.task.per_token:
+        raise HeadstartError(f"a --task {model.task_name} model cannot be exported to ONNX yet: the graph and the "
+                             "runtime score one row per item, not a tag per word; predict and serve it with PyTorch")
     target = _target(model_dir, out, quantize)
     if out is not None:
         _check_replaceable(target, model.backbone.onnx_files())

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .entities import entity_record
+
 
 class Predictor(Protocol):
     """What `TrainedModel` (PyTorch) and `OnnxClassifier` (ONNX Runtime, OpenVINO) both offer."""
@@ -23,7 +25,9 @@ class Predictor(Protocol):
     def scores(self, items: Sequence) -> tuple[np.ndarray, list[tuple[int, str]]]: ...
 
 
-def _unreadable(row: np.ndarray) -> bool:
+def _unreadable(row: Any) -> bool:
+    if not isinstance(row, np.ndarray):  # a task's own per-item scores (tokens: the words' tag probabilities)
+        return row is None
     return len(row) == 0 or math.isnan(float(row[0]))
 
 
@@ -61,7 +65,7 @@ def regression_record(row: np.ndarray, classes: Sequence[str], top_k: int, param
 # Per task, one row of scores -> a prediction record. Here rather than in headstart.tasks because a deployment
 # without torch (an exported graph, the server) makes the same records; a new task adds its function here.
 RECORDS = {"classification": classification_record, "multilabel": multilabel_record,
-           "regression": regression_record}
+           "regression": regression_record, "tokens": entity_record}
 
 
 def prediction_record(row: np.ndarray, classes: Sequence[str], top_k: int = 3, task: str = "classification",

@@ -149,6 +149,9 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def check_task(plan: Strategy, task: Task) -> None:
     """A strategy that trains only some tasks refuses the others with the ones it trains and what to use."""
+    if task.per_token and plan.freezes_backbone:
+        raise SettingsError(f"--strategy {plan.name} trains on one embedding per item, but --task {task.name} tags "
+                            "each word: use --strategy finetune (or lora)")
     if plan.tasks is not None and task.name not in plan.tasks:
         others = [n for n, c in STRATEGIES.items() if c.tasks is None]
         raise SettingsError(f"--strategy {plan.name} trains {' and '.join(plan.tasks)} only, not --task {task.name} "

@@ -96,7 +96,7 @@ class FineTune(Strategy):
         record: dict[str, Any] = {}
         baseline = before = None
         task = run.task
-        if run.backbone.is_pretrained:
+        if run.backbone.is_pretrained and not task.per_token:  # per-token tasks have no item embeddings
             started = time.perf_counter()
             train_x, val_x = run.embed_splits()
             weights, record["class_weight"] = task.training_weights(run.train.labels, run.classes, self.class_weight)
@@ -113,6 +113,8 @@ class FineTune(Strategy):
             weights, record["class_weight"] = task.training_weights(run.train.labels, run.classes, self.class_weight)
             classifier = Classifier(run.backbone, ClassificationHead.for_task(
                 task, run.backbone.embedding_dim, run.classes, run.train.labels, self.head))
+            if run.backbone.is_pretrained:  # a per-token task: no head stage, but LoRA's adapters still go in
+                record.update(self.adapt(classifier))
         record["finetune"] = train_end_to_end(classifier, run, self, self.learning_rate(run.backbone),
                                               self.learning_rate_ratio(run.backbone), weights)
         tuned = record["finetune"]["best_val_score"]

@@ -138,8 +138,9 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     backbone, run_dir = classifier.backbone, run.run_dir
     modality = get_modality(backbone.modality)
     ranks = distributed.world_size()
-    train_loader = modality.training_loader(backbone, run.train.items, run.train.labels, settings.batch_size * ranks,
-                                            train=True, seed=run.seed)
+    task = classifier.head.task
+    train_loader = task.training_loader(modality, backbone, run.train.items, run.train.labels,
+                                        settings.batch_size * ranks, train=True, seed=run.seed)
     if ranks > 1:
         if len(run.train.items) < ranks:
             raise HeadstartError(f"{len(run.train.items)} training items cannot be shared by {ranks} processes: "
@@ -148,8 +149,8 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     # Validation is not sharded: every rank validates on the whole split, so that each item counts exactly once
     # and every rank reaches the same early-stopping and best-checkpoint decisions (at the cost of repeating
     # the validation pass on each rank).
-    val_loader = modality.training_loader(backbone, run.val.items, run.val.labels, max(64, settings.batch_size),
-                                          train=False)
+    val_loader = task.training_loader(modality, backbone, run.val.items, run.val.labels, max(64, settings.batch_size),
+                                      train=False)
     total_steps = settings.epochs * len(train_loader)
     classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
     module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed, class_weight)

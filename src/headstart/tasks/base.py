@@ -37,6 +37,11 @@ class Task(ABC):
     # Whether each item has exactly one class: what class folders, shards' class labels, per-class sampling,
     # pseudo-labels and class explanations assume.
     one_class_per_item: ClassVar[bool] = False
+    # Whether labels belong to the words of an item (token tagging) rather than to the item: then there is no one
+    # embedding per item (no probe, no head stage, no embedding cache), and the task reads, batches and scores its
+    # items itself through `features`, `training_loader` and `score_items` below.
+    per_token: ClassVar[bool] = False
+    default_strategy: ClassVar[str] = "probe"  # what `fit` trains with when no strategy is named
 
     # -- reading labels ---------------------------------------------------------------------------------------------
     def label_columns(self) -> list[str] | None:
@@ -92,6 +97,24 @@ class Task(ABC):
         if choice == "balanced":
             raise SettingsError(f"class_weight (--class-weight) balanced applies to classification, not to {self.name}")
         return None, {"setting": choice, "resolved": "none", "reason": f"class weights do not apply to {self.name}"}
+
+    # The interface grew here for token tagging (`tokens`): what the head is put on, how training batches are made
+    # and how items are scored are the task's where a prediction is not one row per item. The defaults are what
+    # every item-level task does.
+    def features(self, backbone: Any, batch: Any) -> Any:
+        """What the head takes from the backbone for a batch: one embedding per item by default."""
+        return backbone(batch)
+
+    def training_loader(self, modality: Any, backbone: Any, items: Any, labels: np.ndarray, batch_size: int,
+                        train: bool, seed: int = 0) -> Any:
+        """A DataLoader of (inputs, labels) for end-to-end training (the modality's, by default)."""
+        return modality.training_loader(backbone, items, labels, batch_size, train, seed=seed)
+
+    def score_items(self, classifier: Any, items: Any, precision: str, model: Any, batch_size: int | None,
+                    words_given: bool) -> tuple[list[Any], list[tuple[int, str]]] | None:
+        """The task's own scores per item and the (index, reason) failures, or None: the head's scores of one
+        embedding per item (the default). `words_given`: the items are labeled data whose words are known."""
+        return None
 
     # -- after training ------------------------------------------------------------------------------------------
     @abstractmethod
