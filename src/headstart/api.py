@@ -28,7 +28,7 @@ from .run_folder import check_run_folder, discard_failed_run_folder, link_metric
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import STRATEGIES, check_choice, check_range, check_task
 from .tasks import Task, make_task
-from .training import PRECISIONS
+from .training import PRECISIONS, check_logger
 
 log = logging.getLogger("headstart")
 
@@ -226,6 +226,7 @@ def fit(
     target: str | list[str] | None = None,
     coverage: float | None = None,
     regression_loss: str | None = None,
+    logger: str = "csv",
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -256,6 +257,8 @@ def fit(
     validation split) or "regression" (the numeric `target` column(s), e.g. "valence" or ["valence", "arousal"];
     `regression_loss` mse or huber; prediction intervals of `coverage`, 0.9 by default, by split conformal
     prediction), or a Task object; the task's settings are recorded in the model.
+    `logger`: what the training curves in OUT/logs are written as: "csv" (the default), "tensorboard" (event files)
+    or "mlflow" (a run in OUT/logs/mlflow.db, or at MLFLOW_TRACKING_URI when set); it needs `out`.
     Returns the trained model (its `.metrics` hold the test results).
     """
     plan = make_strategy(strategy, settings)
@@ -271,6 +274,9 @@ def fit(
     check_range("image_size", image_size, low=1, integer=True)
     check_range("max_length", max_length, low=1, integer=True)
     check_range("seed", seed, low=0, integer=True)
+    check_logger(logger)
+    if logger != "csv" and out is None:
+        raise SettingsError(f"--logger {logger} writes the training curves into the run folder: pass out=... (--out)")
     if plan.needs_run_dir and out is None:
         raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
     run_dir = Path(out).expanduser() if out is not None else None
@@ -303,10 +309,11 @@ def fit(
                   "task_settings": task.settings()}
         record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
-                      cache=backbone_cache(net, precision, cache))
+                      cache=backbone_cache(net, precision, cache), logger=logger)
     run.timings["load"] = time.perf_counter() - started
     t = time.perf_counter()
-    classifier, training = plan.train(run)
+    with run.closing_logger():
+        classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
     calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
