@@ -157,12 +157,13 @@ def mlflow_tracking_uri(run_dir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / LOGS / 'mlflow.db').resolve()}"
 
 
-def make_logger(logger: str, run_dir: Path) -> Any:
+def make_logger(logger: str, run_dir: Path) -> Any | None:
     """The Lightning logger `logger` names, writing the curves of the run in `run_dir`: CSV files and TensorBoard
     event files in RUN/logs/version_N, MLflow a run named after the folder (see `mlflow_tracking_uri`).
 
-    Every rank makes one (Lightning's DDP expects a logger on each); Lightning writes from rank 0 only, and the
-    hand-written loops log through `CurveLog`, which does the same."""
+    Under torchrun every rank makes a CSV or TensorBoard one, which writes from rank 0 only (Lightning's rule, that
+    `CurveLog` follows too); MLflow's opens its store as it is made, so there only rank 0 makes one and the other
+    ranks get None (a Trainer then takes `logger=False`)."""
     check_logger(logger)
     if logger == "csv":
         from lightning.pytorch.loggers import CSVLogger
@@ -172,12 +173,14 @@ def make_logger(logger: str, run_dir: Path) -> Any:
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(run_dir, name=LOGS, default_hp_metric=False)
+    if not distributed.is_main():
+        return None  # the ranks would all create the database at once
     from lightning.pytorch.loggers import MLFlowLogger
 
     for noisy in ("alembic", "mlflow.store.db.utils"):  # the database's creation, table by table
         logging.getLogger(noisy).setLevel(logging.WARNING)
     local = not os.environ.get("MLFLOW_TRACKING_URI")
-    if local and distributed.is_main():
+    if local:
         (run_dir / LOGS).mkdir(parents=True, exist_ok=True)
     # With the local database its artifacts stay in the run folder too (MLflow's default is ./mlruns).
     artifacts = str((run_dir / LOGS / "mlartifacts").resolve()) if local else None

@@ -168,7 +168,7 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
         trainer = L.Trainer(
             max_epochs=epochs, max_steps=max_steps or -1, **device_settings(),
             precision=lightning_precision(precision), callbacks=[*callbacks, *progress],
-            logger=make_logger(logger, run_dir), enable_model_summary=False, enable_progress_bar=show_bar,
+            logger=make_logger(logger, run_dir) or False, enable_model_summary=False, enable_progress_bar=show_bar,
             default_root_dir=run_dir, log_every_n_steps=max(1, min(50, len(loader))), num_sanity_val_steps=0,
             limit_val_batches=0, use_distributed_sampler=False,  # the loader takes this rank's part itself
         )

@@ -83,7 +83,8 @@ class TrainingRun:
 
     def metrics_logger(self) -> Any:
         """The Lightning logger that every stage of this run writes its curves to (one per run, made on first use,
-        so that a strategy that logs nothing leaves no trace); None without a run folder."""
+        so that a strategy that logs nothing leaves no trace); None without a run folder, and on the ranks that do
+        not log where the logger must not be made there (training.make_logger)."""
         if self.run_dir is None:
             return None
         if self._metrics_logger is None:

@@ -180,7 +180,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
             max_epochs=settings.epochs, **device_settings(), precision=lightning_precision(run.precision),
             callbacks=[checkpoint, latest, EarlyStopping(monitored, mode="max", patience=settings.patience),
                        ResumeHint(run_dir), *progress],
-            logger=run.metrics_logger(), enable_model_summary=False,
+            logger=run.metrics_logger() or False, enable_model_summary=False,
             enable_progress_bar=show_bar, default_root_dir=run_dir,
             log_every_n_steps=min(10, len(train_loader)),
             num_sanity_val_steps=0, use_distributed_sampler=False,  # RankShare shards; validation is whole
