@@ -224,7 +224,9 @@ class CurveLog:
         held, self.held, self.written_at = self.held, [], time.monotonic()
         if not held:
             return
-        if type(self.logger).__name__ == "MLFlowLogger":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        if isinstance(self.logger, MLFlowLogger):
             self._write_mlflow(held)
             return
         for step, _, metrics in held:
