@@ -28,7 +28,7 @@ from .run_folder import check_run_folder, discard_failed_run_folder, link_metric
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import STRATEGIES, check_choice, check_range, check_task
 from .tasks import Task, make_task
-from .training import PRECISIONS
+from .training import PRECISIONS, check_logger
 
 log = logging.getLogger("headstart")
 
@@ -227,6 +227,7 @@ def fit(
     coverage: float | None = None,
     regression_loss: str | None = None,
     repair_tags: bool | None = None,
+    logger: str = "csv",
     **settings: Any,
 ) -> TrainedModel:
     """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
@@ -260,6 +261,8 @@ def fit(
     prediction), "tokens" (a tag per word, for named entities: CoNLL files or a table of `tokens` and `tags` lists;
     chosen by itself for CoNLL files; `repair_tags` starts an entity at an I- tag that continues none), or a Task
     object; None: classification unless the data call for another; the task's settings are recorded in the model.
+    `logger`: what the training curves in OUT/logs are written as: "csv" (the default), "tensorboard" (event files)
+    or "mlflow" (a run in OUT/logs/mlflow.db, or at MLFLOW_TRACKING_URI when set); it needs `out`.
     Returns the trained model (its `.metrics` hold the test results).
     """
     task = make_task(task or data_task(data) or "classification", label_separator=label_separator, target=target,
@@ -275,6 +278,9 @@ def fit(
     check_range("image_size", image_size, low=1, integer=True)
     check_range("max_length", max_length, low=1, integer=True)
     check_range("seed", seed, low=0, integer=True)
+    check_logger(logger)
+    if logger != "csv" and out is None:
+        raise SettingsError(f"--logger {logger} writes the training curves into the run folder: pass out=... (--out)")
     if plan.needs_run_dir and out is None:
         raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
     run_dir = Path(out).expanduser() if out is not None else None
@@ -307,10 +313,11 @@ def fit(
                   "task_settings": task.settings()}
         record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
-                      cache=backbone_cache(net, precision, cache))
+                      cache=backbone_cache(net, precision, cache), logger=logger)
     run.timings["load"] = time.perf_counter() - started
     t = time.perf_counter()
-    classifier, training = plan.train(run)
+    with run.closing_logger():
+        classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
     calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)

@@ -91,6 +91,10 @@ def _file_safe(backbone: str) -> str:
     return backbone.replace(":", "_").replace("/", "_")
 
 
+LOGGER_HELP = ("Where the training curves go: csv (RUN/logs/version_N/metrics.csv), tensorboard (event files in "
+               "RUN/logs) or mlflow (RUN/logs/mlflow.db, or MLFLOW_TRACKING_URI when set); see docs/strategies.md.")
+
+
 @app.command()
 @friendly
 def fit(
@@ -157,6 +161,7 @@ def fit(
                                                      "conformal on the validation split; default 0.9)."),
     regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
                                                           "wild targets)."),
+    logger: str = typer.Option("csv", help=LOGGER_HELP),
     processes: int = typer.Option(1, help="Run as N processes on this machine: torchrun --standalone "
                                           "--nproc-per-node N with the same options (see Scaling out)."),
     repair_tags: bool = typer.Option(False, "--repair-tags", help="tokens: start an entity at an I- tag that "
@@ -186,7 +191,7 @@ def fit(
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
                       calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
                       coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
-                      **settings)
+                      logger=logger, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
@@ -396,6 +401,7 @@ def pretrain(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue (or extend, with a larger budget) the run in OUT.run/."),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
+    logger: str = typer.Option("csv", help=LOGGER_HELP.replace("RUN/", "OUT.run/")),
 ) -> None:
     """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes."""
     from .pretraining import pretrain as pretrain_backbone
@@ -404,7 +410,7 @@ def pretrain(
                                max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                image_size=image_size, max_length=max_length, denoise=denoise, mask_ratio=mask_ratio,
                                temperature=temperature, whole_word=whole_word, text_column=text_column,
-                               precision=precision, seed=seed, resume=resume, strict=strict)
+                               precision=precision, seed=seed, resume=resume, strict=strict, logger=logger)
     p = result.pretraining
     out_console.print(f"{objective}: {p['steps']} steps ({p['samples_seen']:,} samples, stopped by {p['stopped_by']}) "
                       f"in {p['train_seconds']:.0f}s; loss {p['first_loss']:.4g} -> {p['final_loss']:.4g}")

@@ -151,7 +151,10 @@ def _learning_curves(model: TrainedModel, run: Path, scores_title: str = "accura
                 continue
             per_epoch = rows.groupby("epoch")[key].mean()  # step-level training losses averaged per epoch
             target = losses if "loss" in key else scores
-            target[f"finetune {key}"] = (list(per_epoch.index), list(per_epoch.values))
+            # Lightning's stage logs plain names; the hand-written loops name their stage as the manifest does
+            # (head_stage/val_loss), so a curve the manifest holds too is drawn once.
+            stage, _, name = key.rpartition("/")
+            target[f"{stage or 'finetune'} {name}"] = (list(per_epoch.index), list(per_epoch.values))
     parts = [figures.curves(s, "epoch", title) for s, title in ((losses, "losses"), (scores, scores_title))
              if s]
     return "".join(f'<div class="figure">{p}</div>' for p in parts) or '<p class="note">No training logs recorded.</p>'

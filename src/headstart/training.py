@@ -1,11 +1,15 @@
 """Settings shared by the Lightning training loops (finetune's and lora's stage 2, and pretraining), without
-importing Lightning until a Trainer is configured: precision, checkpoints to resume from, and under torchrun
-Lightning's DDP with each rank's share of every global batch (`device_settings`, `rank_loader`)."""
+importing Lightning until a Trainer is configured: precision, checkpoints to resume from, under torchrun
+Lightning's DDP with each rank's share of every global batch (`device_settings`, `rank_loader`), and the logger
+the training curves go to (`make_logger`: CSV, TensorBoard or MLflow, also used by the hand-written loops)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +18,17 @@ from torch import nn
 
 from . import distributed
 from ._util import default_device, precision_dtype
-from .errors import ArtifactError
+from .errors import ArtifactError, HeadstartError, SettingsError
 from .weights import is_pickle_refusal
 
 log = logging.getLogger("headstart")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LOGGERS = ("csv", "tensorboard", "mlflow")
+# The modules each logger needs beyond Lightning (any one of them), and the pip package that brings the first.
+LOGGER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
+LOGS = "logs"  # RUN/logs: CSV files and TensorBoard events in version_N folders, MLflow's database
+MLFLOW_EXPERIMENT = "headstart"  # unless MLFLOW_EXPERIMENT_NAME names another
 
 
 def lightning_precision(precision: str) -> str:
@@ -122,3 +131,111 @@ def restarted_with_checkpoint(last: Path) -> bool:
     if found:
         log.info("torchrun restarted the run: continuing from %s", last)
     return found
+
+
+def check_logger(logger: str) -> None:
+    """Refuse an unknown logger, or one whose package is missing, in one line that says what to install: before
+    any work, not when the first curve is written."""
+    if logger not in LOGGERS:
+        raise SettingsError(f"logger (--logger) must be one of {', '.join(LOGGERS)}, got {logger!r}")
+    modules = LOGGER_MODULES.get(logger, ())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    if modules:
+        raise HeadstartError(f"--logger {logger} needs the {modules[0]} package: pip install {modules[0]} (or pip "
+                             "install 'headstart[loggers]'), or use --logger csv")
+
+
+def mlflow_tracking_uri(run_dir: Path) -> str:
+    """Where MLflow records: MLFLOW_TRACKING_URI when the user sets it (a server, a database), else a SQLite
+    database in RUN/logs, so that nothing leaves the machine unasked. (Not MLflow's file store: MLflow 3 refuses
+    it unless MLFLOW_ALLOW_FILE_STORE is set.)"""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / LOGS / 'mlflow.db').resolve()}"
+
+
+def make_logger(logger: str, run_dir: Path) -> Any | None:
+    """The Lightning logger `logger` names, writing the curves of the run in `run_dir`: CSV files and TensorBoard
+    event files in RUN/logs/version_N, MLflow a run named after the folder (see `mlflow_tracking_uri`).
+
+    Under torchrun every rank makes a CSV or TensorBoard one, which writes from rank 0 only (Lightning's rule, that
+    `CurveLog` follows too); MLflow's opens its store as it is made, so there only rank 0 makes one and the other
+    ranks get None (a Trainer then takes `logger=False`)."""
+    check_logger(logger)
+    if logger == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(run_dir, name=LOGS)
+    if logger == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(run_dir, name=LOGS, default_hp_metric=False)
+    if not distributed.is_main():
+        return None  # the ranks would all create the database at once
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for noisy in ("alembic", "mlflow.store.db.utils"):  # the database's creation, table by table
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    local = not os.environ.get("MLFLOW_TRACKING_URI")
+    if local:
+        (run_dir / LOGS).mkdir(parents=True, exist_ok=True)
+    # With the local database its artifacts stay in the run folder too (MLflow's default is ./mlruns).
+    artifacts = str((run_dir / LOGS / "mlartifacts").resolve()) if local else None
+    return MLFlowLogger(experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME") or MLFLOW_EXPERIMENT,
+                        run_name=run_dir.resolve().name, tracking_uri=mlflow_tracking_uri(run_dir),
+                        artifact_location=artifacts)
+
+
+class CurveLog:
+    """The curves of a hand-written loop (the probe's head, contrastive's pair stage) written through the run's
+    Lightning logger: `add` a step's metrics; they are written every few seconds and when the block ends, on rank
+    0 only, as Lightning writes; without a logger (a run without a folder) nothing is kept.
+
+    Hand-written because Lightning's loggers write a step a call, and MLflow's call is a database transaction
+    (about 25 ms: 15 s for the 600 epochs a probe runs on a few dozen items); here MLflow gets one batch of all
+    the steps held (`_write_mlflow`), and the other loggers their steps one by one (cheap: buffered files)."""
+
+    MLFLOW_BATCH = 1000  # MLflow's limit on the metrics of one log_batch call
+
+    def __init__(self, logger: Any, every_s: float = 5.0):
+        self.logger = logger if distributed.is_main() else None
+        self.every_s = every_s
+        self.held: list[tuple[int, int, dict[str, float]]] = []  # (step, time in ms, metrics)
+        self.written_at = time.monotonic()
+
+    def __enter__(self) -> CurveLog:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.write()
+
+    def add(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.logger is None:
+            return
+        self.held.append((step, int(time.time() * 1000), {k: float(v) for k, v in metrics.items()}))
+        if time.monotonic() - self.written_at >= self.every_s:
+            self.write()
+
+    def write(self) -> None:
+        """Write the steps held so far."""
+        held, self.held, self.written_at = self.held, [], time.monotonic()
+        if not held:
+            return
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        if isinstance(self.logger, MLFlowLogger):
+            self._write_mlflow(held)
+            return
+        for step, _, metrics in held:
+            self.logger.log_metrics(metrics, step)
+
+    def _write_mlflow(self, held: list[tuple[int, int, dict[str, float]]]) -> None:
+        from mlflow.entities import Metric
+
+        metrics = [Metric(key=k, value=v, timestamp=ms, step=step) for step, ms, row in held for k, v in row.items()]
+        for start in range(0, len(metrics), self.MLFLOW_BATCH):
+            self.logger.experiment.log_batch(run_id=self.logger.run_id,
+                                             metrics=metrics[start:start + self.MLFLOW_BATCH])

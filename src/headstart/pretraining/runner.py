@@ -21,7 +21,7 @@ from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
 from ..embeddings import without_unreadable
 from ..errors import BackboneError, DataError, HeadstartError
 from ..modalities import ensure_same_modality, get_modality
-from ..training import PRECISIONS, restarted_with_checkpoint
+from ..training import PRECISIONS, check_logger, restarted_with_checkpoint
 from . import audio_contrastive, audio_masked, autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
 from .base import ObjectiveOptions, find_objective, objective_names, objectives_by_modality
 from .trainer import downsample_curve, plot_loss_curve, train
@@ -91,6 +91,7 @@ def pretrain(
     resume: bool = False,
     strict: bool = False,
     run_dir: str | Path | None = None,
+    logger: str = "csv",
 ) -> Pretrained:
     """Train `backbone` on unlabeled `data` with a self-supervised `objective`; save it to `out`.
 
@@ -99,12 +100,14 @@ def pretrain(
     weights, a timm weights file, or a folder from an earlier `pretrain`). Text: objective mlm on a Transformers
     encoder (e.g. 'minilm'), continuing from its pre-trained weights. Training stops at the first of `epochs`,
     `max_steps` and `max_minutes`; checkpoints go to `run_dir` (default OUT.run/) and `resume=True` continues
-    (or extends, with a larger budget) the run found there. Returns the folder and its manifest.
+    (or extends, with a larger budget) the run found there; the loss curve is logged there too, as `logger` says
+    (csv, tensorboard or mlflow). Returns the folder and its manifest.
     """
     if objective not in objective_names():
         raise HeadstartError(f"unknown objective '{objective}': use one of {', '.join(objective_names())}")
     if precision not in PRECISIONS:
         raise HeadstartError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    check_logger(logger)
     _check_positive(epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
                     image_size=image_size, max_length=max_length, temperature=temperature)
     if not 0 < mask_ratio < 1:
@@ -158,7 +161,8 @@ def pretrain(
              base_weights)
 
     result = train(obj, obj.dataset(unlabeled), run_dir, batch_size=batch, lr=lr or kind.default_lr, epochs=epochs,
-                   max_steps=max_steps, max_minutes=max_minutes, precision=precision, seed=seed, resume=resume)
+                   max_steps=max_steps, max_minutes=max_minutes, precision=precision, seed=seed, resume=resume,
+                   logger=logger)
     trained = obj.trained_backbone()
     trained.is_pretrained = True
     losses = result.pop("losses")

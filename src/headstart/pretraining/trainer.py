@@ -24,7 +24,7 @@ from .. import distributed
 from .._util import worker_count
 from ..modalities.base import epoch_seed
 from ..progress import lightning_progress, quiet_lightning
-from ..training import check_checkpoint, device_settings, lightning_precision, rank_loader
+from ..training import check_checkpoint, device_settings, lightning_precision, make_logger, rank_loader
 from .base import Objective
 
 log = logging.getLogger(__name__)
@@ -138,10 +138,11 @@ def make_loader(objective: Objective, dataset: torch.utils.data.Dataset, batch_s
 
 def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path, *, batch_size: int, lr: float,
           epochs: int, max_steps: int | None, max_minutes: float | None, precision: str, seed: int,
-          resume: bool, weight_decay: float = 0.05, checkpoint_minutes: float = 5.0) -> dict[str, Any]:
-    """Train in place; returns steps, epochs, time, the stop reason and the per-step losses."""
+          resume: bool, weight_decay: float = 0.05, checkpoint_minutes: float = 5.0, logger: str = "csv"
+          ) -> dict[str, Any]:
+    """Train in place, the curves written through `logger` (training.LOGGERS) under `run_dir`; returns steps,
+    epochs, time, the stop reason and the per-step losses."""
     from lightning.pytorch.callbacks import ModelCheckpoint, Timer
-    from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(seed, workers=True, verbose=False)
     torch.manual_seed(distributed.own_seed(seed))  # each rank its own masks and noise (rank 0: as one process)
@@ -167,7 +168,7 @@ def train(objective: Objective, dataset: torch.utils.data.Dataset, run_dir: Path
         trainer = L.Trainer(
             max_epochs=epochs, max_steps=max_steps or -1, **device_settings(),
             precision=lightning_precision(precision), callbacks=[*callbacks, *progress],
-            logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False, enable_progress_bar=show_bar,
+            logger=make_logger(logger, run_dir) or False, enable_model_summary=False, enable_progress_bar=show_bar,
             default_root_dir=run_dir, log_every_n_steps=max(1, min(50, len(loader))), num_sanity_val_steps=0,
             limit_val_batches=0, use_distributed_sampler=False,  # the loader takes this rank's part itself
         )

@@ -13,6 +13,8 @@ import difflib
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +28,7 @@ from ..embeddings import embed_dataset, without_unreadable
 from ..errors import DataError, SettingsError
 from ..heads import Classifier
 from ..tasks import Task
+from ..training import make_logger
 
 
 def option(name: str) -> str:
@@ -60,7 +63,8 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class TrainingRun:
-    """What a strategy trains on and with: the backbone, the train/val splits, and where to write."""
+    """What a strategy trains on and with: the backbone, the train/val splits, and where to write (the run folder,
+    and `logger`: what its training curves are written as, one of training.LOGGERS)."""
 
     backbone: Backbone
     train: Dataset
@@ -74,6 +78,31 @@ class TrainingRun:
     cache: EmbeddingCache | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     val_embeddings: np.ndarray | None = None  # the frozen backbone's, kept by embed_splits for calibration
+    logger: str = "csv"
+    _metrics_logger: Any = dataclasses.field(default=None, init=False, repr=False)
+
+    def metrics_logger(self) -> Any:
+        """The Lightning logger that every stage of this run writes its curves to (one per run, made on first use,
+        so that a strategy that logs nothing leaves no trace); None without a run folder, and on the ranks that do
+        not log where the logger must not be made there (training.make_logger)."""
+        if self.run_dir is None:
+            return None
+        if self._metrics_logger is None:
+            self._metrics_logger = make_logger(self.logger, self.run_dir)
+        return self._metrics_logger
+
+    @contextmanager
+    def closing_logger(self) -> Iterator[None]:
+        """Around training: the logger, if one was made, is finalized with the outcome (MLflow marks the run
+        finished or failed; CSV and TensorBoard flush their files). A Lightning Trainer has finalized it already
+        when it was its logger; finalizing again only repeats that."""
+        status = "failed"
+        try:
+            yield
+            status = "success"
+        finally:
+            if self._metrics_logger is not None:
+                self._metrics_logger.finalize(status)
 
     def embed_splits(self, cached: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of train and val, unreadable items dropped from both splits. `cached`: look them up in (and

@@ -53,6 +53,7 @@ from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
 from ..progress import progress_bar
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
+from ..training import CurveLog
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
 from .finetune import same_head_on_every_rank
 
@@ -94,7 +95,7 @@ class Contrastive(Strategy):
         started = time.perf_counter()
         pairs = sentence_pairs(run.train.labels, self.iterations, np.random.default_rng(run.seed))
         record: dict[str, Any] = {"pair_stage": tune_on_pairs(run.backbone, list(run.train.items), pairs, self,
-                                                              run.precision, run.seed)}
+                                                              run.precision, run.seed, run.metrics_logger())}
         run.timings["pair_stage"] = time.perf_counter() - started
         train_x, val_x = run.embed_splits(cached=False)  # the cache holds the untuned encoder's embeddings
         weights, record["class_weight"] = class_weights(run.train.labels, len(run.classes), self.class_weight)
@@ -180,8 +181,9 @@ def _pair_step(model: nn.Module, backbone: TextBackbone, texts: list[str], batch
 
 
 def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, settings: Contrastive,
-                  precision: str, seed: int) -> dict[str, Any]:
-    """Fine-tune the whole encoder in place on sentence pairs; returns the loss per step (for the manifest).
+                  precision: str, seed: int, logger: Any = None) -> dict[str, Any]:
+    """Fine-tune the whole encoder in place on sentence pairs; returns the loss per step (for the manifest), which
+    goes to `logger` too (a Lightning logger, rank 0's: pair_stage/loss at each step).
 
     Under torchrun `settings.batch_size` is per process: each epoch's order is cut into global batches of
     batch_size x processes pairs, each rank takes its contiguous part of every one (`distributed.global_batches`,
@@ -204,13 +206,14 @@ def tune_on_pairs(backbone: TextBackbone, texts: list[str], pairs: np.ndarray, s
     # One bar over the whole job, on rank 0.
     bar = progress_bar("tuning on pairs", len(pairs) * settings.epochs, unit="pairs") if distributed.is_main() \
         else nullcontext(lambda n: None)
-    with bar as advance:
+    with bar as advance, CurveLog(logger) as curves:
         for epoch in range(settings.epochs):
             order = np.random.default_rng(seed + epoch).permutation(len(pairs)) if epoch else np.arange(len(pairs))
             for start, stop in global_batches:
                 batch = pairs[distributed.shard(order[start:stop])]
                 losses.append(_pair_step(model, backbone, texts, batch, stop - start, optimizer, scheduler, autocast,
                                          device))
+                curves.add({"epoch": epoch, "pair_stage/loss": losses[-1]}, step=len(losses) - 1)
                 advance(stop - start)
     del model  # the DDP wrapper (its gradient hooks) is not needed past training
     backbone.cpu().eval()

@@ -5,7 +5,8 @@ the last one.
 Under torchrun (several processes) it trains with Lightning's DDP on the process group headstart.distributed has
 joined: gradients are all-reduced, each rank takes its own part of every global batch of the epoch's seeded order
 (`RankShare`), `--batch-size` is per process (the global batch is batch_size x processes), every rank validates on
-the whole validation split, and only rank 0 writes checkpoints and logs."""
+the whole validation split, and only rank 0 writes checkpoints and logs (through the run's logger: CSV by
+default, TensorBoard or MLflow with --logger)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,6 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     weighted by `class_weight` per class, None: unweighted); returns a summary (best epoch, validation accuracy,
     checkpoint)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     L.seed_everything(run.seed, workers=True, verbose=False)
     backbone, run_dir = classifier.backbone, run.run_dir
@@ -181,7 +181,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
             max_epochs=settings.epochs, **device_settings(), precision=lightning_precision(run.precision),
             callbacks=[checkpoint, latest, EarlyStopping(monitored, mode="max", patience=settings.patience),
                        ResumeHint(run_dir), *progress],
-            logger=CSVLogger(run_dir, name="logs"), enable_model_summary=False,
+            logger=run.metrics_logger() or False, enable_model_summary=False,
             enable_progress_bar=show_bar, default_root_dir=run_dir,
             log_every_n_steps=min(10, len(train_loader)),
             num_sanity_val_steps=0, use_distributed_sampler=False,  # RankShare shards; validation is whole

@@ -1,5 +1,6 @@
 """`probe`: frozen backbone (BatchNorm statistics too), embeddings computed once (and cached), a head trained on
-them with AdamW and early stopping on validation loss; the loss weights classes by `class_weight` (class_weights.py)."""
+them with AdamW and early stopping on validation loss; the loss weights classes by `class_weight` (class_weights.py).
+Each epoch's training and validation loss and validation score go to the run's logger (head_stage/...)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..data.dataset import Dataset
 from ..errors import HeadstartError
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
+from ..training import CurveLog
 from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
 
 MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
@@ -57,15 +59,17 @@ class Probe(Strategy):
                                  "features: use --strategy finetune to train it from scratch")
         train_x, val_x = run.embed_splits()
         weights, weighting = run.task.training_weights(run.train.labels, run.classes, self.class_weight)
-        head, record = train_head(train_x, run.train, val_x, run.val, self, run.seed, weights)
+        head, record = train_head(train_x, run.train, val_x, run.val, self, run.seed, weights,
+                                  logger=run.metrics_logger())
         return Classifier(run.backbone, head), {"class_weight": weighting, "head_stage": record}
 
 
 def train_head(train_x: np.ndarray, train: Dataset, val_x: np.ndarray, val: Dataset, settings: Probe, seed: int = 0,
-               class_weight: torch.Tensor | None = None) -> tuple[ClassificationHead, dict]:
+               class_weight: torch.Tensor | None = None, logger: Any = None) -> tuple[ClassificationHead, dict]:
     """Fit a head for the data's task on embeddings of `train`; returns the head at its best validation loss and
     the training history. `class_weight`: per-class loss weights (None: unweighted), in the training loss and the
-    validation loss alike.
+    validation loss alike. `logger`: a Lightning logger that each epoch's losses and score are logged to (step =
+    epoch), under the manifest's name for this stage, head_stage/.
 
     A plain loop rather than Lightning: on cached embeddings an epoch takes milliseconds, and a trainer's
     per-step overhead would dominate.
@@ -83,25 +87,31 @@ def train_head(train_x: np.ndarray, train: Dataset, val_x: np.ndarray, val: Data
     steps_per_epoch = math.ceil(len(x) / settings.batch_size)
     epochs = max(settings.epochs, math.ceil(MIN_HEAD_STEPS / steps_per_epoch))
     patience = max(settings.patience, math.ceil(MIN_HEAD_STEPS / 6 / steps_per_epoch))
-    for epoch in range(epochs):
-        head.train()
-        for idx in torch.randperm(len(x), generator=generator).split(settings.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            head.loss(head(x[idx]), y[idx], class_weight, settings.label_smoothing).backward()
-            optimizer.step()
-        head.eval()
-        with torch.no_grad():
-            logits = head(vx)
-            # Weighted as the training loss is: early stopping then keeps the head that is best at the objective
-            # being trained (with balanced weights, loss per class averaged over classes), not at the plain loss
-            # that the majority classes dominate.
-            val_loss = head.loss(logits, vy, class_weight).item()
-            val_score = task.validation_score(logits.double().numpy(), val.labels, head.params)
-        history.append({"epoch": epoch, "val_loss": val_loss, task.val_metric: val_score})
-        if val_loss < best_loss - 1e-4:
-            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
-        elif epoch - best_epoch >= patience:
-            break
+    with CurveLog(logger) as curves:
+        for epoch in range(epochs):
+            head.train()
+            train_loss = 0.0
+            for idx in torch.randperm(len(x), generator=generator).split(settings.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                loss = head.loss(head(x[idx]), y[idx], class_weight, settings.label_smoothing)
+                loss.backward()
+                optimizer.step()
+                train_loss += loss.item() * len(idx) / len(x)  # the epoch's mean over items
+            head.eval()
+            with torch.no_grad():
+                logits = head(vx)
+                # Weighted as the training loss is: early stopping then keeps the head that is best at the objective
+                # being trained (with balanced weights, loss per class averaged over classes), not at the plain loss
+                # that the majority classes dominate.
+                val_loss = head.loss(logits, vy, class_weight).item()
+                val_score = task.validation_score(logits.double().numpy(), val.labels, head.params)
+            history.append({"epoch": epoch, "val_loss": val_loss, task.val_metric: val_score})
+            curves.add({"epoch": epoch, "head_stage/train_loss": train_loss, "head_stage/val_loss": val_loss,
+                        f"head_stage/{task.val_metric}": val_score}, step=epoch)
+            if val_loss < best_loss - 1e-4:
+                best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
+            elif epoch - best_epoch >= patience:
+                break
     if best_state is None:
         raise HeadstartError("the head's validation loss is not a finite number (NaN or infinite embeddings: is the "
                              "backbone's training diverged?): check the backbone, or lower --lr")
