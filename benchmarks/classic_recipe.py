@@ -26,15 +26,16 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, shared, table, write_results
+import _common
+from _common import add_smoke_option, shared, smoke_images, start_smoke, table, write_results
 
 
-def build_split(per_class: int) -> Path:
+def build_split(per_class: int, source: Path | None = None) -> Path:
     """OUT/cifar10-<n>/{train,test}/<class>/ as symlinks: headstart honours explicit train/test folders."""
-    source = shared("images/cifar10/train")
-    root = OUT / f"cifar10-{per_class}"
+    source = source or shared("images/cifar10/train")
+    root = _common.OUT / f"cifar10-{per_class}"
     for cls in sorted(p.name for p in source.iterdir()):
-        files = sorted((source / cls).glob("*.jpg"))
+        files = sorted(p for p in (source / cls).iterdir() if p.suffix in (".jpg", ".png"))
         for split, chunk in (("train", files[:per_class]), ("test", files[per_class:2 * per_class])):
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def classic(root: Path, epochs: int) -> dict:
 
 def headstart_probe(root: Path, cache_dir: Path) -> dict:
     """The product as a user runs it: the `headstart fit` command, in a fresh process with an empty cache."""
-    out = OUT / "classic-headstart-run"
+    out = _common.OUT / "classic-headstart-run"
     env = {**os.environ, "HEADSTART_CACHE": str(cache_dir), "HEADSTART_PROGRESS": "0"}
     cmd = [str(Path(sys.executable).with_name("headstart")), "fit", str(root), "--backbone", "efficientnet_lite0",
            "--strategy", "probe", "--head", "mlp", "--out", str(out)]
@@ -107,9 +108,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--classic-from", type=Path, default=None,
                         help="reuse the classic row (and its --epochs) of an earlier run's JSON; rerun headstart only")
+    add_smoke_option(parser)
     args = parser.parse_args()
-    root = build_split(args.per_class)
-    cache_dir = OUT / "classic-cache"
+    source = None
+    if args.smoke:  # 3 generated colour classes, 4 train and 4 test images each, one epoch of the classic recipe
+        source = smoke_images(start_smoke() / "images", per_class=8)
+        args.per_class, args.epochs, args.classic_from = 4, 1, None
+    root = build_split(args.per_class, source)
+    cache_dir = _common.OUT / "classic-cache"
     shutil.rmtree(cache_dir, ignore_errors=True)
     rows = [headstart_probe(root, cache_dir)]
     if args.classic_from:

@@ -10,8 +10,7 @@ grow is one reference, one label, one digest and one embedding row (128 floats) 
     python benchmarks/shards_memory.py                  # 20,000 and 200,000 items
     python benchmarks/shards_memory.py --sizes 20000 50000
     python benchmarks/shards_memory.py --sizes 2000 4000  # a short check that it runs (minutes, not seconds)
-
-No --smoke: two fits of thousands of images, each in a fresh process, take minutes on a loaded 2-core machine.
+    python benchmarks/shards_memory.py --smoke            # 40 items: the script's path, in seconds
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import table, write_results
+from _common import add_smoke_option, start_smoke, table, write_results
 
 PER_SHARD = 10_000
 IMAGE_SIDE = 16
@@ -102,8 +101,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000], help="items per data set")
     parser.add_argument("--workdir", type=Path, default=None, help="where the shards go (default: a temp folder)")
+    add_smoke_option(parser)
     args = parser.parse_args()
     sizes = args.sizes
+    if args.smoke:
+        args.workdir, sizes = start_smoke(), [40]  # one fresh fit: its cost is the process start, not the items
     root = Path(tempfile.mkdtemp(prefix="headstart-shards-", dir=args.workdir))
     weights = random_smallcnn(root / "smallcnn.safetensors")
     rows = []

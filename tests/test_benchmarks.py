@@ -110,16 +110,13 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
 SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_quality", "auto_strategy", "calibration",
-         "contrastive_classes", "distill_text", "embedding_throughput", "explain_faithfulness", "extraction_processes",
-         "few_shot_text", "finetune_speed", "imbalance", "label_efficiency", "lora_vs_finetune", "onnx_speed",
-         "precision_auto", "probe_scaling", "profile_extraction", "selection", "serve_load", "serve_soak",
-         "startup_latency", "tasks_accuracy", "tokens_accuracy"]
+         "classic_recipe", "contrastive_classes", "distill_text", "embedding_throughput", "explain_faithfulness",
+         "extraction_processes", "few_shot_text", "finetune_speed", "imbalance", "label_efficiency",
+         "lora_vs_finetune", "onnx_speed", "precision_auto", "probe_scaling", "profile_extraction", "selection",
+         "serve_load", "serve_soak", "shards_memory", "startup_latency", "tasks_accuracy", "tokens_accuracy"]
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",
-    "classic_recipe": "a torchvision training recipe on CIFAR-10 itself, not headstart's code paths",
-    "shards_memory": "two fits of thousands of images in fresh processes: minutes on a loaded 2-core machine "
-                     "(`--sizes 2000 4000` is its short run)",
     "two_nodes": "makes network namespaces, which needs root: tests/test_two_nodes.py runs it small (or skips why)",
 }
 
