@@ -13,8 +13,9 @@ import headstart
 from headstart.data import data_task, load_data
 from headstart.errors import DataError, SettingsError
 from headstart.runtime.entities import WordScores, entities, find_words, tag_chunks
+from headstart.runtime.token_windows import encode_windows, window_overlap
 from headstart.tasks import make_task
-from headstart.tasks.tokens import IGNORE, encode_windows, window_labels, window_overlap
+from headstart.tasks.tokens import IGNORE, window_labels
 
 from .conftest import make_tiny_bert
 
@@ -117,7 +118,7 @@ def test_conll_data_refuse_an_item_level_task_and_a_frozen_strategy(tmp_path):
 # -- alignment -------------------------------------------------------------------------------------------------------
 def test_a_word_split_in_sub_words_is_labeled_on_its_first_piece_only(tokenizer):
     words = ["Zoë", "unbelievablyxyz", "visited", "@someone"]
-    (window,) = encode_windows(tokenizer, [words], max_length=32)
+    (window,) = encode_windows(tokenizer.backend_tokenizer, [words], max_length=32)
     pieces = tokenizer.convert_ids_to_tokens(window.inputs["input_ids"])
     assert pieces.count("[CLS]") == 1 and len(pieces) > len(words) + 2  # "unbelievablyxyz" is several pieces
     labels = window_labels([window], np.array([[1, 2, 0, 3]]), len(pieces))[0].tolist()
@@ -127,7 +128,7 @@ def test_a_word_split_in_sub_words_is_labeled_on_its_first_piece_only(tokenizer)
 
 def test_a_sentence_longer_than_the_window_is_split_with_overlap_and_each_word_owned_once(tokenizer):
     words = [f"word{i}" if i % 3 else "unbelievablyxyz" for i in range(40)]
-    windows = encode_windows(tokenizer, [["short", "one"], words], max_length=16)
+    windows = encode_windows(tokenizer.backend_tokenizer, [["short", "one"], words], max_length=16)
     long = [w for w in windows if w.sentence == 1]
     assert len(long) > 3 and all(len(w.inputs["input_ids"]) <= 16 for w in windows)
     owned = sorted(word for w in long for _, word in w.owned)
