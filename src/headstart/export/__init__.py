@@ -160,10 +160,12 @@ def _int8(model: TrainedModel, fp32: Path, int8: Path, splits, force: bool, max_
     int8_acc = parity.graph_headline(model, int8, inputs)
     drop = round(100 * (fp32_acc - int8_acc), 2)
     record |= {"test_items": len(inputs.labels), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
+               "metric": model.task.headline[0],
                "drop_points": drop, "max_drop_points": max_drop, "forced": False,
                "size_fp32_mb": round(fp32.stat().st_size / 1e6, 2), "size_int8_mb": round(int8.stat().st_size / 1e6, 2)}
     if drop > max_drop:
-        message = (f"int8 loses {drop:.1f} points of accuracy on {len(inputs.labels)} test items ({fp32_acc:.2%} -> "
+        metric = "accuracy" if model.task.headline[0] == "accuracy" else f"{model.task.headline[0]} (the headline)"
+        message = (f"int8 loses {drop:.1f} points of {metric} on {len(inputs.labels)} test items ({fp32_acc:.2%} -> "
                    f"{int8_acc:.2%}; the limit is {max_drop:g})")
         if not force:
             raise HeadstartError(message + ": no int8 graph was written; keep the fp32 graph, or add --force to "
