@@ -101,10 +101,12 @@ def _warn_if_few_test_items(quant: dict[str, Any]) -> None:
 def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
     reference = parity.torch_probabilities(model, inputs)
     allowed = parity.MAX_ABS_DIFF * model.task.score_scale(model.task_params)  # scores in the targets' units
-    result = {"items": len(reference), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
+    result = {"items": len(inputs.labels), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
               "reference_precision": parity.REFERENCE_PRECISION,
               **parity.compare(model, reference, parity.graph_probabilities(graph, inputs.feeds)),
               "max_abs_diff_allowed": allowed}
+    if model.task.per_token:  # the rows compared: every real sub-word of the sentences' windows
+        result["sub_words"] = len(reference)
     if not (result["max_abs_diff"] <= allowed and result["top1_agreement"] == 1.0):
         raise HeadstartError(
             f"the exported graph does not predict what the model does on {result['items']} {source} items: max "
