@@ -113,7 +113,7 @@ SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_quality", "auto_st
          "classic_recipe", "contrastive_classes", "distill_text", "embedding_throughput", "explain_faithfulness",
          "extraction_processes", "few_shot_text", "finetune_speed", "imbalance", "label_efficiency",
          "lora_vs_finetune", "onnx_speed", "precision_auto", "probe_scaling", "profile_extraction", "selection",
-         "serve_load", "serve_soak", "shards_memory", "startup_latency", "tasks_accuracy", "tokens_accuracy"]
+         "serve_load", "serve_soak", "shards_memory", "startup_latency", "tasks_accuracy", "tokens_accuracy", "tokens_speed"]
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",

@@ -13,8 +13,9 @@ import headstart
 from headstart.data import data_task, load_data
 from headstart.errors import DataError, SettingsError
 from headstart.runtime.entities import WordScores, entities, find_words, tag_chunks
+from headstart.runtime.token_windows import encode_windows, window_overlap
 from headstart.tasks import make_task
-from headstart.tasks.tokens import IGNORE, encode_windows, window_labels, window_overlap
+from headstart.tasks.tokens import IGNORE, window_labels
 
 from .conftest import make_tiny_bert
 
@@ -117,7 +118,7 @@ def test_conll_data_refuse_an_item_level_task_and_a_frozen_strategy(tmp_path):
 # -- alignment -------------------------------------------------------------------------------------------------------
 def test_a_word_split_in_sub_words_is_labeled_on_its_first_piece_only(tokenizer):
     words = ["Zoë", "unbelievablyxyz", "visited", "@someone"]
-    (window,) = encode_windows(tokenizer, [words], max_length=32)
+    (window,) = encode_windows(tokenizer.backend_tokenizer, [words], max_length=32)
     pieces = tokenizer.convert_ids_to_tokens(window.inputs["input_ids"])
     assert pieces.count("[CLS]") == 1 and len(pieces) > len(words) + 2  # "unbelievablyxyz" is several pieces
     labels = window_labels([window], np.array([[1, 2, 0, 3]]), len(pieces))[0].tolist()
@@ -127,7 +128,7 @@ def test_a_word_split_in_sub_words_is_labeled_on_its_first_piece_only(tokenizer)
 
 def test_a_sentence_longer_than_the_window_is_split_with_overlap_and_each_word_owned_once(tokenizer):
     words = [f"word{i}" if i % 3 else "unbelievablyxyz" for i in range(40)]
-    windows = encode_windows(tokenizer, [["short", "one"], words], max_length=16)
+    windows = encode_windows(tokenizer.backend_tokenizer, [["short", "one"], words], max_length=16)
     long = [w for w in windows if w.sentence == 1]
     assert len(long) > 3 and all(len(w.inputs["input_ids"]) <= 16 for w in windows)
     owned = sorted(word for w in long for _, word in w.owned)
@@ -257,9 +258,86 @@ def test_lora_trains_adapters_for_tokens_and_reloads_them(token_run, tmp_path):
     assert headstart.load(tmp_path / "run").predict(texts) == model.predict(texts)
 
 
-def test_export_of_a_token_model_is_a_one_line_error(token_run):
-    from headstart.errors import HeadstartError
+# -- export ----------------------------------------------------------------------------------------------------------
+LONG = ("Yesterday I met Zoë and Jürgen in São Paulo , then Mary in Zürich , Bob in London and Alice in Paris , "
+        "all of them today .")  # far more sub-words than the tiny fit's window of 12
+
+
+@pytest.fixture(scope="module")
+def token_graphs(token_run):
+    """The tiny tagger exported once in fp32 and once in int8 (forced: a tiny model's F1 moves by whole points)."""
     from headstart.export import export_onnx
 
-    with pytest.raises(HeadstartError, match="cannot be exported to ONNX yet"):
-        export_onnx(token_run / "model")
+    return export_onnx(token_run / "model"), export_onnx(token_run / "model", quantize="int8", force=True)
+
+
+def test_export_parity_of_a_token_model_on_every_window_of_a_long_sentence(token_run, token_graphs):
+    import onnxruntime as ort
+    import torch
+
+    from headstart.runtime.token_windows import pad_windows
+    from headstart.tasks.tokens import backbone_windows
+
+    fp32, _ = token_graphs
+    assert fp32.parity["max_abs_diff"] <= 1e-4 and fp32.parity["top1_agreement"] == 1.0
+    assert fp32.parity["sub_words"] > fp32.parity["items"] > 2
+    assert json.loads(fp32.sidecar.read_text())["task"] == "tokens"
+    model = headstart.load(token_run)
+    windows = backbone_windows(model.backbone, [LONG.split(" ")])
+    assert len(windows) > 3
+    feeds = pad_windows(windows, int(model.backbone.tokenizer.pad_token_id or 0))
+    feeds = {k: feeds[k] for k in ("input_ids", "attention_mask")}
+    graph = ort.InferenceSession(str(fp32.graph), providers=["CPUExecutionProvider"]).run(["probabilities"], feeds)[0]
+    with torch.inference_mode():
+        reference = model.classifier.eval().scores({k: torch.from_numpy(v) for k, v in feeds.items()}).numpy()
+    real = feeds["attention_mask"].astype(bool)  # the tag logits of every real sub-word, windows of several lengths
+    assert graph.shape == reference.shape and np.abs(graph - reference)[real].max() <= 1e-4
+
+
+TEXTS = [LONG, "Yesterday I met Zoë in São Paulo, then Jürgen in Zürich!", "", "met Mary in London today ."]
+
+
+def _spans(found: list[list[dict]]) -> list[list[tuple]]:
+    return [[(e["type"], e["start"], e["end"], e["text"]) for e in entities_] for entities_ in found]
+
+
+def test_onnx_predicts_the_entities_pytorch_does_with_exact_offsets(token_run, token_graphs):
+    from headstart.runtime import load as load_graph
+
+    pytorch, onnx = headstart.load(token_run, precision="fp32").predict(TEXTS), load_graph(token_run / "model")
+    got = onnx.predict(TEXTS)
+    assert _spans(got) == _spans(pytorch) and any(pytorch)
+    assert all(a["score"] == pytest.approx(b["score"], abs=1e-4) for x, y in zip(got, pytorch) for a, b in zip(x, y))
+    for text, found in zip(TEXTS, got):
+        assert all(text[e["start"]:e["end"]] == e["text"] for e in found)  # non-ASCII offsets in code points
+    int8 = load_graph(token_run / "model", int8=True)
+    fp32_tags = [t for s in onnx.scores(TEXTS)[0] for t in s.tags(onnx.classes)]
+    int8_tags = [t for s in int8.scores(TEXTS)[0] for t in s.tags(int8.classes)]
+    assert len(int8_tags) == len(fp32_tags) > 40 and np.mean(np.array(int8_tags) == np.array(fp32_tags)) >= 0.8
+    assert int8.manifest.precision == "int8" and "drop_points" in int8.manifest.quantization
+
+
+def test_the_onnx_path_of_a_token_model_imports_no_training_stack(token_run, token_graphs):
+    import subprocess
+    import sys
+
+    code = ("import sys, json\nfrom headstart.runtime import load\n"
+            f"print(json.dumps(load({str(token_run / 'model')!r}).predict([{TEXTS[1]!r}])[0]))\n"
+            "print(json.dumps([k for k in ('torch', 'transformers', 'lightning', 'timm') if k in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    found, heavy = out.stdout.strip().splitlines()
+    assert isinstance(json.loads(found), list) and json.loads(heavy) == []
+
+
+def test_serve_with_the_onnx_runtime_answers_the_json_pytorch_serving_does(token_run, token_graphs):
+    from fastapi.testclient import TestClient
+
+    from headstart.serving import build_app
+
+    answers = {}
+    for runtime in ("torch", "onnx"):
+        with TestClient(build_app(token_run / "model", runtime=runtime)) as client:
+            response = client.post("/predict", json={"inputs": TEXTS})
+        assert response.status_code == 200, response.text
+        answers[runtime] = [p["entities"] for p in response.json()["predictions"]]
+    assert _spans(answers["onnx"]) == _spans(answers["torch"]) and any(answers["onnx"])

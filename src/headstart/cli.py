@@ -622,7 +622,8 @@ def export(
                       f"top-1 agreement {p['top1_agreement']:.2%}")
     q = report.quantization
     if q:
-        out_console.print(f"int8 ({q['method']}): test accuracy {q['accuracy_fp32']:.2%} -> {q['accuracy_int8']:.2%} "
+        metric = q.get("metric", "accuracy")
+        out_console.print(f"int8 ({q['method']}): test {metric} {q['accuracy_fp32']:.2%} -> {q['accuracy_int8']:.2%} "
                           f"({-q['drop_points']:+.2f} points on {q['test_items']} items); {q['size_fp32_mb']:.1f} MB "
                           f"-> {q['size_int8_mb']:.1f} MB")
     out_console.print(f"description: {report.sidecar}")

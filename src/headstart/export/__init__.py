@@ -8,6 +8,8 @@ checked again, not exported again) is quantized the backbone family's way and it
 test split is compared with the fp32 graph's; a drop above `max_drop` points is refused unless `force`.
 The graph's sidecar JSON (`model.onnx.json`) records classes, preprocessing, parity and the int8 change; files
 the preprocessing needs (a tokenizer) are written beside it. Load it with `headstart.runtime.load`.
+A token tagger's graph gives tag probabilities per sub-word; it is checked on the task's windows of validation
+sentences, and its int8 change is the change of entity F1 (the headline metric) on the test sentences.
 """
 
 from __future__ import annotations
@@ -99,10 +101,12 @@ def _warn_if_few_test_items(quant: dict[str, Any]) -> None:
 def _check_parity(model: TrainedModel, graph: Path, inputs: parity.Inputs, source: str) -> dict[str, Any]:
     reference = parity.torch_probabilities(model, inputs)
     allowed = parity.MAX_ABS_DIFF * model.task.score_scale(model.task_params)  # scores in the targets' units
-    result = {"items": len(reference), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
+    result = {"items": len(inputs.labels), "source": source, "skipped": inputs.skipped, "reference": "pytorch fp32 eager",
               "reference_precision": parity.REFERENCE_PRECISION,
               **parity.compare(model, reference, parity.graph_probabilities(graph, inputs.feeds)),
               "max_abs_diff_allowed": allowed}
+    if model.task.per_token:  # the rows compared: every real sub-word of the sentences' windows
+        result["sub_words"] = len(reference)
     if not (result["max_abs_diff"] <= allowed and result["top1_agreement"] == 1.0):
         raise HeadstartError(
             f"the exported graph does not predict what the model does on {result['items']} {source} items: max "
@@ -154,15 +158,16 @@ def _int8(model: TrainedModel, fp32: Path, int8: Path, splits, force: bool, max_
     record = quantize_graph(fp32, int8, model.backbone.int8_method, calibration)
     test = sample(splits.test or splits.val, ACCURACY_ITEMS, seed=1)
     inputs = parity.prepare(model, test)
-    fp32_acc = parity.headline(model, parity.graph_probabilities(fp32, inputs.feeds), inputs.labels)
-    int8_probs = parity.graph_probabilities(int8, inputs.feeds)
-    int8_acc = parity.headline(model, int8_probs, inputs.labels)
+    fp32_acc = parity.graph_headline(model, fp32, inputs)
+    int8_acc = parity.graph_headline(model, int8, inputs)
     drop = round(100 * (fp32_acc - int8_acc), 2)
     record |= {"test_items": len(inputs.labels), "accuracy_fp32": round(fp32_acc, 4), "accuracy_int8": round(int8_acc, 4),
+               "metric": model.task.headline[0],
                "drop_points": drop, "max_drop_points": max_drop, "forced": False,
                "size_fp32_mb": round(fp32.stat().st_size / 1e6, 2), "size_int8_mb": round(int8.stat().st_size / 1e6, 2)}
     if drop > max_drop:
-        message = (f"int8 loses {drop:.1f} points of accuracy on {len(inputs.labels)} test items ({fp32_acc:.2%} -> "
+        metric = "accuracy" if model.task.headline[0] == "accuracy" else f"{model.task.headline[0]} (the headline)"
+        message = (f"int8 loses {drop:.1f} points of {metric} on {len(inputs.labels)} test items ({fp32_acc:.2%} -> "
                    f"{int8_acc:.2%}; the limit is {max_drop:g})")
         if not force:
             raise HeadstartError(message + ": no int8 graph was written; keep the fp32 graph, or add --force to "
@@ -184,9 +189,6 @@ def export_onnx(model_dir: str | Path, out: str | Path | None = None, quantize: 
     started = time.perf_counter()
     model_dir = Path(model_dir).expanduser()
     model = TrainedModel.load(model_dir)
-    if model.task.per_token:
-        raise HeadstartError(f"a --task {model.task_name} model cannot be exported to ONNX yet: the graph and the "
-                             "runtime score one row per item, not a tag per word; predict and serve it with PyTorch")
     target = _target(model_dir, out, quantize)
     if out is not None:
         _check_replaceable(target, model.backbone.onnx_files())

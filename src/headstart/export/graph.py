@@ -1,4 +1,5 @@
-"""The whole model as one ONNX graph: named inputs -> backbone -> head -> the task's scores (probabilities)."""
+"""The whole model as one ONNX graph: named inputs -> backbone -> head -> the task's scores (probabilities; for
+token tagging, per sub-word: batch x sequence x tags)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ class ProbabilityGraph(nn.Module):
         self.net = model.backbone.inference_copy(torch.device("cpu"), fold=True)
         self.head = model.classifier.head.eval()
         self._to_batch = model.backbone.onnx_batch  # a bound method, not a sub-module: no weights twice
+        self._features = model.task.features  # one embedding per item, or one state per sub-word (tokens)
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        return self.head.scores(self.net(self._to_batch(*tensors)).float())
+        return self.head.scores(self._features(self.net, self._to_batch(*tensors)).float())
 
 
 def _dynamic_shapes(dynamic_axes: dict[str, dict[int, str]], names: list[str]) -> tuple:
@@ -45,10 +47,11 @@ def _dynamic_shapes(dynamic_axes: dict[str, dict[int, str]], names: list[str]) -
 
 
 def _export(graph: ProbabilityGraph, example: dict[str, torch.Tensor], dynamic_axes: dict, file: Path,
-            dynamo: bool) -> None:
+            dynamo: bool, per_token: bool) -> None:
     names = list(example)
+    output_axes = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}  # tokens: a row per sub-word
     shapes = ({"dynamic_shapes": _dynamic_shapes(dynamic_axes, names)} if dynamo
-              else {"dynamic_axes": {**dynamic_axes, "probabilities": {0: "batch"}}})
+              else {"dynamic_axes": {**dynamic_axes, "probabilities": output_axes}})
     with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(graph, tuple(example.values()), str(file), input_names=names,
@@ -72,7 +75,7 @@ def export_graph(model: TrainedModel, example: dict[str, torch.Tensor], file: Pa
     try:
         for dynamo in (True, False):
             try:
-                _export(graph, example, model.backbone.onnx_dynamic_axes(), tmp, dynamo)
+                _export(graph, example, model.backbone.onnx_dynamic_axes(), tmp, dynamo, model.task.per_token)
                 os.replace(tmp, file)
                 return "dynamo" if dynamo else "torchscript"
             except Exception as e:  # try the other exporter; report both if neither works

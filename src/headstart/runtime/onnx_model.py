@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import ArtifactError, DataError, HeadstartError
 from .codecs import get_codec
 from .sidecar import OnnxManifest, read_sidecar, sidecar_path
+from .token_windows import word_scores
 
 GRAPH = "model.onnx"
 INT8_GRAPH = "model.int8.onnx"
@@ -166,11 +167,14 @@ class OnnxClassifier:
         return self.engine.run(self.codec.feeds(prepared)).astype(np.float32, copy=False)
 
     def scores(self, items: Sequence, batch_size: int = BATCH_SIZE) -> tuple[np.ndarray, list[tuple[int, str]]]:
-        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures.
+        """Class probabilities per item (NaN rows for unreadable items) and the (index, reason) failures; a task
+        that scores items itself (ITEM_SCORERS: token tagging) does so instead.
 
         Items are prepared PREPARE_BATCHES batches at a time (not all at once: a folder of recordings would sit
         in memory whole), sorted by the codec's key within that stretch, and run in the codec's batches."""
         items = _positional(items)
+        if self.task_name in ITEM_SCORERS:
+            return ITEM_SCORERS[self.task_name](self, items, batch_size)
         probs = np.full((len(items), len(self.classes)), np.nan, dtype=np.float32)
         failures: list[tuple[int, str]] = []
         stretch = PREPARE_BATCHES * batch_size
@@ -204,9 +208,36 @@ class OnnxClassifier:
 
         records = [prediction_record(row, self.classes, 1, self.task_name, self.task_params)
                    for row in self.predict_proba(items)]
-        return [r["label"] if "label" in r else r["values"] if "values" in r
+        return [r["label"] if "label" in r else r["values"] if "values" in r else r["entities"] if "entities" in r
                 else [c for c in self.classes if c in r["labels"]]  # in class order, as TrainedModel.predict
                 for r in records]
+
+
+def word_tag_scores(predictor: OnnxClassifier, items: list, batch_size: int) -> tuple[list, list[tuple[int, str]]]:
+    """Per text, its words' tag probabilities (runtime.token_windows: the same words, windows and stitching as
+    the PyTorch model), `batch_size` windows per graph call; None for an item that is not a text."""
+    codec, names = predictor.codec, list(predictor.engine.inputs)
+    texts: list[str] = []
+    readable: list[int] = []
+    failures: list[tuple[int, str]] = []
+    for i, item in enumerate(items):
+        try:
+            texts.append(codec.prepare(item))
+            readable.append(i)
+        except Exception as e:  # an unreadable item is reported, never a crash of the whole call
+            failures.append((i, f"{type(e).__name__}: {e}"))
+    preprocessing = codec.preprocessing
+    found = word_scores(texts, False, codec.tokenizer, int(preprocessing["max_length"]), int(preprocessing["pad_id"]),
+                        len(predictor.classes), lambda feed: predictor.engine.run({k: feed[k] for k in names}),
+                        batch_size)
+    scores: list = [None] * len(items)
+    for i, row in zip(readable, found):
+        scores[i] = row
+    return scores, failures
+
+
+# Per task that scores items itself rather than one row per item, how a graph's items are scored.
+ITEM_SCORERS = {"tokens": word_tag_scores}
 
 
 def _positional(items: Sequence) -> list:

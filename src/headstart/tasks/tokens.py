@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, SettingsError
-from ..runtime.entities import WordScores, entities, find_words, split_words
+from ..runtime.entities import WordScores, entities
+from ..runtime.token_windows import Window, encode_windows, pad_windows, word_scores
 from .base import Cells, Task, register_task
 
 IGNORE = -100  # the label of sub-words and padding: cross-entropy's ignore_index
 TAG = re.compile(r"^(?:O|[BIES]-\S+)$")
-SCORE_BATCH = 64  # windows per model call when scoring
 
 
 def tag_parts(tag: str) -> tuple[str, str]:
@@ -63,66 +63,29 @@ def check_tags(sentences: list[list[str]], locate: Callable[[int, int], str], re
     return fixed_sentences, repaired
 
 
-def window_overlap(max_length: int) -> int:
-    """Sub-words two neighbouring windows share: a quarter of a window (so each word has context on both sides)."""
-    return max(1, (max_length - 2) // 4)
-
-
-@dataclass
-class Window:
-    """One model input: its sub-word ids, the sentence it comes from, and the (position, word) of the words it
-    owns (their first sub-word, in the window where they are farthest from an edge)."""
-
-    inputs: dict[str, list[int]]
-    sentence: int
-    owned: list[tuple[int, int]]
-
-
-def encode_windows(tokenizer: Any, sentences: Sequence[Sequence[str]], max_length: int) -> list[Window]:
-    """The sentences (lists of words) as windows of at most `max_length` sub-words, overlapping by
-    `window_overlap`, with the fast tokenizer's word_ids telling which sub-word starts which word."""
+def backend_tokenizer(backbone: Any) -> Any:
+    """The backbone's fast tokenizer as a `tokenizers.Tokenizer` (what the windows are cut with, here and in an
+    exported graph's runtime); a slow tokenizer has no word ids."""
+    tokenizer = backbone.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise SettingsError("token tagging needs a backbone with a fast tokenizer (tokenizer.json) for its word_ids")
-    if not sentences:
-        return []
-    encoded = tokenizer([list(s) for s in sentences], is_split_into_words=True, truncation=True,
-                        max_length=max_length, stride=window_overlap(max_length), return_overflowing_tokens=True,
-                        return_offsets_mapping=True)
-    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-    windows, best = [], {}
-    for k, sentence in enumerate(encoded["overflow_to_sample_mapping"]):
-        word_ids, offsets = encoded.word_ids(k), encoded["offset_mapping"][k]
-        windows.append(Window({n: encoded[n][k] for n in names}, int(sentence), []))
-        content = [j for j, w in enumerate(word_ids) if w is not None]
-        if not content:
-            continue
-        low, high, previous = content[0], content[-1], None
-        for j in content:
-            word = word_ids[j]
-            # A window may start inside a word: its first sub-word there is not the word's (offsets within a
-            # word start at 0 only on its first sub-word).
-            first = word != previous and (j != low or offsets[j][0] == 0)
-            previous = word
-            if first:
-                centrality = min(j - low, high - j)
-                key = (int(sentence), int(word))
-                if key not in best or centrality > best[key][0]:
-                    best[key] = (centrality, k, j)
-    for (_, word), (_, k, j) in best.items():
-        windows[k].owned.append((j, word))
-    return windows
+    return tokenizer.backend_tokenizer
 
 
-def pad_windows(windows: Sequence[Window], pad_id: int, length: int | None = None) -> dict[str, Any]:
+def backbone_windows(backbone: Any, sentences: Sequence[Sequence[str]]) -> list[Window]:
+    """The sentences as the backbone's windows (runtime.token_windows.encode_windows with its tokenizer)."""
+    return encode_windows(backend_tokenizer(backbone), sentences, backbone.max_length, _type_ids(backbone))
+
+
+def _type_ids(backbone: Any) -> bool:
+    return "token_type_ids" in getattr(backbone.tokenizer, "model_input_names", ())
+
+
+def torch_windows(windows: Sequence[Window], pad_id: int, length: int | None = None) -> dict[str, Any]:
     """A batch of windows as tensors, padded to the longest (or to `length`)."""
     import torch
 
-    size = length or max(len(w.inputs["input_ids"]) for w in windows)
-    batch = {}
-    for name in windows[0].inputs:
-        fill = pad_id if name == "input_ids" else 0
-        batch[name] = torch.tensor([w.inputs[name] + [fill] * (size - len(w.inputs[name])) for w in windows])
-    return batch
+    return {k: torch.from_numpy(v) for k, v in pad_windows(windows, pad_id, length).items()}
 
 
 def window_labels(windows: Sequence[Window], labels: np.ndarray, length: int) -> Any:
@@ -264,12 +227,12 @@ class TokenTagging(Task):
         (shuffled, seeded by epoch), for validation padded to max_length (so that its batches' logits join)."""
         import torch
 
-        windows = encode_windows(backbone.tokenizer, [str(t).split(" ") for t in items], backbone.max_length)
+        windows = backbone_windows(backbone, [str(t).split(" ") for t in items])
         pad_id = int(backbone.tokenizer.pad_token_id or 0)
         length = None if train else backbone.max_length
 
         def collate(batch: list[Window]) -> tuple[dict[str, Any], Any]:
-            x = pad_windows(batch, pad_id, length)
+            x = torch_windows(batch, pad_id, length)
             return x, window_labels(batch, labels, x["input_ids"].shape[1])
 
         data = _WindowData(windows)
@@ -319,27 +282,19 @@ class TokenTagging(Task):
 
         backbone = model if model is not None else classifier.backbone
         head = classifier.head
-        texts = [str(t) for t in items]
-        spans = [(split_words if words_given else find_words)(t) for t in texts]
-        words = [[t[a:b] for a, b in s] for t, s in zip(texts, spans)]
-        n_tags = head.config["n_classes"]
-        probs = [np.zeros((len(w), n_tags), np.float32) for w in words]
-        used = [i for i, w in enumerate(words) if w]
-        windows = encode_windows(backbone.tokenizer, [words[i] for i in used], backbone.max_length)
-        pad_id = int(backbone.tokenizer.pad_token_id or 0)
         device = next(backbone.parameters()).device
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-        step = batch_size or SCORE_BATCH
-        with torch.inference_mode(), autocast:
-            head.eval()
-            for start in range(0, len(windows), step):
-                chunk = windows[start:start + step]
-                batch = {k: v.to(device) for k, v in pad_windows(chunk, pad_id).items()}
-                scores = head.scores(self.features(backbone, batch).float()).float().cpu().numpy()
-                for window, rows in zip(chunk, scores):
-                    for position, word in window.owned:
-                        probs[used[window.sentence]][word] = rows[position]
-        return [WordScores(t, s, p) for t, s, p in zip(texts, spans, probs)], []
+
+        def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+            with torch.inference_mode(), autocast:
+                x = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+                return head.scores(self.features(backbone, x).float()).float().cpu().numpy()
+
+        head.eval()
+        scores = word_scores(items, words_given, backend_tokenizer(backbone), backbone.max_length,
+                             int(backbone.tokenizer.pad_token_id or 0), head.config["n_classes"], run, batch_size,
+                             _type_ids(backbone))
+        return scores, []
 
     def metrics(self, labels: np.ndarray, scores: Sequence[WordScores], names: Sequence[str], params: dict[str, Any]
                 ) -> dict[str, Any]:
