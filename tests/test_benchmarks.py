@@ -102,9 +102,10 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # Scripts whose whole path runs in seconds on generated data, and the others with the reason they have no smoke mode
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
-SMOKE = ["audit_quality", "calibration", "embedding_throughput", "explain_faithfulness", "extraction_processes", "finetune_speed",
+SMOKE = ["audit_images", "audit_quality", "audit_speed", "calibration", "embedding_throughput", "explain_faithfulness",
+         "extraction_processes", "finetune_speed",
          "imbalance", "onnx_speed", "probe_scaling", "profile_extraction", "serve_load", "startup_latency",
-         "tasks_accuracy"]
+         "suggest_curves", "tasks_accuracy"]
 NOT_YET = "not yet: reads the shared data sets (or downloads) directly; give it --smoke with _common's helpers"
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
