@@ -9,7 +9,8 @@
 - Leaks: 100 test images copied into the training table after re-encoding (resized by 10%, 32 -> 35 px, and saved
   as JPEG quality 70), audited `against` the test set: the share of copies found and of the other training items
   wrongly flagged, at the default near-duplicate threshold, and the similarity profile behind it (each copy to its
-  original, each other item to its most similar test item) with found/false-flag rates at other thresholds.
+  original, each other item to its most similar test item) with found/false-flag rates at other thresholds, for the
+  embeddings and for the images' grayscale thumbnails (`image_fingerprints`, audit's second test for images).
 
 The lite0 embeddings are cached (HEADSTART_CACHE, default benchmarks/out/cache); benchmarks/suggest_curves.py reuses
 the same images (`cifar_sets`), so they are embedded once.
@@ -29,7 +30,7 @@ from typing import Any
 import _common
 import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
-from audit_quality import probe_accuracy
+from audit_quality import cleanlab_reference, probe_accuracy
 
 THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
@@ -86,6 +87,7 @@ def build_tables(args: argparse.Namespace, root: Path, folder: Path) -> dict[str
 def similarity_profile(backbone: str, data: dict[str, Any], image_size: int | None) -> dict[str, Any]:
     """Centred cosine similarity of each copy to its original and of each original training item to its most
     similar test item (from the cache the audit filled), with the found/false-flag rates at several thresholds."""
+    from headstart.auditing.duplicates import image_fingerprints
     from headstart.auditing.similarity import scan, unit_rows
     from headstart.backbones import resolve_backbone
     from headstart.embedding_cache import backbone_cache
@@ -102,9 +104,18 @@ def similarity_profile(backbone: str, data: dict[str, Any], image_size: int | No
     nearest_dev = scan(unit[:n], dev_unit, None, k=1).neighbour_similarity[:, 0]
     rows = [{"threshold": t, "copies found %": round(100 * float((copy_sims >= t).mean()), 1),
              "others flagged %": round(100 * float((nearest_dev >= t).mean()), 2)} for t in THRESHOLDS]
+    prints = image_fingerprints(list(data["noisy"].path) + list(data["copies"].path))
+    dev_prints = image_fingerprints(list(data["dev"].path))
+    copy_pixels = np.einsum("ij,ij->i", prints[n:], dev_prints[data["copied"]])
+    nearest_pixels = scan(prints[:n], dev_prints, None, k=1).neighbour_similarity[:, 0]
+    rows += [{"threshold": f"thumbnail {t}", "copies found %": round(100 * float((copy_pixels >= t).mean()), 1),
+              "others flagged %": round(100 * float((nearest_pixels >= t).mean()), 2)} for t in (0.95, 0.98, 0.99)]
     return {"copy_similarity": {"min": float(copy_sims.min()), "p5": float(np.percentile(copy_sims, 5)),
                                 "median": float(np.median(copy_sims))},
             "others_nearest_dev": {"p99": float(np.percentile(nearest_dev, 99)), "max": float(nearest_dev.max())},
+            "copy_thumbnail_similarity": {"min": float(copy_pixels.min()), "p5": float(np.percentile(copy_pixels, 5))},
+            "others_nearest_dev_thumbnail": {"p99": float(np.percentile(nearest_pixels, 99)),
+                                             "max": float(nearest_pixels.max())},
             "thresholds": rows, "embeddings": (x, dev_x)}
 
 
@@ -168,11 +179,19 @@ def main() -> None:
            "acc clean": round(accuracy["clean table"], 4),
            "recovered": round(recovered, 3) if recovered is not None else "n/a",
            "clean rows": len(clean), "audit s": round(seconds, 1)}
+    reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"],
+                                   args.seed)
     print(table([row], list(row)))
+    print("cleanlab's recommended pipeline (LogisticRegression defaults, find_label_issues defaults) on the same "
+          "embeddings:")
+    print(table([reference], list(reference)))
     print(table(profile["thresholds"], ["threshold", "copies found %", "others flagged %"]))
     print(f"copy similarity {profile['copy_similarity']}; other items' nearest test item {profile['others_nearest_dev']}")
+    print(f"thumbnails: copy {profile['copy_thumbnail_similarity']}; other items' nearest test item "
+          f"{profile['others_nearest_dev_thumbnail']}")
     print(f"load average before the audit {load_before}, after {os.getloadavg()}")
-    _common.write_results("audit_images", {"settings": vars(args), "result": row, "similarity": profile,
+    _common.write_results("audit_images", {"settings": vars(args), "result": row, "cleanlab_reference": reference,
+                                           "similarity": profile,
                                            "audit_seconds": result.seconds, "load_average": [load_before,
                                                                                              os.getloadavg()],
                                            "overlapping_classes": result.overlapping_classes})
