@@ -18,7 +18,9 @@ audit_quality.py) is fitted on the labeled items and scored on the test set. Met
 The table gives mean accuracy per labels-per-class, and for each suggest budget the labels random needs to reach the
 same accuracy (interpolated on random's mean curve) divided by suggest's labels: the issue asks for at least 1.5.
 
-  PYTHONPATH=src python benchmarks/suggest_curves.py           # embeddings cached: a few CPU minutes (k-means)
+  PYTHONPATH=src python benchmarks/suggest_curves.py --sets cifar10              # 10 rounds: ~15 min on 2 loaded cores
+  PYTHONPATH=src python benchmarks/suggest_curves.py --sets banking77 --rounds 3  # k-means into up to 77 x rounds
+                                                                                  # clusters of 8,003 items each round
   PYTHONPATH=src python benchmarks/suggest_curves.py --smoke
 """
 
@@ -35,6 +37,7 @@ from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
 from audit_images import cifar_sets
 
 METHODS = ("random", "typiclust", "typiclust+margin")
+COLUMNS = ["set", "labels per class", "labels", *METHODS, *(f"{m} saving" for m in METHODS[1:])]
 
 
 def evaluator(x: np.ndarray, y: np.ndarray) -> Any:
@@ -207,17 +210,17 @@ def main() -> None:
     if args.smoke:
         folder = start_smoke()
         args.rounds, args.seeds = 3, 2
-        figure = folder / "suggest_curves.png"
     else:
         folder = None
         quiet_fits(_common.OUT / "cache")
-        figure = _common.ROOT / "figures" / "suggest_curves.png"
-    sets = [run_set(s["name"], s, args) for s in load_sets(args, folder)]
-    columns = ["set", "labels per class", "labels", *METHODS, *(f"{m} saving" for m in METHODS[1:])]
-    print(table([row for s in sets for row in s["rows"]], columns))
+    name = "suggest_curves" if len(args.sets) == 2 else f"suggest_curves_{args.sets[0]}"
+    figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
+    sets = []
+    for data in load_sets(args, folder):
+        sets.append(run_set(data["name"], data, args))
+        print(table(sets[-1]["rows"], COLUMNS), flush=True)
     plot(sets, figure)
-    _common.write_results("suggest_curves", {"settings": vars(args), "sets": sets, "figure": str(figure)})
-
+    _common.write_results(name, {"settings": vars(args), "sets": sets, "figure": str(figure)})
 
 if __name__ == "__main__":
     main()

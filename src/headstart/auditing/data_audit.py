@@ -249,7 +249,8 @@ def audit(
     """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone`.
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
-    similarity of the mean-centred embeddings at least `near_threshold`) within one split, across the splits
+    similarity of the mean-centred embeddings at least `near_threshold`; images also by their pixels, see
+    `duplicates.THUMBNAIL_THRESHOLD`) within one split, across the splits
     `fit` makes with `val_size`, `test_size` and `seed` (leaks), and against a second data set `against`,
     duplicates whose labels differ, outliers and overlapping classes. The user's files are only read.
     `out`: write the findings as an HTML page there (thumbnails, texts, audio players) and as a list beside it
