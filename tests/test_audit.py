@@ -206,3 +206,39 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
         lines = [x for x in done.output.strip().splitlines() if x.startswith("error:")]
         assert len(lines) == 1 and words in done.output, (args, done.output)
     assert (planted["data"] / "train.csv").is_file()
+
+
+def _smooth_images(folder, count: int, seed: int = 0) -> list:
+    """Distinct 32 x 32 photos-like images (smooth colour fields, upsampled from 4 x 4 noise) saved as PNG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        small = Image.fromarray(rng.integers(0, 256, (4, 4, 3)).astype(np.uint8))
+        paths.append(folder / f"{i}.png")
+        small.resize((32, 32), Image.BICUBIC).save(paths[-1])
+    return paths
+
+
+def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pixels(tmp_path):
+    from PIL import Image
+
+    from headstart.auditing.duplicates import THUMBNAIL_THRESHOLD, image_fingerprints
+
+    for name, seed in (("a", 0), ("b", 1)):
+        _smooth_images(tmp_path / "train" / name, 8, seed)
+    test = _smooth_images(tmp_path / "test" / "a", 3, seed=2)
+    with Image.open(test[1]) as image:  # the leak: resized by 10% and re-encoded as JPEG quality 70
+        image.resize((35, 35), Image.BICUBIC).save(tmp_path / "train" / "b" / "copy.jpg", quality=70)
+    prints = image_fingerprints([tmp_path / "train" / "b" / "copy.jpg", *test])
+    assert prints[0] @ prints[2] >= THUMBNAIL_THRESHOLD > max(prints[0] @ prints[1], prints[0] @ prints[3])
+    # near_threshold 1: the random CNN's embeddings alone call nothing a near duplicate; the pixels do
+    found = headstart.audit(tmp_path / "train", "smallcnn", against=tmp_path / "test", near_threshold=1.0,
+                            image_size=32)
+    leaks = found.of_kind("against")
+    assert [(r["item"].split("/")[-1], r["other_item"].split("/")[-1], r["same_pixels"]) for r in leaks] == \
+        [("copy.jpg", "1.png", True)]
+    assert not found.of_kind("duplicate") and not found.of_kind("leak")
+    assert "thumbnails" in " ".join(found.notes)

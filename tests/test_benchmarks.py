@@ -109,11 +109,12 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # Scripts whose whole path runs in seconds on generated data, and the others with the reason they have no smoke mode
 # (yet): their imports and option parsing are still checked above, including headstart names imported inside a
 # function.
-SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_quality", "auto_strategy", "calibration",
-         "classic_recipe", "contrastive_classes", "distill_text", "embedding_throughput", "explain_faithfulness",
-         "extraction_processes", "few_shot_text", "finetune_speed", "imbalance", "label_efficiency",
-         "lora_vs_finetune", "onnx_speed", "precision_auto", "probe_scaling", "profile_extraction", "selection",
-         "serve_load", "serve_soak", "shards_memory", "startup_latency", "tasks_accuracy", "tokens_accuracy", "tokens_speed"]
+SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_images", "audit_quality", "audit_speed", "auto_strategy",
+         "calibration", "classic_recipe", "contrastive_classes", "distill_text", "embedding_throughput",
+         "explain_faithfulness", "extraction_processes", "few_shot_text", "finetune_speed", "imbalance",
+         "label_efficiency", "lora_vs_finetune", "onnx_speed", "precision_auto", "probe_scaling", "profile_extraction",
+         "selection", "serve_load", "serve_soak", "shards_memory", "startup_latency", "suggest_curves",
+         "tasks_accuracy", "tokens_accuracy", "tokens_speed"]
 WITHOUT_SMOKE = {
     "setfit_reference": "needs the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "needs playwright and a browser",

@@ -35,7 +35,7 @@ from ..modalities import ensure_same_modality, get_modality
 from ..pretraining.unlabeled import read_unlabeled
 from ..strategies.base import check_choice, check_range
 from ..training import PRECISIONS
-from .duplicates import NEAR_THRESHOLD, duplicate_pairs
+from .duplicates import NEAR_THRESHOLD, THUMBNAIL_SIZE, THUMBNAIL_THRESHOLD, duplicate_pairs, image_fingerprints
 from .findings import KINDS
 from .label_errors import find_label_errors
 from .outliers import NEIGHBOURS, find_outliers, outlier_scores
@@ -194,7 +194,7 @@ def _pair_records(a: AuditedItems, rows: np.ndarray, pairs: list, other: Audited
         records.append(_item_record(kind, a, i, rank=rank, score=round(p.similarity, 4),
                                     other_index=int(j), other_item=_describe(target.modality, target.items[j], j),
                                     other_split=str(target.splits[j]), other_label=target.classes[target.labels[j]],
-                                    similarity=round(p.similarity, 4), exact=p.exact))
+                                    similarity=round(p.similarity, 4), exact=p.exact, same_pixels=p.same_pixels))
     return records
 
 
@@ -249,7 +249,8 @@ def audit(
     """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone`.
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
-    similarity of the mean-centred embeddings at least `near_threshold`) within one split, across the splits
+    similarity of the mean-centred embeddings at least `near_threshold`; images also by their pixels, see
+    `duplicates.THUMBNAIL_THRESHOLD`) within one split, across the splits
     `fit` makes with `val_size`, `test_size` and `seed` (leaks), and against a second data set `against`,
     duplicates whose labels differ, outliers and overlapping classes. The user's files are only read.
     `out`: write the findings as an HTML page there (thumbnails, texts, audio players) and as a list beside it
@@ -295,13 +296,17 @@ def audit(
     digests = [modality.digest(audited.items[i]) for i in rows]
     center = embeddings[rows].mean(axis=0)
     unit = unit_rows(embeddings[rows], center)
-    pairs, _, neighbour_sims = duplicate_pairs(digests, unit, near_threshold, k=NEIGHBOURS)
+    images = audited.modality == "image"
+    prints = image_fingerprints([audited.items[i] for i in rows]) if images else None
+    pairs, _, neighbour_sims = duplicate_pairs(digests, unit, near_threshold, k=NEIGHBOURS, fingerprints=prints)
     records += _pair_records(audited, rows, pairs)
     if other is not None:
         other_rows = np.flatnonzero(other_readable)
         other_digests = [modality.digest(other.items[j]) for j in other_rows]
+        other_prints = image_fingerprints([other.items[j] for j in other_rows]) if images else None
         across, _, _ = duplicate_pairs(digests, unit, near_threshold, other_digests,
-                                       unit_rows(other_embeddings[other_rows], center))
+                                       unit_rows(other_embeddings[other_rows], center), fingerprints=prints,
+                                       other_fingerprints=other_prints)
         for p in across:
             p.b = int(other_rows[p.b])
         records += _pair_records(audited, rows, across, other)
@@ -317,7 +322,9 @@ def audit(
         for rank, r in enumerate((r for r in records if r["kind"] == kind), 1):
             r["rank"] = rank
     notes.append(f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
-                 f">= {near_threshold:g}; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
+                 f">= {near_threshold:g}" + (f", or (images) of {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails "
+                                             f">= {THUMBNAIL_THRESHOLD:g}" if images else "") +
+                 f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
     result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
