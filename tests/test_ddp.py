@@ -71,6 +71,7 @@ from headstart.backbones import resolve_backbone
 from headstart.heads import ClassificationHead, Classifier
 from headstart.strategies.finetune import FineTune
 from headstart.strategies.finetune_trainer import train_end_to_end
+from headstart.training import make_logger
 
 bert, out, batch_size = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 good = ["wonderful", "great", "delightful", "excellent", "lovely", "superb"]
@@ -80,7 +81,9 @@ texts = [f"a {'very ' * (i % 4)}{(good if i % 2 else bad)[i % 6]} film, number {
 labels = np.arange(36) % 2
 split = lambda a, b: SimpleNamespace(items=texts[a:b], labels=labels[a:b])
 # 26 training texts: three global batches of 8 and a last one of 2 (one text per rank).
-run = SimpleNamespace(train=split(0, 26), val=split(26, 36), seed=3, run_dir=out, resume=False, precision="fp32")
+csv_log = make_logger("csv", out)  # what a TrainingRun makes by default (one per run)
+run = SimpleNamespace(train=split(0, 26), val=split(26, 36), seed=3, run_dir=out, resume=False, precision="fp32",
+                      metrics_logger=lambda: csv_log)
 torch.manual_seed(0)
 backbone = resolve_backbone(str(bert), max_length=32)
 classifier = Classifier(backbone, ClassificationHead(backbone.embedding_dim, 2, "linear", dropout=0.0))
@@ -251,7 +254,9 @@ def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
     assert metrics[1]["n"] == metrics[0]["n"] and metrics[1]["accuracy"] == metrics[0]["accuracy"]
     # One set of run files, written by rank 0.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "metrics.json", "model"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "logs", "metrics.json",
+                                                        "model"]
+    assert len(list(((tmp_path / "two") / "logs").iterdir())) == 1  # one log, rank 0's
     assert both.stdout.count("saved model to") == 1
 
 
