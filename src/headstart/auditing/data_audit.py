@@ -35,7 +35,7 @@ from ..modalities import ensure_same_modality, get_modality
 from ..pretraining.unlabeled import read_unlabeled
 from ..strategies.base import check_choice, check_range
 from ..training import PRECISIONS
-from .duplicates import NEAR_THRESHOLD, THUMBNAIL_SIZE, THUMBNAIL_THRESHOLD, duplicate_pairs, image_fingerprints
+from .duplicates import NEAR_THRESHOLD, THUMBNAIL_SIZE, THUMBNAIL_THRESHOLD, duplicate_pairs
 from .findings import KINDS
 from .label_errors import find_label_errors
 from .outliers import NEIGHBOURS, find_outliers, outlier_scores
@@ -296,14 +296,13 @@ def audit(
     digests = [modality.digest(audited.items[i]) for i in rows]
     center = embeddings[rows].mean(axis=0)
     unit = unit_rows(embeddings[rows], center)
-    images = audited.modality == "image"
-    prints = image_fingerprints([audited.items[i] for i in rows]) if images else None
+    prints = modality.content_fingerprints([audited.items[i] for i in rows])
     pairs, _, neighbour_sims = duplicate_pairs(digests, unit, near_threshold, k=NEIGHBOURS, fingerprints=prints)
     records += _pair_records(audited, rows, pairs)
     if other is not None:
         other_rows = np.flatnonzero(other_readable)
         other_digests = [modality.digest(other.items[j]) for j in other_rows]
-        other_prints = image_fingerprints([other.items[j] for j in other_rows]) if images else None
+        other_prints = None if prints is None else modality.content_fingerprints([other.items[j] for j in other_rows])
         across, _, _ = duplicate_pairs(digests, unit, near_threshold, other_digests,
                                        unit_rows(other_embeddings[other_rows], center), fingerprints=prints,
                                        other_fingerprints=other_prints)
@@ -323,7 +322,7 @@ def audit(
             r["rank"] = rank
     notes.append(f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
                  f">= {near_threshold:g}" + (f", or (images) of {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails "
-                                             f">= {THUMBNAIL_THRESHOLD:g}" if images else "") +
+                                             f">= {THUMBNAIL_THRESHOLD:g}" if prints is not None else "") +
                  f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}

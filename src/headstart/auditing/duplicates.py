@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..modalities.image import THUMBNAIL_SIZE  # noqa: F401  (re-exported: the size the numbers below were measured at)
 from .similarity import scan
 
 # Cosine similarity of mean-centred embeddings above which two items count as near duplicates. Measured in
@@ -21,7 +22,6 @@ NEAR_THRESHOLD = 0.9
 # CIFAR-10 test images resized by 10% and saved as JPEG quality 70 score a median of only 0.83 with their originals
 # in lite0's centred embeddings (11% found at 0.9; no threshold finds 95% while flagging under 1% of the others),
 # while their thumbnails correlate at least 0.999 in 95 of 100 and distinct CIFAR-10 images' nearest at most 0.968.
-THUMBNAIL_SIZE = 16
 THUMBNAIL_THRESHOLD = 0.99
 
 
@@ -38,24 +38,10 @@ class DuplicatePair:
 
 
 def image_fingerprints(items: Sequence) -> np.ndarray:
-    """Unit rows of each image's THUMBNAIL_SIZE-pixel grayscale thumbnail, its mean removed (zero rows for an
-    unreadable or uniform image, which then matches nothing). JPEGs decode at a reduced scale (draft), so a
-    photo costs about a millisecond."""
-    from PIL import Image
+    """The image modality's content fingerprints (grayscale thumbnails, `ImageModality.content_fingerprints`)."""
+    from ..modalities import get_modality
 
-    from ..modalities.image import open_image
-    from .similarity import unit_rows
-
-    side = THUMBNAIL_SIZE
-    out = np.zeros((len(items), side * side), dtype=np.float32)
-    for i, item in enumerate(items):
-        try:
-            image = open_image(item, (4 * side, 4 * side))
-        except Exception:  # an unreadable image is reported by the embedding pass, not here
-            continue
-        pixels = np.asarray(image.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
-        out[i] = pixels - pixels.mean()
-    return unit_rows(out)
+    return get_modality("image").content_fingerprints(items)
 
 
 def exact_pairs_within(digests: Sequence[bytes]) -> list[tuple[int, int]]:

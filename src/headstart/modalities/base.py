@@ -82,6 +82,12 @@ class Modality(ABC):
         """True when the items carry no colour (pretraining picks augmentations from it)."""
         return False
 
+    def content_fingerprints(self, items: Sequence) -> np.ndarray | None:
+        """Unit rows (one per item) that compare items by their content itself, as a second near-duplicate test
+        beside the embeddings (auditing); None where the embeddings alone decide (text, audio). Images override it:
+        re-encoded copies drift in embedding space but not in their pixels."""
+        return None
+
     @abstractmethod
     def expand_input(self, raw: str) -> list:
         """Items named by one command-line argument of `predict` (a file, a folder, a literal text ...)."""
