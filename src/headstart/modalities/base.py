@@ -114,13 +114,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
-class EpochShuffle(torch.utils.data.Sampler):
-    """Shuffled indices that depend only on (seed, epoch): a run resumed at epoch k sees the order and the
-    augmentations an uninterrupted run would have. Lightning calls `set_epoch` before each epoch.
-
-    Each index is yielded as `epoch * n + index` so that the dataset, even in persistent worker processes, can
-    seed an item's random augmentation from (seed, epoch, index); `split_epoch_index` undoes it.
-    """
+class EpochOrder(torch.utils.data.Sampler):
+    """A permutation of n items that depends only on (seed, epoch): a run resumed at epoch k sees the order an
+    uninterrupted run would have. Lightning calls `set_epoch` before each epoch."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
@@ -131,9 +127,20 @@ class EpochShuffle(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.n
 
+    def order(self) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
+
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
-        return iter((order + self.epoch * self.n).tolist())
+        return iter(self.order().tolist())
+
+
+class EpochShuffle(EpochOrder):
+    """EpochOrder that also tells the dataset the epoch, for seeded augmentations: each index is yielded as
+    `epoch * n + index` so that the dataset, even in persistent worker processes, can seed an item's random
+    augmentation from (seed, epoch, index); `split_epoch_index` undoes it."""
+
+    def __iter__(self):
+        return iter((self.order() + self.epoch * self.n).tolist())
 
 
 def split_epoch_index(key: int, n: int) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import torch
 
 from .. import distributed
 from .._util import worker_count
-from ..modalities.base import epoch_seed
+from ..modalities.base import EpochOrder  # the objectives' datasets take plain indices
 from ..progress import lightning_progress, quiet_lightning
 from ..training import check_checkpoint, device_settings, lightning_precision, make_logger, rank_loader
 from .base import Objective
@@ -104,25 +104,6 @@ class PretrainModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.losses = [(int(s), float(v)) for s, v in checkpoint.get("headstart_losses", [])]
-
-
-class EpochOrder(torch.utils.data.Sampler):
-    """A permutation of n items that depends only on (seed, epoch); Lightning calls `set_epoch` before each epoch.
-    (modalities.base.EpochShuffle also tells the dataset the epoch, for seeded augmentations; the objectives'
-    datasets take plain indices.)"""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 def make_loader(objective: Objective, dataset: torch.utils.data.Dataset, batch_size: int, seed: int):
