@@ -30,7 +30,7 @@ from typing import Any
 import _common
 import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
-from audit_quality import cleanlab_reference, probe_accuracy
+from audit_quality import cleanlab_reference, score_audit
 
 THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
@@ -152,33 +152,11 @@ def main() -> None:
     result = headstart.audit(data["table"], args.backbone, against=data["dev_table"], seed=args.seed,
                              image_size=args.image_size, write_clean=folder / "clean.csv", **options)
     seconds = time.perf_counter() - started
-    n = len(data["noisy"])
-    flagged = {r["index"] for r in result.of_kind("label_error") if r["index"] < n}
-    flagged_copies = sum(1 for r in result.of_kind("label_error") if r["index"] >= n)
-    hits = len(flagged & data["flipped"])
-    found = {r["index"] - n for r in result.of_kind("against") if r["index"] >= n}
-    others = {r["index"] for r in result.of_kind("against") if r["index"] < n}
     profile = similarity_profile(args.backbone, data, args.image_size)
     x, dev_x = profile.pop("embeddings")
     clean = pd.read_csv(folder / "clean.csv")
-    kept = np.flatnonzero(result.keep[:n])
-    dev_y = list(data["dev"].label)
-    accuracy = {"original labels": probe_accuracy(x[:n], list(data["train"].label), dev_x, dev_y),
-                "noisy labels": probe_accuracy(x[:n], list(data["noisy"].label), dev_x, dev_y),
-                "clean table": (probe_accuracy(x[:n][kept], list(data["noisy"].label[kept]), dev_x, dev_y)
-                                if len(set(data["noisy"].label[kept])) > 1 else float("nan"))}
-    lost = accuracy["original labels"] - accuracy["noisy labels"]
-    recovered = ((accuracy["clean table"] - accuracy["noisy labels"]) / lost
-                 if lost > 0 and accuracy["clean table"] == accuracy["clean table"] else None)
-    row = {"items": n, "flipped": len(data["flipped"]), "flagged": len(flagged),
-           "precision": round(hits / max(len(flagged), 1), 3), "recall": round(hits / max(len(data["flipped"]), 1), 3),
-           "copies flagged as errors": flagged_copies, "threshold": result.near_threshold,
-           "leaks found %": round(100 * len(found) / len(data["copied"]), 1),
-           "others flagged %": round(100 * len(others) / n, 2),
-           "acc original": round(accuracy["original labels"], 4), "acc noisy": round(accuracy["noisy labels"], 4),
-           "acc clean": round(accuracy["clean table"], 4),
-           "recovered": round(recovered, 3) if recovered is not None else "n/a",
-           "clean rows": len(clean), "audit s": round(seconds, 1)}
+    row = score_audit(result, data, x, dev_x, len(clean), seconds, threshold=result.near_threshold)
+    n = len(data["noisy"])
     reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"],
                                    args.seed)
     print(table([row], list(row)))

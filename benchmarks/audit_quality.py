@@ -134,6 +134,38 @@ def similarity_profile(backbone: str, data: dict[str, Any], max_length: int | No
             "thresholds": rows, "embeddings": (x, dev_x)}
 
 
+def score_audit(result: Any, data: dict[str, Any], x: np.ndarray, dev_x: np.ndarray, clean_rows: int,
+                seconds: float, **after_copies: Any) -> dict[str, Any]:
+    """One result row of an audit of `data` (build_tables' noisy table, its flipped rows and the copied dev items
+    after them): precision and recall of the flagged label errors, the copies found and the others flagged, and
+    the dev accuracy of a probe on the original, noisy and kept labels (x: the table's embeddings, dev_x the dev
+    items'). `after_copies`: columns the caller adds after "copies flagged as errors" (shared by audit_images)."""
+    n = len(data["noisy"])
+    flagged = {r["index"] for r in result.of_kind("label_error") if r["index"] < n}
+    flagged_copies = sum(1 for r in result.of_kind("label_error") if r["index"] >= n)
+    hits = len(flagged & data["flipped"])
+    found = {r["index"] - n for r in result.of_kind("against") if r["index"] >= n}
+    others = {r["index"] for r in result.of_kind("against") if r["index"] < n}
+    kept = np.flatnonzero(result.keep[:n])
+    dev_y = list(data["dev"].label)
+    accuracy = {"original labels": probe_accuracy(x[:n], list(data["train"].label), dev_x, dev_y),
+                "noisy labels": probe_accuracy(x[:n], list(data["noisy"].label), dev_x, dev_y),
+                "clean table": (probe_accuracy(x[:n][kept], list(data["noisy"].label[kept]), dev_x, dev_y)
+                                if len(set(data["noisy"].label[kept])) > 1 else float("nan"))}
+    lost = accuracy["original labels"] - accuracy["noisy labels"]
+    recovered = ((accuracy["clean table"] - accuracy["noisy labels"]) / lost
+                 if lost > 0 and accuracy["clean table"] == accuracy["clean table"] else None)
+    return {"items": n, "flipped": len(data["flipped"]), "flagged": len(flagged),
+            "precision": round(hits / max(len(flagged), 1), 3), "recall": round(hits / max(len(data["flipped"]), 1), 3),
+            "copies flagged as errors": flagged_copies, **after_copies,
+            "leaks found %": round(100 * len(found) / len(data["copied"]), 1),
+            "others flagged %": round(100 * len(others) / n, 2),
+            "acc original": round(accuracy["original labels"], 4), "acc noisy": round(accuracy["noisy labels"], 4),
+            "acc clean": round(accuracy["clean table"], 4),
+            "recovered": round(recovered, 3) if recovered is not None else "n/a",
+            "clean rows": clean_rows, "audit s": round(seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="minilm")
@@ -167,31 +199,11 @@ def main() -> None:
                              max_length=args.max_length, out=folder / "audit.html",
                              write_clean=folder / "clean.csv")
     seconds = time.perf_counter() - started
-    n = len(data["noisy"])
-    flagged = {r["index"] for r in result.of_kind("label_error") if r["index"] < n}
-    flagged_copies = sum(1 for r in result.of_kind("label_error") if r["index"] >= n)
-    hits = len(flagged & data["flipped"])
-    found = {r["index"] - n for r in result.of_kind("against") if r["index"] >= n}
-    others = {r["index"] for r in result.of_kind("against") if r["index"] < n}
     profile = similarity_profile(args.backbone, data, args.max_length)
     x, dev_x = profile.pop("embeddings")
     clean = pd.read_csv(folder / "clean.csv", keep_default_na=False)
-    kept = np.flatnonzero(result.keep[:n])
-    dev_y = list(data["dev"].label)
-    accuracy = {"original labels": probe_accuracy(x[:n], list(data["train"].label), dev_x, dev_y),
-                "noisy labels": probe_accuracy(x[:n], list(data["noisy"].label), dev_x, dev_y),
-                "clean table": probe_accuracy(x[:n][kept], list(data["noisy"].label[kept]), dev_x, dev_y)}
-    lost = accuracy["original labels"] - accuracy["noisy labels"]
-    recovered = (accuracy["clean table"] - accuracy["noisy labels"]) / lost if lost > 0 else None
-    row = {"items": n, "flipped": len(data["flipped"]), "flagged": len(flagged),
-           "precision": round(hits / max(len(flagged), 1), 3), "recall": round(hits / max(len(data["flipped"]), 1), 3),
-           "copies flagged as errors": flagged_copies,
-           "leaks found %": round(100 * len(found) / len(data["copied"]), 1),
-           "others flagged %": round(100 * len(others) / n, 2),
-           "acc original": round(accuracy["original labels"], 4), "acc noisy": round(accuracy["noisy labels"], 4),
-           "acc clean": round(accuracy["clean table"], 4),
-           "recovered": round(recovered, 3) if recovered is not None else "n/a",
-           "clean rows": len(clean), "audit s": round(seconds, 1)}
+    row = score_audit(result, data, x, dev_x, len(clean), seconds)
+    n = len(data["noisy"])
     reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"],
                                    args.seed)
     print(table([row], list(row)))

@@ -17,7 +17,7 @@ from headstart.runtime.token_windows import encode_windows, window_overlap
 from headstart.tasks import make_task
 from headstart.tasks.tokens import IGNORE, window_labels
 
-from .conftest import make_tiny_bert
+from .conftest import HANG_GUARD_S, make_tiny_bert
 
 PEOPLE = ["Alice", "Bob", "Zoë", "Jürgen", "Mary"]
 PLACES = ["Paris", "Zürich", "London", "São Paulo"]
@@ -324,7 +324,8 @@ def test_the_onnx_path_of_a_token_model_imports_no_training_stack(token_run, tok
     code = ("import sys, json\nfrom headstart.runtime import load\n"
             f"print(json.dumps(load({str(token_run / 'model')!r}).predict([{TEXTS[1]!r}])[0]))\n"
             "print(json.dumps([k for k in ('torch', 'transformers', 'lightning', 'timm') if k in sys.modules]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S,
+                         check=True)
     found, heavy = out.stdout.strip().splitlines()
     assert isinstance(json.loads(found), list) and json.loads(heavy) == []
 

@@ -21,6 +21,16 @@ def metrics_tables(metrics: dict[str, Any], title: str = "held-out results") -> 
     return [summary, *TASK_TABLES[metrics.get("task", "classification")](metrics, summary)]
 
 
+def _precision_recall_table(title: str, first: str, rows: dict[str, dict[str, Any]]) -> Table:
+    """A table of precision, recall, F1 and support per name (a class, an entity type)."""
+    out = Table(title=title)
+    for col in (first, "precision", "recall", "F1", "support"):
+        out.add_column(col, justify="left" if col == first else "right")
+    for name, m in rows.items():
+        out.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    return out
+
+
 def _classification_tables(metrics: dict[str, Any], summary: Table) -> list[Table]:
     summary.add_row("accuracy", f"{metrics['accuracy']:.4f}")
     summary.add_row("macro F1", f"{metrics['macro_f1']:.4f}")
@@ -31,12 +41,7 @@ def _classification_tables(metrics: dict[str, Any], summary: Table) -> list[Tabl
         summary.add_row("calibration error (ECE)", f"{metrics['ece']:.4f}")
     if "nll" in metrics:
         summary.add_row("log loss (NLL) / Brier", f"{metrics['nll']:.4f} / {metrics['brier']:.4f}")
-    per_class = Table(title="per class")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        per_class.add_column(col, justify="left" if col == "class" else "right")
-    for name, m in metrics["per_class"].items():
-        per_class.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    tables = [per_class]
+    tables = [_precision_recall_table("per class", "class", metrics["per_class"])]
     if len(metrics["classes"]) <= 20:
         confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
         confusion.add_column("")
@@ -97,12 +102,7 @@ def _token_tables(metrics: dict[str, Any], summary: Table) -> list[Table]:
                     f"{metrics['f1']:.4f} / {metrics['precision']:.4f} / {metrics['recall']:.4f}")
     summary.add_row("token accuracy", f"{metrics['token_accuracy']:.4f}")
     summary.add_row("entities (true / predicted)", f"{metrics['entities']} / {metrics['predicted_entities']}")
-    per_type = Table(title="per entity type")
-    for col in ("type", "precision", "recall", "F1", "support"):
-        per_type.add_column(col, justify="left" if col == "type" else "right")
-    for name, m in metrics["per_type"].items():
-        per_type.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    return [per_type]
+    return [_precision_recall_table("per entity type", "type", metrics["per_type"])]
 
 
 # The tables of each task's metrics (keyed by the metrics' `task`), here in the evaluation layer that the tasks
