@@ -25,10 +25,11 @@ from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, batch_precision, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
+from .settings import PRECISIONS, check_choice, check_range
 from .strategies import Strategy, TrainingRun, make_strategy
-from .strategies.base import STRATEGIES, check_choice, check_range, check_task
+from .strategies.base import STRATEGIES, check_task
 from .tasks import Task, make_task
-from .training import PRECISIONS, check_logger
+from .training import check_logger
 
 log = logging.getLogger("headstart")
 

@@ -34,8 +34,7 @@ from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..model import TrainedModel, model_folder
 from ..pretraining.unlabeled import UnlabeledData, read_unlabeled
-from ..strategies.base import check_choice, check_range
-from ..training import PRECISIONS
+from ..settings import PRECISIONS, check_choice, check_range
 from .similarity import scan, unit_rows
 
 log = logging.getLogger("headstart")

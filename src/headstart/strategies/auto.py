@@ -35,8 +35,9 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
+from ..settings import check_choice
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
-from .base import Strategy, TrainingRun, check_choice, register_strategy, strategy_class
+from .base import Strategy, TrainingRun, register_strategy, strategy_class
 
 log = logging.getLogger("headstart")
 

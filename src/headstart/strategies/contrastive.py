@@ -52,9 +52,10 @@ from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier
 from ..progress import progress_bar
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from ..training import CurveLog
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 from .finetune import same_head_on_every_rank
 
 

@@ -18,8 +18,9 @@ from typing import Any
 from .. import distributed
 from ..backbones.base import Backbone
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 from .probe import Probe, train_head
 
 log = logging.getLogger("headstart")

@@ -31,7 +31,8 @@ from torch import nn
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
-from .base import TrainingRun, check_range, register_strategy
+from ..settings import check_range
+from .base import TrainingRun, register_strategy
 from .finetune import FineTune
 
 

@@ -15,9 +15,10 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import HeadstartError
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from ..training import CurveLog
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 
 MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
 
