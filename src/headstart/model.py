@@ -14,9 +14,10 @@ from torch import nn
 from ._util import check_precision, default_device, inference_precision, library_versions
 from .artifact import ITEMS, MANIFEST, METRICS, ItemDigests, read_item_digests, read_model_dir, write_model_dir
 from .data.dataset import Dataset, Splits
+from .data.unreadable import drop_failures
 from .distributed import on_main
 from .embedding_cache import EmbeddingCache
-from .embeddings import compute_embeddings, drop_failures, embed_items
+from .embeddings import compute_embeddings, embed_items
 from .errors import DataError, HeadstartError
 from .heads import Classifier
 from .manifests import ModelManifest
@@ -401,8 +402,6 @@ class TrainedModel:
         on labeled held-out data (not the test set) and record it in the manifest; `save` to keep it; a
         temperature is kept only when it passes cross-validated acceptance on `data` (see
         `ClassificationHead.calibrate`). Returns the calibration record."""
-        from .embeddings import drop_failures
-
         embeddings, failures = compute_embeddings(self.backbone, data.items, desc="calibrating",
                                                   model=self._inference_model())
         keep = drop_failures(data, failures, strict=False)

@@ -22,8 +22,9 @@ import numpy as np
 
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
+from ..data.unreadable import without_unreadable
 from ..embedding_cache import EmbeddingCache
-from ..embeddings import embed_dataset, without_unreadable
+from ..embeddings import embed_dataset
 from ..errors import DataError, SettingsError
 from ..heads import Classifier
 from ..settings import option
