@@ -16,6 +16,7 @@ from headstart.backbones import ImageBackbone, register_backbone, register_famil
 from headstart.backbones.registry import FAMILIES, NAMES
 from headstart.heads import ClassificationHead, Classifier
 from headstart.strategies import STRATEGIES, Strategy, TrainingRun, register_strategy
+from headstart.structures import STRUCTURES
 
 
 class ColourStatistics(ImageBackbone):
@@ -71,6 +72,7 @@ def plugins():
     register_strategy(NearestCentroid)
     yield
     FAMILIES.pop("toy_colour", None), NAMES.pop(("toy-colour", "image")), STRATEGIES.pop("toy_centroid")
+    STRUCTURES.pop("toy_centroid")
 
 
 def test_toy_family_and_strategy_fit_save_and_load(plugins, image_folder, tmp_path):

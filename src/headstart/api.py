@@ -1,4 +1,5 @@
-"""The Python API: fit, load, evaluate. The CLI is a thin layer over these functions."""
+"""The Python API: fit, evaluate, explain, report. The CLI is a thin layer over these functions (`headstart.load`
+is `model.load`: loading imports no training code)."""
 
 from __future__ import annotations
 
@@ -33,28 +34,7 @@ from .training import check_logger
 
 log = logging.getLogger("headstart")
 
-__all__ = ["evaluate", "explain", "fit", "load", "report"]
-
-
-def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str | None = None) -> Any:
-    """Load a saved model folder (RUN/model) to predict with.
-
-    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (default: the precision its metrics were
-    measured at, fp32, so exactly the labels behind them and the ONNX graph's; auto: bfloat16 where the device is
-    fast at it, quicker for large image batches); `"onnx"`
-    (`"onnx-int8"`) runs the exported RUN/model/model.onnx (model.int8.onnx) with ONNX Runtime, and `"openvino"`
-    (`"openvino-int8"`) the same file with OpenVINO: an `OnnxClassifier` with the same
-    `scores`/`predict_proba`/`predict` (`threads` limits their threads), in the graph's own precision. A
-    deployment without torch calls `headstart.runtime.load` directly.
-    """
-    if runtime == "torch":
-        return TrainedModel.load(path, precision=precision)
-    if precision not in (None, "auto", "fp32"):
-        raise SettingsError(f"precision {precision} applies to the torch runtime: an exported graph computes in its "
-                            "own precision (fp32, or int8)")
-    from .runtime import load_runtime
-
-    return load_runtime(path, runtime, threads)
+__all__ = ["evaluate", "explain", "fit", "report"]
 
 
 def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path | InMemoryData, **options: Any

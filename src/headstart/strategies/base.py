@@ -1,9 +1,9 @@
 """The strategy interface: a strategy is a dataclass of validated settings that trains a Classifier.
 
 A strategy owns its settings (fields with ranges checked on creation), its stages (`train`), and what a saved
-model must record to be rebuilt (`record`, and `restore` at load time, for strategies such as LoRA that change
-the network's structure). New strategies register with `@register_strategy`; `fit` and the CLI find them by
-name, so a new strategy is one new module.
+model must record to be rebuilt (`settings`). Loading imports no strategy: a strategy that changes the network's
+structure, such as LoRA, says how loading rebuilds it in `headstart.structures`. New strategies register with
+`@register_strategy`; `fit` and the CLI find them by name, so a new strategy is one new module.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..embeddings import embed_dataset
 from ..errors import DataError, SettingsError
 from ..heads import Classifier
 from ..settings import option
+from ..structures import STRUCTURES, unchanged
 from ..tasks import Task
 from ..training import make_logger
 
@@ -119,13 +120,9 @@ class Strategy(ABC):
         """Train a classifier on `run`; returns it and a JSON-ready record of the training (history, rates)."""
 
     def settings(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict, recorded in the manifest so that `restore` can rebuild the model."""
+        """The settings as a JSON-ready dict, recorded in the manifest so that loading can rebuild the model
+        (`headstart.structures`)."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
-        """Bring a freshly built classifier into the structure this strategy trained (before weights load)."""
-        return classifier
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -133,8 +130,10 @@ S = TypeVar("S", bound=type[Strategy])
 
 
 def register_strategy(cls: S) -> S:
-    """Class decorator: make a strategy known to `fit` and `--strategy` by its `name`."""
+    """Class decorator: make a strategy known to `fit` and `--strategy` by its `name`, and to loading (a network
+    of backbone and head, unless the strategy registered another structure with `register_structure`)."""
     STRATEGIES[cls.name] = cls
+    STRUCTURES.setdefault(cls.name, unchanged)
     return cls
 
 
