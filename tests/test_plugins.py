@@ -14,7 +14,7 @@ from torch import nn
 import headstart
 from headstart.backbones import ImageBackbone, register_backbone, register_family
 from headstart.backbones.registry import FAMILIES, NAMES
-from headstart.heads import ClassificationHead, Classifier
+from headstart.heads import Classifier, LinearHead
 from headstart.strategies import STRATEGIES, Strategy, TrainingRun, register_strategy
 from headstart.structures import STRUCTURES
 
@@ -52,7 +52,7 @@ class NearestCentroid(Strategy):
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         train_x, _ = run.embed_splits()
-        head = ClassificationHead(train_x.shape[1], len(run.classes), "linear", dropout=0.0)
+        head = LinearHead(train_x.shape[1], len(run.classes), dropout=0.0)
         x = torch.from_numpy(train_x)
         head.standardize.fit(x)
         z = head.standardize(x)
