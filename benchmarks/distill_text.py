@@ -30,7 +30,7 @@ from _common import OUT, add_smoke_option, append_run, load_runs, quiet_fits, sh
 def run_draw(splits, n: int, seed: int, teacher_backbone: str, student_backbone: str, run_root: Path
              ) -> dict[str, Any]:
     import headstart
-    from headstart.pretraining.unlabeled import UnlabeledData
+    from headstart.data import UnlabeledData
 
     started = time.perf_counter()
     teacher = headstart.fit(splits, backbone=teacher_backbone, strategy="contrastive", labels_per_class=n, seed=seed)

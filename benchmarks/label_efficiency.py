@@ -183,7 +183,7 @@ def images(args: argparse.Namespace) -> dict[str, Any]:
         ckpt = out / "backbones" / f"smallcnn-{objective}"
         if "pretrain" in stages:
             with clock.stage(f"pretrain {objective}"):
-                from headstart.pretraining import UnlabeledData
+                from headstart.data import UnlabeledData
 
                 data = UnlabeledData("image", train.items, "fashion-mnist", "fashion-mnist (train images)")
                 result = pretrain(data, objective, "smallcnn", out=ckpt, image_size=28, max_minutes=args.pretrain_minutes,
@@ -261,7 +261,7 @@ def sst2(args: argparse.Namespace) -> dict[str, Any]:
     pretrained = {}
     if "pretrain" in args.stages.split(","):
         with clock.stage("mlm pretrain"):
-            from headstart.pretraining import UnlabeledData
+            from headstart.data import UnlabeledData
 
             data = UnlabeledData("text", list(train.items), "sst2-train", str(SST2 / "train.csv"))
             result = pretrain(data, "mlm", "minilm", out=ckpt, max_minutes=args.mlm_minutes, seed=0)

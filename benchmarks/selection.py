@@ -112,8 +112,7 @@ def load_set(name: str):
 
 def make_smallcnn_simclr(folder: Path, minutes: float) -> None:
     from headstart import pretrain
-    from headstart.data import load_data
-    from headstart.pretraining import UnlabeledData
+    from headstart.data import UnlabeledData, load_data
 
     train, _ = _stratified(load_data(SHARED / "images/cifar10/train").train, 10_000, 10, seed=1)
     data = UnlabeledData("image", train.items, "cifar10-10k", "10,000 CIFAR-10 training images, labels unused")
@@ -155,7 +154,7 @@ def make_random_minilm_like(folder: Path, out: Path) -> None:
 
 def make_mlm_minilm(folder: Path, minutes: float) -> None:
     from headstart import pretrain
-    from headstart.pretraining import UnlabeledData
+    from headstart.data import UnlabeledData
 
     texts = [t for name in TEXT_SETS for t in load_set(name).train.items]
     data = UnlabeledData("text", texts, "sst2+trec6+banking77", "training texts of the three text sets")

@@ -90,7 +90,7 @@ def test_backbones_table_never_cuts_a_name(monkeypatch):
 
 
 def test_pretrain_stays_the_function_after_its_package_is_imported():
-    out = subprocess.run([sys.executable, "-c", "import headstart\nfrom headstart.pretraining import UnlabeledData\n"
+    out = subprocess.run([sys.executable, "-c", "import headstart\nfrom headstart.pretraining import OBJECTIVES\n"
                           "import headstart.pretraining\nprint(callable(headstart.pretrain), headstart.Pretrained)"],
                          capture_output=True, text=True, check=True, timeout=HANG_GUARD_S)
     assert out.stdout.startswith("True <class 'headstart.pretraining.runner.Pretrained'>")

@@ -110,3 +110,23 @@ def test_the_inference_copy_is_made_once_and_one_item_starts_no_workers(saved, s
     again = model.predict_proba(files[:1])
     assert model._inference is copy and workers == [0]
     np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.parametrize("kind, weights", [
+    ("linear", ["layers.1.bias", "layers.1.weight"]),
+    ("mlp", ["layers.0.bias", "layers.0.weight", "layers.3.bias", "layers.3.weight"]),
+])
+def test_a_head_kind_in_the_manifest_rebuilds_its_class_under_the_saved_weight_names(kind, weights):
+    """The manifest's head config (kind as a string) picks the registered head class; its weights keep the names
+    that models were saved with before heads were classes, so those models load."""
+    from headstart.heads import HEADS, ClassificationHead
+    from headstart.manifests import HeadConfig
+
+    torch.manual_seed(0)
+    head = HEADS[kind](8, 3, hidden=16, dropout=0.0)
+    rebuilt = ClassificationHead.from_config(HeadConfig(**head.config).model_dump())
+    assert type(rebuilt) is type(head) and rebuilt.config == head.config
+    assert sorted(rebuilt.state_dict()) == sorted([*weights, "standardize.mean", "standardize.scale"])
+    rebuilt.load_state_dict(head.state_dict())
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(rebuilt.eval()(x), head.eval()(x))

@@ -64,10 +64,10 @@ def test_a_validation_split_that_cannot_support_a_temperature_leaves_it_at_one()
     """Too few held-out items, or none misclassified, would fit T to noise (all right: T falls to its lower
     bound and every score goes to 0 or 1): the head keeps T = 1 and the record says why; enough items with some
     mistakes get a fitted temperature."""
-    from headstart.heads import ClassificationHead
+    from headstart.heads import LinearHead
 
     z, labels = _overconfident(n=400, classes=3)
-    head = ClassificationHead(3, 3)
+    head = LinearHead(3, 3)
     with torch.no_grad():
         head.layers[1].weight.copy_(torch.eye(3))
         head.layers[1].bias.zero_()
@@ -85,9 +85,9 @@ def test_a_validation_split_that_cannot_support_a_temperature_leaves_it_at_one()
 
 def _identity_head(classes: int = 5):
     """A linear head whose logits are its inputs: calibrating it calibrates the given logits."""
-    from headstart.heads import ClassificationHead
+    from headstart.heads import LinearHead
 
-    head = ClassificationHead(classes, classes)
+    head = LinearHead(classes, classes)
     with torch.no_grad():
         head.layers[1].weight.copy_(torch.eye(classes))
         head.layers[1].bias.zero_()

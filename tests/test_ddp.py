@@ -68,7 +68,7 @@ import torch
 
 from headstart import distributed
 from headstart.backbones import resolve_backbone
-from headstart.heads import ClassificationHead, Classifier
+from headstart.heads import Classifier, LinearHead
 from headstart.strategies.finetune import FineTune
 from headstart.strategies.finetune_trainer import train_end_to_end
 from headstart.training import make_logger
@@ -86,7 +86,7 @@ run = SimpleNamespace(train=split(0, 26), val=split(26, 36), seed=3, run_dir=out
                       metrics_logger=lambda: csv_log)
 torch.manual_seed(0)
 backbone = resolve_backbone(str(bert), max_length=32)
-classifier = Classifier(backbone, ClassificationHead(backbone.embedding_dim, 2, "linear", dropout=0.0))
+classifier = Classifier(backbone, LinearHead(backbone.embedding_dim, 2, dropout=0.0))
 settings = FineTune(epochs=2, batch_size=batch_size, label_smoothing=0.0, warmup_fraction=0.0)
 summary = train_end_to_end(classifier, run, settings, lr=3e-3, lr_ratio=1.0)
 last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
@@ -134,11 +134,11 @@ def test_two_ranks_with_batch_b_end_with_the_weights_of_one_process_with_batch_2
 def starting_weights(bert: Path) -> dict[str, torch.Tensor]:
     """The weights train.py starts from (its seed, its head), to see that training changed them."""
     from headstart.backbones import resolve_backbone
-    from headstart.heads import ClassificationHead, Classifier
+    from headstart.heads import Classifier, LinearHead
 
     torch.manual_seed(0)
     backbone = resolve_backbone(str(bert), max_length=32)
-    classifier = Classifier(backbone, ClassificationHead(backbone.embedding_dim, 2, "linear", dropout=0.0))
+    classifier = Classifier(backbone, LinearHead(backbone.embedding_dim, 2, dropout=0.0))
     return {f"classifier.{k}": v for k, v in classifier.state_dict().items()}
 
 

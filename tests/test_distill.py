@@ -9,10 +9,9 @@ from typer.testing import CliRunner
 
 import headstart
 from headstart.cli import app
-from headstart.data import Dataset, load_data, make_splits
+from headstart.data import Dataset, UnlabeledData, load_data, make_splits
 from headstart.distillation import pseudo_label
 from headstart.errors import DataError, SettingsError
-from headstart.pretraining.unlabeled import UnlabeledData
 
 from .conftest import make_tiny_bert, write_text_table
 

@@ -100,11 +100,11 @@ def test_finetune_from_scratch_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 
 def test_finetune_uses_discriminative_learning_rates():
-    from headstart.heads import ClassificationHead, Classifier
+    from headstart.heads import Classifier, LinearHead
     from headstart.strategies.finetune_trainer import discriminative_groups
 
     backbone = headstart.resolve_backbone("efficientnet_lite0")
-    head = ClassificationHead(1280, 3)
+    head = LinearHead(1280, 3)
     groups = discriminative_groups(Classifier(backbone, head), lr=1e-3, lr_ratio=10, weight_decay=0.0)
     rates = [g["lr"] for g in groups]
     assert rates == sorted(rates) and rates[0] == pytest.approx(1e-4) and rates[-1] == rates[-2] == 1e-3

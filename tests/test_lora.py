@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 import headstart
+from headstart.adapters import inject_adapters, merge_adapters
 from headstart.backbones.timm_image import TimmBackbone
 from headstart.errors import HeadstartError
 from headstart.strategies import LoRA
-from headstart.strategies.lora import inject_adapters, merge_adapters
 
-from .conftest import make_tiny_bert, write_text_table
+from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 
 TEXTS = ["a wonderful and great film number 1", "a dull and tedious film number 2", "a lovely film"]
 
@@ -52,6 +56,22 @@ def test_lora_model_reloads_with_its_adapters(lora_run):
     assert any("lora_A" in k for k in keys) and any(k.startswith("head.") for k in keys)
     loaded = headstart.load(root / "run" / "model")
     np.testing.assert_allclose(loaded.predict_proba(TEXTS), model.predict_proba(TEXTS), atol=1e-6)
+
+
+def test_loading_a_lora_model_imports_no_training_code(lora_run):
+    """A fresh process loads the LoRA model (adapters rebuilt) and predicts as trained without importing a strategy
+    module; and loading knew every strategy before any strategy module was imported."""
+    root, model, _ = lora_run
+    code = (f"import json, sys, headstart\nfrom headstart.structures import STRUCTURES\nknown = set(STRUCTURES)\n"
+            f"scores = headstart.load({str(root / 'run' / 'model')!r}).predict_proba({TEXTS!r}).tolist()\n"
+            "imported = sorted(m for m in sys.modules if m.startswith('headstart.strategies'))\n"
+            "from headstart.strategies import STRATEGIES\n"
+            "print(json.dumps([scores, imported, sorted(set(STRATEGIES) - known)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scores, imported, unknown_to_loading = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(scores, model.predict_proba(TEXTS), atol=1e-6)
+    assert imported == [] and unknown_to_loading == []
 
 
 def test_merge_folds_adapters_into_plain_layers(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 import headstart
 from headstart.evaluation.metrics import expected_calibration_error
-from headstart.heads import ClassificationHead, Classifier, Standardize
+from headstart.heads import Classifier, LinearHead, Standardize
 
 
 def test_ece_matches_torchmetrics():
@@ -33,7 +33,7 @@ def test_finetune_schedule_warms_up_then_decays_to_zero():
     from headstart.strategies.finetune_trainer import FineTuneModule
 
     backbone = headstart.resolve_backbone("smallcnn")
-    module = FineTuneModule(Classifier(backbone, ClassificationHead(128, 2)), 1e-3, 1.0,
+    module = FineTuneModule(Classifier(backbone, LinearHead(128, 2)), 1e-3, 1.0,
                             FineTune(warmup_fraction=0.1), total_steps=100)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]

@@ -14,8 +14,9 @@ from torch import nn
 import headstart
 from headstart.backbones import ImageBackbone, register_backbone, register_family
 from headstart.backbones.registry import FAMILIES, NAMES
-from headstart.heads import ClassificationHead, Classifier
+from headstart.heads import Classifier, LinearHead
 from headstart.strategies import STRATEGIES, Strategy, TrainingRun, register_strategy
+from headstart.structures import STRUCTURES
 
 
 class ColourStatistics(ImageBackbone):
@@ -51,7 +52,7 @@ class NearestCentroid(Strategy):
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         train_x, _ = run.embed_splits()
-        head = ClassificationHead(train_x.shape[1], len(run.classes), "linear", dropout=0.0)
+        head = LinearHead(train_x.shape[1], len(run.classes), dropout=0.0)
         x = torch.from_numpy(train_x)
         head.standardize.fit(x)
         z = head.standardize(x)
@@ -71,6 +72,7 @@ def plugins():
     register_strategy(NearestCentroid)
     yield
     FAMILIES.pop("toy_colour", None), NAMES.pop(("toy-colour", "image")), STRATEGIES.pop("toy_centroid")
+    STRUCTURES.pop("toy_centroid")
 
 
 def test_toy_family_and_strategy_fit_save_and_load(plugins, image_folder, tmp_path):

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 import headstart
 from headstart.backbones.folder import BACKBONE_MANIFEST
 from headstart.cli import app
+from headstart.data import read_unlabeled
 from headstart.errors import BackboneError, DataError, HeadstartError
-from headstart.pretraining import pretrain, read_unlabeled
+from headstart.pretraining import pretrain
 from headstart.pretraining.contrastive import nt_xent
 from headstart.pretraining.masked import random_patch_mask
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "fit": "api", "load": "api", "evaluate": "api", "select": "selection", "distill": "distillation",
+    "fit": "api", "load": "model", "evaluate": "api", "select": "selection", "distill": "distillation",
     "audit": "auditing", "suggest": "auditing",
     "pretrain": "pretraining", "Pretrained": "pretraining",
     "TrainedModel": "model",
@@ -31,13 +31,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import evaluate, fit, load
+    from .api import evaluate, fit
     from .auditing import audit, suggest
     from .backbones import list_backbones, register_backbone, register_family, resolve_backbone
     from .data import Dataset, Splits, load_data, make_splits
     from .distillation import distill
     from .errors import HeadstartError
-    from .model import TrainedModel
+    from .model import TrainedModel, load
     from .pretraining import Pretrained, pretrain
     from .selection import select
     from .strategies import Auto, Contrastive, FineTune, LoRA, Probe, Strategy, register_strategy

@@ -1,4 +1,5 @@
-"""The Python API: fit, load, evaluate. The CLI is a thin layer over these functions."""
+"""The Python API: fit, evaluate, explain, report. The CLI is a thin layer over these functions (`headstart.load`
+is `model.load`: loading imports no training code)."""
 
 from __future__ import annotations
 
@@ -25,35 +26,15 @@ from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
 from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, batch_precision, evaluate_items
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
+from .settings import PRECISIONS, check_choice, check_range
 from .strategies import Strategy, TrainingRun, make_strategy
-from .strategies.base import STRATEGIES, check_choice, check_range, check_task
+from .strategies.base import STRATEGIES, check_task
 from .tasks import Task, make_task
-from .training import PRECISIONS, check_logger
+from .training import check_logger
 
 log = logging.getLogger("headstart")
 
-__all__ = ["evaluate", "explain", "fit", "load", "report"]
-
-
-def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str | None = None) -> Any:
-    """Load a saved model folder (RUN/model) to predict with.
-
-    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (default: the precision its metrics were
-    measured at, fp32, so exactly the labels behind them and the ONNX graph's; auto: bfloat16 where the device is
-    fast at it, quicker for large image batches); `"onnx"`
-    (`"onnx-int8"`) runs the exported RUN/model/model.onnx (model.int8.onnx) with ONNX Runtime, and `"openvino"`
-    (`"openvino-int8"`) the same file with OpenVINO: an `OnnxClassifier` with the same
-    `scores`/`predict_proba`/`predict` (`threads` limits their threads), in the graph's own precision. A
-    deployment without torch calls `headstart.runtime.load` directly.
-    """
-    if runtime == "torch":
-        return TrainedModel.load(path, precision=precision)
-    if precision not in (None, "auto", "fp32"):
-        raise SettingsError(f"precision {precision} applies to the torch runtime: an exported graph computes in its "
-                            "own precision (fp32, or int8)")
-    from .runtime import load_runtime
-
-    return load_runtime(path, runtime, threads)
+__all__ = ["evaluate", "explain", "fit", "report"]
 
 
 def evaluate(model: TrainedModel | str | Path, data: Dataset | str | Path | InMemoryData, **options: Any

@@ -17,7 +17,7 @@ from .errors import ArtifactError, HeadstartError
 from .heads import ClassificationHead, Classifier
 from .manifests import ModelManifest, read_model_manifest
 from .modalities import ensure_same_modality, get_modality
-from .strategies import strategy_class
+from .structures import rebuild_structure
 from .weights import load_weights, save_weights
 
 MANIFEST = "headstart.json"
@@ -150,6 +150,6 @@ def read_model_dir(path: Path, device: str = "cpu") -> tuple[Classifier, ModelMa
         head = ClassificationHead.from_config(manifest.head.model_dump())
     except ValueError as e:
         raise ArtifactError(f"{path / MANIFEST}: {e}") from None
-    classifier = strategy_class(manifest.strategy.name).restore(Classifier(backbone, head), manifest.strategy.settings)
+    classifier = rebuild_structure(Classifier(backbone, head), manifest.strategy.name, manifest.strategy.settings)
     load_weights(classifier, path / WEIGHTS, device=device)
     return classifier, manifest

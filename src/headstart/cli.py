@@ -536,7 +536,7 @@ def predict(
                                  "its own precision (fp32, or int8)")
         items, records_for = _exported_predictor(model, inputs, top_k, runtime, batch_size)
     else:
-        from .api import load
+        from .model import load
         from .predict import collect_inputs, prediction_records
 
         trained = load(model, precision=precision)

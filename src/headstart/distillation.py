@@ -29,11 +29,11 @@ from typing import Any
 
 from . import distributed
 from .data import Dataset, PseudoLabels, Splits
-from .embeddings import drop_failures
+from .data.unlabeled import UnlabeledData, read_unlabeled
+from .data.unreadable import drop_failures
 from .errors import DataError, SettingsError
 from .modalities import ensure_same_modality, get_modality
 from .model import TrainedModel
-from .pretraining.unlabeled import UnlabeledData, read_unlabeled
 from .strategies import STRATEGIES, Strategy, strategy_class
 
 log = logging.getLogger("headstart")

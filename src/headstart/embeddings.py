@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,24 +14,12 @@ from . import distributed
 from ._util import default_device, precision_dtype
 from .backbones.base import Backbone
 from .data.dataset import Dataset
+from .data.unreadable import drop_failures
 from .embedding_cache import EmbeddingCache
-from .errors import DataError
 from .modalities import get_modality
 from .progress import progress_bar
 
 log = logging.getLogger("headstart")
-
-class ItemCollection(Protocol):
-    """Named items of one modality: a Dataset, or pretraining's unlabeled data."""
-
-    name: str
-    modality: str
-    items: Sequence
-
-    def __len__(self) -> int: ...
-
-    def subset(self, indices: np.ndarray): ...
-
 
 FOLD_MIN_ITEMS = 256  # below this, folding BatchNorm for a one-off extraction costs more than it saves
 
@@ -160,17 +147,6 @@ def _embed_shared(backbone: Backbone, items: Sequence, precision: str, batch_siz
     return out, sorted(f for _, _, rank_failures in shares for f in rank_failures)
 
 
-def drop_failures(data: ItemCollection, failures: list[tuple[int, str]], strict: bool) -> np.ndarray:
-    """Indices of `data` to keep after unreadable items: a warning with a count, or with `strict` an error."""
-    if not failures:
-        return np.arange(len(data))
-    message = f"{data.name}: {get_modality(data.modality).failure_summary(data.items, failures)}"
-    if strict:
-        raise DataError(message + " (without --strict they are skipped)")
-    log.warning(message)
-    return np.setdiff1d(np.arange(len(data)), [i for i, _ in failures])
-
-
 def embed_dataset(backbone: Backbone, data: Dataset, cache: EmbeddingCache | None, precision: str,
                   strict: bool) -> tuple[Dataset, np.ndarray]:
     """The readable part of `data` and its embeddings (unreadable items warned about and left out)."""
@@ -179,9 +155,3 @@ def embed_dataset(backbone: Backbone, data: Dataset, cache: EmbeddingCache | Non
     if len(keep) == len(data):
         return data, embeddings
     return data.subset(keep), embeddings[keep]
-
-
-def without_unreadable(data: ItemCollection, strict: bool) -> ItemCollection:
-    """`data` less the items its modality cannot decode (checked by decoding each, in worker processes)."""
-    failures = get_modality(data.modality).find_unreadable(data.items)
-    return data.subset(drop_failures(data, failures, strict)) if failures else data

@@ -1,16 +1,16 @@
-"""Heads placed on top of a backbone's embeddings: their outputs, loss and scores are the task's."""
+"""Heads placed on top of a backbone's embeddings, small classes registered by kind (linear, mlp): their outputs,
+loss and scores are the task's."""
 
 from __future__ import annotations
 
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from .tasks import Task, task_of
-
-HEAD_KINDS = ("linear", "mlp")
 
 
 class Standardize(nn.Module):
@@ -32,9 +32,9 @@ class Standardize(nn.Module):
         return (x.float() - self.mean) * self.scale
 
 
-class ClassificationHead(nn.Module):
-    """The head on a backbone's embeddings, for any task. `linear`: standardise -> dropout -> linear. `mlp`: the
-    classic recipe's Dense(1024, relu) -> Dense(n).
+class ClassificationHead(nn.Module, ABC):
+    """The head on a backbone's embeddings, for any task: standardise, then the layers of its kind (a subclass
+    registered with `@register_head`; `HEADS` by kind, the name the manifest records and `--head` takes).
 
     `forward` gives the raw outputs (logits) that training's loss takes; `scores` gives what every path that
     predicts (predict, evaluate, the server, the exported ONNX graph) reports: the task's transform of them with
@@ -43,33 +43,37 @@ class ClassificationHead(nn.Module):
     manifest), not weights, so models saved before they existed load unchanged.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, kind: str = "linear", hidden: int = 1024, dropout: float = 0.1,
+    kind: ClassVar[str]
+    probe_lr: ClassVar[float]  # the probe's learning rate for this head unless the user gives one
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 1024, dropout: float = 0.1,
                  temperature: float = 1.0, task: str = "classification", task_settings: dict[str, Any] | None = None,
                  task_params: dict[str, Any] | None = None):
         super().__init__()
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"head must be one of {HEAD_KINDS}, got {kind!r}")
-        self.config = {"kind": kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden, "dropout": dropout,
-                       "temperature": float(temperature), "task": task, "task_settings": dict(task_settings or {}),
-                       "task_params": dict(task_params or {})}
+        self.config = {"kind": self.kind, "in_dim": in_dim, "n_classes": n_classes, "hidden": hidden,
+                       "dropout": dropout, "temperature": float(temperature), "task": task,
+                       "task_settings": dict(task_settings or {}), "task_params": dict(task_params or {})}
         self.task = task_of(self.config)
         self.standardize = Standardize(in_dim)
-        if kind == "linear":
-            self.layers = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
-        else:
-            self.layers = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                        nn.Linear(hidden, n_classes))
+        self.layers = self.build_layers(in_dim, n_classes, hidden, dropout)
 
-    @classmethod
-    def for_task(cls, task: Task, in_dim: int, names: list[str], labels: np.ndarray, kind: str = "linear"
+    @staticmethod
+    @abstractmethod
+    def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+        """The layers from standardised embeddings to outputs (their names are the saved weights' names)."""
+
+    @staticmethod
+    def for_task(task: Task, in_dim: int, names: list[str], labels: np.ndarray, kind: str = "linear"
                  ) -> ClassificationHead:
-        """A new head for `task` over `names`, its task parameters initialised from the training `labels`."""
-        return cls(in_dim, task.outputs(names), kind, task=task.name, task_settings=task.settings(),
-                   task_params=task.initial_params(labels, names))
+        """A new head of `kind` for `task` over `names`, its task parameters initialised from the training `labels`."""
+        return head_class(kind)(in_dim, task.outputs(names), task=task.name, task_settings=task.settings(),
+                                task_params=task.initial_params(labels, names))
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ClassificationHead:
-        return cls(**config)
+    @staticmethod
+    def from_config(config: dict[str, Any]) -> ClassificationHead:
+        """The head a manifest's head config describes (its weights load afterwards)."""
+        config = dict(config)
+        return head_class(config.pop("kind"))(**config)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -111,6 +115,48 @@ class ClassificationHead(nn.Module):
         """The task's scores (items x outputs; class probabilities for classification) of float32 embeddings."""
         self.eval()
         return self.scores(torch.from_numpy(embeddings)).float().numpy()
+
+
+HEADS: dict[str, type[ClassificationHead]] = {}
+H = TypeVar("H", bound=type[ClassificationHead])
+
+
+def register_head(cls: H) -> H:
+    """Class decorator: make a head known by its `kind` to `--head` and to loading."""
+    HEADS[cls.kind] = cls
+    return cls
+
+
+def head_class(kind: str) -> type[ClassificationHead]:
+    """The head class of `kind` (a ValueError naming the kinds for any other: loading reports it as damage)."""
+    if kind not in HEADS:
+        raise ValueError(f"head must be one of {tuple(HEADS)}, got {kind!r}")
+    return HEADS[kind]
+
+
+@register_head
+class LinearHead(ClassificationHead):
+    """standardise -> dropout -> linear: the probe's and fine-tuning's default."""
+
+    kind = "linear"
+    probe_lr = 1e-3
+
+    @staticmethod
+    def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, n_classes))
+
+
+@register_head
+class MLPHead(ClassificationHead):
+    """The classic recipe's head: standardise -> Dense(hidden, relu) -> dropout -> Dense(n)."""
+
+    kind = "mlp"
+    probe_lr = 3e-4
+
+    @staticmethod
+    def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                             nn.Linear(hidden, n_classes))
 
 
 class Classifier(nn.Module):

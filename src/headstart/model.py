@@ -14,10 +14,11 @@ from torch import nn
 from ._util import check_precision, default_device, inference_precision, library_versions
 from .artifact import ITEMS, MANIFEST, METRICS, ItemDigests, read_item_digests, read_model_dir, write_model_dir
 from .data.dataset import Dataset, Splits
+from .data.unreadable import drop_failures
 from .distributed import on_main
 from .embedding_cache import EmbeddingCache
-from .embeddings import compute_embeddings, drop_failures, embed_items
-from .errors import DataError, HeadstartError
+from .embeddings import compute_embeddings, embed_items
+from .errors import DataError, HeadstartError, SettingsError
 from .heads import Classifier
 from .manifests import ModelManifest
 from .modalities import ensure_same_modality, get_modality
@@ -401,8 +402,6 @@ class TrainedModel:
         on labeled held-out data (not the test set) and record it in the manifest; `save` to keep it; a
         temperature is kept only when it passes cross-validated acceptance on `data` (see
         `ClassificationHead.calibrate`). Returns the calibration record."""
-        from .embeddings import drop_failures
-
         embeddings, failures = compute_embeddings(self.backbone, data.items, desc="calibrating",
                                                   model=self._inference_model())
         keep = drop_failures(data, failures, strict=False)
@@ -415,3 +414,24 @@ class TrainedModel:
         if self.item_digests is not None:  # calibrated on: never scored by `evaluate` as held out
             self.item_digests = self.item_digests.with_fitted(self.modality, data.items)
         return record
+
+
+def load(path: str | Path, runtime: str = "torch", threads: int | None = None, precision: str | None = None) -> Any:
+    """Load a saved model folder (RUN/model) to predict with, importing no training code.
+
+    `runtime="torch"` gives the `TrainedModel`, predicting in `precision` (default: the precision its metrics were
+    measured at, fp32, so exactly the labels behind them and the ONNX graph's; auto: bfloat16 where the device is
+    fast at it, quicker for large image batches); `"onnx"`
+    (`"onnx-int8"`) runs the exported RUN/model/model.onnx (model.int8.onnx) with ONNX Runtime, and `"openvino"`
+    (`"openvino-int8"`) the same file with OpenVINO: an `OnnxClassifier` with the same
+    `scores`/`predict_proba`/`predict` (`threads` limits their threads), in the graph's own precision. A
+    deployment without torch calls `headstart.runtime.load` directly.
+    """
+    if runtime == "torch":
+        return TrainedModel.load(path, precision=precision)
+    if precision not in (None, "auto", "fp32"):
+        raise SettingsError(f"precision {precision} applies to the torch runtime: an exported graph computes in its "
+                            "own precision (fp32, or int8)")
+    from .runtime import load_runtime
+
+    return load_runtime(path, runtime, threads)

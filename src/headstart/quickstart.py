@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ._util import worker_count
-from .api import fit, load
+from .api import fit
 from .data import load_data, make_splits
+from .model import load
 from .predict import prediction_records
 
 

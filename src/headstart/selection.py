@@ -30,8 +30,7 @@ from .errors import DataError, HeadstartError, SettingsError
 from .evaluation.knn import knn_accuracy
 from .evaluation.logme import logme
 from .modalities import ensure_same_modality, get_modality
-from .strategies.base import check_choice, check_range
-from .training import PRECISIONS
+from .settings import PRECISIONS, check_choice, check_range
 
 log = logging.getLogger("headstart")
 

@@ -23,7 +23,6 @@ from .weights import is_pickle_refusal
 
 log = logging.getLogger("headstart")
 
-PRECISIONS = ("auto", "fp32", "bf16")
 LOGGERS = ("csv", "tensorboard", "mlflow")
 # The modules each logger needs beyond Lightning (any one of them), and the pip package that brings the first.
 LOGGER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}

@@ -28,13 +28,12 @@ from ..api import prepare_splits
 from ..backbones import resolve_backbone
 from ..data import Dataset, Splits, load_data
 from ..data.frames import InMemoryData
+from ..data.unlabeled import read_unlabeled
 from ..embedding_cache import backbone_cache
 from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
-from ..pretraining.unlabeled import read_unlabeled
-from ..strategies.base import check_choice, check_range
-from ..training import PRECISIONS
+from ..settings import PRECISIONS, check_choice, check_range
 from .duplicates import NEAR_THRESHOLD, THUMBNAIL_SIZE, THUMBNAIL_THRESHOLD, duplicate_pairs
 from .findings import KINDS
 from .label_errors import find_label_errors

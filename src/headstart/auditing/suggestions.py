@@ -28,14 +28,13 @@ import numpy as np
 
 from ..backbones import resolve_backbone
 from ..data import Dataset, Splits, load_data
+from ..data.unlabeled import UnlabeledData, read_unlabeled
 from ..embedding_cache import backbone_cache
 from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..model import TrainedModel, model_folder
-from ..pretraining.unlabeled import UnlabeledData, read_unlabeled
-from ..strategies.base import check_choice, check_range
-from ..training import PRECISIONS
+from ..settings import PRECISIONS, check_choice, check_range
 from .similarity import scan, unit_rows
 
 log = logging.getLogger("headstart")

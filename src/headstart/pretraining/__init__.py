@@ -13,6 +13,5 @@ runner.py holds `pretrain` itself; trainer.py the Lightning loop they share.
 
 from .base import OBJECTIVES, Objective, register_objective
 from .runner import Pretrained, pretrain
-from .unlabeled import UnlabeledData, read_unlabeled
 
-__all__ = ["OBJECTIVES", "Objective", "Pretrained", "UnlabeledData", "pretrain", "read_unlabeled", "register_objective"]
+__all__ = ["OBJECTIVES", "Objective", "Pretrained", "pretrain", "register_objective"]

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 
 from ..backbones.base import Backbone
+from ..data.unlabeled import UnlabeledData
 from ..errors import BackboneError
 from ..modalities.audio import load_audio
 from .base import Objective, ObjectiveOptions
-from .unlabeled import UnlabeledData
 
 CROP_SECONDS = 1.0
 

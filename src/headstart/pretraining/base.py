@@ -14,9 +14,9 @@ from torch import nn
 from ..backbones import resolve_backbone
 from ..backbones.base import Backbone, ImageBackbone
 from ..backbones.folder import BACKBONE_MANIFEST
+from ..data.unlabeled import UnlabeledData
 from ..errors import BackboneError
 from ..modalities.image import ImageTensors
-from .unlabeled import UnlabeledData
 
 
 @dataclass(frozen=True)

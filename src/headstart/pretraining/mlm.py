@@ -19,9 +19,9 @@ import torch
 from ..backbones import resolve_backbone
 from ..backbones.base import Backbone
 from ..backbones.hf_text import HFTextBackbone
+from ..data.unlabeled import UnlabeledData
 from ..errors import BackboneError
 from .base import Objective, ObjectiveOptions, register_objective
-from .unlabeled import UnlabeledData
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,15 @@ import torch
 from .. import distributed
 from .._util import atomic_write_json, stable_json
 from ..backbones.folder import BACKBONE_MANIFEST, save_backbone_dir
-from ..embeddings import without_unreadable
+from ..data.unlabeled import UnlabeledData, read_unlabeled
+from ..data.unreadable import without_unreadable
 from ..errors import BackboneError, DataError, HeadstartError
 from ..modalities import ensure_same_modality, get_modality
-from ..training import PRECISIONS, check_logger, restarted_with_checkpoint
+from ..settings import PRECISIONS
+from ..training import check_logger, restarted_with_checkpoint
 from . import audio_contrastive, audio_masked, autoencoder, contrastive, masked, mlm  # noqa: F401  (registration)
 from .base import ObjectiveOptions, find_objective, objective_names, objectives_by_modality
 from .trainer import downsample_curve, plot_loss_curve, train
-from .unlabeled import UnlabeledData, read_unlabeled
 
 log = logging.getLogger("headstart")
 

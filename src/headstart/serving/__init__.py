@@ -33,7 +33,7 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
     path = Path(model_dir).expanduser()
     if runtime == "torch":
         from .._util import default_device, describe_auto
-        from ..api import load
+        from ..model import load
 
         model = load(path)
         codec = get_codec(model.modality)(model.backbone.onnx_preprocessing(), path)

@@ -35,8 +35,9 @@ import numpy as np
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
+from ..settings import check_choice
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
-from .base import Strategy, TrainingRun, check_choice, register_strategy, strategy_class
+from .base import Strategy, TrainingRun, register_strategy, strategy_class
 
 log = logging.getLogger("headstart")
 
@@ -86,8 +87,8 @@ class Auto(Strategy):
         return chosen.freezes_backbone if chosen is not None else False
 
     def settings(self) -> dict[str, Any]:
-        """The class weighting; after training also which strategy ran, why, and its settings (what `restore`
-        needs at load time)."""
+        """The class weighting; after training also which strategy ran, why, and its settings (what loading needs
+        to rebuild the chosen strategy's network: `structures.as_chosen`)."""
         chosen = getattr(self, "_chosen", None)
         if chosen is None:
             return {"class_weight": self.class_weight}
@@ -106,9 +107,3 @@ class Auto(Strategy):
         classifier, record = chosen.train(run)
         return classifier, {"auto": {"chosen": name, "reason": reason, "labels_per_class": labels_per_class},
                             **record}
-
-    @classmethod
-    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
-        if "chosen" not in settings:
-            return classifier
-        return strategy_class(settings["chosen"]).restore(classifier, settings.get("chosen_settings", {}))

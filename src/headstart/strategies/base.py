@@ -1,16 +1,15 @@
 """The strategy interface: a strategy is a dataclass of validated settings that trains a Classifier.
 
 A strategy owns its settings (fields with ranges checked on creation), its stages (`train`), and what a saved
-model must record to be rebuilt (`record`, and `restore` at load time, for strategies such as LoRA that change
-the network's structure). New strategies register with `@register_strategy`; `fit` and the CLI find them by
-name, so a new strategy is one new module.
+model must record to be rebuilt (`settings`). Loading imports no strategy: a strategy that changes the network's
+structure, such as LoRA, says how loading rebuilds it in `headstart.structures`. New strategies register with
+`@register_strategy`; `fit` and the CLI find them by name, so a new strategy is one new module.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -23,42 +22,15 @@ import numpy as np
 
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
+from ..data.unreadable import without_unreadable
 from ..embedding_cache import EmbeddingCache
-from ..embeddings import embed_dataset, without_unreadable
+from ..embeddings import embed_dataset
 from ..errors import DataError, SettingsError
 from ..heads import Classifier
+from ..settings import option
+from ..structures import STRUCTURES, unchanged
 from ..tasks import Task
 from ..training import make_logger
-
-
-def option(name: str) -> str:
-    """How a setting is named to a user: the Python name and its command-line flag."""
-    return f"{name} (--{name.replace('_', '-')})"
-
-
-def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                integer: bool = False, low_open: bool = False, high_open: bool = False) -> None:
-    """Raise a SettingsError naming the setting and its range unless `value` lies in it (None is always allowed)."""
-    if value is None:
-        return
-    kind = "a whole number" if integer else "a number"
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-        limits = " and ".join(x for x in (lo, hi) if x)
-        raise SettingsError(f"{option(name)} must be {kind}{' ' + limits if limits else ''}, got {value!r}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SettingsError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
 
 
 @dataclass
@@ -148,13 +120,9 @@ class Strategy(ABC):
         """Train a classifier on `run`; returns it and a JSON-ready record of the training (history, rates)."""
 
     def settings(self) -> dict[str, Any]:
-        """The settings as a JSON-ready dict, recorded in the manifest so that `restore` can rebuild the model."""
+        """The settings as a JSON-ready dict, recorded in the manifest so that loading can rebuild the model
+        (`headstart.structures`)."""
         return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
-        """Bring a freshly built classifier into the structure this strategy trained (before weights load)."""
-        return classifier
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}
@@ -162,8 +130,10 @@ S = TypeVar("S", bound=type[Strategy])
 
 
 def register_strategy(cls: S) -> S:
-    """Class decorator: make a strategy known to `fit` and `--strategy` by its `name`."""
+    """Class decorator: make a strategy known to `fit` and `--strategy` by its `name`, and to loading (a network
+    of backbone and head, unless the strategy registered another structure with `register_structure`)."""
     STRATEGIES[cls.name] = cls
+    STRUCTURES.setdefault(cls.name, unchanged)
     return cls
 
 

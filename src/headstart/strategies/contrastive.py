@@ -50,11 +50,12 @@ from .. import distributed
 from .._util import default_device, precision_dtype
 from ..backbones.base import TextBackbone
 from ..errors import SettingsError
-from ..heads import ClassificationHead, Classifier
+from ..heads import ClassificationHead, Classifier, LinearHead
 from ..progress import progress_bar
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from ..training import CurveLog
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 from .finetune import same_head_on_every_rank
 
 
@@ -123,7 +124,7 @@ def logistic_regression_head(x: np.ndarray, y: np.ndarray, n_classes: int, c: fl
     bias = torch.as_tensor(model.intercept_, dtype=torch.float32)
     if n_classes == 2:  # one logit z for class 1: softmax([-z/2, z/2]) is sigmoid(z)
         weight, bias = torch.cat([-weight, weight]) / 2, torch.cat([-bias, bias]) / 2
-    head = ClassificationHead(x.shape[1], n_classes, "linear", dropout=0.0)
+    head = LinearHead(x.shape[1], n_classes, dropout=0.0)
     with torch.no_grad():
         head.standardize.mean.zero_()
         head.standardize.scale.fill_(scale)

@@ -17,9 +17,10 @@ from typing import Any
 
 from .. import distributed
 from ..backbones.base import Backbone
-from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..heads import HEADS, ClassificationHead, Classifier
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 from .probe import Probe, train_head
 
 log = logging.getLogger("headstart")
@@ -71,7 +72,7 @@ class FineTune(Strategy):
         check_range("batch_size", self.batch_size, low=1, integer=True)
         check_range("patience", self.patience, low=1, integer=True)
         check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
-        check_choice("head", self.head, HEAD_KINDS)
+        check_choice("head", self.head, tuple(HEADS))
         check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     def learning_rate(self, backbone: Backbone) -> float:

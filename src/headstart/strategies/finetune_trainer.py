@@ -127,15 +127,9 @@ class ResumeHint(L.Callback):
                         self.run_dir / "checkpoints" / "last.ckpt")
 
 
-def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
-                     lr_ratio: float, class_weight: torch.Tensor | None = None) -> dict[str, Any]:
-    """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio; the loss
-    weighted by `class_weight` per class, None: unweighted); returns a summary (best epoch, validation accuracy,
-    checkpoint)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    L.seed_everything(run.seed, workers=True, verbose=False)
-    backbone, run_dir = classifier.backbone, run.run_dir
+def end_to_end_loaders(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings) -> tuple[Any, Any]:
+    """The training loader (under torchrun, this rank's share of every global batch) and the validation loader."""
+    backbone = classifier.backbone
     modality = get_modality(backbone.modality)
     ranks = distributed.world_size()
     task = classifier.head.task
@@ -151,27 +145,53 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
     # the validation pass on each rank).
     val_loader = task.training_loader(modality, backbone, run.val.items, run.val.labels, max(64, settings.batch_size),
                                       train=False)
-    total_steps = settings.epochs * len(train_loader)
-    classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
-    module = FineTuneModule(classifier, lr, lr_ratio, settings, total_steps, run.seed, class_weight)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    resume = run.resume or restarted_with_checkpoint(last)
-    if not resume and last.is_file() and distributed.is_main():
+    return train_loader, val_loader
+
+
+def checkpoint_callbacks(ckpt_dir: Path, monitored: str, resume: bool) -> tuple[Any, Any]:
+    """best.ckpt (the best `monitored` score) and last.ckpt (every epoch) in `ckpt_dir`; a run that does not
+    resume replaces the checkpoints of an earlier one."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if not resume and (ckpt_dir / "last.ckpt").is_file() and distributed.is_main():
         log.info("starting afresh: the checkpoints in %s are replaced (use --resume to continue them)", ckpt_dir)
         for name in ("last.ckpt", "best.ckpt"):
             (ckpt_dir / name).unlink(missing_ok=True)
-    monitored = classifier.head.task.val_metric
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored, mode="max",
-                                 save_top_k=1, enable_version_counter=False)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored, mode="max",
+                           save_top_k=1, enable_version_counter=False)
     # A separate callback for last.ckpt: with save_last=True, Lightning 2.6 writes last.ckpt only in epochs that
     # improve the monitored metric, and --resume would then repeat the epochs after the best one.
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False)
+    return best, latest
+
+
+def check_resumable(last: Path, module: FineTuneModule, train_loader: Any) -> None:
+    """Before resuming from `last`: it exists and fits `module`; the loader's sampler is told the epoch it resumes
+    (Lightning makes the first resumed epoch's batches before it tells the sampler the epoch)."""
+    if not last.is_file():
+        raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
+    getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
+
+
+def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEndSettings, lr: float,
+                     lr_ratio: float, class_weight: torch.Tensor | None = None) -> dict[str, Any]:
+    """Train `classifier` in place on `run` (the last layer group at `lr`, the first at lr / lr_ratio; the loss
+    weighted by `class_weight` per class, None: unweighted); returns a summary (best epoch, validation accuracy,
+    checkpoint)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    L.seed_everything(run.seed, workers=True, verbose=False)
+    run_dir = run.run_dir
+    train_loader, val_loader = end_to_end_loaders(classifier, run, settings)
+    classifier.train()  # the head stage leaves the backbone in eval mode; Lightning keeps modules' modes as found
+    module = FineTuneModule(classifier, lr, lr_ratio, settings, settings.epochs * len(train_loader), run.seed,
+                            class_weight)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = run.resume or restarted_with_checkpoint(last)
+    monitored = classifier.head.task.val_metric
+    checkpoint, latest = checkpoint_callbacks(last.parent, monitored, resume)
     if resume:
-        if not last.is_file():
-            raise HeadstartError(f"--resume: no checkpoint at {last}: run without --resume to start afresh")
-        # Lightning makes the first resumed epoch's batches before it tells the sampler the epoch: tell it now.
-        getattr(train_loader.sampler, "set_epoch", lambda epoch: None)(check_checkpoint(last, module))
+        check_resumable(last, module, train_loader)
     progress, show_bar = lightning_progress("fine-tuning") if distributed.is_main() else ([], False)
     with quiet_lightning(), warnings.catch_warnings():
         # Every rank validates on the whole split, so each rank's val_loss and validation score are already the
@@ -188,8 +208,7 @@ def train_end_to_end(classifier: Classifier, run: TrainingRun, settings: EndToEn
         )
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     classifier.cpu().eval()
     score = checkpoint.best_model_score
     return {"best_checkpoint": str(best), "val_metric": monitored,

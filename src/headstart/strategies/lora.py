@@ -15,7 +15,8 @@ for adapters and head (no discriminative rates: the adapters start at zero every
 warm-up/cosine schedule of finetune.
 
 The saved model holds the frozen backbone weights, the adapters (`lora_A`/`lora_B` tensors) and the head in one
-safetensors file; loading injects the same adapters (`restore`) before the weights load. With `merge`, the
+safetensors file; loading injects the same adapters (`structures.with_adapters`, which imports no training
+code) before the weights load. With `merge`, the
 adapters are folded into the weights they adapt after training (W + alpha/r · B·A), and the saved model is a
 plain backbone and head that predicts and exports exactly like a fine-tuned one, with no adapter layers at
 inference.
@@ -26,12 +27,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
+from ..adapters import inject_adapters, merge_adapters
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
-from .base import TrainingRun, check_range, register_strategy
+from ..settings import check_range
+from .base import TrainingRun, register_strategy
 from .finetune import FineTune
 
 
@@ -96,44 +97,3 @@ class LoRA(FineTune):
     def finish(self, classifier: Classifier) -> None:
         if self.merge:
             merge_adapters(classifier.backbone)
-
-    @classmethod
-    def restore(cls, classifier: Classifier, settings: dict[str, Any]) -> Classifier:
-        """A saved unmerged model gets its adapters back before its weights load; a merged one is plain."""
-        if not settings.get("merge"):
-            inject_adapters(classifier.backbone, settings, settings.get("dropout", 0.0))
-        classifier.eval()
-        return classifier
-
-
-def inject_adapters(backbone: nn.Module, adapter: dict[str, Any], dropout: float) -> None:
-    """Add LoRA adapters (PEFT) to the `targets` layers of `backbone` in place and freeze everything else."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    config = LoraConfig(r=int(adapter["rank"]), lora_alpha=float(adapter["alpha"]), lora_dropout=dropout,
-                        target_modules=list(adapter["targets"]), bias="none")
-    try:
-        inject_adapter_in_model(config, backbone)
-    except ValueError as e:  # no layer matched, or a layer type PEFT cannot adapt
-        raise HeadstartError(f"LoRA: {str(e).splitlines()[0][:200]} (targets: {', '.join(adapter['targets'][:6])}"
-                             f"{', ...' if len(adapter['targets']) > 6 else ''}): name layers of this backbone "
-                             "with --lora-targets") from None
-    for name, parameter in backbone.named_parameters():
-        parameter.requires_grad = "lora_" in name
-
-
-def merge_adapters(backbone: nn.Module) -> None:
-    """Fold every adapter into the layer it adapts (W + alpha/r · B·A) and put the plain layer back.
-
-    Hand-written because PEFT's merge_and_unload belongs to its PeftModel/LoraModel wrappers, while headstart
-    injects adapters into its own backbone module; the two steps below are what that method does per layer."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(backbone.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = backbone.get_submodule(parent_name) if parent_name else backbone
-            setattr(parent, child, module.get_base_layer())
-    for parameter in backbone.parameters():
-        parameter.requires_grad = True

@@ -14,10 +14,11 @@ import torch
 
 from ..data.dataset import Dataset
 from ..errors import HeadstartError
-from ..heads import HEAD_KINDS, ClassificationHead, Classifier
+from ..heads import HEADS, ClassificationHead, Classifier
+from ..settings import check_choice, check_range
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from ..training import CurveLog
-from .base import Strategy, TrainingRun, check_choice, check_range, register_strategy
+from .base import Strategy, TrainingRun, register_strategy
 
 MIN_HEAD_STEPS = 600  # small data sets get more epochs, so the head sees enough updates
 
@@ -40,7 +41,7 @@ class Probe(Strategy):
     class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
 
     def __post_init__(self) -> None:
-        check_choice("head", self.head, HEAD_KINDS)
+        check_choice("head", self.head, tuple(HEADS))
         check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
         check_range("epochs", self.epochs, low=1, integer=True)
         check_range("lr", self.lr, low=0, low_open=True, high=10)
@@ -50,8 +51,8 @@ class Probe(Strategy):
         check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
 
     def learning_rate(self) -> float:
-        """`lr` when given, else the head's default: 1e-3 for the linear head, 3e-4 for the MLP."""
-        return self.lr if self.lr is not None else (3e-4 if self.head == "mlp" else 1e-3)
+        """`lr` when given, else the head's default (`probe_lr`: 1e-3 for the linear head, 3e-4 for the MLP)."""
+        return self.lr if self.lr is not None else HEADS[self.head].probe_lr
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         if not run.backbone.is_pretrained:

@@ -1,5 +1,6 @@
-"""Unlabeled data for pretraining: image folders (class sub-folders ignored), flat folders, built-ins, text
-columns of tables and plain-text files. Labels, where the source has them, are never read into training."""
+"""Unlabeled data (for pretraining, distillation and labeling suggestions): image folders (class sub-folders
+ignored), flat folders, built-ins, text columns of tables and plain-text files. Labels, where the source has
+them, are never read into training."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.builtins import BUILTINS
-from ..data.dataset import Modality
-from ..data.tables import TABLE_EXTENSIONS, is_table_file, read_text_column
 from ..errors import DataError
 from ..modalities import MODALITIES, get_modality
 from ..modalities.text import TEXT_FILE_EXTENSIONS, read_text_lines
+from .builtins import BUILTINS
+from .dataset import Modality
+from .tables import TABLE_EXTENSIONS, is_table_file, read_text_column
 
 log = logging.getLogger(__name__)
 
