@@ -171,7 +171,8 @@ class OnnxClassifier:
         that scores items itself (ITEM_SCORERS: token tagging) does so instead.
 
         Items are prepared PREPARE_BATCHES batches at a time (not all at once: a folder of recordings would sit
-        in memory whole), sorted by the codec's key within that stretch, and run in the codec's batches."""
+        in memory whole) and run in the codec's batches over that stretch (sorted by its key; text: in length
+        buckets); each row lands at its item's index, whatever order the batches ran in."""
         items = _positional(items)
         if self.task_name in ITEM_SCORERS:
             return ITEM_SCORERS[self.task_name](self, items, batch_size)
@@ -185,12 +186,8 @@ class OnnxClassifier:
                     prepared.append((i, self.codec.prepare(items[i])))
                 except Exception as e:  # an unreadable item is reported, never a crash of the whole call
                     failures.append((i, f"{type(e).__name__}: {e}"))
-            prepared.sort(key=lambda p: self.codec.sort_key(p[1]))
-            start = 0
-            for end in self.codec.batch_ends([x for _, x in prepared], batch_size):
-                chunk = prepared[start:end]
-                probs[[i for i, _ in chunk]] = self.run_prepared([x for _, x in chunk])
-                start = end
+            for rows, feeds in self.codec.batches([x for _, x in prepared], batch_size):
+                probs[[prepared[r][0] for r in rows]] = self.engine.run(feeds)
         return probs, failures
 
     def predict_proba(self, items: Sequence) -> np.ndarray:
