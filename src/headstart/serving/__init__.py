@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..runtime.codecs import get_codec
-from ..runtime.onnx_model import ONNX_RUNTIMES, load_runtime
+from ..runtime.onnx_model import ONNX_RUNTIMES, int8_kernels, load_runtime
 from .app import Limits, create_app
 from .batcher import DynamicBatcher, Overloaded
 
@@ -48,7 +48,7 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
     meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
             "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization,
             "precision": model.manifest.precision, "evaluation_precision": model.metrics.get("evaluation_precision"),
-            "task": model.task_name, "task_params": model.task_params}
+            "task": model.task_name, "task_params": model.task_params, "int8_kernels": int8_kernels()}
     return model, model.codec, meta
 
 
