@@ -47,6 +47,7 @@ CONFIGS = {
     "onnx, batching": ["--runtime", "onnx", "--max-batch", "32"],
     "onnx int8, batching": ["--runtime", "onnx-int8", "--max-batch", "32"],
     "onnx, batching, no wait": ["--runtime", "onnx", "--max-batch", "32", "--max-wait-ms", "0"],
+    "onnx int8, batching, 1 thread": ["--runtime", "onnx-int8", "--max-batch", "32", "--threads", "1"],
 }
 
 
