@@ -213,9 +213,10 @@ def run_wrk(port: int, folder: Path, count: int, concurrency: int, seconds: floa
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     errors = {kind: summary[kind] for kind in ("status", "connect", "read", "write", "timeout") if summary[kind]}
     ok = summary["requests"] - summary["status"]
+    answered = summary["requests"] > 0  # else wrk's percentiles are 0, not a latency: none came back in time
     return {"concurrency": concurrency, "requests": summary["requests"], "ok": ok,
-            "throughput_rps": ok / summary["seconds"], "p50_ms": summary["p50_ms"], "p99_ms": summary["p99_ms"],
-            "errors": errors}
+            "throughput_rps": ok / summary["seconds"], "p50_ms": summary["p50_ms"] if answered else float("nan"),
+            "p99_ms": summary["p99_ms"] if answered else float("nan"), "errors": errors}
 
 
 def save_for_wrk(requests: list[bytes]) -> Path:
@@ -249,7 +250,8 @@ def measure(proc: subprocess.Popen, port: int, requests: list[bytes], wrk_folder
         finally:
             os.sched_setaffinity(0, cores)
     spent = cpu_seconds(proc.pid) - before
-    return {**row, "server_cpu_ms": 1000 * spent / max(1, row["requests"]), "load": round(os.getloadavg()[0], 1)}
+    per_request = 1000 * spent / row["requests"] if row["requests"] else float("nan")
+    return {**row, "server_cpu_ms": per_request, "load": round(os.getloadavg()[0], 1)}
 
 
 def _arguments() -> argparse.Namespace:
