@@ -5,7 +5,7 @@ For each server configuration (torch without batching, torch with batching, ONNX
 batching, ONNX Runtime int8 with batching) the script starts `headstart serve` in a subprocess, waits for
 /health, and runs a closed-loop client: `concurrency` keep-alive connections, each sending one item per request
 back to back for `--seconds` seconds after a 1 s warm-up. The request mix is fixed: `--texts` SST-2 dev sentences
-("short"), `--long` the same sentences joined into texts of at least 128 tokens ("long"), or `--images` files.
+("short"), `--mixes long` the same sentences joined into texts of at least 128 tokens ("long"), or `--images` files.
 The client is `wrk` (a compiled load generator, one thread: `apt-get install wrk`) when it is on the PATH, else a
 hand-written asyncio client pinned to the last core (`--client` chooses). Every status code is counted: a non-200
 or a client error (timeout, refused) is reported, never hidden. Beside each row: the server process's CPU
@@ -13,7 +13,7 @@ milliseconds per answered request (less sensitive to other load on the machine t
 `--baseline-src OLD/src` runs every configuration also with another checkout's source, served the way it was
 before issue 27 (asyncio event loop and h11 parser: uvloop and httptools hidden), side by side.
 
-    python benchmarks/serve_load.py runs/sst2-probe/model --texts ../shared/datasets/text/sst2/dev.csv --long
+    python benchmarks/serve_load.py runs/sst2-probe/model --texts ../shared/datasets/text/sst2/dev.csv --mixes short long
     python benchmarks/serve_load.py runs/c10-lite0/model --images ../shared/datasets/images/cifar10/train
 """
 
@@ -260,7 +260,8 @@ def _arguments() -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--texts", help="CSV with a text column (one sentence per request)")
     source.add_argument("--images", help="folder of .jpg/.png images (one image per request)")
-    parser.add_argument("--long", action="store_true", help="with --texts: also texts of 128 tokens and more")
+    parser.add_argument("--mixes", nargs="+", choices=["short", "long"], default=["short"],
+                        help="with --texts: the sentences (short), texts of 128 tokens and more (long), or both")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per concurrency level")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -294,9 +295,8 @@ def _plan(args) -> list[tuple[str, list[str], int, list[int], Path | None]]:
 
 def main() -> None:
     args = _arguments()
-    mixes = {"images" if args.images else "short": _payloads(args)}
-    if args.texts and args.long:
-        mixes["long"] = _payloads(args, long=True)
+    mixes = ({mix: _payloads(args, long=mix == "long") for mix in args.mixes} if args.texts
+             else {"images": _payloads(args)})
     rows = []
     for mix, payloads in mixes.items():
         requests = [raw_request(p) for p in payloads]
