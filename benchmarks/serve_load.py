@@ -144,9 +144,9 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
     return int(lines[0].split()[1])
 
 
-async def run_level(port: int, requests: list[bytes], concurrency: int, seconds: float) -> dict:
+async def run_level(port: int, requests: list[bytes], concurrency: int, seconds: float, warm_s: float = 1.0) -> dict:
     """`concurrency` workers, one keep-alive connection each, send requests back to back; latencies of those sent
-    after the warm-up second.
+    after the `warm_s` warm-up.
 
     Hand-written HTTP/1.1 over asyncio streams rather than httpx.AsyncClient: httpx's connection pool itself slows
     down past a few concurrent connections (GET /health on a bare FastAPI app, this machine: httpx 422 -> 99 req/s
@@ -155,7 +155,7 @@ async def run_level(port: int, requests: list[bytes], concurrency: int, seconds:
     latencies: list[float] = []
     statuses: Counter = Counter()
     start = time.perf_counter()
-    warm, stop = start + 1.0, start + 1.0 + seconds
+    warm, stop = start + warm_s, start + warm_s + seconds
 
     async def worker(k: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -181,7 +181,7 @@ async def run_level(port: int, requests: list[bytes], concurrency: int, seconds:
     latencies.sort()
     ok = len(latencies)
     return {"concurrency": concurrency, "requests": sum(statuses.values()), "ok": ok,
-            "throughput_rps": ok / seconds,
+            "throughput_rps": ok / seconds if seconds else float("nan"),
             "p50_ms": 1000 * statistics.median(latencies) if ok else float("nan"),
             "p99_ms": 1000 * latencies[min(ok - 1, int(0.99 * ok))] if ok else float("nan"),
             "errors": {str(k): v for k, v in statuses.items() if k != 200}}
@@ -241,12 +241,13 @@ def measure(proc: subprocess.Popen, port: int, requests: list[bytes], wrk_folder
         run_wrk(port, wrk_folder, len(requests), level, 1)
         before = cpu_seconds(proc.pid)
         row = run_wrk(port, wrk_folder, len(requests), level, seconds)
-    else:  # the asyncio client, pinned to the last core (its own warm-up second is not counted)
+    else:  # the asyncio client, pinned to the last core
         cores = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {max(cores)})
         try:
+            asyncio.run(run_level(port, requests, level, 0))
             before = cpu_seconds(proc.pid)
-            row = asyncio.run(run_level(port, requests, level, seconds))
+            row = asyncio.run(run_level(port, requests, level, seconds, warm_s=0))
         finally:
             os.sched_setaffinity(0, cores)
     spent = cpu_seconds(proc.pid) - before
