@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import tarfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,6 +105,15 @@ class InputCodec(ABC):
         """Where the graph calls over `prepared` (sorted by `sort_key`) end: every `batch_size` items, unless the
         modality bounds a batch otherwise (audio: by seconds of padded audio)."""
         return [*range(batch_size, len(prepared), batch_size), len(prepared)] if len(prepared) else []
+
+    def batches(self, prepared: Sequence[Any], batch_size: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+        """The graph calls over `prepared`: for each, the positions in `prepared` it holds and its feeds; by
+        default sorted by `sort_key` and cut at `batch_ends` (text overrides this: length buckets)."""
+        order = sorted(range(len(prepared)), key=lambda k: self.sort_key(prepared[k]))
+        start = 0
+        for end in self.batch_ends([prepared[k] for k in order], batch_size):
+            yield order[start:end], self.feeds([prepared[k] for k in order[start:end]])
+            start = end
 
 
 def validate_preprocessing(schema: type[BaseModel], preprocessing: dict[str, Any]) -> BaseModel:

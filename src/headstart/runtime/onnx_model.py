@@ -33,6 +33,41 @@ class Engine(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
+def session_options(ort: Any, threads: int | None = None) -> Any:
+    """ONNX Runtime's session options for this machine: all graph optimisations; nodes run one after another
+    (sequential execution, one inter-op thread: a transformer's graph is a chain, and a second pool only competes
+    for the cores); `threads` intra-op threads (default: ONNX Runtime's, one per physical core). Idle worker
+    threads sleep instead of spinning: a server's event loop, its image decoding and the client share the cores,
+    and spinning threads take time from them for no gain (measured in RESULTS.md; HEADSTART_ORT_SPIN=1 spins).
+    The int8 kernels (AMX, AVX512-VNNI, AVX-VNNI, AVX2) are ONNX Runtime's choice from the CPU's flags at run time;
+    `int8_kernels` names the one this CPU gets."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    if os.environ.get("HEADSTART_ORT_SPIN", "0") != "1":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+# CPU flags (/proc/cpuinfo) -> the int8 matrix kernels ONNX Runtime's MLAS runs with them, fastest first.
+INT8_KERNELS = (("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"), ("avx_vnni", "AVX-VNNI"),
+                ("avx512bw", "AVX512"), ("avx2", "AVX2"))
+
+
+def int8_kernels(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The int8 kernels this CPU gives ONNX Runtime ("AMX", "AVX512-VNNI" ...; "unknown" off Linux x86): shown by
+    the server's /metadata, since an int8 graph is 2-4x faster than fp32 with VNNI or AMX and barely without."""
+    try:
+        with open(cpuinfo) as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return "unknown"
+    return next((name for flag, name in INT8_KERNELS if flag in flags), "unknown")
+
+
 class OnnxRuntimeEngine:
     """ONNX Runtime on the CPU, all graph optimisations on."""
 
@@ -43,16 +78,9 @@ class OnnxRuntimeEngine:
             import onnxruntime as ort
         except ImportError:
             raise HeadstartError("onnxruntime is not installed: pip install 'headstart[serve]'") from None
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        # Idle worker threads sleep instead of spinning: a server's event loop, its image decoding and the
-        # client share the cores, and spinning threads take time from them for no gain (measured in RESULTS.md).
-        if os.environ.get("HEADSTART_ORT_SPIN", "0") != "1":
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(graph), session_options(ort, threads),
+                                                providers=["CPUExecutionProvider"])
         except Exception as e:
             raise ArtifactError(f"{graph} cannot be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
                                 "export again") from None
@@ -171,7 +199,8 @@ class OnnxClassifier:
         that scores items itself (ITEM_SCORERS: token tagging) does so instead.
 
         Items are prepared PREPARE_BATCHES batches at a time (not all at once: a folder of recordings would sit
-        in memory whole), sorted by the codec's key within that stretch, and run in the codec's batches."""
+        in memory whole) and run in the codec's batches over that stretch (sorted by its key; text: in length
+        buckets); each row lands at its item's index, whatever order the batches ran in."""
         items = _positional(items)
         if self.task_name in ITEM_SCORERS:
             return ITEM_SCORERS[self.task_name](self, items, batch_size)
@@ -185,12 +214,8 @@ class OnnxClassifier:
                     prepared.append((i, self.codec.prepare(items[i])))
                 except Exception as e:  # an unreadable item is reported, never a crash of the whole call
                     failures.append((i, f"{type(e).__name__}: {e}"))
-            prepared.sort(key=lambda p: self.codec.sort_key(p[1]))
-            start = 0
-            for end in self.codec.batch_ends([x for _, x in prepared], batch_size):
-                chunk = prepared[start:end]
-                probs[[i for i, _ in chunk]] = self.run_prepared([x for _, x in chunk])
-                start = end
+            for rows, feeds in self.codec.batches([x for _, x in prepared], batch_size):
+                probs[[prepared[r][0] for r in rows]] = self.engine.run(feeds)
         return probs, failures
 
     def predict_proba(self, items: Sequence) -> np.ndarray:
@@ -271,5 +296,5 @@ def load_runtime(path: str | Path, runtime: str, threads: int | None = None) -> 
     return load(path, "onnxruntime" if engine == "onnx" else engine, int8=precision == "int8", threads=threads)
 
 
-__all__ = ["ENGINES", "GRAPH", "INT8_GRAPH", "ONNX_RUNTIMES", "OnnxClassifier", "find_graph", "load", "load_runtime",
-           "sidecar_path"]
+__all__ = ["ENGINES", "GRAPH", "INT8_GRAPH", "ONNX_RUNTIMES", "OnnxClassifier", "find_graph", "int8_kernels", "load",
+           "load_runtime", "session_options", "sidecar_path"]

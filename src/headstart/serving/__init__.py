@@ -16,11 +16,11 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..runtime.codecs import get_codec
-from ..runtime.onnx_model import ONNX_RUNTIMES, load_runtime
+from ..runtime.onnx_model import ONNX_RUNTIMES, int8_kernels, load_runtime
 from .app import Limits, create_app
 from .batcher import DynamicBatcher, Overloaded
 
-__all__ = ["DynamicBatcher", "Limits", "Overloaded", "build_app", "load_for_serving", "serve"]
+__all__ = ["DynamicBatcher", "Limits", "Overloaded", "build_app", "load_for_serving", "plain_access_lines", "serve"]
 RUNTIMES = ("torch", *ONNX_RUNTIMES)
 log = logging.getLogger("headstart")
 
@@ -48,7 +48,7 @@ def load_for_serving(model_dir: str | Path, runtime: str = "torch", threads: int
     meta = {"backbone": model.manifest.backbone_name, "modality": model.modality, "metrics": model.metrics,
             "runtime": model.runtime, "parity": model.manifest.parity, "quantization": model.manifest.quantization,
             "precision": model.manifest.precision, "evaluation_precision": model.metrics.get("evaluation_precision"),
-            "task": model.task_name, "task_params": model.task_params}
+            "task": model.task_name, "task_params": model.task_params, "int8_kernels": int8_kernels()}
     return model, model.codec, meta
 
 
@@ -71,10 +71,34 @@ def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, runt
     import uvicorn
 
     return_large_frees_to_the_os()
+    if access_log:
+        plain_access_lines()
     app = build_app(model_dir, runtime, max_batch, max_wait_ms, limits, threads, access_log=access_log)
-    log.info("serving %s (%s) on http://%s:%d (docs at /docs)", model_dir, runtime, host, port)
+    log.info("serving %s (%s) on http://%s:%d (docs at /docs; %s)", model_dir, runtime, host, port, _fast_io())
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=graceful_s)
+
+
+def _fast_io() -> str:
+    """Which event loop and HTTP parser uvicorn takes: uvloop and httptools when installed (the `serve` extra), else
+    asyncio and h11 (0.25 instead of 0.15 ms of server CPU per request, RESULTS.md issue 27)."""
+    import importlib.util
+
+    fast = [name for name in ("uvloop", "httptools") if importlib.util.find_spec(name) is not None]
+    return ", ".join(fast) + " in use" if fast else "pip install uvloop httptools for a faster server"
+
+
+def plain_access_lines() -> None:
+    """The access log written as plain lines to stderr (time, level, the line), not through the CLI's Rich handler:
+    Rich laid out each line as a table, 15% of a busy text server's CPU samples (py-spy, RESULTS.md issue 27).
+    Left alone when `headstart.access` already has a handler of its own (set up by the caller)."""
+    access = logging.getLogger("headstart.access")
+    if access.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)

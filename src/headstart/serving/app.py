@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import DataError, InputTooLarge
@@ -98,6 +98,11 @@ def parse_json(body: bytes) -> Any:
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and too many digits are ValueErrors
         reason = "a number has too many digits" if "integer string conversion" in str(e) else _short(str(e))
         raise RequestError(400, f"the body is not usable JSON ({reason})") from None
+
+
+def dumps(payload: Any) -> bytes:
+    """A JSON answer as bytes, as Starlette's JSONResponse writes it (UTF-8, compact, NaN refused)."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -233,8 +238,6 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
     limits = limits or Limits()
     codec.decode_limits = limits.decode_limits()
     batcher = DynamicBatcher(predictor.scores, max_batch, max_wait_ms, limits.max_queue)
-    accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads),
-                                (codec.raw_media_type, codec.raw_media_type is not None)) if ok]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -248,6 +251,16 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
     app.state.batcher = batcher
     if access_log:
         app.add_middleware(AccessLog)
+    _add_error_handlers(app)
+    endpoint = PredictEndpoint(predictor, codec, metadata, batcher, limits)
+    _add_info_routes(app, endpoint)
+    app.add_api_route("/predict", endpoint, methods=["POST"], openapi_extra=_OPENAPI_BODY, response_model=None,
+                      name="predict", summary="Predict", description=PredictEndpoint.__call__.__doc__)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as a JSON body {"error": "..."} with its status (and headers: Retry-After on a 503)."""
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, e: RequestError) -> JSONResponse:
@@ -261,46 +274,64 @@ def create_app(predictor: Predictor, codec: InputCodec, metadata: dict[str, Any]
     async def validation_error(_: Request, e: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": str(e.errors()[:1])}, status_code=422)
 
+
+def _add_info_routes(app: FastAPI, endpoint: PredictEndpoint) -> None:
+    """GET /health (with the items queued) and GET /metadata (the model, what /predict accepts, the limits)."""
+    batcher = endpoint.batcher
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "queued_items": batcher.queued}
 
     @app.get("/metadata")
     async def meta() -> dict[str, Any]:
-        return {**metadata, "classes": predictor.classes, "accepts": accepted,
-                "max_batch": batcher.max_batch,
-                "max_wait_ms": batcher.max_wait * 1000, "limits": asdict(limits)}
+        return {**endpoint.metadata, "classes": endpoint.predictor.classes, "accepts": endpoint.accepted,
+                "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000,
+                "limits": asdict(endpoint.limits)}
 
-    @app.post("/predict", openapi_extra=_OPENAPI_BODY)
-    async def predict(request: Request) -> dict[str, Any]:
+
+class PredictEndpoint:
+    """POST /predict: the body read within its limits, decoded into items, predicted in some batch, answered as
+    JSON bytes made here (not through FastAPI's response model, which validated and re-encoded every answer)."""
+
+    def __init__(self, predictor: Predictor, codec: InputCodec, metadata: dict[str, Any], batcher: DynamicBatcher,
+                 limits: Limits):
+        self.predictor, self.codec, self.metadata, self.batcher, self.limits = predictor, codec, metadata, batcher, limits
+        self.accepted = [t for t, ok in ((JSON_TYPES[0], codec.takes_json_strings), (MULTIPART, codec.takes_uploads),
+                                         (codec.raw_media_type, codec.raw_media_type is not None)) if ok]
+
+    async def __call__(self, request: Request) -> Response:
         """Class probabilities: JSON {"inputs": [texts]} (or one text), multipart `files`, or one raw image/* or
         audio/* body, as the model takes."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        items = await self.items(request, ctype)
+        setattr(request.state, ITEMS, len(items))
+        try:
+            probs, failures = await self.batcher.submit(items)
+        except Overloaded as e:
+            raise RequestError(503, f"the server is busy ({e}); retry later",
+                               {"Retry-After": str(self.limits.retry_after_s)}) from None
+        except ItemRejected as e:
+            where = f"files[{e.index}]" if ctype == MULTIPART else f"inputs[{e.index}]"
+            raise RequestError(422, f"{where}: the model cannot take this item ({_short(e.reason)})") from None
+        return Response(dumps({"predictions": _records(probs, dict(failures), self.predictor)}),
+                        media_type="application/json")
+
+    async def items(self, request: Request, ctype: str) -> list:
+        """The request's items, decoded and within the limits; a RequestError (4xx) naming what is wrong."""
+        codec, limits = self.codec, self.limits
         raw = _media_range_matches(ctype, codec.raw_media_type)
-        if ctype not in accepted and not raw:
-            raise RequestError(415, f"content type '{ctype or 'none'}' is not accepted; this {metadata['modality']} "
-                                    f"model takes {' or '.join(accepted)}")
+        if ctype not in self.accepted and not raw:
+            raise RequestError(415, f"content type '{ctype or 'none'}' is not accepted; this "
+                                    f"{self.metadata['modality']} model takes {' or '.join(self.accepted)}")
         body = await read_body(request, limits.max_body_bytes)
         if not body:
             raise RequestError(400, "the body is empty")
         if ctype == MULTIPART:
-            items, _ = await upload_items(request, body, codec, limits)
-        elif raw:
-            items = await raw_item(body, ctype, codec, limits)
-        else:
-            items = json_items(body, codec, limits)
-        setattr(request.state, ITEMS, len(items))
-        try:
-            probs, failures = await batcher.submit(items)
-        except Overloaded as e:
-            raise RequestError(503, f"the server is busy ({e}); retry later",
-                               {"Retry-After": str(limits.retry_after_s)}) from None
-        except ItemRejected as e:
-            where = f"files[{e.index}]" if ctype == MULTIPART else f"inputs[{e.index}]"
-            raise RequestError(422, f"{where}: the model cannot take this item ({_short(e.reason)})") from None
-        return {"predictions": _records(probs, dict(failures), predictor)}
-
-    return app
+            return (await upload_items(request, body, codec, limits))[0]
+        if raw:
+            return await raw_item(body, ctype, codec, limits)
+        return json_items(body, codec, limits)
 
 
 def _records(probs, failures: dict[int, str], predictor: Predictor) -> list[dict[str, Any]]:
