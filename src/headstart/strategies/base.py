@@ -105,9 +105,10 @@ class TrainingRun:
                 self._metrics_logger.finalize(status)
 
     def embed_splits(self, cached: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of train and val, unreadable items dropped from both splits. `cached`: look them up in (and
-        add them to) the run's cache, which is keyed by the backbone as loaded: a strategy that has already
-        changed the backbone's weights passes False."""
+        """Embeddings of train and val (or the task's own frozen features: a vector per word for token tagging),
+        unreadable items dropped from both splits. `cached`: look embeddings up in (and add them to) the run's
+        cache, which is keyed by the backbone as loaded: a strategy that has already changed the backbone's weights
+        passes False."""
         started = time.perf_counter()
         cache = self.cache if cached else None
         self.train, train_x = self._frozen_features(self.train, cache)
