@@ -56,7 +56,8 @@ def run_name(backbone: str, strategy: str, args: argparse.Namespace) -> str:
     probe takes its own defaults: its head trains until validation loss stops falling)."""
     name = f"wnut17 {Path(backbone).name if args.smoke else backbone} {strategy}"
     if strategy == "probe":
-        return name
+        changed = [f"{k} {v:g}" for k, v in (("epochs", args.probe_epochs), ("lr", args.probe_lr)) if v is not None]
+        return f"{name}, {', '.join(changed)}" if changed else name
     settings = [f"{args.epochs} epoch{'s' * (args.epochs != 1)}"] + [f"{k} {v:g}" for k, v in (("lr", args.lr),
                                                                        ("label smoothing", args.label_smoothing))
                                             if v is not None]
@@ -65,9 +66,9 @@ def run_name(backbone: str, strategy: str, args: argparse.Namespace) -> str:
 
 def strategy_settings(strategy: str, args: argparse.Namespace) -> dict[str, Any]:
     """The command line's training settings for `strategy`: finetune's epochs, lr, batch and smoothing; none for
-    the probe, which runs with its defaults."""
+    the probe, which runs with its defaults unless --probe-epochs or --probe-lr say otherwise."""
     if strategy == "probe":
-        return {}
+        return {k: v for k, v in (("epochs", args.probe_epochs), ("lr", args.probe_lr)) if v is not None}
     smoothing = {"label_smoothing": args.label_smoothing} if args.label_smoothing is not None else {}
     return {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, **smoothing}
 
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: the backbone family's (3e-4 for text)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--label-smoothing", type=float, default=None, help="default: finetune's (0.1)")
+    parser.add_argument("--probe-epochs", type=int, default=None, help="the probe's epochs (default: its 60)")
+    parser.add_argument("--probe-lr", type=float, default=None, help="the probe's lr (default: its 1e-3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--again", action="store_true", help="rerun runs already in the results file")
     add_smoke_option(parser)
