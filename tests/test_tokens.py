@@ -107,12 +107,12 @@ def test_repair_tags_starts_the_entity_and_only_when_asked(tmp_path, caplog):
     assert "1 tag(s)" in caplog.text
 
 
-def test_conll_data_refuse_an_item_level_task_and_a_frozen_strategy(tmp_path):
+def test_conll_data_refuse_an_item_level_task_and_a_one_class_strategy(tmp_path):
     path = write_conll(tmp_path / "ner.conll", n=10)
     with pytest.raises(DataError, match="use --task tokens"):
         load_data(path, task=make_task("classification"))
-    with pytest.raises(SettingsError, match="use --strategy finetune"):
-        headstart.fit(path, "minilm", "probe")
+    with pytest.raises(SettingsError, match="trains classification only, not --task tokens"):
+        headstart.fit(path, "minilm", "contrastive")
 
 
 # -- alignment -------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ data), draws the figures and lets `evaluation/html_report.py` lay them out. Item
 (`Modality.preview_html`: thumbnails, texts, audio players) and explained by the modality's explainer; nothing
 here asks which modality a model has. What depends on the task (per-class results and reliability for
 classification; per-label results, co-occurrence and thresholds for multi-label; per-target errors, scatter plots and
-conformal intervals for regression) comes from one table, `TASK_PAGES`, keyed by the task's name.
+conformal intervals for regression; entity results, type confusion and highlighted sentences for token tagging)
+comes from one table, `TASK_PAGES`, keyed by the task's name.
 """
 
 from __future__ import annotations
@@ -381,6 +382,91 @@ def _regression_calibration_summary(model: TrainedModel) -> str:
             "items")
 
 
+# -- tokens ------------------------------------------------------------------------------------------------------------
+def _tokens_headline(metrics: dict[str, Any]) -> str:
+    return f"entity F1 {metrics['f1']:.4f}, token accuracy {metrics['token_accuracy']:.4f}"
+
+
+def _tokens_sections(r: ReportInputs) -> list[Section]:
+    """Entity-level results (seqeval's, as `evaluate --json` gives them, four digits each), per type, and what
+    each true entity was predicted as."""
+    m = r.metrics
+    summary = [("entity F1 (exact span and type, micro over entities)", f"{m['f1']:.4f}"),
+               ("entity precision", f"{m['precision']:.4f}"), ("entity recall", f"{m['recall']:.4f}"),
+               ("macro F1 over entity types", f"{m['macro_f1']:.4f}"),
+               ("token accuracy (words with the right tag)", f"{m['token_accuracy']:.4f}"),
+               ("entities (true / predicted)", f"{m['entities']:,} / {m['predicted_entities']:,}"),
+               ("sentences / words", f"{m['n']:,} / {m['words']:,}")]
+    per_type = [(kind, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"])
+                for kind, v in m["per_type"].items()]
+    return [
+        Section("metrics", "Metrics",
+                table(summary, ["metric", "value"]) +
+                '<p class="note">An entity counts as found only with its exact span and type (seqeval, as conlleval '
+                "counts them); token accuracy counts each word's tag, O included.</p>"),
+        Section("per-type", "Per entity type",
+                table(per_type, ["type", "precision", "recall", "F1", "support"]) +
+                '<p class="note">Support: true entities of the type.</p>'),
+        Section("confusion", "Entity-type confusion", _type_confusion_table(m["type_confusion"])),
+    ]
+
+
+def _type_confusion_table(confusion: dict[str, dict[str, int]]) -> str:
+    """True types down, what was predicted over exactly their span across; "(missed)": no predicted entity there;
+    the row "(none)": predicted spans that are no true entity's."""
+    kinds = sorted({k for k in confusion if k != "(none)"} |
+                   {k for row in confusion.values() for k in row if k != "(missed)"})
+    rows = [(kind, *(confusion.get(kind, {}).get(c, 0) for c in [*kinds, "(missed)"]))
+            for kind in [*kinds, "(none)"]]
+    return (table(rows, ["true \\ predicted", *kinds, "(missed)"]) +
+            '<p class="note">Rows: true entities by type; columns: the type predicted over exactly the same words, or '
+            "(missed) where no predicted entity has that span (a partly overlapping one is still a miss). The row "
+            "(none): predicted entities whose span is no true entity's. The diagonal holds the entities found.</p>")
+
+
+def _highlighted(text: str, spans: set[tuple[int, int, str]], other: set[tuple[int, int, str]]) -> str:
+    """`text` (escaped) with each (start, end, type) span marked and its type written after it: green where
+    `other` has the same span and type, red where it does not."""
+    parts, at = [], 0
+    for start, end, kind in sorted(spans):
+        css = "hit" if (start, end, kind) in other else "miss"
+        parts += [html.escape(text[at:start]), f'<mark class="entity {css}">{html.escape(text[start:end])}'
+                                               f'<span class="type">{html.escape(kind)}</span></mark>']
+        at = end
+    return "".join(parts) + html.escape(text[at:])
+
+
+def _entity_mistakes(r: ReportInputs) -> str:
+    """The sentences whose predicted entities differ from the true ones (most differences first), each shown
+    twice with its entities highlighted: the true ones, then the predicted ones."""
+    from .runtime.entities import entities, tag_chunks
+    from .tasks.tokens import IGNORE
+
+    names, wrong = r.model.classes, []
+    for i, (row, scores) in enumerate(zip(np.asarray(r.data.labels), r.scores)):
+        tags = [names[t] for t in row[row != IGNORE]]
+        gold = {(scores.spans[a][0], scores.spans[b][1], kind) for kind, a, b in tag_chunks(tags)}
+        predicted = {(e["start"], e["end"], e["type"]) for e in entities(scores, names)}
+        if gold != predicted:
+            wrong.append((len(gold ^ predicted), i, gold, predicted))
+    if not wrong:
+        return '<p class="note">No mistakes on these data: every sentence has exactly its true entities.</p>'
+    wrong.sort(key=lambda w: (-w[0], w[1]))
+    cards = [f'<div class="sentence"><div><span class="label">true</span>'
+             f'{_highlighted(r.scores[i].text, gold, predicted)}</div><div><span class="label">predicted</span>'
+             f'{_highlighted(r.scores[i].text, predicted, gold)}</div></div>'
+             for _, i, gold, predicted in wrong[:r.mistakes]]
+    return (f'<p class="note">Sentences whose predicted entities differ from the true ones: {len(wrong):,} of '
+            f"{len(r.scores):,}; shown: {len(cards)}, those with the most wrong entities (missed plus wrongly "
+            "predicted) first. Green: the other line has the same span and type; red: a missed entity (true line) or "
+            "a wrong one (predicted line).</p>"
+            f'<div class="sentences">{"".join(cards)}</div>')
+
+
+def _tokens_closing(r: ReportInputs) -> list[Section]:
+    return [Section("mistakes", f"Sentences with mistakes (up to {r.mistakes})", _entity_mistakes(r))]
+
+
 # -- one entry per task ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskPages:
@@ -404,6 +490,9 @@ TASK_PAGES: dict[str, TaskPages] = {
                                 _labels_per_class_row, "accuracies", _classification_closing),
     "multilabel": TaskPages(_multilabel_headline, _multilabel_sections, _multilabel_calibration_summary),
     "regression": TaskPages(_regression_headline, _regression_sections, _regression_calibration_summary),
+    "tokens": TaskPages(_tokens_headline, _tokens_sections,
+                        lambda model: "none: each word takes its most probable tag (nothing is tuned for entities)",
+                        scores_title="validation entity F1", closing=_tokens_closing),
 }
 
 

@@ -31,6 +31,11 @@ th { font-weight: 600; background: #f1f4f7; }
 img.thumb { display: block; max-width: 100%; image-rendering: auto; margin-bottom: 4px; }
 q.text { display: block; font-style: italic; margin-bottom: 4px; }
 audio { width: 100%; }
+.sentences { display: grid; gap: 8px; }
+.sentence { border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; font-size: 14px; line-height: 1.9; }
+.sentence .label { display: inline-block; width: 78px; color: var(--muted); font-size: 12px; }
+mark.entity { padding: 1px 3px; border-radius: 3px; } mark.hit { background: #d5eedb; } mark.miss { background: #f7d4d0; }
+mark.entity .type { margin-left: 4px; font-size: 10px; font-weight: 600; color: var(--muted); }
 @media print { body { background: #fff; } main { padding: 0; max-width: none; } nav { display: none; }
                a { color: inherit; text-decoration: none; } }
 """

@@ -77,17 +77,26 @@ class TrainingRun:
                 self._metrics_logger.finalize(status)
 
     def embed_splits(self, cached: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of train and val, unreadable items dropped from both splits. `cached`: look them up in (and
-        add them to) the run's cache, which is keyed by the backbone as loaded: a strategy that has already
-        changed the backbone's weights passes False."""
+        """Embeddings of train and val (or the task's own frozen features: a vector per word for token tagging),
+        unreadable items dropped from both splits. `cached`: look embeddings up in (and add them to) the run's
+        cache, which is keyed by the backbone as loaded: a strategy that has already changed the backbone's weights
+        passes False."""
         started = time.perf_counter()
         cache = self.cache if cached else None
-        self.train, train_x = embed_dataset(self.backbone, self.train, cache, self.precision, self.strict)
-        self.val, val_x = embed_dataset(self.backbone, self.val, cache, self.precision, self.strict)
+        self.train, train_x = self._frozen_features(self.train, cache)
+        self.val, val_x = self._frozen_features(self.val, cache)
         self.check_classes_usable()
         self.timings["embed"] = time.perf_counter() - started
         self.val_embeddings = val_x
         return train_x, val_x
+
+    def _frozen_features(self, data: Dataset, cache: EmbeddingCache | None) -> tuple[Dataset, np.ndarray]:
+        """The readable part of `data` and what a head on the frozen backbone trains on for it: the task's own
+        features where it makes them (token tagging: a vector per word), else one embedding per item."""
+        features = self.task.frozen_features(self.backbone, data.items, data.labels, self.precision)
+        if features is None:
+            return embed_dataset(self.backbone, data, cache, self.precision, self.strict)
+        return data, features  # a task with features of its own reads texts, which are always readable
 
     def drop_unreadable(self) -> None:
         """Leave out train/val items that cannot be decoded (for strategies that never embed them first)."""
@@ -148,9 +157,6 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def check_task(plan: Strategy, task: Task) -> None:
     """A strategy that trains only some tasks refuses the others with the ones it trains and what to use."""
-    if task.per_token and plan.freezes_backbone:
-        raise SettingsError(f"--strategy {plan.name} trains on one embedding per item, but --task {task.name} tags "
-                            "each word: use --strategy finetune (or lora)")
     if plan.tasks is not None and task.name not in plan.tasks:
         others = [n for n, c in STRATEGIES.items() if c.tasks is None]
         raise SettingsError(f"--strategy {plan.name} trains {' and '.join(plan.tasks)} only, not --task {task.name} "

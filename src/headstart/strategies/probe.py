@@ -1,6 +1,10 @@
 """`probe`: frozen backbone (BatchNorm statistics too), embeddings computed once (and cached), a head trained on
 them with AdamW and early stopping on validation loss; the loss weights classes by `class_weight` (class_weights.py).
-Each epoch's training and validation loss and validation score go to the run's logger (head_stage/...)."""
+Each epoch's training and validation loss and validation score go to the run's logger (head_stage/...).
+
+What the head trains on is the task's (`Task.frozen_features`): one embedding per item for item-level tasks, a
+vector per word for token tagging (the last hidden state of its first sub-word, sentences x words x width). The head
+applies to the last axis either way, and the task's loss and validation score read the leading ones."""
 
 from __future__ import annotations
 
@@ -79,8 +83,8 @@ def train_head(train_x: np.ndarray, train: Dataset, val_x: np.ndarray, val: Data
     task = train.task
     x, y = torch.from_numpy(train_x), torch.from_numpy(train.labels)
     vx, vy = torch.from_numpy(val_x), torch.from_numpy(val.labels)
-    head = ClassificationHead.for_task(task, x.shape[1], train.classes, train.labels, settings.head)
-    head.standardize.fit(x)
+    head = ClassificationHead.for_task(task, x.shape[-1], train.classes, train.labels, settings.head)
+    head.standardize.fit(torch.from_numpy(task.labeled_rows(train_x, train.labels)))
     lr = settings.learning_rate()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=settings.weight_decay)
     best_loss, best_state, best_epoch, history = float("inf"), None, 0, []

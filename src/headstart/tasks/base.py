@@ -38,8 +38,8 @@ class Task(ABC):
     # pseudo-labels and class explanations assume.
     one_class_per_item: ClassVar[bool] = False
     # Whether labels belong to the words of an item (token tagging) rather than to the item: then there is no one
-    # embedding per item (no probe, no head stage, no embedding cache), and the task reads, batches and scores its
-    # items itself through `features`, `training_loader` and `score_items` below.
+    # embedding per item (no head stage before fine-tuning, no embedding cache), and the task reads, batches and
+    # scores its items itself through `features`, `training_loader`, `frozen_features` and `score_items` below.
     per_token: ClassVar[bool] = False
     default_strategy: ClassVar[str] = "probe"  # what `fit` trains with when no strategy is named
 
@@ -115,6 +115,18 @@ class Task(ABC):
         """The task's own scores per item and the (index, reason) failures, or None: the head's scores of one
         embedding per item (the default). `words_given`: the items are labeled data whose words are known."""
         return None
+
+    def frozen_features(self, backbone: Any, items: Any, labels: np.ndarray, precision: str) -> np.ndarray | None:
+        """What a head on the frozen `backbone` (the probe) trains on when the task makes it itself: an array
+        whose leading axes match `labels`, so that `loss` and `validation_score` take the head's outputs on it as
+        they take the end-to-end model's. None: one embedding per item, computed (and cached) by the embeddings
+        module (the default). `precision`: the fit's choice (auto, fp32, bf16)."""
+        return None
+
+    def labeled_rows(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The rows (vectors) of `features` that carry a label: what the head's standardisation is fitted on.
+        Every item's embedding by default."""
+        return features
 
     # -- after training ------------------------------------------------------------------------------------------
     @abstractmethod

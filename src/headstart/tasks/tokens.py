@@ -173,7 +173,7 @@ class TokenTagging(Task):
     headline = ("f1", "precision", "recall", "token_accuracy")
     val_metric = "val_f1"
     per_token = True
-    default_strategy = "finetune"  # a probe needs one embedding per item
+    default_strategy = "finetune"  # WNUT-17, minilm: finetune 0.427 entity F1 on dev (benchmarks/RESULTS.md)
 
     repair_tags: bool = False
 
@@ -220,6 +220,38 @@ class TokenTagging(Task):
     def features(self, backbone: Any, batch: Any) -> Any:
         """The encoder's last hidden states, one per sub-word (batch x sub-words x width)."""
         return backbone.token_states(batch)
+
+    def frozen_features(self, backbone: Any, items: Any, labels: np.ndarray, precision: str) -> np.ndarray:
+        """Per sentence and word, the encoder's last hidden state at the word's first sub-word, taken from the
+        window that owns the word, exactly as prediction reads it (`word_scores` with the encoder in place of the
+        tagger): sentences x words x width, aligned with `labels` (zeros past a sentence's last word, where the
+        labels are -100). The probe's one encoder pass: its head then trains on these vectors alone. Not kept in
+        the embedding cache, which holds one row per item."""
+        import torch
+
+        from .._util import default_device, precision_dtype
+
+        device = default_device()
+        encoder = backbone.inference_copy(device, fold=False)
+        dtype = precision_dtype(precision, device)
+        width = int(backbone.embedding_dim)
+
+        def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                        enabled=dtype is not None):
+                x = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+                return self.features(encoder, x).float().cpu().numpy()
+
+        rows = word_scores(items, True, backend_tokenizer(backbone), backbone.max_length,
+                           int(backbone.tokenizer.pad_token_id or 0), width, run, None, _type_ids(backbone))
+        out = np.zeros((*np.shape(labels)[:2], width), np.float32)
+        for i, sentence in enumerate(rows):
+            out[i, :len(sentence.probs)] = sentence.probs
+        return out
+
+    def labeled_rows(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The vectors of real words (the padding past each sentence's end left out)."""
+        return features[np.asarray(labels) != IGNORE]
 
     def training_loader(self, modality: Any, backbone: Any, items: Any, labels: np.ndarray, batch_size: int,
                         train: bool, seed: int = 0) -> Any:
