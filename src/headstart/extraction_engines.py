@@ -15,8 +15,9 @@ CPU at a precision, and keeps the fastest in the user cache (`choices.json`, wri
 engine is used as given. Small jobs (fewer than AUTO_MIN_ITEMS items) and GPUs stay on PyTorch: an export costs
 seconds that a small job cannot win back.
 
-The engine is ambient for a block of work (`using_engine`), as autocast is: `fit` sets it once and every
-extraction inside uses it, without threading a parameter through strategies and evaluation.
+The engine is ambient for a block of work (`using_engine`), as autocast is: `fit` sets it once around training
+and calibration, and every extraction inside uses it, without threading a parameter through the strategies. The
+test metrics stay PyTorch's, so that `evaluate` and `report` reproduce them to the last digit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from ._util import atomic_write_json, cpu_flags, installed_versions, precision_dtype, resolve_precision
 from .backbones.base import Backbone
 from .data.builtins import cache_root
@@ -398,9 +400,10 @@ def measure_engines(backbone: Backbone, items: Sequence, precision: str,
 
 
 def choose_engine(backbone: Backbone, requested: str, precision: str, items: Sequence,
-                  device: torch.device | None = None) -> EngineChoice:
-    """The engine for an embedding pass over `items`: `requested` as given, or for `auto` the fastest measured for
-    this backbone on this CPU at this precision (measured once, then read from the user cache)."""
+                  device: torch.device | None = None, n_items: int | None = None) -> EngineChoice:
+    """The engine for an embedding pass over `n_items` items (default: all of `items`, whose first ones `auto`
+    measures on): `requested` as given, or for `auto` the fastest measured for this backbone on this CPU at this
+    precision (measured once, then read from the user cache)."""
     check_engine(requested)
     device = device or torch.device("cpu")
     if requested != "auto":
@@ -410,7 +413,9 @@ def choose_engine(backbone: Backbone, requested: str, precision: str, items: Seq
         return EngineChoice(requested, requested, "given", precision)
     if device.type != "cpu":
         return EngineChoice("auto", "torch", "a GPU", precision)
-    if len(items) < AUTO_MIN_ITEMS:
+    if distributed.world_size() > 1:  # ranks must agree on the engine: they share one embedding cache key
+        return EngineChoice("auto", "torch", "several processes", precision)
+    if (len(items) if n_items is None else n_items) < AUTO_MIN_ITEMS:
         return EngineChoice("auto", "torch", f"fewer than {AUTO_MIN_ITEMS} items", precision)
     key = _choice_key(backbone, precision)
     known = _read_choices().get(key)
