@@ -422,7 +422,11 @@ def choose_engine(backbone: Backbone, requested: str, precision: str, items: Seq
     if isinstance(known, dict) and known.get("engine") in ENGINES:
         return EngineChoice("auto", known["engine"], "cached measurement", precision, dict(known.get("rates", {})),
                             dict(known.get("skipped", {})))
-    rates, skipped = measure_engines(backbone, items, precision)
+    try:
+        rates, skipped = measure_engines(backbone, items, precision)
+    except Exception as e:  # e.g. the items cannot be decoded: their own errors come from the embedding pass
+        log.warning("extraction engines not measured (%s: %s): PyTorch computes", type(e).__name__, str(e)[:120])
+        return EngineChoice("auto", "torch", "not measured", precision)
     engine = max(rates, key=rates.__getitem__) if rates else "torch"
     choices = _read_choices()  # read again: another process may have added its own meanwhile
     choices[key] = {"engine": engine, "rates": rates, "skipped": skipped, "backbone": type(backbone).__name__,
