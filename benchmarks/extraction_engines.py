@@ -25,8 +25,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OUT, add_smoke_option, machine, smoke_images, smoke_text, start_smoke, table, write_results
-from embedding_throughput import image_items, probe_accuracy, text_items
+from _common import (
+    OUT,
+    add_smoke_option,
+    machine,
+    matmul_rate,
+    smoke_images,
+    smoke_text,
+    start_smoke,
+    table,
+    write_results,
+)
+from embedding_throughput import flops_per_item, image_items, probe_accuracy, text_items
 
 from headstart._util import cpu_bf16_kind
 from headstart.backbones import resolve_backbone
@@ -162,6 +172,7 @@ def main() -> None:
         args.images, args.texts = 12, 12
         backbones = {"smallcnn": "smallcnn", "tiny-bert": str(bert)}
     load_before = os.getloadavg()
+    rate_bf16 = matmul_rate(torch.bfloat16, 256 if args.smoke else 2048)
     rows, profile = [], []
     for name, spec in backbones.items():
         backbone = resolve_backbone(spec, pretrained=spec != "smallcnn")
@@ -170,16 +181,22 @@ def main() -> None:
             profile = profile_images(backbone, items, engines)
         else:
             items, labels = text_items(args.texts, text_table)
-        rows += compare_engines(name, backbone, items, labels, engines)
+        flops = flops_per_item(backbone, items)
+        for row in compare_engines(name, backbone, items, labels, engines):
+            if "items_per_s" in row:
+                row["gflops_per_item"] = flops / 1e9
+                row["pct_of_bf16_matmul_peak"] = 100 * flops * row["items_per_s"] / rate_bf16
+            rows.append(row)
     load_after = os.getloadavg()
     print(f"\nCPU: {machine()['cpu']} ({cpu_kind()}), {torch.get_num_threads()} threads; load average "
-          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; bf16 matmul {rate_bf16 / 1e9:.0f} GFLOP/s\n")
     print(table(rows, ["backbone", "engine", "items", "items_per_s", "ratio_to_first", "rel_diff_vs_first", "probe_acc",
-                       "skipped"]))
+                       "pct_of_bf16_matmul_peak", "skipped"]))
     print()
     print(table(profile, ["stage", "where", "ms_per_image"]))
     write_results("extraction_engines", {"cpu_kind": cpu_kind(), "load_average": {"before": load_before,
                                                                                  "after": load_after},
+                                         "matmul_gflops_bf16": rate_bf16 / 1e9,
                                          "rows": rows, "profile": profile, "args": vars(args)})
 
 

@@ -15,6 +15,7 @@ import torch
 
 import headstart
 from headstart import extraction_engines as engines
+from headstart._util import resolve_precision
 from headstart.backbones import resolve_backbone
 from headstart.data.builtins import cache_root
 from headstart.embeddings import compute_embeddings
@@ -126,5 +127,6 @@ def test_auto_measures_once_keeps_the_choice_and_the_manifest_records_it(tmp_pat
     assert (again.how, again.engine) == ("cached measurement", record["engine"])
     assert engines.choose_engine(model.backbone, "auto", "fp32", texts).how == "measured"  # another precision
     given = engines.choose_engine(model.backbone, "torch", "auto", texts)
-    assert given.record() == {"requested": "torch", "engine": "torch", "how": "given", "numerics": "auto"}
+    assert given.record() == {"requested": "torch", "engine": "torch", "how": "given",
+                              "computes": resolve_precision("auto", torch.device("cpu"))}
     assert engines.choose_engine(model.backbone, "auto", "auto", texts[:5]).engine == "torch"  # too few items

@@ -83,7 +83,8 @@ class EngineChoice:
     def record(self) -> dict[str, Any]:
         """What the model manifest records (`extraction_engine`)."""
         return {"requested": self.requested, "engine": self.engine, "how": self.how,
-                "numerics": cache_precision(self.engine, self.precision),
+                "computes": (resolve_precision(self.precision, torch.device("cpu")) if self.engine == "torch"
+                             else graph_precision(self.engine, self.precision)),
                 **({"rates_per_s": self.rates} if self.rates else {}), **({"skipped": self.skipped} if self.skipped else {})}
 
 
