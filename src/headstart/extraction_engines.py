@@ -167,8 +167,9 @@ def _graph_file(backbone: Backbone) -> Path:
 
 
 def _export(backbone: Backbone, net: nn.Module, example: dict[str, np.ndarray], file: Path) -> None:
-    """The embedding graph into `file`, atomically: the TorchScript exporter first (2 s for efficientnet_lite0
-    against 8 s for the dynamo one, and dynamic axes without specialising), the dynamo exporter where it fails."""
+    """The embedding graph into `file`, atomically. The TorchScript exporter first (2 s for efficientnet_lite0
+    against 8 s for the dynamo one), the dynamo exporter where it fails; audio the other way round (TorchScript
+    cannot trace the spectrogram front end, and failing costs as long as the dynamo export)."""
     graph = EmbeddingGraph(backbone, net).eval()
     names = list(example)
     axes = backbone.onnx_dynamic_axes()
@@ -177,14 +178,15 @@ def _export(backbone: Backbone, net: nn.Module, example: dict[str, np.ndarray], 
     os.close(fd)
     errors = []
     try:
-        for dynamo in (False, True):
+        for dynamo in ((True, False) if backbone.modality == "audio" else (False, True)):
             if dynamo:
                 dims = {a: torch.export.Dim(a) for ax in axes.values() for a in ax.values()}
                 shapes = {"dynamic_shapes": (tuple({i: dims[a] for i, a in axes.get(n, {}).items()} for n in names),)}
             else:
                 shapes = {"dynamic_axes": {**axes, "embeddings": {0: "batch"}}}
             try:
-                with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+                with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), \
+                        contextlib.redirect_stderr(io.StringIO()):
                     warnings.simplefilter("ignore")
                     torch.onnx.export(graph, tuple(torch.from_numpy(v) for v in example.values()), tmp, input_names=names,
                                       output_names=["embeddings"], opset_version=OPSET, dynamo=dynamo,
