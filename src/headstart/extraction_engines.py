@@ -103,10 +103,12 @@ def using_engine(choice: EngineChoice) -> Iterator[EngineChoice]:
 
 
 def current_engine() -> EngineChoice:
+    """The engine set by the innermost `using_engine` block; PyTorch outside any."""
     return _current.get()
 
 
 def check_engine(engine: str) -> None:
+    """A one-line settings error for an engine name that is not one of ENGINE_CHOICES."""
     if engine not in ENGINE_CHOICES:
         raise SettingsError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got '{engine}'")
 
@@ -348,6 +350,7 @@ def cpu_identity() -> str:
 
 
 def _choices_file() -> Path:
+    """Where `auto`'s measured choices are kept, one entry per backbone, CPU and precision."""
     return cache_root() / "engines" / CHOICES_FILE
 
 
