@@ -111,7 +111,7 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # function.
 SMOKE = ["audio_extraction", "audio_label_efficiency", "audit_images", "audit_quality", "audit_speed", "auto_strategy",
          "calibration", "classic_recipe", "contrastive_classes", "distill_text", "embedding_throughput",
-         "explain_faithfulness", "extraction_processes", "few_shot_text", "finetune_speed", "imbalance",
+         "explain_faithfulness", "extraction_engines", "extraction_processes", "few_shot_text", "finetune_speed", "imbalance",
          "label_efficiency", "lora_vs_finetune", "onnx_speed", "precision_auto", "probe_scaling", "profile_extraction",
          "selection", "serve_load", "serve_soak", "shards_memory", "startup_latency", "suggest_curves",
          "tasks_accuracy", "tokens_accuracy", "tokens_speed"]

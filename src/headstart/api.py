@@ -16,11 +16,19 @@ from . import distributed
 from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
 from .backbones import resolve_backbone
+from .backbones.base import Backbone
 from .data import Dataset, PseudoLabels, Splits, data_task, load_data, make_splits, read_test_data
 from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError, SettingsError
+from .extraction_engines import (
+    EngineChoice,
+    cache_precision,
+    check_engine,
+    choose_engine,
+    using_engine,
+)
 from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
@@ -176,6 +184,15 @@ def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: boo
     return record
 
 
+def _extraction_engine(net: Backbone, engine: str, precision: str, splits: Splits, frozen: bool) -> EngineChoice:
+    """The engine of fit's embedding pass: `engine` as given, or auto's choice for the items to embed. A strategy
+    that changes the backbone embeds little with the backbone as loaded: PyTorch, with nothing measured."""
+    if not frozen:
+        return EngineChoice(engine, "torch", "the backbone is trained", precision)
+    items = sum(len(p) for p in (splits.train, splits.val) if p is not None)  # the test split: PyTorch (fit)
+    return choose_engine(net, engine, precision, splits.train.items, default_device(), n_items=items)
+
+
 @discard_failed_run_folder  # a fit that fails leaves no empty run folder behind
 def fit(
     data: str | Path | Dataset | Splits | InMemoryData,
@@ -195,6 +212,7 @@ def fit(
     max_length: int | None = None,
     precision: str = "auto",
     evaluation_precision: str = EVALUATION_PRECISION,
+    engine: str = "auto",
     cache: bool = True,
     strict: bool = False,
     resume: bool = False,
@@ -233,7 +251,9 @@ def fit(
     splitting, so that validation and test are the real ones the teacher had; the manifest records their origin.
     `precision` is what training and embedding for it compute in; the test metrics are measured at
     `evaluation_precision` (fp32 unless asked), which the manifest records with what `auto` resolved to, so that
-    `evaluate` and `report` reproduce them exactly. The model folder also records which items (by content) it
+    `evaluate` and `report` reproduce them exactly. `engine`: what computes a frozen backbone's embeddings (torch,
+    onnx, openvino; auto: the fastest measured for the backbone on this CPU, see `headstart.extraction_engines`),
+    recorded in the manifest. The model folder also records which items (by content) it
     was fitted and tested on, so that `evaluate` never scores training items.
     `task`: what is predicted: "classification" (one class per item), "multilabel" (any number of labels per item:
     a label cell holds them joined by `label_separator`, "|" by default; per-label thresholds are tuned on the
@@ -256,6 +276,7 @@ def fit(
                             f"--strategy {ready}, or run it as one process")
     check_choice("precision", precision, PRECISIONS)
     check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
+    check_engine(engine)
     check_range("image_size", image_size, low=1, integer=True)
     check_range("max_length", max_length, low=1, integer=True)
     check_range("seed", seed, low=0, integer=True)
@@ -293,21 +314,24 @@ def fit(
                   "max_length": max_length, "seed": seed, "precision": precision, "task": task.name,
                   "task_settings": task.settings()}
         record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
+    extraction = _extraction_engine(net, engine, precision, splits, plan.freezes_backbone)
     run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
-                      cache=backbone_cache(net, precision, cache), logger=logger)
+                      cache=backbone_cache(net, cache_precision(extraction.engine, precision), cache), logger=logger)
     run.timings["load"] = time.perf_counter() - started
     t = time.perf_counter()
-    with run.closing_logger():
+    with run.closing_logger(), using_engine(extraction):
         classifier, training = plan.train(run)
     run.timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
-    calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
+    with using_engine(extraction):
+        calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
     run.timings["calibrate"] = time.perf_counter() - t
     t = time.perf_counter()
     evaluated_at = batch_precision(evaluation_precision, net.modality, len(splits.test))  # as `evaluate` resolves it
     trained_at = resolve_precision(precision, default_device())
-    test_cache = (run.cache if evaluated_at == trained_at else backbone_cache(net, evaluated_at, cache)
-                  ) if plan.freezes_backbone else None
+    # The test metrics are PyTorch's, as `evaluate` and `report` reproduce them: the test cache is PyTorch's too.
+    test_cache = (run.cache if evaluated_at == trained_at and extraction.engine == "torch"
+                  else backbone_cache(net, evaluated_at, cache)) if plan.freezes_backbone else None
     digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
                              splits.test.items)
     _warn_if_test_overlaps(digests)
@@ -329,7 +353,7 @@ def fit(
         evaluation_precision=evaluated_at, training=training, metrics=metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)} if caches else None,
-        calibration=calibration,
+        calibration=calibration, extraction_engine=extraction.record(),
     )
     model = TrainedModel(classifier, splits.classes, manifest)
     model.item_digests = digests

@@ -141,6 +141,8 @@ def fit(
     image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
     max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
+    engine: str = typer.Option("auto", help="What computes a frozen backbone's embeddings: torch, onnx, openvino, or "
+                                            "auto (the fastest measured for the backbone on this CPU; kept)."),
     cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
     strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
     resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
@@ -191,7 +193,7 @@ def fit(
                       precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
                       calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
                       coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
-                      logger=logger, **settings)
+                      logger=logger, engine=engine, **settings)
     print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")

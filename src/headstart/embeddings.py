@@ -16,6 +16,7 @@ from .backbones.base import Backbone
 from .data.dataset import Dataset
 from .data.unreadable import drop_failures
 from .embedding_cache import EmbeddingCache
+from .extraction_engines import extraction_model
 from .modalities import get_modality
 from .progress import progress_bar
 
@@ -45,12 +46,12 @@ def compute_embeddings(backbone: Backbone, items: Sequence, batch_size: int | No
     (`ranks`: `items` is this rank's share of a job that many torchrun ranks share, for the progress bar.)
 
     `model` is an inference copy of `backbone` made earlier (see `Backbone.inference_copy`) to reuse; without
-    it one is made for this call.
+    it one is made for this call, by the current extraction engine (`extraction_engines.using_engine`).
     """
     device = device or default_device()
     modality = get_modality(backbone.modality)
     batch_size = batch_size or modality.default_batch_size
-    model = model or backbone.inference_copy(device, fold=len(items) >= FOLD_MIN_ITEMS)
+    model = model or extraction_model(backbone, device, items, precision, fold=len(items) >= FOLD_MIN_ITEMS)
     out = np.zeros((len(items), backbone.embedding_dim), dtype=np.float32)
     failures: list[tuple[int, str]] = []
     with progress_bar(desc, total=len(items), unit=modality.unit, ranks=ranks) as advance, inference_context(device, precision), \
@@ -87,7 +88,8 @@ def embed_items(backbone: Backbone, items: Sequence, cache: EmbeddingCache | Non
         log.info("%s: %d of %d items not cached%s", desc, len(missing), len(items),
                  f" ({len(mine)} of them here, rank {distributed.rank()})" if len(mine) < len(missing) else "")
         device = default_device()
-        model = model or backbone.inference_copy(device, fold=len(mine) >= FOLD_MIN_ITEMS)
+        model = model or extraction_model(backbone, device, [items[i] for i in mine[:8]], precision,
+                                          fold=len(mine) >= FOLD_MIN_ITEMS)
         chunk = 4096  # extract and store in chunks: an interruption keeps what was done
         for start in range(0, len(mine), chunk):
             part = mine[start:start + chunk]

@@ -90,6 +90,9 @@ class ModelManifest(BaseModel):
     timings: dict[str, float] = {}
     embedding_cache: dict[str, int] | None = None
     calibration: dict[str, Any] | None = None  # how the head's temperature was fitted (None: not calibrated)
+    # What computed the frozen backbone's embeddings in fit (headstart.extraction_engines): the engine asked for,
+    # the one used, how it was chosen (with the measured items/s) and what it computes in. None in models saved before.
+    extraction_engine: dict[str, Any] | None = None
     versions: dict[str, str] = {}
     saved_at: str | None = None
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from ._util import default_device
 from .backbones import resolve_backbone
 from .data import Dataset, Splits, load_data
 from .data.sources import per_class_subset
@@ -29,6 +30,7 @@ from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError, SettingsError
 from .evaluation.knn import knn_accuracy
 from .evaluation.logme import logme
+from .extraction_engines import cache_precision, choose_engine, using_engine
 from .modalities import ensure_same_modality, get_modality
 from .settings import PRECISIONS, check_choice, check_range
 
@@ -100,8 +102,10 @@ def _score(name: str, sample: Dataset, precision: str, cache: bool, strict: bool
     net = resolve_backbone(name, modality=sample.modality, **options)
     ensure_same_modality(net.modality, sample.modality, f"backbone '{name}'", "the data are",
                          f"try --backbones {get_modality(sample.modality).suggested_backbone}", HeadstartError)
-    store = backbone_cache(net, precision, cache)
-    readable, embeddings = embed_dataset(net, sample, store, precision, strict)
+    engine = choose_engine(net, "auto", precision, sample.items, default_device())  # as fit chooses: one cache
+    store = backbone_cache(net, cache_precision(engine.engine, precision), cache)
+    with using_engine(engine):
+        readable, embeddings = embed_dataset(net, sample, store, precision, strict)
     embedded = time.perf_counter()
     del net
     gc.collect()
