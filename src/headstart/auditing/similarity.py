@@ -37,11 +37,30 @@ class Scan:
     neighbour_similarity: np.ndarray  # (n, k) float32
 
 
+# bfloat16 products screen the blocks where the CPU multiplies bfloat16 natively: unit vectors rounded to bfloat16
+# (8 bits of mantissa) and a bfloat16 result are off by at most about 0.008 in cosine similarity, so every pair
+# within SCREEN_MARGIN of the threshold, and the SCREEN_EXTRA next candidates beyond each row's k, are rescored
+# exactly in float32; what `scan` returns is float32 similarities, as without the screen. Measured on 20,000 x 384
+# (one thread, loaded shared Xeon with AMX): a block pass took 2.2 CPU s in bfloat16 against 4.9 in float32.
+SCREEN_MARGIN = 0.02
+SCREEN_EXTRA = 8
+
+
+def screen_dtype() -> object:
+    """torch.bfloat16 where the CPU has native bfloat16 products (AVX512-BF16, AMX), else None: no screen."""
+    import torch
+
+    from .._util import cpu_has_fast_bf16
+
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
 def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: float | None = None, k: int = 0,
-         block_bytes: int = BLOCK_BYTES) -> Scan:
+         block_bytes: int = BLOCK_BYTES, screen: object = "auto") -> Scan:
     """Compare unit-length `queries` with unit-length `references` (None: the queries themselves, then an item is
     never its own neighbour and each pair is reported once, i < j), `block_bytes` of similarities at a time. Runs
-    in torch, whose comparison and top-k use every core."""
+    in torch, whose comparison and top-k use every core. `screen`: the dtype that screens the blocks ("auto":
+    `screen_dtype()`; None: float32 throughout); the result is exact float32 either way."""
     import torch
 
     same = references is None
@@ -49,6 +68,11 @@ def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: f
     refs = q if same else torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
     n, m = len(q), len(refs)
     k = max(0, min(k, m - 1 if same else m))
+    dtype = screen_dtype() if screen == "auto" else screen
+    coarse_q = q if dtype is None else q.to(dtype)
+    coarse_refs = coarse_q if same else (refs if dtype is None else refs.to(dtype))
+    margin = 0.0 if dtype is None else SCREEN_MARGIN
+    wide = k if dtype is None else min(k + SCREEN_EXTRA, m - 1 if same else m)
     rows = max(1, block_bytes // (4 * max(m, 1)))
     found_pairs, found_sims = [], []
     neighbours = torch.zeros((n, k), dtype=torch.int64)
@@ -56,19 +80,23 @@ def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: f
     with torch.inference_mode():
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            sims = q[start:stop] @ refs.T
+            sims = coarse_q[start:stop] @ coarse_refs.T
             if same:
                 sims[torch.arange(stop - start), torch.arange(start, stop)] = -torch.inf
             if threshold is not None:
-                i, j = torch.nonzero(sims >= threshold, as_tuple=True)
+                i, j = torch.nonzero(sims >= threshold - margin, as_tuple=True)
                 if same:
                     keep = j > i + start
                     i, j = i[keep], j[keep]
-                found_pairs.append(torch.stack([i + start, j], dim=1))
-                found_sims.append(sims[i, j])
+                exact = (q[i + start] * refs[j]).sum(dim=1)
+                keep = exact >= threshold
+                found_pairs.append(torch.stack([i[keep] + start, j[keep]], dim=1))
+                found_sims.append(exact[keep])
             if k:
-                top_sims, top = torch.topk(sims, k, dim=1)  # sorted, most similar first
-                neighbours[start:stop], neighbour_sims[start:stop] = top, top_sims
+                top = torch.topk(sims, wide, dim=1).indices
+                exact = torch.einsum("rd,rkd->rk", q[start:stop], refs[top])
+                best, order = torch.topk(exact, k, dim=1)  # sorted, most similar first
+                neighbours[start:stop], neighbour_sims[start:stop] = torch.gather(top, 1, order), best
     pairs = torch.cat(found_pairs).numpy() if found_pairs else np.zeros((0, 2), np.int64)
     pair_sims = torch.cat(found_sims).numpy() if found_sims else np.zeros(0, np.float32)
     return Scan(pairs.astype(np.int64), pair_sims.astype(np.float32), neighbours.numpy(), neighbour_sims.numpy())
