@@ -9,12 +9,12 @@ ranked by self-confidence (the out-of-fold probability of the given label), each
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .similarity import one_thread
 
 log = logging.getLogger("headstart")
 
@@ -49,21 +49,6 @@ def standardised(x: np.ndarray) -> np.ndarray:
     """Columns of `x` less their mean, over their standard deviation, as float32."""
     x = np.asarray(x, dtype=np.float32)
     return (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread inside. L-BFGS on these sizes is many small operations, each a parallel region whose
-    threads wait for each other: measured on the shared 2-core machine at load 9 (CIFAR-10, 5,100 x 1,280, the whole
-    label-error step), 27.8 CPU s and 69 s wall with torch's 2 threads against 3.8 CPU s and 7.8 s wall with one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def fit_probe(x: Any, y: Any, n_classes: int, strength: float, start: tuple | None = None) -> tuple[Any, Any]:

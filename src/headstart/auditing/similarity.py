@@ -5,16 +5,36 @@ and what `audit` and `suggest` rank items by (each item's k most similar others:
 typicality). Hand-written because scikit-learn's NearestNeighbors answers one of the two questions per pass and
 its radius search keeps every distance of a block's rows; a block of rows times all references is one BLAS call.
 Measured on 50,000 items of 384 dimensions (loaded 2-core machine, duplicates and outliers together): 49 CPU
-seconds with numpy's argpartition and comparisons (one thread), 30 with torch's (every core).
+seconds with numpy's argpartition and comparisons (one thread), 30 with torch's (every core), 14 with torch on one
+thread and the bfloat16 screen below (benchmarks/RESULTS.md, "Issue 24, speed").
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 BLOCK_BYTES = 1 << 25  # 32 MiB of float32 similarities per block of query rows (larger blocks were no faster)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside (the probe's fits, the scan's blocks). Where other processes hold the cores,
+    torch's threads wait for each other at every parallel region: measured on the shared 2-core Xeon at load 8-9,
+    the label-error step on CIFAR-10's 5,100 x 1,280 took 69 s wall (27.8 CPU s) on torch's 2 threads and 7.8 s
+    (3.8 CPU s) on one, and the scan of 50,000 x 384 items 61.5 s wall (24 CPU s) against 34.7 s (14 CPU s). On
+    an idle machine a second thread would shorten the products by less than 2x; one thread never stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def unit_rows(x: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
@@ -59,7 +79,7 @@ def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: f
          block_bytes: int = BLOCK_BYTES, screen: object = "auto") -> Scan:
     """Compare unit-length `queries` with unit-length `references` (None: the queries themselves, then an item is
     never its own neighbour and each pair is reported once, i < j), `block_bytes` of similarities at a time. Runs
-    in torch, whose comparison and top-k use every core. `screen`: the dtype that screens the blocks ("auto":
+    in torch on one thread (`one_thread`). `screen`: the dtype that screens the blocks ("auto":
     `screen_dtype()`; None: float32 throughout); the result is exact float32 either way."""
     import torch
 
@@ -77,7 +97,7 @@ def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: f
     found_pairs, found_sims = [], []
     neighbours = torch.zeros((n, k), dtype=torch.int64)
     neighbour_sims = torch.zeros((n, k), dtype=torch.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             sims = coarse_q[start:stop] @ coarse_refs.T
