@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,19 @@ def screen_dtype() -> object:
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
+RESCORE_FLOATS = 1 << 22  # float32 numbers gathered at a time to rescore candidates (16 MiB)
+
+
+def rescored(queries: Any, references: Any, i: Any, j: Any) -> Any:
+    """Exact float32 cosine similarity of each candidate pair (queries[i], references[j]), a bounded number of rows
+    gathered at a time."""
+    import torch
+
+    step = max(1, RESCORE_FLOATS // max(1, queries.shape[1]))
+    parts = [(queries[i[a:a + step]] * references[j[a:a + step]]).sum(dim=1) for a in range(0, len(i), step)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: float | None = None, k: int = 0,
          block_bytes: int = BLOCK_BYTES, screen: object = "auto") -> Scan:
     """Compare unit-length `queries` with unit-length `references` (None: the queries themselves, then an item is
@@ -108,13 +122,15 @@ def scan(queries: np.ndarray, references: np.ndarray | None = None, threshold: f
                 if same:
                     keep = j > i + start
                     i, j = i[keep], j[keep]
-                exact = (q[i + start] * refs[j]).sum(dim=1)
+                hit, where = torch.unique(i, return_inverse=True)  # rows with a candidate: their exact products
+                exact = (q[hit + start] @ refs.T)[where, j] if len(i) else torch.zeros(0)
                 keep = exact >= threshold
                 found_pairs.append(torch.stack([i[keep] + start, j[keep]], dim=1))
                 found_sims.append(exact[keep])
             if k:
                 top = torch.topk(sims, wide, dim=1).indices
-                exact = torch.einsum("rd,rkd->rk", q[start:stop], refs[top])
+                repeated = torch.arange(start, stop).repeat_interleave(wide)
+                exact = rescored(q, refs, repeated, top.reshape(-1)).reshape(stop - start, wide)
                 best, order = torch.topk(exact, k, dim=1)  # sorted, most similar first
                 neighbours[start:stop], neighbour_sims[start:stop] = torch.gather(top, 1, order), best
     pairs = torch.cat(found_pairs).numpy() if found_pairs else np.zeros((0, 2), np.int64)
