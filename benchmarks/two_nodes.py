@@ -16,7 +16,8 @@ with GLOO_SOCKET_IFNAME naming its end of the link.
    (each rank sends, and receives, that much over its link).
 
 Needs root (namespaces, veth, tc); the namespaces are removed afterwards whatever happens. Prints a table and
-writes benchmarks/out/two_nodes.json (or --results) with the git commit. tests/test_two_nodes.py runs it small.
+writes benchmarks/out/two_nodes.json (or --results) with the git commit. tests/test_two_nodes.py runs it small;
+`--smoke` runs it smaller still (a random tiny BERT, 100,000 numbers, one step), or says why it cannot.
 """
 
 from __future__ import annotations
@@ -289,9 +290,16 @@ def main() -> None:
     parser.add_argument("--rate", default="1gbit", help="the shaped link's rate, in tc's syntax")
     parser.add_argument("--results", type=Path, help="the JSON to write (default benchmarks/out/two_nodes.json)")
     parser.add_argument("--all-reduce-worker", action="store_true", help=argparse.SUPPRESS)
+    _common.add_smoke_option(parser)
     args = parser.parse_args()
     if args.all_reduce_worker:
         return all_reduce_worker(args.parameters, args.steps, args.results)
+    if args.smoke:
+        folder = _common.start_smoke()
+        if namespaces_unavailable():
+            _common.skip_smoke(namespaces_unavailable())
+        _, bert = _common.smoke_text(folder / "text", per_class=2)
+        args.backbone, args.per_class, args.parameters, args.steps = str(bert), 10, 100_000, 1
 
     results_path = args.results or _common.OUT / "two_nodes.json"
     signal.signal(signal.SIGTERM, _stop)  # a `kill` still removes the namespaces (the `finally` below)

@@ -48,18 +48,22 @@ def test_flipped_labels_are_found_with_their_true_class():
     assert found.probabilities.shape == (len(true), 3)
 
 
-def test_the_blocked_scan_finds_what_the_full_matrix_shows():
+@pytest.mark.parametrize("screen", [None, "bfloat16"])
+def test_the_blocked_scan_finds_what_the_full_matrix_shows(screen):
+    import torch
+
+    screen = screen and getattr(torch, screen)  # the bfloat16 screen rescores its candidates in float32: exact
     rng = np.random.default_rng(0)
     unit = unit_rows(rng.standard_normal((90, 8)))
     unit[40] = unit[7]  # one pair at similarity 1
     full = unit @ unit.T
     np.fill_diagonal(full, -np.inf)
-    found = scan(unit, None, 0.8, k=4, block_bytes=4 * 90 * 7)  # 7 rows a block
+    found = scan(unit, None, 0.8, k=4, block_bytes=4 * 90 * 7, screen=screen)  # 7 rows a block
     expected = {(i, j) for i, j in zip(*np.nonzero(full >= 0.8)) if i < j}
     assert {tuple(p) for p in found.pairs.tolist()} == expected and (7, 40) in expected
     assert np.allclose(found.neighbour_similarity, -np.sort(-full, axis=1)[:, :4], atol=1e-5)
     other = unit_rows(rng.standard_normal((30, 8)))
-    across = scan(unit, other, 0.7, block_bytes=4 * 30 * 11)
+    across = scan(unit, other, 0.7, block_bytes=4 * 30 * 11, screen=screen)
     expected = set(zip(*np.nonzero(unit @ other.T >= 0.7)))
     assert {tuple(p) for p in across.pairs.tolist()} == expected
 

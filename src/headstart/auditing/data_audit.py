@@ -249,15 +249,71 @@ def audit(
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
     similarity of the mean-centred embeddings at least `near_threshold`; images also by their pixels, see
-    `duplicates.THUMBNAIL_THRESHOLD`) within one split, across the splits
-    `fit` makes with `val_size`, `test_size` and `seed` (leaks), and against a second data set `against`,
-    duplicates whose labels differ, outliers and overlapping classes. The user's files are only read.
-    `out`: write the findings as an HTML page there (thumbnails, texts, audio players) and as a list beside it
-    (the same name with .csv, one row per finding).
+    `duplicates.THUMBNAIL_THRESHOLD`) within one split, across the splits `fit` makes with `val_size`,
+    `test_size` and `seed` (leaks), and against a second data set `against`, duplicates whose labels differ,
+    outliers and overlapping classes. The user's files are only read.
+    `out`: write the findings as an HTML page there (thumbnails, texts, players) and a list beside it (.csv).
     `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
     duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
     but right), which `fit` reads.
     """
+    clean_path, page_path, list_path = _check_audit_settings(data, against, near_threshold, seed, image_size,
+                                                             max_length, precision, out, write_clean)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    audited, source, (embeddings, readable, failures), other, other_embedded = _load_and_embed(
+        data, backbone, against, text_column, label_column, val_size, test_size, seed, image_size, max_length,
+        precision, cache, seconds)
+    rows = np.flatnonzero(readable)
+    if len(rows) < 2:
+        raise DataError(f"{source}: fewer than two readable items to audit")
+    t = time.perf_counter()
+    records, overlapping, notes = _label_records(audited, readable, embeddings, seed)
+    seconds["label_errors"] = time.perf_counter() - t
+    t = time.perf_counter()
+    found, neighbour_sims, pixels = _duplicate_records(audited, rows, embeddings, other, other_embedded,
+                                                       near_threshold)
+    records += found + _outlier_records(audited, rows, neighbour_sims)
+    records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
+    seconds["duplicates_outliers"] = time.perf_counter() - t
+    keep = items_to_keep(readable, records)
+    _rank_within_kinds(records)
+    notes.append(_duplicates_note(near_threshold, pixels, seed, val_size, test_size))
+    seconds["total"] = time.perf_counter() - started
+    sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
+    result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
+                         records, overlapping, keep, audited, str(against) if against is not None else None,
+                         {k: round(v, 2) for k, v in seconds.items()}, notes)
+    log.info("audit: %s", ", ".join(f"{n} {KINDS[k]}" for k, n in result.counts().items() if n) or "nothing found")
+    _write_outputs(result, clean_path, page_path, list_path)
+    return result
+
+
+def _load_and_embed(data: Any, backbone: str, against: Any, text_column: str | None, label_column: str | None,
+                    val_size: float | int, test_size: float | int, seed: int, image_size: int | None,
+                    max_length: int | None, precision: str, cache: bool, seconds: dict[str, float]) -> tuple:
+    """The audited items (with fit's splits) and the data's name, their `_embed` result, the `against` items
+    (None without) and theirs; the seconds of loading and embedding go into `seconds`."""
+    started = time.perf_counter()
+    audited, source = fit_split_items(data, text_column, label_column, val_size, test_size, seed)
+    net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=audited.modality)
+    ensure_same_modality(net.modality, audited.modality, f"backbone '{backbone}'", "the data are",
+                         f"try --backbone {get_modality(audited.modality).suggested_backbone}", HeadstartError)
+    store = backbone_cache(net, precision, cache)
+    other = _against_items(against, text_column, label_column, audited.modality) if against is not None else None
+    seconds["load"] = time.perf_counter() - started
+    t = time.perf_counter()
+    embedded = _embed(net, audited.items, store, precision, source)
+    other_embedded = _embed(net, other.items, store, precision, str(against)) if other is not None else None
+    seconds["embed"] = time.perf_counter() - t
+    return audited, source, embedded, other, other_embedded
+
+
+def _check_audit_settings(data: Any, against: Any, near_threshold: float, seed: int, image_size: int | None,
+                          max_length: int | None, precision: str, out: str | Path | None,
+                          write_clean: str | Path | None) -> tuple[Path | None, Path | None, Path | None]:
+    """Refuse settings `audit` cannot run with and outputs it must not or cannot write (one-line errors); the
+    paths of the clean table, the page and the list beside the page."""
     check_range("near_threshold", near_threshold, low=0, high=1, low_open=True)
     check_range("seed", seed, low=0, integer=True)
     check_range("image_size", image_size, low=1, integer=True)
@@ -270,35 +326,24 @@ def audit(
     for path, option in ((clean_path, "--write-clean"), (page_path, "--out")):
         if path is not None:
             check_writable(path.expanduser().parent, f"{option} {path}")
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    audited, source = fit_split_items(data, text_column, label_column, val_size, test_size, seed)
-    net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=audited.modality)
-    ensure_same_modality(net.modality, audited.modality, f"backbone '{backbone}'", "the data are",
-                         f"try --backbone {get_modality(audited.modality).suggested_backbone}", HeadstartError)
-    store = backbone_cache(net, precision, cache)
-    other = _against_items(against, text_column, label_column, audited.modality) if against is not None else None
-    seconds["load"] = time.perf_counter() - started
-    t = time.perf_counter()
-    embeddings, readable, failures = _embed(net, audited.items, store, precision, source)
-    if other is not None:
-        other_embeddings, other_readable, _ = _embed(net, other.items, store, precision, str(against))
-    seconds["embed"] = time.perf_counter() - t
-    rows = np.flatnonzero(readable)
-    if len(rows) < 2:
-        raise DataError(f"{source}: fewer than two readable items to audit")
-    t = time.perf_counter()
-    records, overlapping, notes = _label_records(audited, readable, embeddings, seed)
-    seconds["label_errors"] = time.perf_counter() - t
-    t = time.perf_counter()
+    return clean_path, page_path, list_path
+
+
+def _duplicate_records(audited: AuditedItems, rows: np.ndarray, embeddings: np.ndarray, other: AuditedItems | None,
+                       other_embedded: tuple | None, near_threshold: float
+                       ) -> tuple[list[dict[str, Any]], np.ndarray, bool]:
+    """Records of duplicates, leaks and conflicting pairs within the readable items `rows`, and of items in the
+    `other` data (its `_embed` result); each item's similarities to its nearest neighbours (for outliers); and
+    whether pixel fingerprints took part (images)."""
     modality = get_modality(audited.modality)
     digests = [modality.digest(audited.items[i]) for i in rows]
     center = embeddings[rows].mean(axis=0)
     unit = unit_rows(embeddings[rows], center)
     prints = modality.content_fingerprints([audited.items[i] for i in rows])
     pairs, _, neighbour_sims = duplicate_pairs(digests, unit, near_threshold, k=NEIGHBOURS, fingerprints=prints)
-    records += _pair_records(audited, rows, pairs)
+    records = _pair_records(audited, rows, pairs)
     if other is not None:
+        other_embeddings, other_readable, _ = other_embedded
         other_rows = np.flatnonzero(other_readable)
         other_digests = [modality.digest(other.items[j]) for j in other_rows]
         other_prints = None if prints is None else modality.content_fingerprints([other.items[j] for j in other_rows])
@@ -308,37 +353,48 @@ def audit(
         for p in across:
             p.b = int(other_rows[p.b])
         records += _pair_records(audited, rows, across, other)
+    return records, neighbour_sims, prints is not None
+
+
+def _outlier_records(audited: AuditedItems, rows: np.ndarray, neighbour_sims: np.ndarray) -> list[dict[str, Any]]:
+    """Records of the readable items (`rows`) far from all others, by their nearest neighbours' similarities."""
     scores = outlier_scores(neighbour_sims) if neighbour_sims.shape[1] else np.zeros(len(rows))
-    records += [_item_record("outlier", audited, rows[i], rank=rank, score=round(float(scores[i]), 4))
-                for rank, i in enumerate(find_outliers(scores), 1)]
-    records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
-    seconds["duplicates_outliers"] = time.perf_counter() - t
-    keep = items_to_keep(readable, records)
+    return [_item_record("outlier", audited, rows[i], rank=rank, score=round(float(scores[i]), 4))
+            for rank, i in enumerate(find_outliers(scores), 1)]
+
+
+def _rank_within_kinds(records: list[dict[str, Any]]) -> None:
+    """Sort the records by kind (KINDS' order), then rank; renumber the ranks within each kind (pairs were ranked
+    together)."""
     order = {kind: n for n, kind in enumerate(KINDS)}
     records.sort(key=lambda r: (order[r["kind"]], r.get("rank", 0)))
-    for kind in KINDS:  # ranks count within each kind (pairs were ranked together)
+    for kind in KINDS:
         for rank, r in enumerate((r for r in records if r["kind"] == kind), 1):
             r["rank"] = rank
-    notes.append(f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
-                 f">= {near_threshold:g}" + (f", or (images) of {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails "
-                                             f">= {THUMBNAIL_THRESHOLD:g}" if prints is not None else "") +
-                 f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
-    seconds["total"] = time.perf_counter() - started
-    sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
-    result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
-                         records, overlapping, keep, audited, str(against) if against is not None else None,
-                         {k: round(v, 2) for k, v in seconds.items()}, notes)
-    log.info("audit: %s", ", ".join(f"{n} {KINDS[k]}" for k, n in result.counts().items() if n) or "nothing found")
+
+
+def _duplicates_note(near_threshold: float, pixels: bool, seed: int, val_size: float | int,
+                     test_size: float | int) -> str:
+    """What counted as a duplicate, and the splits leaks were judged by."""
+    return (f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
+            f">= {near_threshold:g}" + (f", or (images) of {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails "
+                                        f">= {THUMBNAIL_THRESHOLD:g}" if pixels else "") +
+            f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
+
+
+def _write_outputs(result: AuditResult, clean_path: Path | None, page_path: Path | None,
+                   list_path: Path | None) -> None:
+    """Write the clean table, and the page with the list beside it, where asked."""
     if clean_path is not None:
         result.write_clean(clean_path)
-        log.info("audit: wrote the %d items to keep (of %d) to %s", int(keep.sum()), len(keep), clean_path)
+        log.info("audit: wrote the %d items to keep (of %d) to %s", int(result.keep.sum()), len(result.keep),
+                 clean_path)
     if page_path is not None:
         from .page import write_page
 
         write_page(result, page_path.expanduser())
         result.write_list(list_path)
         log.info("audit: wrote %s and %s", page_path, list_path)
-    return result
 
 
 def items_to_keep(readable: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:

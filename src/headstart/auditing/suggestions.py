@@ -178,6 +178,35 @@ def suggest(
     folder) the most uncertain item of each of `budget` clusters. `labeled` (data as `fit` takes them): items
     already labeled, never suggested again; TypiClust skips the clusters they cover. `out`: write the table to
     fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`)."""
+    out_path = _check_suggest_settings(unlabeled, budget, model, backbone, out, seed, precision)
+    started = time.perf_counter()
+    data = unlabeled if isinstance(unlabeled, UnlabeledData) else read_unlabeled(unlabeled, text_column)
+    trained, net, precision = _suggest_network(data, model, backbone, image_size, max_length, precision)
+    pool = _embed_pool(data, net, _labeled_items(labeled, data.modality), precision, cache, budget)
+    t = time.perf_counter()
+    unit = unit_rows(pool.embeddings, pool.embeddings.mean(axis=0))
+    if trained is None:
+        chosen, reasons, clusters = typiclust(unit, pool.candidate, budget, seed)
+        method = "typiclust"
+    else:
+        probabilities = trained.classifier.head.probabilities(pool.embeddings)
+        chosen, reasons, clusters = margin_within_clusters(unit, probabilities, pool.candidate, budget,
+                                                           trained.classes, seed)
+        method = "margin"
+    indices = [pool.fresh[int(pool.rows[r])] for r in chosen]
+    result = Suggestion(data.source, data.modality, method, [data.items[i] for i in indices], indices, reasons,
+                        int(pool.candidate.sum()), clusters,
+                        {"embed": round(pool.seconds, 2), "choose": round(time.perf_counter() - t, 2),
+                         "total": round(time.perf_counter() - started, 2)})
+    if out_path is not None:
+        result.write(out_path)
+        log.info("suggest: wrote %d items to label to %s (fill in the label column)", len(indices), out_path)
+    return result
+
+
+def _check_suggest_settings(unlabeled: Any, budget: int, model: Any, backbone: str | None, out: str | Path | None,
+                            seed: int, precision: str) -> Path | None:
+    """Refuse settings `suggest` cannot run with (one-line errors); the output path, if any."""
     check_range("budget", budget, low=1, integer=True)
     check_range("seed", seed, low=0, integer=True)
     check_choice("precision", precision, PRECISIONS)
@@ -189,8 +218,13 @@ def suggest(
     if out_path is not None and isinstance(unlabeled, (str, Path)) and Path(unlabeled).exists() and \
             out_path.expanduser().resolve() == Path(unlabeled).expanduser().resolve():
         raise SettingsError(f"--out {out_path} is the unlabeled data: write the table to label to a new file")
-    started = time.perf_counter()
-    data = unlabeled if isinstance(unlabeled, UnlabeledData) else read_unlabeled(unlabeled, text_column)
+    return out_path
+
+
+def _suggest_network(data: UnlabeledData, model: Any, backbone: str | None, image_size: int | None,
+                     max_length: int | None, precision: str) -> tuple[TrainedModel | None, Any, str]:
+    """The trained model (None for a cold start), the network whose embeddings choose, and its precision; refuses
+    a model that is not a classifier and a network of another modality than the data."""
     trained = None
     if model is not None:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model_folder(model))
@@ -203,7 +237,26 @@ def suggest(
         what = f"backbone '{backbone}'"
     ensure_same_modality(net.modality, data.modality, what, f"the unlabeled data ({data.source}) are",
                          f"give unlabeled {net.modality} data", HeadstartError)
-    known = _labeled_items(labeled, data.modality)
+    return trained, net, precision
+
+
+@dataclass
+class EmbeddedPool:
+    """The readable items `suggest` chooses among: their embeddings (fresh unlabeled items first, then the labeled
+    ones), which are candidates (not labeled already), their positions in the pool (`rows`), the unlabeled data's
+    index of each fresh item, and the seconds the embedding took."""
+
+    embeddings: np.ndarray
+    candidate: np.ndarray
+    rows: np.ndarray
+    fresh: list[int]
+    seconds: float
+
+
+def _embed_pool(data: UnlabeledData, net: Any, known: list, precision: str, cache: bool, budget: int
+                ) -> EmbeddedPool:
+    """Embed the unlabeled items not among the `known` (labeled) ones, then the known ones; refuses a budget over
+    the readable candidates."""
     digest = get_modality(data.modality).digest
     known_digests = {digest(x) for x in known}
     fresh = [i for i, x in enumerate(data.items) if digest(x) not in known_digests]
@@ -211,34 +264,14 @@ def suggest(
     store = backbone_cache(net, precision, cache)
     t = time.perf_counter()
     embeddings, failures = embed_items(net, items, store, precision, desc=f"embedding {data.name}")
-    embed_seconds = time.perf_counter() - t
-    candidate = np.zeros(len(items), dtype=bool)
-    candidate[:len(fresh)] = True
+    seconds = time.perf_counter() - t
     readable = np.ones(len(items), dtype=bool)
     readable[[i for i, _ in failures]] = False
     if failures:
         log.warning("%s", get_modality(data.modality).failure_summary(items, failures))
     rows = np.flatnonzero(readable)
-    candidate = candidate[rows]
+    candidate = (np.arange(len(items)) < len(fresh))[rows]
     if budget > candidate.sum():
         raise SettingsError(f"--budget {budget} is more than the {int(candidate.sum())} readable unlabeled items "
                             "that are not labeled already")
-    t = time.perf_counter()
-    unit = unit_rows(embeddings[rows], embeddings[rows].mean(axis=0))
-    if trained is None:
-        chosen, reasons, clusters = typiclust(unit, candidate, budget, seed)
-        method = "typiclust"
-    else:
-        probabilities = trained.classifier.head.probabilities(embeddings[rows])
-        chosen, reasons, clusters = margin_within_clusters(unit, probabilities, candidate, budget, trained.classes,
-                                                           seed)
-        method = "margin"
-    indices = [fresh[int(rows[r])] for r in chosen]
-    result = Suggestion(data.source, data.modality, method, [data.items[i] for i in indices], indices, reasons,
-                        int(candidate.sum()), clusters,
-                        {"embed": round(embed_seconds, 2), "choose": round(time.perf_counter() - t, 2),
-                         "total": round(time.perf_counter() - started, 2)})
-    if out_path is not None:
-        result.write(out_path)
-        log.info("suggest: wrote %d items to label to %s (fill in the label column)", len(indices), out_path)
-    return result
+    return EmbeddedPool(embeddings[rows], candidate, rows, fresh, seconds)
