@@ -9,7 +9,7 @@ $(BIN)/headstart: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[weights,lite,test,export,serve,explain,report,docs,loggers]"
+	$(BIN)/pip install -q -e ".[weights,lite,test,export,serve,openvino,explain,report,docs,loggers]"
 	touch $@
 
 .PHONY: setup quickstart test datasets browser docs

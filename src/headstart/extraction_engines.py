@@ -138,7 +138,7 @@ def _pixels_last(backbone: Backbone) -> bool:
     """Image graphs take their pixels channels-last (batch, height, width, channels): the decoded batches arrive
     channels_last, which is then a plain view, where a (batch, channels, height, width) input needs a copy of
     every batch (0.7 ms an image on this CPU, measured)."""
-    return backbone.modality == "image"
+    return get_modality(backbone.modality).graph_inputs_channels_last
 
 
 def graph_feeds(backbone: Backbone, batch: Any) -> dict[str, np.ndarray]:
@@ -180,7 +180,7 @@ def _export(backbone: Backbone, net: nn.Module, example: dict[str, np.ndarray], 
     os.close(fd)
     errors = []
     try:
-        for dynamo in ((True, False) if backbone.modality == "audio" else (False, True)):
+        for dynamo in ((False, True) if get_modality(backbone.modality).torchscript_exports else (True, False)):
             if dynamo:
                 dims = {a: torch.export.Dim(a) for ax in axes.values() for a in ax.values()}
                 shapes = {"dynamic_shapes": (tuple({i: dims[a] for i, a in axes.get(n, {}).items()} for n in names),)}

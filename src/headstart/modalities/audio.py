@@ -103,6 +103,7 @@ class _TrainingCollate(_Collate):
 @register_modality
 class AudioModality(Modality):
     name = "audio"
+    torchscript_exports = False
     noun = "recording"
     unit = "clip"
     file_extensions = AUDIO_EXTENSIONS

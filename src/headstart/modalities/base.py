@@ -49,6 +49,12 @@ class Modality(ABC):
     reads_text_tables: ClassVar[bool] = False  # `predict` may take a table's text column as items
     suggested_backbone: ClassVar[str]
     default_batch_size: ClassVar[int] = 64
+    # An embedding graph takes this modality's batches channels-last (images: the decode worker stacks them so,
+    # which makes the graph's input a view instead of a copy).
+    graph_inputs_channels_last: ClassVar[bool] = False
+    # The TorchScript exporter can trace this modality's backbones (audio's spectrogram front end it cannot, so
+    # trying it first only costs time).
+    torchscript_exports: ClassVar[bool] = True
 
     def is_item_file(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.file_extensions and not path.name.startswith(".")

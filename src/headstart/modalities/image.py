@@ -91,6 +91,7 @@ def _stack_channels_last(batch):
 @register_modality
 class ImageModality(Modality):
     name = "image"
+    graph_inputs_channels_last = True
     noun = "image"
     unit = "img"
     file_extensions = IMAGE_EXTENSIONS
