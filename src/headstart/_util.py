@@ -304,3 +304,14 @@ def worker_count() -> int:
     """Data-loading workers: leave the model the cores it needs; on 2 cores one worker decodes."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, n - 1))
+
+
+def setting(default: Any = None, help: str = "", *, flag: str | None = None, cli: bool = True,
+            parse: Any = None) -> Any:
+    """A dataclass field that carries what a command line needs to offer it (cli_options builds the options of
+    `fit`, `pretrain` and `distill` from these): `help`, its `flag` when that is not the field's name with dashes,
+    `parse` (a function of the text given on the command line or in a config file) and `cli=False` for a field
+    only Python can fill (an in-memory object)."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "cli": cli, "parse": parse})
