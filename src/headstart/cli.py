@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from .cli_options import CONFIG_FILE, CONFIG_HELP, FieldGroup, generated_command, generated_values, write_run_config
 from .distributed import FailedOnMain
 from .errors import HeadstartError
 
@@ -95,107 +96,61 @@ LOGGER_HELP = ("Where the training curves go: csv (RUN/logs/version_N/metrics.cs
                "RUN/logs) or mlflow (RUN/logs/mlflow.db, or MLFLOW_TRACKING_URI when set); see docs/strategies.md.")
 
 
-@app.command()
+def _fit_groups() -> list[FieldGroup]:
+    """What `fit` offers besides its own options: the fields of the API's option objects and every registered
+    strategy's settings."""
+    from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions
+    from .strategies import STRATEGIES
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone"), FieldGroup("data_options", (DataOptions,), "Data"),
+            FieldGroup("task", (TaskOptions,), "Task"), FieldGroup("run_options", (RunOptions,), "Run"),
+            FieldGroup("settings", tuple(STRATEGIES.values()), "Strategy settings", defaults=False)]
+
+
+STRATEGY_HELP = ("probe (frozen backbone, cached embeddings; the default), finetune (the default for --task tokens), "
+                 "lora (PEFT adapters), contrastive (SetFit-style few-shot text), auto (chooses and says why), or "
+                 "another registered strategy; its settings are listed under Strategy settings.")
+CONFIG_OPTION = typer.Option(None, "--config", help=CONFIG_HELP)
+
+
+@app.command(cls=generated_command(_fit_groups))
 @friendly
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str | None = typer.Option(None, help="probe (frozen backbone, cached embeddings; the default), "
-                                                   "finetune (the default for --task tokens), lora (PEFT adapters), "
-                                                   "contrastive (SetFit-style few-shot text), auto (chooses and says "
-                                                   "why), or another registered strategy."),
+    strategy: str | None = typer.Option(None, help=STRATEGY_HELP),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
-    labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
-    epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
-    head: str | None = typer.Option(None, help="Head: linear (default), or mlp (Dense 1024 relu + Dense n)."),
-    lr: float | None = typer.Option(
-        None, help="Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, of the last layers."),
-    lr_ratio: float | None = typer.Option(
-        None, help="finetune: the first layer group learns at lr / lr-ratio (default 10 images, 2.5 text)."),
-    batch_size: int | None = typer.Option(None, help="Batch size (default 64 probe, 32 finetune)."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay (default 1e-4 probe, 0.01 finetune)."),
-    warmup_fraction: float | None = typer.Option(None, help="finetune: share of steps warming up (default 0.1)."),
-    patience: int | None = typer.Option(None, help="Epochs without improvement before stopping (8 probe, 3 finetune)."),
-    label_smoothing: float | None = typer.Option(None, help="Label smoothing (default 0 probe, 0.1 finetune)."),
-    class_weight: str | None = typer.Option(None, help="Loss weight per class: balanced (rare classes weighted up, "
-                                                       "n / (classes x class count)), none, or auto (default: "
-                                                       "balanced when the largest class is over 5x the smallest)."),
-    rank: int | None = typer.Option(None, help="lora: adapter rank (default the backbone family's, 8)."),
-    alpha: float | None = typer.Option(None, help="lora: adapter scale alpha; updates are scaled by alpha/rank "
-                                                  "(default 16)."),
-    lora_targets: str | None = typer.Option(None, help="lora: comma list of layer names to adapt (default: every "
-                                                       "linear layer of a transformer; a CNN's 1x1 convolutions)."),
-    merge: bool = typer.Option(False, "--merge", help="lora: fold the adapters into the weights after training."),
-    iterations: int | None = typer.Option(None, help="contrastive: pairs drawn per labeled example (SetFit's R, "
-                                                     "default 20)."),
-    val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
-    test_size: str = typer.Option("0.2", help="Test split when the data define none and no --test: fraction or "
-                                              "count."),
-    test: str | None = typer.Option(None, "--test", help="Labeled held-out data to test on (folder, table or "
-                                                          "built-in, with the training classes) instead of a split "
-                                                          "cut from DATA."),
-    seed: int = typer.Option(0),
-    text_column: str | None = typer.Option(None),
-    label_column: str | None = typer.Option(None),
-    weights: str | None = typer.Option(None, help="Local weights: a file or folder (timm), a safetensors file (smallcnn)."),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
-    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
-    resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
-    overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files (only headstart's "
-                                               "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
-    calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
-                                              "split); --no-calibrate keeps the raw softmax."),
-    task: str | None = typer.Option(None, help="What to predict: classification (one class per item; the default), "
-                                               "multilabel (any number of labels per item, joined in the label "
-                                               "cell by --label-separator), regression (the numeric --target "
-                                               "columns) or tokens (a tag per word, named entities; the default "
-                                               "for CoNLL files)."),
-    label_separator: str | None = typer.Option(None, help="multilabel: what joins an item's labels in its label "
-                                                          "cell (default |)."),
-    target: str | None = typer.Option(None, help="regression: the numeric column(s) to predict, comma-separated "
-                                                 "(default: the label column found by name)."),
-    coverage: float | None = typer.Option(None, help="regression: coverage of the prediction intervals (split "
-                                                     "conformal on the validation split; default 0.9)."),
-    regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
-                                                          "wild targets)."),
-    logger: str = typer.Option("csv", help=LOGGER_HELP),
     processes: int = typer.Option(1, help="Run as N processes on this machine: torchrun --standalone "
                                           "--nproc-per-node N with the same options (see Scaling out)."),
-    repair_tags: bool = typer.Option(False, "--repair-tags", help="tokens: start an entity at an I- tag that "
-                                                                  "continues none (an error otherwise)."),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Train a model (a classifier by default) and evaluate it on a held-out split."""
+    """Train a model (a classifier by default) and evaluate it on a held-out split. Options may come from a
+    --config file; the run's own are written to RUN/config.yaml."""
     if processes != 1:
         raise typer.Exit(_as_processes(processes, sys.argv[1:]))
     from .api import fit as fit_model
-    from .data import data_task
     from .evaluation.report import print_metrics
+    from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions
     from .tasks import task_class
 
-    strategy = strategy or task_class(task or data_task(data) or "classification").default_strategy
-
+    given = generated_values()
+    backbone, task = BackboneOptions(**given["backbone"]), TaskOptions(**given["task"])
+    strategy = strategy or task_class(task.name or _data_task(data)).default_strategy
     name = Path(data).stem if Path(data).exists() else data
-    run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone)}-{strategy}"
-    settings = {k: v for k, v in dict(epochs=epochs, head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size,
-                                       weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
-                                       label_smoothing=label_smoothing, rank=rank, alpha=alpha,
-                                       targets=lora_targets.split(",") if lora_targets else None,
-                                       merge=merge or None, iterations=iterations,
-                                       class_weight=class_weight).items() if v is not None}
-    model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
-                      val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
-                      label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
-                      precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
-                      coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
-                      logger=logger, **settings)
-    print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
+    run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone.name)}-{strategy}"
+    model = fit_model(data, backbone, strategy, out=run_dir, task=task, data_options=DataOptions(**given["data_options"]),
+                      run_options=RunOptions(**given["run_options"]), **given["settings"])
+    write_run_config(run_dir, {"strategy": strategy, "out": run_dir}, model.manifest.strategy.settings)
+    print_metrics(model.metrics, title=f"{backbone.name} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
-    out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}")
+    out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}, options to "
+                      f"{run_dir / CONFIG_FILE}")
+
+
+def _data_task(data: str) -> str:
+    from .data import data_task
+
+    return data_task(data) or "classification"
 
 
 def _as_processes(processes: int, arguments: list[str]) -> int:

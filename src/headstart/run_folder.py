@@ -2,8 +2,9 @@
 overwrites files it did not write.
 
 A run folder holds `headstart-run.json` (what kind of run, with which settings and data), `model/`,
-`metrics.json`, `checkpoints/` and `logs/`. A folder with other files is refused unless the user says
-`--overwrite`, and even then only headstart's own entries are replaced.
+`metrics.json`, `checkpoints/`, `logs/` and, from the command line, `config.yaml` (the command's options). A
+folder with other files is refused unless the user says `--overwrite`, and even then only headstart's own entries
+are replaced.
 
 Under torchrun (several processes) the folder is rank 0's: the steps here that look at or write it run there
 alone (`on_main`), and the other ranks wait for them and share their outcome.
@@ -25,11 +26,12 @@ from .distributed import is_main, on_main
 from .errors import HeadstartError
 
 RUN_RECORD = "headstart-run.json"
-OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs"}
+RUN_OPTIONS = "config.yaml"  # written by the command line (cli_options.write_run_config)
+OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs", RUN_OPTIONS}
 # Temporary names of headstart's own atomic writes (a kill can leave them): the model's new/old folders, the
 # metrics link, the run record, the writability check.
-OWN_TEMPORARY = re.compile(r"^\.(model\.(new|old)-|metrics\.json\..*\.link$|headstart-run\.json\..*\.tmp$|"
-                           r"headstart-write-check-)")
+OWN_TEMPORARY = re.compile(r"^\.(model\.(new|old)-|metrics\.json\..*\.link$|"
+                           r"(headstart-run\.json|config\.yaml)\..*\.tmp$|headstart-write-check-)")
 
 
 def _is_headstart_run(path: Path) -> bool:
@@ -116,7 +118,7 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise HeadstartError(f"--out {path} holds files headstart did not write ({shown}): give a new folder, "
                                  "or add --overwrite to write beside them (only model/, metrics.json, "
-                                 f"checkpoints/, logs/ and {RUN_RECORD} are written)")
+                                 f"checkpoints/, logs/, {RUN_OPTIONS} and {RUN_RECORD} are written)")
     if path.is_dir():
         inside = _foreign_inside(path)
         if inside:  # even with --overwrite: it promises to replace headstart's own files only

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import distributed
+from .._util import setting
 from ..backbones.base import Backbone
 from ..heads import HEAD_KINDS, ClassificationHead, Classifier
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
@@ -53,8 +54,9 @@ class FineTune(Strategy):
 
     epochs: int = 6
     lr: float | None = None
-    lr_ratio: float | None = None
-    warmup_fraction: float = 0.1
+    lr_ratio: float | None = setting(None, "finetune: the first layer group learns at lr / lr-ratio (default 10 "
+                                           "images, 2.5 text).")
+    warmup_fraction: float = setting(0.1, "finetune: share of steps warming up (default 0.1).")
     weight_decay: float = 0.01
     batch_size: int = 32
     patience: int = 3
