@@ -325,6 +325,6 @@ def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     # Rank 0 wrote the one backbone folder and run folder, and both ranks return its manifest.
     assert json.loads((tmp_path / "two" / "rank1.json").read_text())["pretraining"] == ranks
     run_dir = tmp_path / "two" / "backbone.run"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "logs", "pretrain-config.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "headstart-run.json", "logs"]
     assert [p.name for p in (run_dir / "logs").iterdir()] == ["version_0"]
-    assert json.loads((run_dir / "pretrain-config.json").read_text())["batch_size"] == 8  # the global batch
+    assert json.loads((run_dir / "headstart-run.json").read_text())["config"]["batch_size"] == 8  # the global batch

@@ -293,7 +293,14 @@ def suggest(
                       soft_wrap=True)
 
 
-@app.command()
+def _distill_groups() -> list[FieldGroup]:
+    """The student's strategy settings: every registered strategy's."""
+    from .strategies import STRATEGIES
+
+    return [FieldGroup("settings", tuple(STRATEGIES.values()), "Strategy settings", defaults=False)]
+
+
+@app.command(cls=generated_command(_distill_groups))
 @friendly
 def distill(
     teacher: Path = typer.Argument(..., help="The teacher: a saved model folder (RUN or RUN/model)."),
@@ -305,19 +312,20 @@ def distill(
     data: str | None = typer.Option(None, help="The labeled data the teacher was fitted on, when its recorded "
                                                "source is not a path here."),
     text_column: str | None = typer.Option(None, help="The unlabeled table's text column."),
-    epochs: int | None = typer.Option(None, help="Training epochs of the student's strategy."),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
     overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files."),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Train a smaller student on a teacher's labels for unlabeled data; test both on the teacher's test split."""
+    """Train a smaller student on a teacher's labels for unlabeled data; test both on the teacher's test split.
+    Its options are written to RUN/config.yaml."""
     from .distillation import distill as distill_model
     from .evaluation.report import print_metrics
 
     teacher_dir = teacher.parent if teacher.name == "model" else teacher
     run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{_file_safe(backbone)}"
-    settings = {"epochs": epochs} if epochs is not None else {}
     model = distill_model(teacher, unlabeled, backbone, strategy, data=data, unlabeled_column=text_column,
-                          out=run_dir, precision=precision, overwrite=overwrite, **settings)
+                          out=run_dir, precision=precision, overwrite=overwrite, **generated_values()["settings"])
+    write_run_config(run_dir, {"out": run_dir}, model.manifest.strategy.settings)
     record = model.manifest.data.distillation
     print_metrics(model.metrics, title=f"student {backbone} ({model.manifest.strategy.name}): test split",
                   console=out_console)
@@ -327,7 +335,20 @@ def distill(
                       f"{against}); saved model to {run_dir / 'model'}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _pretrain_groups() -> list[FieldGroup]:
+    """What `pretrain` offers besides its own options: the fields of the option objects that apply to it and the
+    objectives' options."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+    from .pretraining.base import ObjectiveOptions, PretrainOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("schedule", (PretrainOptions,), "Schedule"),
+            FieldGroup("objective_options", (ObjectiveOptions,), "Objective options"),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column", "strict")),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "resume", "logger"))]
+
+
+@app.command(cls=generated_command(_pretrain_groups))
 @friendly
 def pretrain(
     data: str = typer.Argument(..., help="Unlabeled data: image folder (sub-folders ignored), built-in (digits, "
@@ -336,37 +357,21 @@ def pretrain(
     backbone: str = typer.Option(..., help="Encoder: smallcnn, timm:<name>, efficientnet_lite0; minilm, hf:<id>, "
                                            "a folder."),
     out: Path = typer.Option(..., help="Backbone folder to write (then: headstart fit DATA --backbone OUT)."),
-    from_weights: str | None = typer.Option(None, "--from", help="Start images from 'pretrained' (published "
-                                               "weights), a timm weights file or an earlier pretrain folder; "
-                                               "default random init. Text always starts pre-trained."),
-    epochs: int | None = typer.Option(None, help="Passes over the data (default 20 images, 3 text; unlimited "
-                                                     "with --max-minutes or --max-steps)."),
-    max_minutes: float | None = typer.Option(None, help="Time budget: stop after this many minutes of training."),
-    max_steps: int | None = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: int | None = typer.Option(None, help="Default 128 (contrastive 256, mlm 32)."),
-    lr: float | None = typer.Option(None, help="Peak learning rate (default 1e-3 images, 5e-5 mlm)."),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text (default 128)."),
-    denoise: bool = typer.Option(False, help="autoencoder: denoising variant (noisy input, clean target)."),
-    mask_ratio: float = typer.Option(0.5, help="masked: fraction of patches hidden."),
-    temperature: float = typer.Option(0.5, help="contrastive: NT-Xent temperature."),
-    whole_word: bool = typer.Option(False, help="mlm: mask whole words instead of word pieces."),
-    text_column: str | None = typer.Option(None),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    seed: int = typer.Option(0),
-    resume: bool = typer.Option(False, help="Continue (or extend, with a larger budget) the run in OUT.run/."),
-    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
-    logger: str = typer.Option("csv", help=LOGGER_HELP.replace("RUN/", "OUT.run/")),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes."""
+    """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes, and
+    its options to OUT.run/config.yaml."""
+    from .options import BackboneOptions, DataOptions, RunOptions
     from .pretraining import pretrain as pretrain_backbone
+    from .pretraining.base import PretrainOptions
 
-    result = pretrain_backbone(data, objective, backbone, out=out, from_weights=from_weights, epochs=epochs,
-                               max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                               image_size=image_size, max_length=max_length, denoise=denoise, mask_ratio=mask_ratio,
-                               temperature=temperature, whole_word=whole_word, text_column=text_column,
-                               precision=precision, seed=seed, resume=resume, strict=strict, logger=logger)
+    given = generated_values()
+    result = pretrain_backbone(data, objective, BackboneOptions(backbone, **given["backbone"]), out=out,
+                               schedule=PretrainOptions(**given["schedule"]),
+                               data_options=DataOptions(**given["data_options"]),
+                               run_options=RunOptions(**given["run_options"]), **given["objective_options"])
     p = result.pretraining
+    write_run_config(Path(p["run_dir"]), {})
     out_console.print(f"{objective}: {p['steps']} steps ({p['samples_seen']:,} samples, stopped by {p['stopped_by']}) "
                       f"in {p['train_seconds']:.0f}s; loss {p['first_loss']:.4g} -> {p['final_loss']:.4g}")
     out_console.print(f"saved backbone to {out} (loss plot {out / p['loss_plot']}); next: "

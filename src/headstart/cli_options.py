@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import keyword
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class FieldGroup:
     classes: tuple[type, ...]
     panel: str
     defaults: bool = True
+    only: tuple[str, ...] | None = None  # the fields that apply to this command (None: all)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,9 @@ def _option_parameter(group: FieldGroup, field: dataclasses.Field, owners: list[
     decls = [f"--{flag}/--no-{flag}"] if kind is bool else [f"--{flag}"]
     option = typer.Option(default, *decls, help=help_text, show_default=group.defaults and default is not None,
                           rich_help_panel=group.panel)
-    return inspect.Parameter(flag.replace("-", "_"), inspect.Parameter.KEYWORD_ONLY, default=option,
+    name = flag.replace("-", "_")
+    name = field.name if keyword.iskeyword(name) else name  # --from: from_weights
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                              annotation=kind if default is not None else kind | None)
 
 
@@ -87,7 +91,7 @@ def _fields(group: FieldGroup) -> Iterable[tuple[dataclasses.Field, list[str]]]:
     seen: dict[str, tuple[dataclasses.Field, list[str]]] = {}
     for cls in group.classes:
         for f in dataclasses.fields(cls):
-            if f.metadata.get("cli", True) and f.init:
+            if f.metadata.get("cli", True) and f.init and (group.only is None or f.name in group.only):
                 seen.setdefault(f.name, (f, []))[1].append(getattr(cls, "name", cls.__name__))
     return seen.values()
 
@@ -138,8 +142,9 @@ class GeneratedCommand(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         config = _config_argument(args)
         if config is not None:
-            names = {p.name for p in self.get_params(ctx) if p.name}
-            ctx.default_map = read_config(Path(config), names - set(NOT_RECORDED), ctx)
+            names = {spelling: p.name for p in self.get_params(ctx) if p.name and p.name not in NOT_RECORDED
+                     for spelling in (p.name, *(o.lstrip("-").replace("-", "_") for o in p.opts))}
+            ctx.default_map = read_config(Path(config), names, ctx)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
@@ -171,9 +176,10 @@ def _usage_error(message: str, ctx: Any) -> Exception:
     return UsageError(message, ctx)
 
 
-def read_config(path: Path, names: set[str], ctx: Any = None) -> dict[str, Any]:
-    """The options a YAML config file sets, by parameter name; an unreadable file or an unknown key is a usage
-    error naming it. A list (such as lora_targets) is given as the comma-separated text the option takes."""
+def read_config(path: Path, names: dict[str, str], ctx: Any = None) -> dict[str, Any]:
+    """The options a YAML config file sets, by parameter name (`names`: each accepted spelling's parameter); an
+    unreadable file or an unknown key is a usage error naming it. A list (such as lora_targets) is given as the
+    comma-separated text the option takes."""
     import yaml
 
     try:
@@ -188,7 +194,7 @@ def read_config(path: Path, names: set[str], ctx: Any = None) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name not in names:
             raise _usage_error(f"unknown option '{key}' in {path} (the options are those of --help)", ctx)
-        values[name] = ",".join(map(str, value)) if isinstance(value, list) else value
+        values[names[name]] = ",".join(map(str, value)) if isinstance(value, list) else value
     return values
 
 
@@ -222,7 +228,11 @@ def write_run_config(folder: Path, resolved: dict[str, Any], settings: dict[str,
     import yaml
 
     from ._util import atomic_write_bytes
+    from .distributed import is_main
 
+    path = Path(folder) / CONFIG_FILE
+    if not is_main():  # under torchrun, rank 0 writes the run's files
+        return path
     ctx = _context()
     found = ctx.meta.get(_GENERATED, {"values": {}, "fields": {}})
     values = {**ctx.params, **found["values"]}
@@ -230,7 +240,6 @@ def write_run_config(folder: Path, resolved: dict[str, Any], settings: dict[str,
     values.update({name: value for name, value in resolved.items() if name in values})
     values.update({by_field[field]: value for field, value in (settings or {}).items() if field in by_field})
     record = {name: _plain(value) for name, value in values.items() if name not in NOT_RECORDED}
-    path = Path(folder) / CONFIG_FILE
     atomic_write_bytes(path, yaml.safe_dump(record, sort_keys=False, allow_unicode=True).encode())
     return path
 

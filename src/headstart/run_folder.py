@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,6 +25,8 @@ from typing import Any, TypeVar
 from ._util import atomic_symlink, atomic_write_json, stable_json
 from .distributed import is_main, on_main
 from .errors import HeadstartError
+
+log = logging.getLogger("headstart")
 
 RUN_RECORD = "headstart-run.json"
 RUN_OPTIONS = "config.yaml"  # written by the command line (cli_options.write_run_config)
@@ -130,8 +133,16 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
 
 
 @on_main
-def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -> None:
-    """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings)."""
+def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool, checkpoint: Path | None = None) -> None:
+    """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings).
+    `checkpoint` (pretrain's): the file a resumed run continues from, which must then exist, and which a fresh
+    run removes."""
+    if checkpoint is not None and not resume and checkpoint.is_file():
+        log.info("starting afresh: the checkpoint in %s is replaced (use --resume to continue it)", path)
+        checkpoint.unlink()
+    if resume and checkpoint is not None and not checkpoint.is_file():
+        raise HeadstartError(f"--resume: no checkpoint at {checkpoint}; run without --resume to start afresh "
+                             "(or give the same --out as the interrupted run)")
     if resume:
         record = _read_record(path)
         if record is None:
