@@ -238,7 +238,7 @@ def fit(
     `data_options` (`DataOptions`): columns, split sizes, labels per class, held-out `test` data, `strict`.
     `run_options` (`RunOptions`): seed, precision and evaluation precision, cache, resume, overwrite, calibrate,
     logger. Any field of these option objects may also be given as a keyword argument (`seed=1`,
-    `image_size=64`): it is set on the object. See docs/python-api.md for what each option does.
+    `image_size=64`): it is set on the object (docs/usage.md, "Python: option objects").
 
     The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
     OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is

@@ -11,8 +11,9 @@
 runner.py holds `pretrain` itself; trainer.py the Lightning loop they share.
 """
 
-from .base import OBJECTIVES, Objective, register_objective
+from .base import OBJECTIVES, Objective, ObjectiveOptions, PretrainOptions, register_objective
 from .runner import Pretrained, pretrain
 from .unlabeled import UnlabeledData, read_unlabeled
 
-__all__ = ["OBJECTIVES", "Objective", "Pretrained", "UnlabeledData", "pretrain", "read_unlabeled", "register_objective"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveOptions", "PretrainOptions", "Pretrained", "UnlabeledData", "pretrain",
+           "read_unlabeled", "register_objective"]
