@@ -138,6 +138,7 @@ class TaskOptions:
         return make_task(self.name or data_task(data) or "classification", **self.settings())
 
     def settings(self) -> dict[str, Any]:
+        """The task's settings (all but its name), None where not given: what `make_task` takes."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
 
 
