@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -118,3 +119,31 @@ def test_an_unknown_key_in_a_config_file_is_one_line_naming_it_and_the_file(tmp_
     result = run("fit", "--config", config)
     assert result.exit_code == 2
     assert "unknown option 'epoch_count'" in result.output and "run.yaml" in result.output
+
+
+def test_pretrain_reads_a_config_file_and_writes_its_own(tmp_path, monkeypatch):
+    import headstart.pretraining
+
+    calls = []
+
+    def pretrain(data, objective, backbone, **options):  # the command line's work, not the training
+        calls.append((data, objective, backbone, options))
+        out = options["out"]
+        return SimpleNamespace(pretraining={"steps": 1, "samples_seen": 8, "stopped_by": "max_steps",
+                                            "train_seconds": 0.1, "first_loss": 1.0, "final_loss": 0.5,
+                                            "loss_plot": "loss_curve.png", "run_dir": str(out) + ".run"})
+
+    monkeypatch.setattr(headstart.pretraining, "pretrain", pretrain)
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(yaml.safe_dump({"data": "unlabeled/", "objective": "autoencoder", "backbone": "smallcnn",
+                                      "image-size": 16, "batch_size": 8, "max_steps": 1, "denoise": True,
+                                      "from": "pretrained", "out": str(tmp_path / "ae")}))
+    result = run("pretrain", "--config", config, "--seed", "2")
+    assert result.exit_code == 0, result.output
+    [(data, objective, backbone, options)] = calls
+    assert (data, objective, backbone.name, backbone.image_size) == ("unlabeled/", "autoencoder", "smallcnn", 16)
+    assert options["schedule"].max_steps == 1 and options["schedule"].from_weights == "pretrained"
+    assert options["denoise"] is True and options["run_options"].seed == 2
+    recorded = yaml.safe_load((tmp_path / "ae.run" / "config.yaml").read_text())
+    assert recorded["max_steps"] == 1 and recorded["denoise"] is True and recorded["seed"] == 2
+    assert recorded["from_weights"] == "pretrained" and recorded["mask_ratio"] == 0.5

@@ -97,7 +97,8 @@ class RunOptions:
     evaluation_precision: str = setting(EVALUATION_PRECISION, "What the test metrics are measured at: fp32 (the "
                                         "default, as `evaluate` and the ONNX graph), auto or bf16.")
     cache: bool = setting(True, "Reuse cached embeddings of a frozen backbone.")
-    resume: bool = setting(False, "Continue an interrupted finetune run from its last checkpoint.")
+    resume: bool = setting(False, "Continue an interrupted run from its last checkpoint (fit: a finetune run; "
+                                  "pretrain: the run in OUT.run/, or extend it with a larger budget).")
     overwrite: bool = setting(False, "Write into an --out folder that holds other files (only headstart's own "
                                      "model/, metrics.json, checkpoints/, logs/ are replaced).")
     calibrate: bool = setting(True, "Calibrate the probabilities (temperature scaling on the validation split); "
