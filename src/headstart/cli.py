@@ -92,10 +92,6 @@ def _file_safe(backbone: str) -> str:
     return backbone.replace(":", "_").replace("/", "_")
 
 
-LOGGER_HELP = ("Where the training curves go: csv (RUN/logs/version_N/metrics.csv), tensorboard (event files in "
-               "RUN/logs) or mlflow (RUN/logs/mlflow.db, or MLFLOW_TRACKING_URI when set); see docs/strategies.md.")
-
-
 def _fit_groups() -> list[FieldGroup]:
     """What `fit` offers besides its own options: the fields of the API's option objects and every registered
     strategy's settings."""
