@@ -69,7 +69,15 @@ class BackboneOptions:
 
 @dataclass(frozen=True)
 class DataOptions:
-    """How the labeled data are read and split; `fit` records them in the model's manifest."""
+    """How the labeled data are read and split; `fit` records them in the model's manifest.
+
+    `test`: labeled held-out data (anything `fit`'s data can be but Splits; its own test split if it defines one)
+    to test on instead of a split cut from the data (which then ignores `test_size`); its classes must be the
+    training classes. A test/ folder beside train/ is used the same way. `strict`: an unreadable item is an error
+    instead of being left out with a count. `pseudo_labels` (set by `distill`): a teacher's labels for unlabeled
+    items, added to the training split after splitting, so that validation and test are the real ones the teacher
+    had; the manifest records their origin.
+    """
 
     text_column: str | None = setting(None, "The table column of the texts (or file paths); default: by name.")
     label_column: str | None = setting(None, "The table column of the labels; default: found by name.")
@@ -90,7 +98,17 @@ class DataOptions:
 @dataclass(frozen=True)
 class RunOptions:
     """How a run computes and where it may write: the seed, the precisions, the embedding cache, the run folder's
-    rules (resume, overwrite), calibration and where the training curves go."""
+    rules (resume, overwrite), calibration and where the training curves go.
+
+    `precision` is what training and embedding for it compute in; the test metrics are measured at
+    `evaluation_precision` (fp32 unless asked), which the manifest records with what `auto` resolved to, so that
+    `evaluate` and `report` reproduce them exactly. `overwrite`: write into an `out` folder holding files
+    headstart did not write (still replacing only headstart's own). `calibrate`: temperature scaling on the
+    validation split before testing, kept only when cross-validation on that split shows it helps (the manifest's
+    calibration record says which and why). `logger`: what the training curves in OUT/logs are written as: "csv",
+    "tensorboard" (event files) or "mlflow" (a run in OUT/logs/mlflow.db, or at MLFLOW_TRACKING_URI when set); it
+    needs an output folder.
+    """
 
     seed: int = setting(0, "Seeds the splits, the order of training and new weights.")
     precision: str = setting("auto", "auto (bfloat16 where fast), fp32 or bf16.")
@@ -115,7 +133,16 @@ class RunOptions:
 @dataclass(frozen=True)
 class TaskOptions:
     """What is predicted, and the task's settings (None: the task's default; a setting that does not apply to the
-    task is an error)."""
+    task is an error).
+
+    "classification": one class per item; "multilabel": any number of labels per item (a label cell holds them
+    joined by `label_separator`, "|" by default; per-label thresholds are tuned on the validation split);
+    "regression": the numeric `target` column(s), e.g. "valence" or "valence,arousal" (`regression_loss` mse or
+    huber; prediction intervals of `coverage`, 0.9 by default, by split conformal prediction); "tokens": a tag
+    per word, for named entities (CoNLL files or a table of `tokens` and `tags` lists; chosen by itself for CoNLL
+    files; `repair_tags` starts an entity at an I- tag that continues none). The task's settings are recorded in
+    the model.
+    """
 
     name: str | None = setting(None, "What to predict: classification (one class per item; the default), "
                                      "multilabel (any number of labels per item, joined in the label cell by "
@@ -123,7 +150,7 @@ class TaskOptions:
                                      "tag per word, named entities; the default for CoNLL files).", flag="task")
     label_separator: str | None = setting(None, "multilabel: what joins an item's labels in its label cell "
                                                 "(default |).")
-    target: str | None = setting(None, "regression: the numeric column(s) to predict, comma-separated (default: "
+    target: str | list[str] | None = setting(None, "regression: the numeric column(s) to predict, comma-separated (default: "
                                        "the label column found by name).")
     coverage: float | None = setting(None, "regression: coverage of the prediction intervals (split conformal on "
                                            "the validation split; default 0.9).")
