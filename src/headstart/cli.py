@@ -165,30 +165,34 @@ def _as_processes(processes: int, arguments: list[str]) -> int:
     return distributed.run_as_processes(processes, kept)
 
 
-@app.command()
+def _select_groups() -> list[FieldGroup]:
+    """The option objects' fields that apply to scoring candidates: as `fit` reads and embeds the data."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column", "label_column", "strict")),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
+
+
+@app.command(cls=generated_command(_select_groups))
 @friendly
 def select(
     data: str = typer.Argument(..., help="Labeled data, as `fit` takes it (its training part is scored)."),
     backbones: str = typer.Option(..., help="Comma-separated candidates: names (see `headstart backbones`) or "
                                             "folders, e.g. efficientnet_lite0,efficientnet_lite1,CKPT."),
-    per_class: int = typer.Option(50, help="Items per class in the subsample every candidate embeds."),
+    per_class: int = typer.Option(50, help="Items per class in the subsample every candidate embeds (drawn with "
+                                           "--seed); `fit` reuses the cached embeddings at the same --precision."),
     json_output: bool = typer.Option(False, "--json", help="Print the ranking as JSON on stdout."),
-    seed: int = typer.Option(0, help="Draws the subsample (and a random-init candidate's weights)."),
-    text_column: str | None = typer.Option(None),
-    label_column: str | None = typer.Option(None),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: each backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16; `fit` reuses the cached "
-                                               "embeddings at the same precision."),
-    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
-    strict: bool = typer.Option(False, help="Fail on unreadable items instead of skipping them."),
 ) -> None:
     """Rank candidate backbones for DATA without training any: LogME and kNN accuracy on a class-balanced subsample."""
+    from .options import BackboneOptions, DataOptions, RunOptions
     from .selection import select as select_backbones
 
-    result = select_backbones(data, backbones.split(","), per_class=per_class, seed=seed, text_column=text_column,
-                              label_column=label_column, image_size=image_size, max_length=max_length,
-                              precision=precision, cache=cache, strict=strict)
+    given = generated_values()
+    result = select_backbones(data, backbones.split(","), per_class=per_class,
+                              backbone_options=BackboneOptions(**given["backbone"]),
+                              data_options=DataOptions(**given["data_options"]),
+                              run_options=RunOptions(**given["run_options"]))
     if json_output:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
