@@ -362,10 +362,9 @@ def _test_stage(request: _FitPlan, classifier: Classifier, run: TrainingRun, spl
     """Stage 4: the metrics on the test split at the evaluation precision, as `evaluate` and `report` compute them
     (the frozen backbone's embeddings from the cache where the precision allows)."""
     r, test = request.run_options, request.data_options.test
-    evaluated_at = batch_precision(r.evaluation_precision, classifier.backbone.modality, len(splits.test))
+    evaluated_at = batch_precision(r.evaluation_precision, run.backbone.modality, len(splits.test))
     trained_at = resolve_precision(r.precision, default_device())
-    test_cache = (run.cache if evaluated_at == trained_at else backbone_cache(classifier.backbone, evaluated_at,
-                                                                               r.cache)
+    test_cache = (run.cache if evaluated_at == trained_at else backbone_cache(run.backbone, evaluated_at, r.cache)
                   ) if request.plan.freezes_backbone else None
     digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
                              splits.test.items)
@@ -385,8 +384,8 @@ def _manifest(request: _FitPlan, classifier: Classifier, splits: Splits, run: Tr
     o, r, caches = request.data_options, request.run_options, tested.caches
     run.timings["total"] = time.perf_counter() - request.started
     return ModelManifest(
-        modality=classifier.backbone.modality, classes=splits.classes, backbone_name=request.backbone.name,
-        backbone=classifier.backbone.spec, head=HeadConfig(**classifier.head.config),
+        modality=run.backbone.modality, classes=splits.classes, backbone_name=request.backbone.name,
+        backbone=run.backbone.spec, head=HeadConfig(**classifier.head.config),
         strategy=StrategyRecord(name=request.plan.name, settings=request.plan.settings()),
         data=DataRecord(source=request.source,
                         splits={"train": len(run.train), "val": len(run.val), "test": len(tested.test)},
