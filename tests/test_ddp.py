@@ -151,8 +151,8 @@ def test_lora_under_torchrun_writes_one_run_from_rank_0(tmp_path):
                        "--precision", "fp32", "--out", tmp_path / "run", cache=tmp_path / "cache", processes=2)
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "headstart-run.json", "logs", "metrics.json",
-                                                      "model"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "headstart-run.json", "logs",
+                                                      "metrics.json", "model"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert result.stdout.count("saved model to") == 1
     manifest = json.loads((run / "model" / "headstart.json").read_text())
@@ -254,8 +254,8 @@ def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
     assert metrics[1]["n"] == metrics[0]["n"] and metrics[1]["accuracy"] == metrics[0]["accuracy"]
     # One set of run files, written by rank 0.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "logs", "metrics.json",
-                                                        "model"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "headstart-run.json", "logs",
+                                                                    "metrics.json", "model"]
     assert len(list(((tmp_path / "two") / "logs").iterdir())) == 1  # one log, rank 0's
     assert both.stdout.count("saved model to") == 1
 
