@@ -151,8 +151,8 @@ def test_lora_under_torchrun_writes_one_run_from_rank_0(tmp_path):
                        "--precision", "fp32", "--out", tmp_path / "run", cache=tmp_path / "cache", processes=2)
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "headstart-run.json", "logs", "metrics.json",
-                                                      "model"]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "headstart-run.json", "logs",
+                                                      "metrics.json", "model"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert result.stdout.count("saved model to") == 1
     manifest = json.loads((run / "model" / "headstart.json").read_text())
@@ -254,8 +254,8 @@ def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
     assert metrics[1]["n"] == metrics[0]["n"] and metrics[1]["accuracy"] == metrics[0]["accuracy"]
     # One set of run files, written by rank 0.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "logs", "metrics.json",
-                                                        "model"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "headstart-run.json", "logs",
+                                                                    "metrics.json", "model"]
     assert len(list(((tmp_path / "two") / "logs").iterdir())) == 1  # one log, rank 0's
     assert both.stdout.count("saved model to") == 1
 
@@ -325,6 +325,6 @@ def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     # Rank 0 wrote the one backbone folder and run folder, and both ranks return its manifest.
     assert json.loads((tmp_path / "two" / "rank1.json").read_text())["pretraining"] == ranks
     run_dir = tmp_path / "two" / "backbone.run"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "logs", "pretrain-config.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "headstart-run.json", "logs"]
     assert [p.name for p in (run_dir / "logs").iterdir()] == ["version_0"]
-    assert json.loads((run_dir / "pretrain-config.json").read_text())["batch_size"] == 8  # the global batch
+    assert json.loads((run_dir / "headstart-run.json").read_text())["config"]["batch_size"] == 8  # the global batch

@@ -162,7 +162,7 @@ def test_distill_on_two_ranks_labels_and_trains_as_one_process(runs):
     records = [json.loads((folder / "model" / "headstart.json").read_text())["data"]["distillation"]
                for folder in (one, two)]
     assert records[1] == records[0] and records[1]["pseudo_labeled"] == len(UNLABELED)  # each item labeled once
-    assert sorted(p.name for p in two.iterdir()) == ["headstart-run.json", "logs", "metrics.json",
+    assert sorted(p.name for p in two.iterdir()) == ["config.yaml", "headstart-run.json", "logs", "metrics.json",
                                                         "model"]
     assert len(list((two / "logs").iterdir())) == 1  # one log, rank 0's
     assert _stdout(runs, "two", "distill", rank=1) == ""

@@ -137,8 +137,8 @@ def test_two_processes_fit_and_evaluate_as_one(tmp_path):
     assert sum(map(len, shared.values())) == 40
 
     # One run folder, written once, by rank 0; one process's output.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["headstart-run.json", "logs", "metrics.json",
-                                                        "model"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "headstart-run.json", "logs",
+                                                                    "metrics.json", "model"]
     assert len(list(((tmp_path / "two") / "logs").iterdir())) == 1  # one log, rank 0's
     assert both.stdout.count("saved model to") == 1
     assert both.stderr.count("the test split has only 8 items") == 1

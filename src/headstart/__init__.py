@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "fit": "api", "load": "model", "evaluate": "api", "select": "selection", "distill": "distillation",
     "audit": "auditing", "suggest": "auditing",
-    "pretrain": "pretraining", "Pretrained": "pretraining",
+    "pretrain": "pretraining", "Pretrained": "pretraining", "PretrainOptions": "pretraining",
+    "BackboneOptions": "options", "DataOptions": "options", "RunOptions": "options", "TaskOptions": "options",
     "TrainedModel": "model",
     "Dataset": "data", "Splits": "data", "load_data": "data", "make_splits": "data",
     "list_backbones": "backbones", "resolve_backbone": "backbones",
@@ -24,8 +25,8 @@ _EXPORTS = {
     "HeadstartError": "errors",
 }
 __all__ = [
-    "Auto", "Contrastive", "Dataset", "FineTune", "HeadstartError", "LoRA",
-    "Pretrained", "Probe", "Splits", "Strategy", "TrainedModel",
+    "Auto", "BackboneOptions", "Contrastive", "DataOptions", "Dataset", "FineTune", "HeadstartError", "LoRA",
+    "PretrainOptions", "Pretrained", "Probe", "RunOptions", "Splits", "Strategy", "TaskOptions", "TrainedModel",
     "__version__", "audit", "distill", "evaluate", "fit", "list_backbones", "load", "load_data", "make_splits", "pretrain",
     "register_backbone", "register_family", "register_strategy", "resolve_backbone", "select", "suggest",
 ]
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from .distillation import distill
     from .errors import HeadstartError
     from .model import TrainedModel, load
-    from .pretraining import Pretrained, pretrain
+    from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions
+    from .pretraining import Pretrained, PretrainOptions, pretrain
     from .selection import select
     from .strategies import Auto, Contrastive, FineTune, LoRA, Probe, Strategy, register_strategy
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +15,22 @@ import torch
 from . import distributed
 from ._util import default_device, resolve_precision, sha256_bytes
 from .artifact import METRICS, ItemDigests
-from .backbones import resolve_backbone
 from .backbones.base import Backbone
-from .data import Dataset, PseudoLabels, Splits, data_task, load_data, make_splits, read_test_data
+from .data import Dataset, Splits, load_data, make_splits, read_test_data
 from .data.frames import InMemoryData
 from .embedding_cache import EmbeddingCache, backbone_cache
 from .embeddings import embed_dataset
 from .errors import DataError, HeadstartError, SettingsError
-from .extraction_engines import (
-    EngineChoice,
-    cache_precision,
-    check_engine,
-    choose_engine,
-    using_engine,
-)
+from .extraction_engines import EngineChoice, cache_precision, choose_engine, using_engine
 from .heads import Classifier
 from .manifests import DataRecord, HeadConfig, ModelManifest, StrategyRecord
 from .modalities import ensure_same_modality, get_modality
-from .model import EVALUATION_PRECISION, IN_MEMORY_TEST, TrainedModel, batch_precision, evaluate_items
+from .model import IN_MEMORY_TEST, TrainedModel, batch_precision, evaluate_items
+from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions, backbone_options, sorted_into, task_options
 from .run_folder import check_run_folder, discard_failed_run_folder, link_metrics, record_run
-from .settings import PRECISIONS, check_choice, check_range
 from .strategies import Strategy, TrainingRun, make_strategy
 from .strategies.base import STRATEGIES, check_task
-from .tasks import Task, make_task
-from .training import check_logger
+from .tasks import Task
 
 log = logging.getLogger("headstart")
 
@@ -184,6 +176,149 @@ def _tune(classifier: Classifier, run: TrainingRun, frozen: bool, calibrate: boo
     return record
 
 
+@dataclass
+class _FitPlan:
+    """What `fit` was asked for, validated before any work: the option objects, the strategy and the task."""
+
+    data: Any
+    backbone: BackboneOptions
+    plan: Strategy
+    task: Task
+    data_options: DataOptions
+    run_options: RunOptions
+    run_dir: Path | None
+    started: float = field(default_factory=time.perf_counter)
+    source: str = ""  # the data as the manifest names them (a DataFrame: its name, not its repr); set by stage 1
+    extraction: EngineChoice | None = None  # what computes the embedding pass; set with the training run
+
+
+@discard_failed_run_folder  # a fit that fails leaves no empty run folder behind
+def fit(
+    data: str | Path | Dataset | Splits | InMemoryData,
+    backbone: str | BackboneOptions = "efficientnet_lite0",
+    strategy: str | Strategy | None = None,
+    *,
+    out: str | Path | None = None,
+    task: str | Task | TaskOptions | None = None,
+    data_options: DataOptions | None = None,
+    run_options: RunOptions | None = None,
+    **settings: Any,
+) -> TrainedModel:
+    """Train a model on `data` with a pre-trained `backbone` and a `strategy`, then test it.
+
+    `data`: a folder, a table file or a built-in name; or in memory, a pandas DataFrame (texts, or image/audio file
+    paths, and labels; columns found by name or given in `data_options`), an `(items, labels)` pair of lists, a
+    `Dataset` or `Splits`. `backbone`: a name (see `list_backbones`) or folder, or `BackboneOptions` (local
+    `weights`, `pretrained`, `image_size`, `max_length`).
+
+    `strategy` is a name ("probe", "finetune", or any registered one; None: the task's default, probe, or
+    finetune for token tagging) with its settings as keyword arguments
+    (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
+    `task`: what is predicted: a name ("classification", "multilabel", "regression", "tokens"), `TaskOptions`
+    (the name and the task's settings: `label_separator`, `target`, `coverage`, `regression_loss`, `repair_tags`)
+    or a Task object; None: classification unless the data call for another (CoNLL files: tokens).
+    `data_options` (`DataOptions`): columns, split sizes, labels per class, held-out `test` data, `strict`.
+    `run_options` (`RunOptions`): seed, precision and evaluation precision, the extraction engine, cache, resume,
+    overwrite, calibrate, logger. Any field of these option objects may also be given as a keyword argument (`seed=1`,
+    `image_size=64`): it is set on the object (docs/usage.md, "Python: option objects").
+
+    The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
+    OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
+    refused unless `overwrite=True` (which still replaces only headstart's own files). The split plan (sizes and
+    sources) is logged before training, with a warning when the test split has fewer than 100 items.
+    Returns the trained model (its `.metrics` hold the test results).
+    """
+    request = _plan_fit(data, backbone, strategy, out, task, data_options, run_options, settings)
+    splits = _prepare_data(request)
+    net = _build(request, splits)
+    run = _training_run(request, net, splits)
+    with using_engine(request.extraction):
+        with run.closing_logger():
+            classifier, training = _timed(run, "train", request.plan.train, run)
+        calibration = _timed(run, "calibrate", _tune, classifier, run, request.plan.freezes_backbone,
+                             request.run_options.calibrate)
+    tested = _timed(run, "evaluate", _test_stage, request, classifier, run, splits)
+    manifest = _manifest(request, classifier, splits, run, tested, training, calibration)
+    return _save(request, TrainedModel(classifier, splits.classes, manifest), tested.digests)
+
+
+def _plan_fit(data: Any, backbone: str | BackboneOptions, strategy: str | Strategy | None, out: str | Path | None,
+              task: str | Task | TaskOptions | None, data_options: DataOptions | None,
+              run_options: RunOptions | None, settings: dict[str, Any]) -> _FitPlan:
+    """Stage 0: the options sorted into their objects and checked, the strategy and task made, the run folder
+    checked, all before any work."""
+    settings = dict(settings)
+    backbone = sorted_into(backbone_options(backbone), BackboneOptions, settings, {"backbone": "name"})
+    data_options = sorted_into(data_options, DataOptions, settings)
+    run_options = sorted_into(run_options, RunOptions, settings)
+    wanted = task_options(task)
+    if isinstance(wanted, TaskOptions):
+        wanted = sorted_into(wanted, TaskOptions, settings)
+    made = wanted.make(data) if isinstance(wanted, TaskOptions) else wanted
+    plan = make_strategy(strategy or made.default_strategy, settings)
+    check_task(plan, made)
+    if distributed.world_size() > 1 and not plan.runs_distributed:
+        ready = ", ".join(name for name, kind in STRATEGIES.items() if kind.runs_distributed)
+        raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
+                            f"--strategy {ready}, or run it as one process")
+    logger = run_options.logger
+    if logger != "csv" and out is None:
+        raise SettingsError(f"--logger {logger} writes the training curves into the run folder: pass out=... (--out)")
+    if plan.needs_run_dir and out is None:
+        raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
+    run_dir = Path(out).expanduser() if out is not None else None
+    if run_dir is not None:  # an unusable --out fails now, not after training
+        check_run_folder(run_dir, overwrite=run_options.overwrite)
+    return _FitPlan(data, backbone, plan, made, data_options, run_options, run_dir)
+
+
+def _prepare_data(request: _FitPlan) -> Splits:
+    """Stage 1: the train/validation/test splits, with a teacher's pseudo-labels (distill) added to train."""
+    o, seed = request.data_options, request.run_options.seed
+    splits = prepare_splits(request.data, o.text_column, o.label_column, o.val_size, o.test_size, o.labels_per_class,
+                            seed, o.test, request.task)
+    request.source = str(request.data) if isinstance(request.data, (str, Path)) else splits.train.name
+    pseudo_labels = o.pseudo_labels
+    if pseudo_labels is None:
+        return splits
+    if pseudo_labels.dataset.classes != splits.classes:
+        raise DataError(f"{request.source}: its classes {splits.classes} differ from the "
+                        f"pseudo-labels' {pseudo_labels.dataset.classes}: give the data the teacher was fitted on")
+    train = splits.train.concatenate(pseudo_labels.dataset, f"{splits.train.name}+{pseudo_labels.dataset.name}")
+    train = replace(train, origin=f"{splits.origins()['train']} and {len(pseudo_labels.dataset):,} items a "
+                                  "teacher labeled")
+    return Splits(train, splits.val, splits.test)
+
+
+def _build(request: _FitPlan, splits: Splits) -> Backbone:
+    """Stage 2: the backbone, for the data's modality, and the plan logged."""
+    torch.manual_seed(request.run_options.seed)  # random weights (a new head, a backbone from scratch) are the seed's
+    name = request.backbone.name
+    net = request.backbone.resolve(splits.modality)
+    ensure_same_modality(net.modality, splits.modality, f"backbone '{name}'", "the data are",
+                         f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
+    log.info("data: %s; task: %s, %s; backbone: %s; strategy: %s", splits.summary(), request.task.name,
+             request.task.describe(splits.classes), name, request.plan.name)
+    _log_split_plan(splits)
+    return net
+
+
+def _training_run(request: _FitPlan, net: Backbone, splits: Splits) -> TrainingRun:
+    """What the strategy trains on, the run recorded in its folder (what --resume must find unchanged)."""
+    b, r = request.backbone, request.run_options
+    if request.run_dir is not None:
+        config = {"backbone": b.name, "weights": b.weights, "pretrained": b.pretrained, "image_size": b.image_size,
+                  "max_length": b.max_length, "seed": r.seed, "precision": r.precision, "task": request.task.name,
+                  "task_settings": request.task.settings()}
+        record_run(request.run_dir, "fit", _run_config(config, request.plan, splits), resume=r.resume)
+    request.extraction = _extraction_engine(net, r.engine, r.precision, splits, request.plan.freezes_backbone)
+    store = backbone_cache(net, cache_precision(request.extraction.engine, r.precision), r.cache)
+    run = TrainingRun(net, splits.train, splits.val, splits.classes, request.run_dir, r.precision, r.seed,
+                      request.data_options.strict, r.resume, cache=store, logger=r.logger)
+    run.timings["load"] = time.perf_counter() - request.started
+    return run
+
+
 def _extraction_engine(net: Backbone, engine: str, precision: str, splits: Splits, frozen: bool) -> EngineChoice:
     """The engine of fit's embedding pass: `engine` as given, or auto's choice for the items to embed. A strategy
     that changes the backbone embeds little with the backbone as loaded: PyTorch, with nothing measured."""
@@ -193,172 +328,79 @@ def _extraction_engine(net: Backbone, engine: str, precision: str, splits: Split
     return choose_engine(net, engine, precision, splits.train.items, default_device(), n_items=items)
 
 
-@discard_failed_run_folder  # a fit that fails leaves no empty run folder behind
-def fit(
-    data: str | Path | Dataset | Splits | InMemoryData,
-    backbone: str = "efficientnet_lite0",
-    strategy: str | Strategy | None = None,
-    *,
-    out: str | Path | None = None,
-    labels_per_class: int | None = None,
-    val_size: float | int = 0.1,
-    test_size: float | int = 0.2,
-    seed: int = 0,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    weights: str | None = None,
-    pretrained: bool = True,
-    image_size: int | None = None,
-    max_length: int | None = None,
-    precision: str = "auto",
-    evaluation_precision: str = EVALUATION_PRECISION,
-    engine: str = "auto",
-    cache: bool = True,
-    strict: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    calibrate: bool = True,
-    pseudo_labels: PseudoLabels | None = None,
-    test: str | Path | Dataset | None = None,
-    task: str | Task | None = None,
-    label_separator: str | None = None,
-    target: str | list[str] | None = None,
-    coverage: float | None = None,
-    regression_loss: str | None = None,
-    repair_tags: bool | None = None,
-    logger: str = "csv",
-    **settings: Any,
-) -> TrainedModel:
-    """Train a classifier on `data` with a pre-trained `backbone` and a `strategy`, then test it.
+def _timed(run: TrainingRun, stage: str, function: Any, *args: Any) -> Any:
+    """`function(*args)`, its time recorded in the run's timings under `stage`."""
+    t = time.perf_counter()
+    try:
+        return function(*args)
+    finally:
+        run.timings[stage] = time.perf_counter() - t
 
-    `data`: a folder, a table file or a built-in name; or in memory, a pandas DataFrame (texts, or image/audio file
-    paths, and labels; columns found by name or given with `text_column`/`label_column`), an `(items, labels)`
-    pair of lists, a `Dataset` or `Splits`.
 
-    `strategy` is a name ("probe", "finetune", or any registered one; None: the task's default, probe, or
-    finetune for token tagging) with its settings as keyword arguments
-    (`epochs=3`, `lr=1e-4`, `head="mlp"`, ...), or a strategy object such as `FineTune(epochs=3, weight_decay=0.05)`.
-    The model is evaluated on the held-out test split; with `out`, it is saved to OUT/model and the metrics to
-    OUT/metrics.json. `out` is checked before any work: a folder holding files headstart did not write is
-    refused unless `overwrite=True` (which still replaces only headstart's own files). With `calibrate` (the
-    default) the probabilities are calibrated by temperature scaling on the validation split before testing (kept
-    only when cross-validation on that split shows it helps; the manifest's calibration record says which and why).
-    `test`: labeled held-out data (anything `data` can be but Splits; its own test split if it defines one) to
-    test on instead of a split cut from `data` (which then ignores `test_size`); its classes must be the training
-    classes. A test/ folder beside train/ in `data` is used the same way. The split plan (sizes and sources) is
-    logged before training, with a warning when the test split has fewer than 100 items.
-    `pseudo_labels` (set by `distill`): a teacher's labels for unlabeled items, added to the training split after
-    splitting, so that validation and test are the real ones the teacher had; the manifest records their origin.
-    `precision` is what training and embedding for it compute in; the test metrics are measured at
-    `evaluation_precision` (fp32 unless asked), which the manifest records with what `auto` resolved to, so that
-    `evaluate` and `report` reproduce them exactly. `engine`: what computes a frozen backbone's embeddings (torch,
-    onnx, openvino; auto: the fastest measured for the backbone on this CPU, see `headstart.extraction_engines`),
-    recorded in the manifest. The model folder also records which items (by content) it
-    was fitted and tested on, so that `evaluate` never scores training items.
-    `task`: what is predicted: "classification" (one class per item), "multilabel" (any number of labels per item:
-    a label cell holds them joined by `label_separator`, "|" by default; per-label thresholds are tuned on the
-    validation split) or "regression" (the numeric `target` column(s), e.g. "valence" or ["valence", "arousal"];
-    `regression_loss` mse or huber; prediction intervals of `coverage`, 0.9 by default, by split conformal
-    prediction), "tokens" (a tag per word, for named entities: CoNLL files or a table of `tokens` and `tags` lists;
-    chosen by itself for CoNLL files; `repair_tags` starts an entity at an I- tag that continues none), or a Task
-    object; None: classification unless the data call for another; the task's settings are recorded in the model.
-    `logger`: what the training curves in OUT/logs are written as: "csv" (the default), "tensorboard" (event files)
-    or "mlflow" (a run in OUT/logs/mlflow.db, or at MLFLOW_TRACKING_URI when set); it needs `out`.
-    Returns the trained model (its `.metrics` hold the test results).
-    """
-    task = make_task(task or data_task(data) or "classification", label_separator=label_separator, target=target,
-                     coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags)
-    plan = make_strategy(strategy or task.default_strategy, settings)
-    check_task(plan, task)
-    if distributed.world_size() > 1 and not plan.runs_distributed:
-        ready = ", ".join(name for name, kind in STRATEGIES.items() if kind.runs_distributed)
-        raise SettingsError(f"--strategy {plan.name} does not run on several processes yet: under torchrun use "
-                            f"--strategy {ready}, or run it as one process")
-    check_choice("precision", precision, PRECISIONS)
-    check_choice("evaluation_precision", evaluation_precision, PRECISIONS)
-    check_engine(engine)
-    check_range("image_size", image_size, low=1, integer=True)
-    check_range("max_length", max_length, low=1, integer=True)
-    check_range("seed", seed, low=0, integer=True)
-    check_logger(logger)
-    if logger != "csv" and out is None:
-        raise SettingsError(f"--logger {logger} writes the training curves into the run folder: pass out=... (--out)")
-    if plan.needs_run_dir and out is None:
-        raise HeadstartError(f"{plan.name} needs an output folder for its checkpoints: pass out=... (--out)")
-    run_dir = Path(out).expanduser() if out is not None else None
-    if run_dir is not None:  # an unusable --out fails now, not after training
-        check_run_folder(run_dir, overwrite=overwrite)
-    started = time.perf_counter()
-    splits = prepare_splits(data, text_column, label_column, val_size, test_size, labels_per_class, seed, test, task)
-    source = str(data) if isinstance(data, (str, Path)) else splits.train.name  # a DataFrame: its name, not repr
-    test_source = (None if test is None else str(test) if isinstance(test, (str, Path))
-                   else f"{IN_MEMORY_TEST}{splits.test.name}")
-    if pseudo_labels is not None:
-        if pseudo_labels.dataset.classes != splits.classes:
-            raise DataError(f"{source}: its classes {splits.classes} differ from the pseudo-labels' "
-                            f"{pseudo_labels.dataset.classes}: give the data the teacher was fitted on")
-        train = splits.train.concatenate(pseudo_labels.dataset, f"{splits.train.name}+{pseudo_labels.dataset.name}")
-        train = replace(train, origin=f"{splits.origins()['train']} and {len(pseudo_labels.dataset):,} items a "
-                                      "teacher labeled")
-        splits = Splits(train, splits.val, splits.test)
-    torch.manual_seed(seed)  # random weights (a new head, a backbone from scratch) are the seed's
-    net = resolve_backbone(backbone, weights=weights, pretrained=pretrained, image_size=image_size,
-                           max_length=max_length, modality=splits.modality)
-    ensure_same_modality(net.modality, splits.modality, f"backbone '{backbone}'", "the data are",
-                         f"try --backbone {get_modality(splits.modality).suggested_backbone}", HeadstartError)
-    log.info("data: %s; task: %s, %s; backbone: %s; strategy: %s", splits.summary(), task.name,
-             task.describe(splits.classes), backbone, plan.name)
-    _log_split_plan(splits)
-    if run_dir is not None:
-        config = {"backbone": backbone, "weights": weights, "pretrained": pretrained, "image_size": image_size,
-                  "max_length": max_length, "seed": seed, "precision": precision, "task": task.name,
-                  "task_settings": task.settings()}
-        record_run(run_dir, "fit", _run_config(config, plan, splits), resume=resume)
-    extraction = _extraction_engine(net, engine, precision, splits, plan.freezes_backbone)
-    run = TrainingRun(net, splits.train, splits.val, splits.classes, run_dir, precision, seed, strict, resume,
-                      cache=backbone_cache(net, cache_precision(extraction.engine, precision), cache), logger=logger)
-    run.timings["load"] = time.perf_counter() - started
-    t = time.perf_counter()
-    with run.closing_logger(), using_engine(extraction):
-        classifier, training = plan.train(run)
-    run.timings["train"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with using_engine(extraction):
-        calibration = _tune(classifier, run, plan.freezes_backbone, calibrate)
-    run.timings["calibrate"] = time.perf_counter() - t
-    t = time.perf_counter()
-    evaluated_at = batch_precision(evaluation_precision, net.modality, len(splits.test))  # as `evaluate` resolves it
-    trained_at = resolve_precision(precision, default_device())
+@dataclass
+class _Tested:
+    """What the test stage found: the readable test items, the metrics, the precisions, the item digests and the
+    caches used."""
+
+    test: Dataset
+    metrics: dict[str, Any]
+    trained_at: str
+    evaluated_at: str
+    digests: ItemDigests
+    caches: list[EmbeddingCache]
+    test_source: str | None
+
+
+def _test_stage(request: _FitPlan, classifier: Classifier, run: TrainingRun, splits: Splits) -> _Tested:
+    """Stage 4: the metrics on the test split at the evaluation precision, as `evaluate` and `report` compute them
+    (the frozen backbone's embeddings from the cache where the precision allows)."""
+    r, test = request.run_options, request.data_options.test
+    evaluated_at = batch_precision(r.evaluation_precision, run.backbone.modality, len(splits.test))
+    trained_at = resolve_precision(r.precision, default_device())
     # The test metrics are PyTorch's, as `evaluate` and `report` reproduce them: the test cache is PyTorch's too.
-    test_cache = (run.cache if evaluated_at == trained_at and extraction.engine == "torch"
-                  else backbone_cache(net, evaluated_at, cache)) if plan.freezes_backbone else None
+    same_cache = evaluated_at == trained_at and request.extraction.engine == "torch"
+    test_cache = (run.cache if same_cache else backbone_cache(run.backbone, evaluated_at, r.cache)
+                  ) if request.plan.freezes_backbone else None
     digests = ItemDigests.of(splits.modality, [p.items for p in (splits.train, splits.val) if p is not None],
                              splits.test.items)
     _warn_if_test_overlaps(digests)
-    where = f"the recorded test data {test_source}" if test_source else f"the recorded test split of {source}"
-    test, metrics = _test(classifier, splits.test, test_cache, evaluated_at, strict, where)
-    run.timings["evaluate"] = time.perf_counter() - t
+    test_source = (None if test is None else str(test) if isinstance(test, (str, Path))
+                   else f"{IN_MEMORY_TEST}{splits.test.name}")
+    where = (f"the recorded test data {test_source}" if test_source
+             else f"the recorded test split of {request.source}")
+    tested, metrics = _test(classifier, splits.test, test_cache, evaluated_at, request.data_options.strict, where)
     caches = [c for c in {id(c): c for c in (run.cache, test_cache)}.values() if c is not None]
-    run.timings["total"] = time.perf_counter() - started
-    manifest = ModelManifest(
-        modality=net.modality, classes=splits.classes, backbone_name=backbone, backbone=net.spec,
-        head=HeadConfig(**classifier.head.config), strategy=StrategyRecord(name=plan.name, settings=plan.settings()),
-        data=DataRecord(source=source, splits={"train": len(run.train), "val": len(run.val), "test": len(test)},
-                        labels_per_class=labels_per_class, seed=seed, val_size=val_size, test_size=test_size,
-                        text_column=text_column, label_column=label_column,
-                        distillation=pseudo_labels.record if pseudo_labels is not None else None,
-                        test_source=test_source,
-                        origins=splits.origins()),
-        precision=precision, training_precision=trained_at,
-        evaluation_precision=evaluated_at, training=training, metrics=metrics,
+    return _Tested(tested, metrics, trained_at, evaluated_at, digests, caches, test_source)
+
+
+def _manifest(request: _FitPlan, classifier: Classifier, splits: Splits, run: TrainingRun, tested: _Tested,
+              training: dict[str, Any], calibration: dict[str, Any] | None) -> ModelManifest:
+    """Stage 5: the manifest: what was trained on what, how, and what it scored."""
+    o, r, caches = request.data_options, request.run_options, tested.caches
+    run.timings["total"] = time.perf_counter() - request.started
+    return ModelManifest(
+        modality=run.backbone.modality, classes=splits.classes, backbone_name=request.backbone.name,
+        backbone=run.backbone.spec, head=HeadConfig(**classifier.head.config),
+        strategy=StrategyRecord(name=request.plan.name, settings=request.plan.settings()),
+        data=DataRecord(source=request.source,
+                        splits={"train": len(run.train), "val": len(run.val), "test": len(tested.test)},
+                        labels_per_class=o.labels_per_class, seed=r.seed, val_size=o.val_size,
+                        test_size=o.test_size, text_column=o.text_column, label_column=o.label_column,
+                        distillation=o.pseudo_labels.record if o.pseudo_labels is not None else None,
+                        test_source=tested.test_source, origins=splits.origins()),
+        precision=r.precision, training_precision=tested.trained_at,
+        evaluation_precision=tested.evaluated_at, training=training, metrics=tested.metrics,
         timings={k: round(v, 2) for k, v in run.timings.items()},
         embedding_cache={"hits": sum(c.hits for c in caches), "misses": sum(c.misses for c in caches)} if caches else None,
-        calibration=calibration, extraction_engine=extraction.record(),
+        calibration=calibration, extraction_engine=request.extraction.record(),
     )
-    model = TrainedModel(classifier, splits.classes, manifest)
+
+
+def _save(request: _FitPlan, model: TrainedModel, digests: ItemDigests) -> TrainedModel:
+    """Stage 6: the model saved to RUN/model, RUN/metrics.json linked to its metrics."""
     model.item_digests = digests
-    if run_dir is not None:
-        model.save(run_dir / "model")
-        link_metrics(run_dir, METRICS)
-    model.run_dir = run_dir
+    if request.run_dir is not None:
+        model.save(request.run_dir / "model")
+        link_metrics(request.run_dir, METRICS)
+    model.run_dir = request.run_dir
     return model

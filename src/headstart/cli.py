@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from .cli_options import CONFIG_FILE, CONFIG_HELP, FieldGroup, generated_command, generated_values, write_run_config
 from .distributed import FailedOnMain
 from .errors import HeadstartError
 
@@ -91,113 +92,61 @@ def _file_safe(backbone: str) -> str:
     return backbone.replace(":", "_").replace("/", "_")
 
 
-LOGGER_HELP = ("Where the training curves go: csv (RUN/logs/version_N/metrics.csv), tensorboard (event files in "
-               "RUN/logs) or mlflow (RUN/logs/mlflow.db, or MLFLOW_TRACKING_URI when set); see docs/strategies.md.")
+def _fit_groups() -> list[FieldGroup]:
+    """What `fit` offers besides its own options: the fields of the API's option objects and every registered
+    strategy's settings."""
+    from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions
+    from .strategies import STRATEGIES
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone"), FieldGroup("data_options", (DataOptions,), "Data"),
+            FieldGroup("task", (TaskOptions,), "Task"), FieldGroup("run_options", (RunOptions,), "Run"),
+            FieldGroup("settings", tuple(STRATEGIES.values()), "Strategy settings", defaults=False)]
 
 
-@app.command()
+STRATEGY_HELP = ("probe (frozen backbone, cached embeddings; the default), finetune (the default for --task tokens), "
+                 "lora (PEFT adapters), contrastive (SetFit-style few-shot text), auto (chooses and says why), or "
+                 "another registered strategy; its settings are listed under Strategy settings.")
+CONFIG_OPTION = typer.Option(None, "--config", help=CONFIG_HELP)
+
+
+@app.command(cls=generated_command(_fit_groups))
 @friendly
 def fit(
     data: str = typer.Argument(..., help="Image folder, table (csv/tsv/jsonl/parquet) or built-in (digits, fashion-mnist)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Backbone name (see `headstart backbones`) or folder."),
-    strategy: str | None = typer.Option(None, help="probe (frozen backbone, cached embeddings; the default), "
-                                                   "finetune (the default for --task tokens), lora (PEFT adapters), "
-                                                   "contrastive (SetFit-style few-shot text), auto (chooses and says "
-                                                   "why), or another registered strategy."),
+    strategy: str | None = typer.Option(None, help=STRATEGY_HELP),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<data>-<backbone>-<strategy>)."),
-    labels_per_class: int | None = typer.Option(None, help="Keep N labeled training examples per class."),
-    epochs: int | None = typer.Option(None, help="Training epochs (head for probe, network for finetune)."),
-    head: str | None = typer.Option(None, help="Head: linear (default), or mlp (Dense 1024 relu + Dense n)."),
-    lr: float | None = typer.Option(
-        None, help="Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, of the last layers."),
-    lr_ratio: float | None = typer.Option(
-        None, help="finetune: the first layer group learns at lr / lr-ratio (default 10 images, 2.5 text)."),
-    batch_size: int | None = typer.Option(None, help="Batch size (default 64 probe, 32 finetune)."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay (default 1e-4 probe, 0.01 finetune)."),
-    warmup_fraction: float | None = typer.Option(None, help="finetune: share of steps warming up (default 0.1)."),
-    patience: int | None = typer.Option(None, help="Epochs without improvement before stopping (8 probe, 3 finetune)."),
-    label_smoothing: float | None = typer.Option(None, help="Label smoothing (default 0 probe, 0.1 finetune)."),
-    class_weight: str | None = typer.Option(None, help="Loss weight per class: balanced (rare classes weighted up, "
-                                                       "n / (classes x class count)), none, or auto (default: "
-                                                       "balanced when the largest class is over 5x the smallest)."),
-    rank: int | None = typer.Option(None, help="lora: adapter rank (default the backbone family's, 8)."),
-    alpha: float | None = typer.Option(None, help="lora: adapter scale alpha; updates are scaled by alpha/rank "
-                                                  "(default 16)."),
-    lora_targets: str | None = typer.Option(None, help="lora: comma list of layer names to adapt (default: every "
-                                                       "linear layer of a transformer; a CNN's 1x1 convolutions)."),
-    merge: bool = typer.Option(False, "--merge", help="lora: fold the adapters into the weights after training."),
-    iterations: int | None = typer.Option(None, help="contrastive: pairs drawn per labeled example (SetFit's R, "
-                                                     "default 20)."),
-    val_size: str = typer.Option("0.1", help="Validation split when the data define none: fraction or count."),
-    test_size: str = typer.Option("0.2", help="Test split when the data define none and no --test: fraction or "
-                                              "count."),
-    test: str | None = typer.Option(None, "--test", help="Labeled held-out data to test on (folder, table or "
-                                                          "built-in, with the training classes) instead of a split "
-                                                          "cut from DATA."),
-    seed: int = typer.Option(0),
-    text_column: str | None = typer.Option(None),
-    label_column: str | None = typer.Option(None),
-    weights: str | None = typer.Option(None, help="Local weights: a file or folder (timm), a safetensors file (smallcnn)."),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    engine: str = typer.Option("auto", help="What computes a frozen backbone's embeddings: torch, onnx, openvino, or "
-                                            "auto (the fastest measured for the backbone on this CPU; kept)."),
-    cache: bool = typer.Option(True, help="Reuse cached embeddings of a frozen backbone."),
-    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
-    resume: bool = typer.Option(False, help="Continue an interrupted finetune run from its last checkpoint."),
-    overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files (only headstart's "
-                                               "own model/, metrics.json, checkpoints/, logs/ are replaced)."),
-    calibrate: bool = typer.Option(True, help="Calibrate the probabilities (temperature scaling on the validation "
-                                              "split); --no-calibrate keeps the raw softmax."),
-    task: str | None = typer.Option(None, help="What to predict: classification (one class per item; the default), "
-                                               "multilabel (any number of labels per item, joined in the label "
-                                               "cell by --label-separator), regression (the numeric --target "
-                                               "columns) or tokens (a tag per word, named entities; the default "
-                                               "for CoNLL files)."),
-    label_separator: str | None = typer.Option(None, help="multilabel: what joins an item's labels in its label "
-                                                          "cell (default |)."),
-    target: str | None = typer.Option(None, help="regression: the numeric column(s) to predict, comma-separated "
-                                                 "(default: the label column found by name)."),
-    coverage: float | None = typer.Option(None, help="regression: coverage of the prediction intervals (split "
-                                                     "conformal on the validation split; default 0.9)."),
-    regression_loss: str | None = typer.Option(None, help="regression: mse (default) or huber (robust to a few "
-                                                          "wild targets)."),
-    logger: str = typer.Option("csv", help=LOGGER_HELP),
     processes: int = typer.Option(1, help="Run as N processes on this machine: torchrun --standalone "
                                           "--nproc-per-node N with the same options (see Scaling out)."),
-    repair_tags: bool = typer.Option(False, "--repair-tags", help="tokens: start an entity at an I- tag that "
-                                                                  "continues none (an error otherwise)."),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Train a model (a classifier by default) and evaluate it on a held-out split."""
+    """Train a model (a classifier by default) and evaluate it on a held-out split. Options may come from a
+    --config file; the run's own are written to RUN/config.yaml."""
     if processes != 1:
         raise typer.Exit(_as_processes(processes, sys.argv[1:]))
     from .api import fit as fit_model
-    from .data import data_task
     from .evaluation.report import print_metrics
+    from .options import BackboneOptions, DataOptions, RunOptions, TaskOptions
     from .tasks import task_class
 
-    strategy = strategy or task_class(task or data_task(data) or "classification").default_strategy
-
+    given = generated_values()
+    backbone, task = BackboneOptions(**given["backbone"]), TaskOptions(**given["task"])
+    strategy = strategy or task_class(task.name or _data_task(data)).default_strategy
     name = Path(data).stem if Path(data).exists() else data
-    run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone)}-{strategy}"
-    settings = {k: v for k, v in dict(epochs=epochs, head=head, lr=lr, lr_ratio=lr_ratio, batch_size=batch_size,
-                                       weight_decay=weight_decay, warmup_fraction=warmup_fraction, patience=patience,
-                                       label_smoothing=label_smoothing, rank=rank, alpha=alpha,
-                                       targets=lora_targets.split(",") if lora_targets else None,
-                                       merge=merge or None, iterations=iterations,
-                                       class_weight=class_weight).items() if v is not None}
-    model = fit_model(data, backbone, strategy, out=run_dir, labels_per_class=labels_per_class,
-                      val_size=_size(val_size), test_size=_size(test_size), seed=seed, text_column=text_column,
-                      label_column=label_column, weights=weights, image_size=image_size, max_length=max_length,
-                      precision=precision, cache=cache, strict=strict, resume=resume, overwrite=overwrite,
-                      calibrate=calibrate, test=test, task=task, label_separator=label_separator, target=target,
-                      coverage=coverage, regression_loss=regression_loss, repair_tags=repair_tags or None,
-                      logger=logger, engine=engine, **settings)
-    print_metrics(model.metrics, title=f"{backbone} {strategy}: test split", console=out_console)
+    run_dir = out or Path("runs") / f"{name}-{_file_safe(backbone.name)}-{strategy}"
+    model = fit_model(data, backbone, strategy, out=run_dir, task=task, data_options=DataOptions(**given["data_options"]),
+                      run_options=RunOptions(**given["run_options"]), **given["settings"])
+    write_run_config(run_dir, {"strategy": strategy, "out": run_dir}, model.manifest.strategy.settings)
+    print_metrics(model.metrics, title=f"{backbone.name} {strategy}: test split", console=out_console)
     timings = model.manifest.timings
     out_console.print(f"time: {timings['total']:.1f}s ({', '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')})")
-    out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}")
+    out_console.print(f"saved model to {run_dir / 'model'}, metrics to {run_dir / 'metrics.json'}, options to "
+                      f"{run_dir / CONFIG_FILE}")
+
+
+def _data_task(data: str) -> str:
+    from .data import data_task
+
+    return data_task(data) or "classification"
 
 
 def _as_processes(processes: int, arguments: list[str]) -> int:
@@ -216,30 +165,34 @@ def _as_processes(processes: int, arguments: list[str]) -> int:
     return distributed.run_as_processes(processes, kept)
 
 
-@app.command()
+def _select_groups() -> list[FieldGroup]:
+    """The option objects' fields that apply to scoring candidates: as `fit` reads and embeds the data."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column", "label_column", "strict")),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
+
+
+@app.command(cls=generated_command(_select_groups))
 @friendly
 def select(
     data: str = typer.Argument(..., help="Labeled data, as `fit` takes it (its training part is scored)."),
     backbones: str = typer.Option(..., help="Comma-separated candidates: names (see `headstart backbones`) or "
                                             "folders, e.g. efficientnet_lite0,efficientnet_lite1,CKPT."),
-    per_class: int = typer.Option(50, help="Items per class in the subsample every candidate embeds."),
+    per_class: int = typer.Option(50, help="Items per class in the subsample every candidate embeds (drawn with "
+                                           "--seed); `fit` reuses the cached embeddings at the same --precision."),
     json_output: bool = typer.Option(False, "--json", help="Print the ranking as JSON on stdout."),
-    seed: int = typer.Option(0, help="Draws the subsample (and a random-init candidate's weights)."),
-    text_column: str | None = typer.Option(None),
-    label_column: str | None = typer.Option(None),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: each backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16; `fit` reuses the cached "
-                                               "embeddings at the same precision."),
-    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
-    strict: bool = typer.Option(False, help="Fail on unreadable items instead of skipping them."),
 ) -> None:
     """Rank candidate backbones for DATA without training any: LogME and kNN accuracy on a class-balanced subsample."""
+    from .options import BackboneOptions, DataOptions, RunOptions
     from .selection import select as select_backbones
 
-    result = select_backbones(data, backbones.split(","), per_class=per_class, seed=seed, text_column=text_column,
-                              label_column=label_column, image_size=image_size, max_length=max_length,
-                              precision=precision, cache=cache, strict=strict)
+    given = generated_values()
+    result = select_backbones(data, backbones.split(","), per_class=per_class,
+                              backbone_options=BackboneOptions(**given["backbone"]),
+                              data_options=DataOptions(**given["data_options"]),
+                              run_options=RunOptions(**given["run_options"]))
     if json_output:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
@@ -340,7 +293,14 @@ def suggest(
                       soft_wrap=True)
 
 
-@app.command()
+def _distill_groups() -> list[FieldGroup]:
+    """The student's strategy settings: every registered strategy's."""
+    from .strategies import STRATEGIES
+
+    return [FieldGroup("settings", tuple(STRATEGIES.values()), "Strategy settings", defaults=False)]
+
+
+@app.command(cls=generated_command(_distill_groups))
 @friendly
 def distill(
     teacher: Path = typer.Argument(..., help="The teacher: a saved model folder (RUN or RUN/model)."),
@@ -352,19 +312,20 @@ def distill(
     data: str | None = typer.Option(None, help="The labeled data the teacher was fitted on, when its recorded "
                                                "source is not a path here."),
     text_column: str | None = typer.Option(None, help="The unlabeled table's text column."),
-    epochs: int | None = typer.Option(None, help="Training epochs of the student's strategy."),
     precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
     overwrite: bool = typer.Option(False, help="Write into an --out folder that holds other files."),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Train a smaller student on a teacher's labels for unlabeled data; test both on the teacher's test split."""
+    """Train a smaller student on a teacher's labels for unlabeled data; test both on the teacher's test split.
+    Its options are written to RUN/config.yaml."""
     from .distillation import distill as distill_model
     from .evaluation.report import print_metrics
 
     teacher_dir = teacher.parent if teacher.name == "model" else teacher
     run_dir = out or Path("runs") / f"{teacher_dir.name}-distilled-{_file_safe(backbone)}"
-    settings = {"epochs": epochs} if epochs is not None else {}
     model = distill_model(teacher, unlabeled, backbone, strategy, data=data, unlabeled_column=text_column,
-                          out=run_dir, precision=precision, overwrite=overwrite, **settings)
+                          out=run_dir, precision=precision, overwrite=overwrite, **generated_values()["settings"])
+    write_run_config(run_dir, {"out": run_dir}, model.manifest.strategy.settings)
     record = model.manifest.data.distillation
     print_metrics(model.metrics, title=f"student {backbone} ({model.manifest.strategy.name}): test split",
                   console=out_console)
@@ -374,7 +335,20 @@ def distill(
                       f"{against}); saved model to {run_dir / 'model'}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _pretrain_groups() -> list[FieldGroup]:
+    """What `pretrain` offers besides its own options: the fields of the option objects that apply to it and the
+    objectives' options."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+    from .pretraining.base import ObjectiveOptions, PretrainOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("schedule", (PretrainOptions,), "Schedule"),
+            FieldGroup("objective_options", (ObjectiveOptions,), "Objective options"),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column", "strict")),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "resume", "logger"))]
+
+
+@app.command(cls=generated_command(_pretrain_groups))
 @friendly
 def pretrain(
     data: str = typer.Argument(..., help="Unlabeled data: image folder (sub-folders ignored), built-in (digits, "
@@ -383,37 +357,21 @@ def pretrain(
     backbone: str = typer.Option(..., help="Encoder: smallcnn, timm:<name>, efficientnet_lite0; minilm, hf:<id>, "
                                            "a folder."),
     out: Path = typer.Option(..., help="Backbone folder to write (then: headstart fit DATA --backbone OUT)."),
-    from_weights: str | None = typer.Option(None, "--from", help="Start images from 'pretrained' (published "
-                                               "weights), a timm weights file or an earlier pretrain folder; "
-                                               "default random init. Text always starts pre-trained."),
-    epochs: int | None = typer.Option(None, help="Passes over the data (default 20 images, 3 text; unlimited "
-                                                     "with --max-minutes or --max-steps)."),
-    max_minutes: float | None = typer.Option(None, help="Time budget: stop after this many minutes of training."),
-    max_steps: int | None = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: int | None = typer.Option(None, help="Default 128 (contrastive 256, mlm 32)."),
-    lr: float | None = typer.Option(None, help="Peak learning rate (default 1e-3 images, 5e-5 mlm)."),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text (default 128)."),
-    denoise: bool = typer.Option(False, help="autoencoder: denoising variant (noisy input, clean target)."),
-    mask_ratio: float = typer.Option(0.5, help="masked: fraction of patches hidden."),
-    temperature: float = typer.Option(0.5, help="contrastive: NT-Xent temperature."),
-    whole_word: bool = typer.Option(False, help="mlm: mask whole words instead of word pieces."),
-    text_column: str | None = typer.Option(None),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    seed: int = typer.Option(0),
-    resume: bool = typer.Option(False, help="Continue (or extend, with a larger budget) the run in OUT.run/."),
-    strict: bool = typer.Option(False, help="Fail on unreadable images instead of skipping them."),
-    logger: str = typer.Option("csv", help=LOGGER_HELP.replace("RUN/", "OUT.run/")),
+    config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes."""
+    """Self-supervised pretraining on unlabeled data; writes a backbone folder that `fit --backbone` takes, and
+    its options to OUT.run/config.yaml."""
+    from .options import BackboneOptions, DataOptions, RunOptions
     from .pretraining import pretrain as pretrain_backbone
+    from .pretraining.base import PretrainOptions
 
-    result = pretrain_backbone(data, objective, backbone, out=out, from_weights=from_weights, epochs=epochs,
-                               max_minutes=max_minutes, max_steps=max_steps, batch_size=batch_size, lr=lr,
-                               image_size=image_size, max_length=max_length, denoise=denoise, mask_ratio=mask_ratio,
-                               temperature=temperature, whole_word=whole_word, text_column=text_column,
-                               precision=precision, seed=seed, resume=resume, strict=strict, logger=logger)
+    given = generated_values()
+    result = pretrain_backbone(data, objective, BackboneOptions(backbone, **given["backbone"]), out=out,
+                               schedule=PretrainOptions(**given["schedule"]),
+                               data_options=DataOptions(**given["data_options"]),
+                               run_options=RunOptions(**given["run_options"]), **given["objective_options"])
     p = result.pretraining
+    write_run_config(Path(p["run_dir"]), {})
     out_console.print(f"{objective}: {p['steps']} steps ({p['samples_seen']:,} samples, stopped by {p['stopped_by']}) "
                       f"in {p['train_seconds']:.0f}s; loss {p['first_loss']:.4g} -> {p['final_loss']:.4g}")
     out_console.print(f"saved backbone to {out} (loss plot {out / p['loss_plot']}); next: "

@@ -2,8 +2,9 @@
 overwrites files it did not write.
 
 A run folder holds `headstart-run.json` (what kind of run, with which settings and data), `model/`,
-`metrics.json`, `checkpoints/` and `logs/`. A folder with other files is refused unless the user says
-`--overwrite`, and even then only headstart's own entries are replaced.
+`metrics.json`, `checkpoints/`, `logs/` and, from the command line, `config.yaml` (the command's options). A
+folder with other files is refused unless the user says `--overwrite`, and even then only headstart's own entries
+are replaced.
 
 Under torchrun (several processes) the folder is rank 0's: the steps here that look at or write it run there
 alone (`on_main`), and the other ranks wait for them and share their outcome.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,12 +26,15 @@ from ._util import atomic_symlink, atomic_write_json, stable_json
 from .distributed import is_main, on_main
 from .errors import HeadstartError
 
+log = logging.getLogger("headstart")
+
 RUN_RECORD = "headstart-run.json"
-OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs"}
+RUN_OPTIONS = "config.yaml"  # written by the command line (cli_options.write_run_config)
+OWN_ENTRIES = {RUN_RECORD, "model", "metrics.json", "checkpoints", "logs", RUN_OPTIONS}
 # Temporary names of headstart's own atomic writes (a kill can leave them): the model's new/old folders, the
 # metrics link, the run record, the writability check.
-OWN_TEMPORARY = re.compile(r"^\.(model\.(new|old)-|metrics\.json\..*\.link$|headstart-run\.json\..*\.tmp$|"
-                           r"headstart-write-check-)")
+OWN_TEMPORARY = re.compile(r"^\.(model\.(new|old)-|metrics\.json\..*\.link$|"
+                           r"(headstart-run\.json|config\.yaml)\..*\.tmp$|headstart-write-check-)")
 
 
 def _is_headstart_run(path: Path) -> bool:
@@ -116,7 +121,7 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise HeadstartError(f"--out {path} holds files headstart did not write ({shown}): give a new folder, "
                                  "or add --overwrite to write beside them (only model/, metrics.json, "
-                                 f"checkpoints/, logs/ and {RUN_RECORD} are written)")
+                                 f"checkpoints/, logs/, {RUN_OPTIONS} and {RUN_RECORD} are written)")
     if path.is_dir():
         inside = _foreign_inside(path)
         if inside:  # even with --overwrite: it promises to replace headstart's own files only
@@ -128,8 +133,16 @@ def check_run_folder(path: Path, *, overwrite: bool) -> None:
 
 
 @on_main
-def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool) -> None:
-    """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings)."""
+def record_run(path: Path, kind: str, config: dict[str, Any], *, resume: bool, checkpoint: Path | None = None) -> None:
+    """Write the run's record; with `resume`, the folder's run must have the same `config` (data, settings).
+    `checkpoint` (pretrain's): the file a resumed run continues from, which must then exist, and which a fresh
+    run removes."""
+    if checkpoint is not None and not resume and checkpoint.is_file():
+        log.info("starting afresh: the checkpoint in %s is replaced (use --resume to continue it)", path)
+        checkpoint.unlink()
+    if resume and checkpoint is not None and not checkpoint.is_file():
+        raise HeadstartError(f"--resume: no checkpoint at {checkpoint}; run without --resume to start afresh "
+                             "(or give the same --out as the interrupted run)")
     if resume:
         record = _read_record(path)
         if record is None:

@@ -22,7 +22,6 @@ import torch
 
 from . import distributed
 from ._util import default_device
-from .backbones import resolve_backbone
 from .data import Dataset, Splits, load_data
 from .data.sources import per_class_subset
 from .embedding_cache import backbone_cache
@@ -32,7 +31,8 @@ from .evaluation.knn import knn_accuracy
 from .evaluation.logme import logme
 from .extraction_engines import cache_precision, choose_engine, using_engine
 from .modalities import ensure_same_modality, get_modality
-from .settings import PRECISIONS, check_choice, check_range
+from .options import BackboneOptions, DataOptions, RunOptions, sorted_into
+from .settings import check_range
 
 log = logging.getLogger("headstart")
 
@@ -96,10 +96,10 @@ def _training_items(data: Any, text_column: str | None, label_column: str | None
     return load_data(data, text_column, label_column).train
 
 
-def _score(name: str, sample: Dataset, precision: str, cache: bool, strict: bool, options: dict[str, Any]
-           ) -> CandidateScore:
+def _score(backbone: BackboneOptions, sample: Dataset, precision: str, cache: bool, strict: bool) -> CandidateScore:
     started = time.perf_counter()
-    net = resolve_backbone(name, modality=sample.modality, **options)
+    name = backbone.name
+    net = backbone.resolve(sample.modality)
     ensure_same_modality(net.modality, sample.modality, f"backbone '{name}'", "the data are",
                          f"try --backbones {get_modality(sample.modality).suggested_backbone}", HeadstartError)
     engine = choose_engine(net, "auto", precision, sample.items, default_device())  # as fit chooses: one cache
@@ -130,40 +130,42 @@ def select(
     backbones: list[str],
     *,
     per_class: int = 50,
-    seed: int = 0,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    image_size: int | None = None,
-    max_length: int | None = None,
-    precision: str = "auto",
-    cache: bool = True,
-    strict: bool = False,
+    backbone_options: BackboneOptions | None = None,
+    data_options: DataOptions | None = None,
+    run_options: RunOptions | None = None,
+    **options: Any,
 ) -> Selection:
     """Rank `backbones` (names or folders, as `fit --backbone` takes them) for `data` without training any.
 
     Scores each on the same class-balanced subsample of the training data (at most `per_class` items per class,
-    drawn with `seed`): LogME (the ranking) and leave-one-out kNN accuracy (an estimate). Embeddings go through
-    the cache `fit` uses at the same `precision`, so `fit` with the chosen backbone reuses them.
+    drawn with the run options' `seed`): LogME (the ranking) and leave-one-out kNN accuracy (an estimate).
+    Embeddings go through the cache `fit` uses at the same `precision`, so `fit` with the chosen backbone reuses
+    them. The option objects are `fit`'s: `backbone_options` (its `image_size`, `max_length`, `weights`,
+    `pretrained` apply to every candidate), `data_options` (`text_column`, `label_column`, `strict`),
+    `run_options` (`seed`, `precision`, `cache`); as in `fit`, their fields may be given as keywords (`seed=1`).
     """
     names = list(dict.fromkeys(b.strip() for b in backbones if b and b.strip()))
     if not names:
         raise SettingsError("backbones (--backbones) must name at least one backbone, e.g. "
                             "--backbones efficientnet_lite0,efficientnet_lite1")
     check_range("per_class", per_class, low=2, integer=True)
-    check_range("seed", seed, low=0, integer=True)
-    check_range("image_size", image_size, low=1, integer=True)
-    check_range("max_length", max_length, low=1, integer=True)
-    check_choice("precision", precision, PRECISIONS)
+    loose = dict(options)
+    shared = sorted_into(backbone_options, BackboneOptions, loose)
+    data_options = sorted_into(data_options, DataOptions, loose)
+    run = sorted_into(run_options, RunOptions, loose)
+    if loose:
+        raise SettingsError(f"select has no option {', '.join(sorted(loose))}")
+    text_column, label_column, strict = data_options.text_column, data_options.label_column, data_options.strict
+    seed, precision, cache = run.seed, run.precision, run.cache
     started = time.perf_counter()
     train = _training_items(data, text_column, label_column)
     sample = per_class_subset(train, per_class, seed, warn=False)
     log.info("select: %d candidates on %d items (%d classes, at most %d each) of %s", len(names), len(sample),
              len(train.classes), per_class, train.name)
-    options = {"image_size": image_size, "max_length": max_length}
     scores = []
     for name in names:
         torch.manual_seed(seed)  # random weights (a control) are the seed's, as in `fit`
-        scores.append(_score(name, sample, precision, cache, strict, options))
+        scores.append(_score(dataclasses.replace(shared, name=name), sample, precision, cache, strict))
         log.info("select: %s LogME %.4f, kNN accuracy %.1f%% (%.1fs)", name, scores[-1].logme,
                  100 * scores[-1].knn_accuracy, scores[-1].seconds)
     scores.sort(key=lambda s: -s.logme)

@@ -6,6 +6,7 @@ checks its options the same way without importing training code."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -43,3 +44,12 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raise a SettingsError naming the setting and its choices unless `value` is one of them."""
     if value not in choices:
         raise SettingsError(f"{option(name)} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def setting(default: Any = None, help: str = "", *, flag: str | None = None, cli: bool = True,
+            parse: Any = None) -> Any:
+    """A dataclass field that carries what a command line needs to offer it (cli_options builds the options of
+    `fit`, `pretrain` and `distill` from these): `help`, its `flag` when that is not the field's name with dashes,
+    `parse` (a function of the text given on the command line or in a config file) and `cli=False` for a field
+    only Python can fill (an in-memory object)."""
+    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "cli": cli, "parse": parse})

@@ -11,7 +11,8 @@
 runner.py holds `pretrain` itself; trainer.py the Lightning loop they share.
 """
 
-from .base import OBJECTIVES, Objective, register_objective
+from .base import OBJECTIVES, Objective, ObjectiveOptions, PretrainOptions, register_objective
 from .runner import Pretrained, pretrain
 
-__all__ = ["OBJECTIVES", "Objective", "Pretrained", "pretrain", "register_objective"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveOptions", "PretrainOptions", "Pretrained", "pretrain",
+           "register_objective"]

@@ -15,21 +15,51 @@ from ..backbones import resolve_backbone
 from ..backbones.base import Backbone, ImageBackbone
 from ..backbones.folder import BACKBONE_MANIFEST
 from ..data.unlabeled import UnlabeledData
-from ..errors import BackboneError
+from ..errors import BackboneError, HeadstartError
 from ..modalities.image import ImageTensors
+from ..settings import setting
 
 
 @dataclass(frozen=True)
 class ObjectiveOptions:
-    """Settings of the objectives; each objective reads the ones that apply to it."""
+    """Settings of the objectives; each objective reads the ones that apply to it (the last three are set by
+    `pretrain` from its run and backbone options)."""
 
-    denoise: bool = False
-    mask_ratio: float = 0.5
-    temperature: float = 0.5
-    whole_word: bool = False
-    seed: int = 0
-    image_size: int | None = None
-    max_length: int | None = None
+    denoise: bool = setting(False, "autoencoder: denoising variant (noisy input, clean target).")
+    mask_ratio: float = setting(0.5, "masked: fraction of patches hidden.")
+    temperature: float = setting(0.5, "contrastive: NT-Xent temperature.")
+    whole_word: bool = setting(False, "mlm: mask whole words instead of word pieces.")
+    seed: int = setting(0, cli=False)
+    image_size: int | None = setting(None, cli=False)
+    max_length: int | None = setting(None, cli=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise HeadstartError(f"--mask-ratio must be between 0 and 1, got {self.mask_ratio}")
+        if self.temperature <= 0:
+            raise HeadstartError(f"--temperature must be positive, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class PretrainOptions:
+    """How long, how fast and from which weights a pretraining runs: it stops at the first of `epochs`,
+    `max_steps` and `max_minutes`."""
+
+    from_weights: str | None = setting(None, "Start images from 'pretrained' (published weights), a timm weights "
+                                             "file or an earlier pretrain folder; default random init. Text always "
+                                             "starts pre-trained.", flag="from")
+    epochs: int | None = setting(None, "Passes over the data (default 20 images, 3 text; unlimited with "
+                                       "--max-minutes or --max-steps).")
+    max_minutes: float | None = setting(None, "Time budget: stop after this many minutes of training.")
+    max_steps: int | None = setting(None, "Stop after this many optimiser steps.")
+    batch_size: int | None = setting(None, "Default 128 (contrastive 256, mlm 32).")
+    lr: float | None = setting(None, "Peak learning rate (default 1e-3 images, 5e-5 mlm).")
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "max_minutes", "max_steps", "batch_size", "lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise HeadstartError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 class Objective(nn.Module):

@@ -52,7 +52,7 @@ from ..backbones.base import TextBackbone
 from ..errors import SettingsError
 from ..heads import ClassificationHead, Classifier, LinearHead
 from ..progress import progress_bar
-from ..settings import check_choice, check_range
+from ..settings import check_choice, check_range, setting
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES, class_weights
 from ..training import CurveLog
 from .base import Strategy, TrainingRun, register_strategy
@@ -69,13 +69,14 @@ class Contrastive(Strategy):
     freezes_backbone = False  # the encoder is tuned: test embeddings must be computed afresh
     runs_distributed = True  # the pair stage all-reduces its gradients; the head is rank 0's
 
-    iterations: int = 20  # R: positive and negative pairs drawn per labeled example
+    iterations: int = setting(20, "contrastive: pairs drawn per labeled example (SetFit's R, default 20).")
     epochs: int = 1
     lr: float = 2e-5
     batch_size: int = 16  # pairs per step
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
-    head_c: float = 1.0  # inverse L2 strength of the logistic-regression head (scikit-learn's C; its default)
+    head_c: float = setting(1.0, "contrastive: inverse L2 strength of the logistic-regression head "
+                                 "(scikit-learn's C; its default 1).")
     class_weight: str = "auto"  # of the head's loss; auto: balanced when the largest class is more than 5x the smallest
 
     def __post_init__(self) -> None:

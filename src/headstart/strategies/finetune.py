@@ -18,7 +18,7 @@ from typing import Any
 from .. import distributed
 from ..backbones.base import Backbone
 from ..heads import HEADS, ClassificationHead, Classifier
-from ..settings import check_choice, check_range
+from ..settings import check_choice, check_range, setting
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from .base import Strategy, TrainingRun, register_strategy
 from .probe import Probe, train_head
@@ -54,8 +54,9 @@ class FineTune(Strategy):
 
     epochs: int = 6
     lr: float | None = None
-    lr_ratio: float | None = None
-    warmup_fraction: float = 0.1
+    lr_ratio: float | None = setting(None, "finetune: the first layer group learns at lr / lr-ratio (default 10 "
+                                           "images, 2.5 text).")
+    warmup_fraction: float = setting(0.1, "finetune: share of steps warming up (default 0.1).")
     weight_decay: float = 0.01
     batch_size: int = 32
     patience: int = 3

@@ -31,7 +31,7 @@ from ..adapters import inject_adapters, merge_adapters
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
 from ..heads import Classifier
-from ..settings import check_range
+from ..settings import check_range, setting
 from .base import TrainingRun, register_strategy
 from .finetune import FineTune
 
@@ -44,11 +44,13 @@ class LoRA(FineTune):
 
     name = "lora"
 
-    rank: int | None = None  # None: the backbone family's lora_rank
-    alpha: float | None = None  # None: the family's lora_alpha
-    dropout: float = 0.1  # on the adapters' input (the paper's 0.1 on GLUE)
-    targets: list[str] | None = None  # module-name suffixes; None: the family's lora_targets()
-    merge: bool = False  # fold the adapters into the weights after training
+    rank: int | None = setting(None, "lora: adapter rank (default the backbone family's, 8).")
+    alpha: float | None = setting(None, "lora: adapter scale alpha; updates are scaled by alpha/rank (default 16).")
+    dropout: float = setting(0.1, "lora: dropout on the adapters' input (the paper's 0.1 on GLUE).")
+    targets: list[str] | None = setting(None, "lora: comma list of layer names to adapt (default: every linear layer "
+                                              "of a transformer; a CNN's 1x1 convolutions).", flag="lora-targets",
+                                        parse=lambda text: str(text).split(","))
+    merge: bool = setting(False, "lora: fold the adapters into the weights after training.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,7 +19,7 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import HeadstartError
 from ..heads import HEADS, ClassificationHead, Classifier
-from ..settings import check_choice, check_range
+from ..settings import check_choice, check_range, setting
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from ..training import CurveLog
 from .base import Strategy, TrainingRun, register_strategy
@@ -35,14 +35,18 @@ class Probe(Strategy):
     name = "probe"
     runs_distributed = True
 
-    head: str = "linear"
-    epochs: int = 60
-    lr: float | None = None  # None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
-    batch_size: int = 64
-    weight_decay: float = 1e-4
-    patience: int = 8
-    label_smoothing: float = 0.0
-    class_weight: str = "auto"  # auto: balanced when the largest class is more than 5x the smallest
+    head: str = setting("linear", "Head: linear (default), or mlp (Dense 1024 relu + Dense n).")
+    epochs: int = setting(60, "Training epochs (head for probe, network for finetune).")
+    # lr None: 1e-3 for a linear head, 3e-4 for the MLP (which overfits within an epoch at 1e-3)
+    lr: float | None = setting(None, "Learning rate: probe, of the head (default 1e-3 linear, 3e-4 mlp); finetune, "
+                                     "of the last layers.")
+    batch_size: int = setting(64, "Batch size (default 64 probe, 32 finetune).")
+    weight_decay: float = setting(1e-4, "AdamW weight decay (default 1e-4 probe, 0.01 finetune).")
+    patience: int = setting(8, "Epochs without improvement before stopping (8 probe, 3 finetune).")
+    label_smoothing: float = setting(0.0, "Label smoothing (default 0 probe, 0.1 finetune).")
+    class_weight: str = setting("auto", "Loss weight per class: balanced (rare classes weighted up, n / (classes x "
+                                        "class count)), none, or auto (default: balanced when the largest class is "
+                                        "over 5x the smallest).")
 
     def __post_init__(self) -> None:
         check_choice("head", self.head, tuple(HEADS))
