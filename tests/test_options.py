@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import headstart
 from headstart.cli import app
 from headstart.errors import SettingsError
-from headstart.heads import ClassificationHead, Classifier
+from headstart.heads import Classifier, LinearHead
 from headstart.options import BackboneOptions, RunOptions, split_size
 from headstart.settings import setting
 from headstart.strategies import STRATEGIES, Strategy, TrainingRun, register_strategy
@@ -50,7 +50,7 @@ class ScaledCentroid(Strategy):
 
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         train_x, _ = run.embed_splits()
-        head = ClassificationHead(train_x.shape[1], len(run.classes), "linear", dropout=0.0)
+        head = LinearHead(train_x.shape[1], len(run.classes), dropout=0.0)
         x = torch.from_numpy(train_x)
         head.standardize.fit(x)
         z, y = head.standardize(x), torch.from_numpy(run.train.labels)
