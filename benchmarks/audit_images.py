@@ -29,8 +29,8 @@ from typing import Any
 
 import _common
 import numpy as np
-from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
-from audit_quality import cleanlab_reference, score_audit
+from _common import add_smoke_option, quiet_fits, shared, start_smoke
+from audit_quality import score_and_print
 
 THRESHOLDS = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
@@ -153,18 +153,9 @@ def main() -> None:
                              image_size=args.image_size, write_clean=folder / "clean.csv", **options)
     seconds = time.perf_counter() - started
     profile = similarity_profile(args.backbone, data, args.image_size)
-    x, dev_x = profile.pop("embeddings")
     clean = pd.read_csv(folder / "clean.csv")
-    row = score_audit(result, data, x, dev_x, len(clean), seconds, threshold=result.near_threshold)
-    n = len(data["noisy"])
-    reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"],
-                                   args.seed)
-    print(table([row], list(row)))
-    print("cleanlab's recommended pipeline (LogisticRegression defaults, find_label_issues defaults) on the same "
-          "embeddings:")
-    print(table([reference], list(reference)))
-    print(table(profile["thresholds"], ["threshold", "copies found %", "others flagged %"]))
-    print(f"copy similarity {profile['copy_similarity']}; other items' nearest test item {profile['others_nearest_dev']}")
+    row, reference = score_and_print(result, data, profile, len(clean), seconds, args.seed, held_out="test",
+                                     threshold=result.near_threshold)
     print(f"thumbnails: copy {profile['copy_thumbnail_similarity']}; other items' nearest test item "
           f"{profile['others_nearest_dev_thumbnail']}")
     print(f"load average before the audit {load_before}, after {os.getloadavg()}")

@@ -166,6 +166,25 @@ def score_audit(result: Any, data: dict[str, Any], x: np.ndarray, dev_x: np.ndar
             "clean rows": clean_rows, "audit s": round(seconds, 1)}
 
 
+def score_and_print(result: Any, data: dict[str, Any], profile: dict[str, Any], clean_rows: int, seconds: float,
+                    seed: int, held_out: str, **after_copies: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The audit's result row and cleanlab's reference on the same embeddings (taken out of `profile`), printed
+    with the similarity profile: what this script and audit_images.py report alike. `held_out` names the second
+    data set in the printout (dev sentences, test images)."""
+    x, dev_x = profile.pop("embeddings")
+    row = score_audit(result, data, x, dev_x, clean_rows, seconds, **after_copies)
+    n = len(data["noisy"])
+    reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"], seed)
+    print(table([row], list(row)))
+    print("cleanlab's recommended pipeline (LogisticRegression defaults, find_label_issues defaults) on the same "
+          "embeddings:")
+    print(table([reference], list(reference)))
+    print(table(profile["thresholds"], ["threshold", "copies found %", "others flagged %"]))
+    print(f"copy similarity {profile['copy_similarity']}; other items' nearest {held_out} item "
+          f"{profile['others_nearest_dev']}")
+    return row, reference
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="minilm")
@@ -200,18 +219,8 @@ def main() -> None:
                              write_clean=folder / "clean.csv")
     seconds = time.perf_counter() - started
     profile = similarity_profile(args.backbone, data, args.max_length)
-    x, dev_x = profile.pop("embeddings")
     clean = pd.read_csv(folder / "clean.csv", keep_default_na=False)
-    row = score_audit(result, data, x, dev_x, len(clean), seconds)
-    n = len(data["noisy"])
-    reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"],
-                                   args.seed)
-    print(table([row], list(row)))
-    print("cleanlab's recommended pipeline (LogisticRegression defaults, find_label_issues defaults) on the same "
-          "embeddings:")
-    print(table([reference], list(reference)))
-    print(table(profile["thresholds"], ["threshold", "copies found %", "others flagged %"]))
-    print(f"copy similarity {profile['copy_similarity']}; other items' nearest dev item {profile['others_nearest_dev']}")
+    row, reference = score_and_print(result, data, profile, len(clean), seconds, args.seed, held_out="dev")
     name = "audit_quality" if args.backbone == "minilm" or args.smoke else f"audit_quality_{args.backbone}"
     _common.write_results(name, {"settings": {k: v for k, v in vars(args).items() if k != "smoke_tables"},
                                  "result": row, "cleanlab_reference": reference, "similarity": profile,
