@@ -22,7 +22,7 @@ from headstart.runtime.image_codec import IMAGE_EXTENSIONS
 from headstart.runtime.members import ShardMember
 
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
-from .test_distributed import _environment, _free_port, headstart, needs_gloo, needs_minilm
+from .test_distributed import OneProcessOnly, _environment, _free_port, headstart, needs_gloo, needs_minilm
 from .test_shards import write_shards
 
 COMMANDS = """
@@ -192,17 +192,7 @@ def test_a_shard_folder_or_a_tar_file_names_its_members_in_order(tmp_path):
 
 
 def test_distill_under_torchrun_refuses_a_student_strategy_without_ddp_before_labeling(monkeypatch, tmp_path):
-    from dataclasses import dataclass
-
     from headstart.distillation import distill
-    from headstart.strategies import Strategy
-
-    @dataclass
-    class OneProcessOnly(Strategy):  # a plug-in's default: every built-in strategy runs distributed
-        name = "one-process-only"
-
-        def train(self, run):
-            raise AssertionError("refused before training")
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     # The teacher is not even read: the refusal comes first.

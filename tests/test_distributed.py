@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from safetensors.numpy import load_file
 
 from headstart import distributed
 from headstart.errors import HeadstartError
+from headstart.strategies import Strategy
 
 from .conftest import HANG_GUARD_S, write_text_table
 
@@ -219,21 +221,22 @@ def test_on_main_reports_a_failure_as_it_was(monkeypatch):
         distributed.on_main(refuse)()
 
 
+@dataclass
+class OneProcessOnly(Strategy):
+    """A strategy that does not say it runs distributed, as a plug-in's is by default (every built-in one does):
+    commands under torchrun must refuse it before any work."""
+
+    name = "one-process-only"
+
+    def train(self, run):
+        raise AssertionError("refused before training")
+
+
 def test_strategies_without_ddp_refuse_several_processes(monkeypatch, tmp_path):
     """A strategy that does not say it runs distributed (a plug-in's default) would train on each rank alone and
     write checkpoints from each: refused before any work (nothing written), naming those that do run (all the
     built-in ones: finetune, lora and contrastive train under DDP, test_ddp.py)."""
-    from dataclasses import dataclass
-
     import headstart
-    from headstart.strategies import Strategy
-
-    @dataclass
-    class OneProcessOnly(Strategy):
-        name = "one-process-only"
-
-        def train(self, run):
-            raise AssertionError("refused before training")
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     with pytest.raises(HeadstartError, match=r"one-process-only does not run on several processes yet.*--strategy "
