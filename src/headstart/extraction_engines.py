@@ -46,8 +46,9 @@ from . import distributed
 from ._util import atomic_write_json, cpu_flags, installed_versions, precision_dtype, resolve_precision
 from .backbones.base import Backbone
 from .data.builtins import cache_root
-from .errors import SettingsError
 from .modalities import get_modality
+from .runtime.onnx_model import session_options
+from .settings import check_choice
 
 log = logging.getLogger("headstart")
 
@@ -109,8 +110,7 @@ def current_engine() -> EngineChoice:
 
 def check_engine(engine: str) -> None:
     """A one-line settings error for an engine name that is not one of ENGINE_CHOICES."""
-    if engine not in ENGINE_CHOICES:
-        raise SettingsError(f"--engine must be one of {', '.join(ENGINE_CHOICES)}, got '{engine}'")
+    check_choice("engine", engine, ENGINE_CHOICES)
 
 
 def graph_precision(engine: str, precision: str) -> str:
@@ -210,10 +210,7 @@ def _session(engine: str, file: Path, computes: str) -> Any:
             import onnxruntime as ort
         except ImportError:
             raise EngineUnavailable("onnxruntime is not installed (pip install 'headstart[serve]')") from None
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(file), session_options(ort, threads), providers=["CPUExecutionProvider"])
         return lambda feeds: session.run(["embeddings"], feeds)[0]
     try:
         import openvino as ov
