@@ -18,7 +18,8 @@ from torch import nn
 
 from . import distributed
 from ._util import default_device, precision_dtype
-from .errors import ArtifactError, HeadstartError, SettingsError
+from .errors import ArtifactError, HeadstartError
+from .settings import check_choice
 from .weights import is_pickle_refusal
 
 log = logging.getLogger("headstart")
@@ -135,8 +136,7 @@ def restarted_with_checkpoint(last: Path) -> bool:
 def check_logger(logger: str) -> None:
     """Refuse an unknown logger, or one whose package is missing, in one line that says what to install: before
     any work, not when the first curve is written."""
-    if logger not in LOGGERS:
-        raise SettingsError(f"logger (--logger) must be one of {', '.join(LOGGERS)}, got {logger!r}")
+    check_choice("logger", logger, LOGGERS)
     modules = LOGGER_MODULES.get(logger, ())
     for module in modules:
         try:
