@@ -108,6 +108,22 @@ def cleanlab_reference(x: np.ndarray, noisy: list[str], true: list[str], flipped
                                                                .mean()), 3)}
 
 
+def ranking_ceiling(x: np.ndarray, noisy: list[str], flipped: set[int], seed: int) -> dict[str, Any]:
+    """What any cut of audit's ranking could reach: the items ranked by the out-of-fold probability of their given
+    label (audit's probe, least likely first), and the precision at the number of flipped labels and the best
+    precision at any cut whose recall is at least 0.6 (the issue's bar for both)."""
+    from headstart.auditing.label_errors import out_of_fold_probabilities
+
+    classes = sorted(set(noisy))
+    y = np.searchsorted(classes, noisy)
+    probs, _ = out_of_fold_probabilities(x, y, len(classes), seed)
+    order = np.argsort(probs[np.arange(len(y)), y], kind="stable")
+    hits = np.cumsum([int(i) in flipped for i in order])
+    precision, recall = hits / np.arange(1, len(order) + 1), hits / max(len(flipped), 1)
+    return {"precision at k = flipped": round(float(precision[len(flipped) - 1]), 3),
+            "best precision at recall >= 0.6": round(float(precision[recall >= 0.6].max()), 3)}
+
+
 def similarity_profile(backbone: str, data: dict[str, Any], max_length: int | None) -> dict[str, Any]:
     """Centred cosine similarity of each copy to its original, and of each original training item to its most
     similar dev item (from the cache the audit filled), with the rates at several thresholds."""
@@ -144,6 +160,8 @@ def score_audit(result: Any, data: dict[str, Any], x: np.ndarray, dev_x: np.ndar
     flagged = {r["index"] for r in result.of_kind("label_error") if r["index"] < n}
     flagged_copies = sum(1 for r in result.of_kind("label_error") if r["index"] >= n)
     hits = len(flagged & data["flipped"])
+    issues = flagged | {r["index"] for r in result.of_kind("ambiguous_label") if r["index"] < n}
+    issue_hits = len(issues & data["flipped"])
     found = {r["index"] - n for r in result.of_kind("against") if r["index"] >= n}
     others = {r["index"] for r in result.of_kind("against") if r["index"] < n}
     kept = np.flatnonzero(result.keep[:n])
@@ -157,6 +175,9 @@ def score_audit(result: Any, data: dict[str, Any], x: np.ndarray, dev_x: np.ndar
                  if lost > 0 and accuracy["clean table"] == accuracy["clean table"] else None)
     return {"items": n, "flipped": len(data["flipped"]), "flagged": len(flagged),
             "precision": round(hits / max(len(flagged), 1), 3), "recall": round(hits / max(len(data["flipped"]), 1), 3),
+            "ambiguous": len(issues) - len(flagged),
+            "issues precision": round(issue_hits / max(len(issues), 1), 3),
+            "issues recall": round(issue_hits / max(len(data["flipped"]), 1), 3),
             "copies flagged as errors": flagged_copies, **after_copies,
             "leaks found %": round(100 * len(found) / len(data["copied"]), 1),
             "others flagged %": round(100 * len(others) / n, 2),
@@ -175,10 +196,12 @@ def score_and_print(result: Any, data: dict[str, Any], profile: dict[str, Any], 
     row = score_audit(result, data, x, dev_x, clean_rows, seconds, **after_copies)
     n = len(data["noisy"])
     reference = cleanlab_reference(x[:n], list(data["noisy"].label), list(data["train"].label), data["flipped"], seed)
+    reference["audit's ranking"] = ranking_ceiling(x[:n], list(data["noisy"].label), data["flipped"], seed)
     print(table([row], list(row)))
     print("cleanlab's recommended pipeline (LogisticRegression defaults, find_label_issues defaults) on the same "
           "embeddings:")
-    print(table([reference], list(reference)))
+    print(table([reference], [k for k in reference if k != "audit's ranking"]))
+    print("audit's ranking, any cut:", reference["audit's ranking"])
     print(table(profile["thresholds"], ["threshold", "copies found %", "others flagged %"]))
     print(f"copy similarity {profile['copy_similarity']}; other items' nearest {held_out} item "
           f"{profile['others_nearest_dev']}")

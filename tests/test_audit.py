@@ -48,6 +48,31 @@ def test_flipped_labels_are_found_with_their_true_class():
     assert found.probabilities.shape == (len(true), 3)
 
 
+def test_labels_between_two_overlapping_classes_are_ambiguous_not_errors():
+    """Classes a and b overlap (one axis apart by less than their spread), c and d are far from everything, with
+    10% of each labeled as the other: those are likely errors; the issues between a and b keep a probability of
+    their label above chance (1/4), so they are reported as ambiguous, and the likely errors are more precise than
+    confident learning's issues."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)) * 6
+    shift = np.zeros(16)
+    shift[0] = 0.6
+    x = np.concatenate([centres[0] - shift + rng.standard_normal((100, 16)),
+                        centres[0] + shift + rng.standard_normal((100, 16)),
+                        centres[1] + rng.standard_normal((100, 16)), centres[2] + rng.standard_normal((100, 16))])
+    given = np.repeat(np.arange(4), 100)
+    errors = np.concatenate([np.arange(200, 210), np.arange(300, 310)])
+    given[errors] = 5 - given[errors]  # c <-> d
+    found = find_label_errors(x, given, ["a", "b", "c", "d"], seed=0)
+    flagged, ambiguous = set(found.flagged.tolist()), set(found.ambiguous.tolist())
+    assert len(flagged & set(errors.tolist())) >= 15
+    assert len(ambiguous) >= 5 and ambiguous <= set(range(200))  # only a/b items are ambiguous
+    precision = len(flagged & set(errors.tolist())) / len(flagged)
+    assert precision > len((flagged | ambiguous) & set(errors.tolist())) / len(flagged | ambiguous)
+    assert (found.label_quality < 1 / 4).all() and (found.ambiguous_quality >= 1 / 4).all()
+    assert not flagged & ambiguous
+
+
 @pytest.mark.parametrize("screen", [None, "bfloat16"])
 def test_the_blocked_scan_finds_what_the_full_matrix_shows(screen):
     import torch
@@ -146,6 +171,21 @@ def test_an_exact_and_a_near_duplicate_across_the_splits_are_leaks(audited, plan
     assert [(r["item"], r["other_item"], r["exact"]) for r in against] == [(planted["train"].text[5],) * 2 + (True,)]
 
 
+def test_a_sentence_copied_with_other_case_and_punctuation_is_found_by_its_characters(planted, tmp_path):
+    """near_threshold 1: the embeddings alone call nothing a near duplicate; the folded text finds the
+    copy whose case and punctuation changed, and nothing else."""
+    source = planted["test"].text[5]
+    recased = source.title().replace(" number", ", number") + "!"
+    pd.DataFrame([{"text": recased, "label": planted["test"].label[5]}, {"text": "a film", "label": "positive"}]
+                 ).to_csv(tmp_path / "other.csv", index=False)
+    found = headstart.audit(planted["data"] / "test.csv", str(planted["bert"]), against=tmp_path / "other.csv",
+                            near_threshold=1.0, max_length=32)
+    assert [(r["item"], r["other_item"], r["exact"], r["same_content"]) for r in found.of_kind("against")] == \
+        [(source, recased, False, True)]
+    assert not found.of_kind("duplicate") and not found.of_kind("leak")
+    assert "punctuation and spacing folded" in " ".join(found.notes)
+
+
 def test_the_clean_table_drops_the_copies_and_fit_reads_it(audited, planted):
     root = planted["root"]
     clean = pd.read_csv(root / "clean.csv")
@@ -229,7 +269,7 @@ def _smooth_images(folder, count: int, seed: int = 0) -> list:
 def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pixels(tmp_path):
     from PIL import Image
 
-    from headstart.auditing.duplicates import THUMBNAIL_THRESHOLD, image_fingerprints
+    from headstart.auditing.duplicates import CONTENT_THRESHOLD, image_fingerprints
 
     for name, seed in (("a", 0), ("b", 1)):
         _smooth_images(tmp_path / "train" / name, 8, seed)
@@ -237,12 +277,12 @@ def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pix
     with Image.open(test[1]) as image:  # the leak: resized by 10% and re-encoded as JPEG quality 70
         image.resize((35, 35), Image.BICUBIC).save(tmp_path / "train" / "b" / "copy.jpg", quality=70)
     prints = image_fingerprints([tmp_path / "train" / "b" / "copy.jpg", *test])
-    assert prints[0] @ prints[2] >= THUMBNAIL_THRESHOLD > max(prints[0] @ prints[1], prints[0] @ prints[3])
+    assert prints[0] @ prints[2] >= CONTENT_THRESHOLD > max(prints[0] @ prints[1], prints[0] @ prints[3])
     # near_threshold 1: the random CNN's embeddings alone call nothing a near duplicate; the pixels do
     found = headstart.audit(tmp_path / "train", "smallcnn", against=tmp_path / "test", near_threshold=1.0,
                             image_size=32)
     leaks = found.of_kind("against")
-    assert [(r["item"].split("/")[-1], r["other_item"].split("/")[-1], r["same_pixels"]) for r in leaks] == \
+    assert [(r["item"].split("/")[-1], r["other_item"].split("/")[-1], r["same_content"]) for r in leaks] == \
         [("copy.jpg", "1.png", True)]
     assert not found.of_kind("duplicate") and not found.of_kind("leak")
     assert "thumbnails" in " ".join(found.notes)

@@ -34,9 +34,9 @@ from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..settings import PRECISIONS, check_choice, check_range
-from .duplicates import NEAR_THRESHOLD, THUMBNAIL_SIZE, THUMBNAIL_THRESHOLD, duplicate_pairs
+from .duplicates import CONTENT_THRESHOLD, NEAR_THRESHOLD, duplicate_pairs
 from .findings import KINDS
-from .label_errors import find_label_errors
+from .label_errors import REPEATS, find_label_errors
 from .outliers import NEIGHBOURS, find_outliers, outlier_scores
 from .similarity import unit_rows
 
@@ -169,9 +169,16 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
         return [], [], ["label errors not checked: every class needs at least two readable items"]
     records = [_item_record("label_error", a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
                for rank, (i, s, q) in enumerate(zip(found.flagged, found.suggested, found.label_quality), 1)]
-    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, C "
+    records += [_item_record("ambiguous_label", a, rows[i], rank=rank, suggested=a.classes[s],
+                             score=round(float(q), 4))
+                for rank, (i, s, q) in enumerate(zip(found.ambiguous, found.ambiguous_suggested,
+                                                     found.ambiguous_quality), 1)]
+    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, {REPEATS} "
+            f"seeded splits averaged, C "
             f"{found.strength:g} by cross-validated log loss), "
-            "confident learning (cleanlab); score = the probability of the given label")
+            "confident learning (cleanlab); score = the probability of the given label; an issue whose label the "
+            f"probe still rates at or above chance (1/{len(np.unique(a.labels[rows]))}) is listed as ambiguous and "
+            "kept in the clean table")
     return records, found.overlapping, [note]
 
 
@@ -193,7 +200,7 @@ def _pair_records(a: AuditedItems, rows: np.ndarray, pairs: list, other: Audited
         records.append(_item_record(kind, a, i, rank=rank, score=round(p.similarity, 4),
                                     other_index=int(j), other_item=_describe(target.modality, target.items[j], j),
                                     other_split=str(target.splits[j]), other_label=target.classes[target.labels[j]],
-                                    similarity=round(p.similarity, 4), exact=p.exact, same_pixels=p.same_pixels))
+                                    similarity=round(p.similarity, 4), exact=p.exact, same_content=p.same_content))
     return records
 
 
@@ -248,8 +255,8 @@ def audit(
     """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone`.
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
-    similarity of the mean-centred embeddings at least `near_threshold`; images also by their pixels, see
-    `duplicates.THUMBNAIL_THRESHOLD`) within one split, across the splits `fit` makes with `val_size`,
+    similarity of the mean-centred embeddings at least `near_threshold`; images and texts also by their content, see
+    `duplicates.CONTENT_THRESHOLD`) within one split, across the splits `fit` makes with `val_size`,
     `test_size` and `seed` (leaks), and against a second data set `against`, duplicates whose labels differ,
     outliers and overlapping classes. The user's files are only read.
     `out`: write the findings as an HTML page there (thumbnails, texts, players) and a list beside it (.csv).
@@ -271,14 +278,15 @@ def audit(
     records, overlapping, notes = _label_records(audited, readable, embeddings, seed)
     seconds["label_errors"] = time.perf_counter() - t
     t = time.perf_counter()
-    found, neighbour_sims, pixels = _duplicate_records(audited, rows, embeddings, other, other_embedded,
+    found, neighbour_sims, fingerprinted = _duplicate_records(audited, rows, embeddings, other, other_embedded,
                                                        near_threshold)
     records += found + _outlier_records(audited, rows, neighbour_sims)
     records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
     seconds["duplicates_outliers"] = time.perf_counter() - t
     keep = items_to_keep(readable, records)
     _rank_within_kinds(records)
-    notes.append(_duplicates_note(near_threshold, pixels, seed, val_size, test_size))
+    notes.append(_duplicates_note(near_threshold, fingerprinted, get_modality(audited.modality), seed, val_size,
+                                 test_size))
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
     result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
@@ -334,7 +342,7 @@ def _duplicate_records(audited: AuditedItems, rows: np.ndarray, embeddings: np.n
                        ) -> tuple[list[dict[str, Any]], np.ndarray, bool]:
     """Records of duplicates, leaks and conflicting pairs within the readable items `rows`, and of items in the
     `other` data (its `_embed` result); each item's similarities to its nearest neighbours (for outliers); and
-    whether pixel fingerprints took part (images)."""
+    whether content fingerprints took part (images, texts)."""
     modality = get_modality(audited.modality)
     digests = [modality.digest(audited.items[i]) for i in rows]
     center = embeddings[rows].mean(axis=0)
@@ -373,12 +381,12 @@ def _rank_within_kinds(records: list[dict[str, Any]]) -> None:
             r["rank"] = rank
 
 
-def _duplicates_note(near_threshold: float, pixels: bool, seed: int, val_size: float | int,
+def _duplicates_note(near_threshold: float, fingerprinted: bool, modality: Any, seed: int, val_size: float | int,
                      test_size: float | int) -> str:
     """What counted as a duplicate, and the splits leaks were judged by."""
     return (f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
-            f">= {near_threshold:g}" + (f", or (images) of {THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails "
-                                        f">= {THUMBNAIL_THRESHOLD:g}" if pixels else "") +
+            f">= {near_threshold:g}" + (f", or of {modality.content_fingerprint_note} >= "
+                                        f"{CONTENT_THRESHOLD:g}" if fingerprinted else "") +
             f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..modalities.image import THUMBNAIL_SIZE  # noqa: F401  (re-exported: the size the numbers below were measured at)
 from .similarity import scan
 
 # Cosine similarity of mean-centred embeddings above which two items count as near duplicates. Measured in
@@ -17,12 +16,15 @@ from .similarity import scan
 # at least this with minilm, while distinct sentences' nearest neighbours almost never do.
 NEAR_THRESHOLD = 0.9
 
-# Images are also compared by their pixels: a 16 x 16 grayscale thumbnail, mean removed, as a unit vector. Hand-written
-# because embeddings alone miss re-encoded copies: measured in benchmarks/audit_images.py (RESULTS.md, "Issue 24"),
-# CIFAR-10 test images resized by 10% and saved as JPEG quality 70 score a median of only 0.83 with their originals
-# in lite0's centred embeddings (11% found at 0.9; no threshold finds 95% while flagging under 1% of the others),
-# while their thumbnails correlate at least 0.999 in 95 of 100 and distinct CIFAR-10 images' nearest at most 0.968.
-THUMBNAIL_THRESHOLD = 0.99
+# Items are also compared by their content where the modality has fingerprints (`Modality.content_fingerprints`): a
+# pair whose fingerprints are at least this alike is a near duplicate whatever the embeddings say.
+# - Images: a 16 x 16 grayscale thumbnail, mean removed, as a unit vector, because embeddings alone miss re-encoded
+#   copies: measured in benchmarks/audit_images.py (RESULTS.md, "Issue 24"), CIFAR-10 test images resized by 10% and
+#   saved as JPEG quality 70 score a median of only 0.83 with their originals in lite0's centred embeddings (11%
+#   found at 0.9; no threshold finds 95% while flagging under 1% of the others), while their thumbnails correlate at
+#   least 0.999 in 95 of 100 and distinct CIFAR-10 images' nearest at most 0.968.
+# - Texts: the text with case, punctuation and spacing folded (equal folded texts score 1, others about 0).
+CONTENT_THRESHOLD = 0.99
 
 
 @dataclass
@@ -34,7 +36,7 @@ class DuplicatePair:
     b: int
     similarity: float
     exact: bool
-    same_pixels: bool = False  # found by the images' thumbnails (THUMBNAIL_THRESHOLD), whatever the embeddings say
+    same_content: bool = False  # found by the content fingerprints (CONTENT_THRESHOLD), whatever the embeddings say
 
 
 def image_fingerprints(items: Sequence) -> np.ndarray:
@@ -71,8 +73,8 @@ def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float
     """Exact and near duplicate pairs within the items (or between them and the other data when given), and the
     scan's `k` nearest neighbours of each item (within the items only). Near pairs of items with the same content
     are left to the exact pairs, which name each copy once (first, later) instead of every pair of copies.
-    `fingerprints` (images: `image_fingerprints`): a pair whose fingerprints' similarity reaches
-    THUMBNAIL_THRESHOLD is a near duplicate too, whatever its embeddings' similarity."""
+    `fingerprints` (the modality's `content_fingerprints`): a pair whose fingerprints' similarity reaches
+    CONTENT_THRESHOLD is a near duplicate too, whatever its embeddings' similarity."""
     across = other_unit is not None
     if across:
         exact = exact_pairs_across(digests, other_digests)
@@ -86,10 +88,10 @@ def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float
     near = {(a, b): DuplicatePair(a, b, float(s), False)
             for (a, b), s in zip(found.pairs.tolist(), found.pair_similarity.tolist()) if digests[a] != other[b]}
     if fingerprints is not None:
-        same = scan(fingerprints, other_fingerprints if across else None, THUMBNAIL_THRESHOLD).pairs.tolist()
+        same = scan(fingerprints, other_fingerprints if across else None, CONTENT_THRESHOLD).pairs.tolist()
         for a, b in same:
             if digests[a] != other[b]:
-                near.setdefault((a, b), DuplicatePair(a, b, float(unit[a] @ references[b]), False)).same_pixels = True
+                near.setdefault((a, b), DuplicatePair(a, b, float(unit[a] @ references[b]), False)).same_content = True
     pairs += near.values()
     pairs.sort(key=lambda p: (not p.exact, -p.similarity, p.a, p.b))
     return pairs, found.neighbours, found.neighbour_similarity

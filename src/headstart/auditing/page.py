@@ -59,9 +59,10 @@ def _cards(result: AuditResult, kinds: tuple[str, ...], empty: str) -> str:
 
     cards = []
     for r in records[:MAX_CARDS]:
-        if r["kind"] == "label_error":
+        if r["kind"] in ("label_error", "ambiguous_label"):
+            likely = "likely" if r["kind"] == "label_error" else "or"
             cards.append(_card(_text_or_preview(result, r), [
-                ("wrong", f"labeled {r['label']} ({r['split']})"), ("true", f"likely {r['suggested']}"),
+                ("wrong", f"labeled {r['label']} ({r['split']})"), ("true", f"{likely} {r['suggested']}"),
                 ("note", f"p(given label) {r['score']:.3f}"), *names("item", r=r)]))
         elif r["kind"] in ("outlier", "unreadable"):
             detail = f"score {r['score']:.3f}" if r["kind"] == "outlier" else r.get("reason", "")
@@ -104,6 +105,11 @@ def build_page(result: AuditResult) -> str:
         Section("summary", "Summary", table(summary, css_class="kv") + notes),
         Section("label-errors", "Likely label errors",
                 _cards(result, ("label_error",), "No likely label errors found.")),
+        Section("ambiguous-labels", "Ambiguous labels",
+                _cards(result, ("ambiguous_label",), "No ambiguous labels found.") +
+                '<p class="note">Confident learning counts these as issues, but the probe still rates the given '
+                'label at or above chance: often an item between two plausible classes. Worth a look; the clean '
+                'table keeps them.</p>'),
         Section("leaks", "Leaks across the splits and the other data",
                 _cards(result, ("leak", "against"), "No item is in two of fit's splits or in the other data.")),
         Section("duplicates", "Duplicates", _cards(result, ("duplicate", "conflicting"), "No duplicates found.")),

@@ -49,6 +49,7 @@ class Modality(ABC):
     reads_text_tables: ClassVar[bool] = False  # `predict` may take a table's text column as items
     suggested_backbone: ClassVar[str]
     default_batch_size: ClassVar[int] = 64
+    content_fingerprint_note: ClassVar[str] = ""  # what `content_fingerprints` compares, for the audit's notes
     # An embedding graph takes this modality's batches channels-last (images: the decode worker stacks them so,
     # which makes the graph's input a view instead of a copy).
     graph_inputs_channels_last: ClassVar[bool] = False
@@ -90,8 +91,9 @@ class Modality(ABC):
 
     def content_fingerprints(self, items: Sequence) -> np.ndarray | None:
         """Unit rows (one per item) that compare items by their content itself, as a second near-duplicate test
-        beside the embeddings (auditing); None where the embeddings alone decide (text, audio). Images override it:
-        re-encoded copies drift in embedding space but not in their pixels."""
+        beside the embeddings (auditing); None where the embeddings alone decide (audio). Images and texts override
+        it: re-encoded copies drift in embedding space but not in their pixels, and how far a re-cased copy of a
+        sentence drifts depends on the backbone."""
         return None
 
     @abstractmethod

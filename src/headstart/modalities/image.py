@@ -97,6 +97,7 @@ class ImageModality(Modality):
     file_extensions = IMAGE_EXTENSIONS
     suggested_backbone = "efficientnet_lite0"
     default_batch_size = 64
+    content_fingerprint_note = f"{THUMBNAIL_SIZE}x{THUMBNAIL_SIZE} grayscale thumbnails"
 
     def describe(self, item: Any, index: int) -> str:
         return f"item #{index}" if isinstance(item, np.ndarray) else str(item)
@@ -126,7 +127,7 @@ class ImageModality(Modality):
         """Unit rows of each image's THUMBNAIL_SIZE-pixel grayscale thumbnail, its mean removed (zero rows for an
         unreadable or uniform image, which then match nothing). JPEGs decode at a reduced scale (draft), so a photo
         costs about a millisecond. Hand-written because embeddings alone miss re-encoded copies (auditing's
-        THUMBNAIL_THRESHOLD says what was measured)."""
+        CONTENT_THRESHOLD says what was measured)."""
         side = THUMBNAIL_SIZE
         out = np.zeros((len(items), side * side), dtype=np.float32)
         for i, item in enumerate(items):
