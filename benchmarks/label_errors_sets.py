@@ -1,0 +1,133 @@
+"""Issue 24, label errors beyond the acceptance sets: does `audit`'s rule hold on data it was not tuned on?
+
+For each data set, a seeded share of the labels (`--noise`, default 5%, 10% and 20%) is flipped, each to another
+class at random; `find_label_errors` (audit's label-error step) runs on the cached embeddings, and the table compares
+precision and recall of:
+- `issues`: everything confident learning (cleanlab) flags: what audit reported as label errors before;
+- `likely errors`: the issues whose given label the probe rates below chance (1 / the number of classes): what audit
+  reports as likely label errors now (the others are listed as ambiguous);
+- `best cut`: the best precision among the cuts of audit's ranking (least likely label first) whose recall is at least
+  0.6: what any threshold on this ranking could reach.
+
+Sets (shared data; at most `--items` rows each, seeded): CIFAR-10 train (efficientnet_lite0), hymenoptera train
+(efficientnet_lite0), SST-2 train (minilm), TREC-6 (minilm), Banking77 (minilm), FSDD (speech_embedding).
+
+  PYTHONPATH=src python benchmarks/label_errors_sets.py          # embeddings cached after the first run
+  PYTHONPATH=src python benchmarks/label_errors_sets.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import _common
+import numpy as np
+from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
+
+COLUMNS = ["set", "backbone", "classes", "items", "noise", "flipped", "issues", "issues precision", "issues recall",
+           "likely errors", "precision", "recall", "best cut precision"]
+
+
+def folder_items(root: Path) -> tuple[list[str], np.ndarray]:
+    """(files, class names) of a folder of class folders."""
+    pairs = [(str(p), c.name) for c in sorted(root.iterdir()) if c.is_dir() for p in sorted(c.iterdir())]
+    return [p for p, _ in pairs], np.array([c for _, c in pairs])
+
+
+def table_items(path: Path) -> tuple[list[str], np.ndarray]:
+    """(texts, labels) of a text table; the label column is the one that is not `text`."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, keep_default_na=False)
+    label = next(c for c in frame.columns if c != "text")
+    return list(frame.text), frame[label].astype(str).to_numpy()
+
+
+def subsample(items: list, labels: np.ndarray, limit: int, seed: int) -> tuple[list, np.ndarray]:
+    if len(items) <= limit:
+        return items, labels
+    rows = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
+    return [items[i] for i in rows], labels[rows]
+
+
+def flip(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, set[int]]:
+    """`labels` with a seeded `share` of them changed to another class at random, and the changed rows."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    rows = rng.choice(len(labels), round(share * len(labels)), replace=False)
+    noisy = labels.copy()
+    noisy[rows] = [rng.choice(classes[classes != label]) for label in labels[rows]]
+    return noisy, set(rows.tolist())
+
+
+def score(found: set[int], flipped: set[int]) -> tuple[int, float, float]:
+    hits = len(found & flipped)
+    return len(found), round(hits / max(len(found), 1), 3), round(hits / max(len(flipped), 1), 3)
+
+
+def best_cut(probabilities: np.ndarray, given: np.ndarray, flipped: set[int]) -> float:
+    order = np.argsort(probabilities[np.arange(len(given)), given], kind="stable")
+    hits = np.cumsum([int(i) in flipped for i in order])
+    precision, recall = hits / np.arange(1, len(order) + 1), hits / max(len(flipped), 1)
+    return round(float(precision[recall >= 0.6].max()), 3) if (recall >= 0.6).any() else 0.0
+
+
+def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: float, seed: int) -> dict[str, Any]:
+    from headstart.auditing.label_errors import find_label_errors
+
+    noisy, flipped = flip(labels, noise, seed)
+    classes = sorted(set(labels))
+    given = np.searchsorted(classes, noisy)
+    found = find_label_errors(x, given, classes, seed=seed)
+    issues = set(found.flagged.tolist()) | set(found.ambiguous.tolist())
+    n_issues, issue_p, issue_r = score(issues, flipped)
+    n_likely, p, r = score(set(found.flagged.tolist()), flipped)
+    return {"set": name, "backbone": backbone, "classes": len(classes), "items": len(labels), "noise": noise,
+            "flipped": len(flipped), "issues": n_issues, "issues precision": issue_p, "issues recall": issue_r,
+            "likely errors": n_likely, "precision": p, "recall": r,
+            "best cut precision": best_cut(found.probabilities, given, flipped)}
+
+
+def sets(args: argparse.Namespace, folder: Path | None) -> list[tuple[str, str, list, np.ndarray, str]]:
+    """(name, backbone, items, labels, modality) of each set."""
+    if args.smoke:
+        table_path, bert = _common.smoke_text(folder / "text", per_class=40)
+        images = _common.smoke_images(folder / "images", per_class=20)
+        return [("smoke text", str(bert), *table_items(table_path), "text"),
+                ("smoke images", "smallcnn", *folder_items(images), "image")]
+    return [("CIFAR-10", "efficientnet_lite0", *folder_items(shared("images/cifar10/train")), "image"),
+            ("hymenoptera", "efficientnet_lite0", *folder_items(shared("images/hymenoptera/train")), "image"),
+            ("SST-2", "minilm", *table_items(shared("text/sst2/train.csv")), "text"),
+            ("TREC-6", "minilm", *table_items(shared("text/trec6/train.csv")), "text"),
+            ("Banking77", "minilm", *table_items(shared("text/banking77/train.csv")), "text"),
+            ("FSDD", "speech_embedding", *folder_items(shared("audio/fsdd/train")), "audio")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=3000, help="rows per set at most (seeded sample)")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--seed", type=int, default=0)
+    add_smoke_option(parser)
+    args = parser.parse_args()
+    folder = start_smoke() if args.smoke else None
+    if not args.smoke:
+        quiet_fits(_common.OUT / "cache")
+    from suggest_curves import embedded
+
+    rows = []
+    for name, backbone, items, labels, modality in sets(args, folder):
+        items, labels = subsample(items, labels, args.items, args.seed)
+        size = {"image_size": 32} if args.smoke and modality == "image" else {}
+        x = embedded(backbone, items, modality, **size)
+        for noise in args.noise:
+            rows.append(run_set(name, backbone, x, labels, noise, args.seed))
+            print(table(rows[-1:], COLUMNS), flush=True)
+    print(table(rows, COLUMNS))
+    _common.write_results("label_errors_sets", {"settings": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
