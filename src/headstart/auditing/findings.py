@@ -3,7 +3,7 @@ and list show them."""
 
 KINDS = {
     "label_error": "likely label errors",
-    "ambiguous_label": "ambiguous labels (kept: the probe is unsure, not sure they are wrong)",
+    "ambiguous_label": "ambiguous labels (kept in the clean table)",
     "leak": "duplicates across fit's splits (leaks)",
     "against": "duplicates of an item of the other data",
     "duplicate": "duplicates within one split",
