@@ -26,7 +26,8 @@ th { font-weight: 600; background: #f1f4f7; }
 .figure svg { max-width: 100%; height: auto; }
 .note { color: var(--muted); font-size: 13px; }
 .mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px; }
-.mistake { border: 1px solid var(--line); border-radius: 6px; padding: 8px; font-size: 13px; }
+.mistake { border: 1px solid var(--line); border-radius: 6px; padding: 8px; font-size: 13px; min-width: 0;
+            overflow-wrap: anywhere; }
 .mistake .wrong { color: #b3261e; font-weight: 600; } .mistake .true { color: #1e7b34; }
 img.thumb { display: block; max-width: 100%; image-rendering: auto; margin-bottom: 4px; }
 q.text { display: block; font-style: italic; margin-bottom: 4px; }
