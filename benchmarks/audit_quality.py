@@ -117,11 +117,23 @@ def ranking_ceiling(x: np.ndarray, noisy: list[str], flipped: set[int], seed: in
     classes = sorted(set(noisy))
     y = np.searchsorted(classes, noisy)
     probs, _ = out_of_fold_probabilities(x, y, len(classes), seed)
-    order = np.argsort(probs[np.arange(len(y)), y], kind="stable")
+    precision, recall = ranking_curve(probs, y, flipped)
+    return {"precision at k = flipped": round(float(precision[max(len(flipped), 1) - 1]), 3),
+            "best precision at recall >= 0.6": best_cut(precision, recall)}
+
+
+def ranking_curve(probabilities: np.ndarray, given: np.ndarray, flipped: set[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall of the flipped items at every cut of the ranking by the given label's probability
+    (least likely first)."""
+    order = np.argsort(probabilities[np.arange(len(given)), given], kind="stable")
     hits = np.cumsum([int(i) in flipped for i in order])
-    precision, recall = hits / np.arange(1, len(order) + 1), hits / max(len(flipped), 1)
-    return {"precision at k = flipped": round(float(precision[len(flipped) - 1]), 3),
-            "best precision at recall >= 0.6": round(float(precision[recall >= 0.6].max()), 3)}
+    return hits / np.arange(1, len(order) + 1), hits / max(len(flipped), 1)
+
+
+def best_cut(precision: np.ndarray, recall: np.ndarray, bar: float = 0.6) -> float:
+    """The best precision among the cuts whose recall is at least `bar` (0 when none is)."""
+    reached = recall >= bar
+    return round(float(precision[reached].max()), 3) if reached.any() else 0.0
 
 
 def similarity_profile(backbone: str, data: dict[str, Any], max_length: int | None) -> dict[str, Any]:

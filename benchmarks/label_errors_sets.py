@@ -25,6 +25,7 @@ from typing import Any
 import _common
 import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
+from audit_quality import best_cut, ranking_curve
 
 COLUMNS = ["set", "backbone", "classes", "items", "noise", "flipped", "issues", "issues precision", "issues recall",
            "likely errors", "precision", "recall", "best cut precision"]
@@ -67,13 +68,6 @@ def score(found: set[int], flipped: set[int]) -> tuple[int, float, float]:
     return len(found), round(hits / max(len(found), 1), 3), round(hits / max(len(flipped), 1), 3)
 
 
-def best_cut(probabilities: np.ndarray, given: np.ndarray, flipped: set[int]) -> float:
-    order = np.argsort(probabilities[np.arange(len(given)), given], kind="stable")
-    hits = np.cumsum([int(i) in flipped for i in order])
-    precision, recall = hits / np.arange(1, len(order) + 1), hits / max(len(flipped), 1)
-    return round(float(precision[recall >= 0.6].max()), 3) if (recall >= 0.6).any() else 0.0
-
-
 def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: float, seed: int) -> dict[str, Any]:
     from headstart.auditing.label_errors import find_label_errors
 
@@ -87,7 +81,7 @@ def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: 
     return {"set": name, "backbone": backbone, "classes": len(classes), "items": len(labels), "noise": noise,
             "flipped": len(flipped), "issues": n_issues, "issues precision": issue_p, "issues recall": issue_r,
             "likely errors": n_likely, "precision": p, "recall": r,
-            "best cut precision": best_cut(found.probabilities, given, flipped)}
+            "best cut precision": best_cut(*ranking_curve(found.probabilities, given, flipped))}
 
 
 def sets(args: argparse.Namespace, folder: Path | None) -> list[tuple[str, str, list, np.ndarray, str]]:

@@ -119,15 +119,29 @@ def test_typiclust_takes_one_item_of_each_uncovered_cluster():
 
 
 def test_the_clean_table_keeps_the_first_kept_copy_of_each_duplicate():
-    pair = [("duplicate", 1, 2), ("leak", 3, 2), ("duplicate", 4, 5), ("conflicting", 6, 5)]
-    records = [{"kind": "label_error", "index": 2}, {"kind": "against", "index": 7}]
-    records += [{"kind": kind, "index": a, "other_index": b} for kind, a, b in pair]
-    readable = np.ones(9, dtype=bool)
+    pair = [("duplicate", 1, 2), ("leak", 3, 2), ("duplicate", 4, 5), ("conflicting", 6, 5), ("conflicting", 9, 10)]
+    records = [{"kind": "label_error", "index": 2}, {"kind": "against", "index": 7},
+               {"kind": "ambiguous_label", "index": 0}]
+    records += [{"kind": kind, "index": a, "other_index": b, "exact": kind != "conflicting" or a == 6}
+                for kind, a, b in pair]
+    readable = np.ones(11, dtype=bool)
     readable[8] = False
     keep = items_to_keep(readable, records)
     # 2 is a label error (its copies 1 and 3 stay: 1 is first, 3 copies only a dropped item); 5 copies 4; 6 copies
-    # only 5, which is dropped; 7 is in the other data; 8 is unreadable
-    assert np.flatnonzero(keep).tolist() == [0, 1, 3, 4, 6]
+    # only 5, which is dropped; 7 is in the other data; 8 is unreadable; 0 is ambiguous, not wrong: kept; 9 and 10
+    # are a near pair with different labels: both kept for a person to judge (6 and 5 were the same content)
+    assert np.flatnonzero(keep).tolist() == [0, 1, 3, 4, 6, 9, 10]
+
+
+def test_texts_equal_after_folding_case_and_punctuation_have_equal_fingerprints():
+    from headstart.modalities import get_modality
+
+    prints = get_modality("text").content_fingerprints(
+        ["Hello, World!", "hello   world", "item 1", "item 2", "!!!", "great 😀", "great 😡"])
+    assert prints[0] @ prints[1] == pytest.approx(1.0)
+    assert abs(prints[2] @ prints[3]) < 0.5 and abs(prints[5] @ prints[6]) < 0.5  # one character apart: unrelated
+    assert not prints[4].any()  # no words: matches nothing
+    assert np.allclose(np.linalg.norm(prints[[0, 2, 3, 5]], axis=1), 1.0)
 
 
 @pytest.fixture(scope="module")

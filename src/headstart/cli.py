@@ -245,6 +245,8 @@ def audit(
     if json_output:
         sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
         return
+    from rich.markup import escape
+
     from .auditing.findings import KINDS
 
     table = Table(title=f"{result.data}: {result.items:,} items audited with {result.backbone}")
@@ -253,7 +255,7 @@ def audit(
     table.add_column("first", overflow="fold")
     for kind, text in KINDS.items():
         found = result.of_kind(kind)
-        first = found[0]["item"][:80] if found else ""
+        first = escape(found[0]["item"][:80]) if found else ""  # user text, not rich markup
         table.add_row(text, str(len(found)), first)
     out_console.print(table)
     wrote = [str(p) for p in (out, out.with_suffix(".csv") if out else None, write_clean) if p is not None]

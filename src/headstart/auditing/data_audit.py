@@ -100,8 +100,8 @@ class AuditResult:
         """Write the findings as a table (CSV by default, or JSONL/TSV/Parquet by the suffix), one row each."""
         import pandas as pd
 
-        columns = ["kind", "rank", "item", "split", "label", "suggested", "score", "other_item", "other_split",
-                   "other_label", "similarity", "exact"]
+        columns = ["kind", "rank", "index", "item", "split", "label", "suggested", "score", "other_index", "other_item",
+                   "other_split", "other_label", "similarity", "exact", "same_content"]
         frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in self.records], columns=columns)
         return write_frame(Path(path), frame)
 
@@ -177,7 +177,7 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
             f"seeded splits averaged, C "
             f"{found.strength:g} by cross-validated log loss), "
             "confident learning (cleanlab); score = the probability of the given label; an issue whose label the "
-            f"probe still rates at or above chance (1/{len(np.unique(a.labels[rows]))}) is listed as ambiguous and "
+            f"probe still rates at or above chance (1/{found.classes_present}) is listed as ambiguous and "
             "kept in the clean table")
     return records, found.overlapping, [note]
 
@@ -408,13 +408,14 @@ def _write_outputs(result: AuditResult, clean_path: Path | None, page_path: Path
 def items_to_keep(readable: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
     """Per item, whether the clean table keeps it: readable, not a likely label error, not in the other data, and
     not a copy of an earlier item that is kept (so a chain of near duplicates keeps its first item, and the copy
-    of a dropped label error is not dropped for it)."""
+    of a dropped label error is not dropped for it). A near (not exact) pair in one split whose labels differ keeps
+    both: they may be two items (":)" and ":(" fold alike), and which label is right is for a person to say."""
     keep = readable.copy()
     earlier: dict[int, list[int]] = {}
     for r in records:
         if r["kind"] in ("label_error", "against"):
             keep[r["index"]] = False
-        elif r["kind"] in ("leak", "duplicate", "conflicting"):
+        elif r["kind"] in ("leak", "duplicate") or (r["kind"] == "conflicting" and r["exact"]):
             first, later = sorted((r["index"], r["other_index"]))
             earlier.setdefault(later, []).append(first)
     for later in sorted(earlier):

@@ -93,5 +93,5 @@ def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float
             if digests[a] != other[b]:
                 near.setdefault((a, b), DuplicatePair(a, b, float(unit[a] @ references[b]), False)).same_content = True
     pairs += near.values()
-    pairs.sort(key=lambda p: (not p.exact, -p.similarity, p.a, p.b))
+    pairs.sort(key=lambda p: (not p.exact, not p.same_content, -p.similarity, p.a, p.b))  # certain copies first
     return pairs, found.neighbours, found.neighbour_similarity

@@ -59,10 +59,13 @@ def _cards(result: AuditResult, kinds: tuple[str, ...], empty: str) -> str:
 
     cards = []
     for r in records[:MAX_CARDS]:
-        if r["kind"] in ("label_error", "ambiguous_label"):
-            likely = "likely" if r["kind"] == "label_error" else "or"
+        if r["kind"] == "label_error":
             cards.append(_card(_text_or_preview(result, r), [
-                ("wrong", f"labeled {r['label']} ({r['split']})"), ("true", f"{likely} {r['suggested']}"),
+                ("wrong", f"labeled {r['label']} ({r['split']})"), ("true", f"likely {r['suggested']}"),
+                ("note", f"p(given label) {r['score']:.3f}"), *names("item", r=r)]))
+        elif r["kind"] == "ambiguous_label":
+            cards.append(_card(_text_or_preview(result, r), [
+                ("given", f"labeled {r['label']} ({r['split']})"), ("note", f"maybe {r['suggested']}"),
                 ("note", f"p(given label) {r['score']:.3f}"), *names("item", r=r)]))
         elif r["kind"] in ("outlier", "unreadable"):
             detail = f"score {r['score']:.3f}" if r["kind"] == "outlier" else r.get("reason", "")
@@ -70,7 +73,8 @@ def _cards(result: AuditResult, kinds: tuple[str, ...], empty: str) -> str:
             cards.append(_card(body, [("wrong", f"{r['label']} ({r['split']})"), ("note", detail),
                                       *([] if body and not named else [("note", r["item"])])]))
         else:
-            same = "same content" if r["exact"] else f"cosine {r['similarity']:.3f}"
+            same = ("same content" if r["exact"] else "same content after folding (see the notes)"
+                    if r.get("same_content") else f"cosine {r['similarity']:.3f}")
             cards.append(_card(_text_or_preview(result, r) + _other_preview(result, r), [
                 ("wrong", f"{r['split']} / {r['other_split']}: {same}"),
                 ("note", f"labels {r['label']} / {r['other_label']}"), *names("item", "other_item", r=r)]))

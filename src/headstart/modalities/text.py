@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,14 @@ from .base import Batch, Modality, epoch_seed, item_label, modality_of_file, reg
 
 TEXT_FILE_EXTENSIONS = frozenset({".txt", ".text"})
 FINGERPRINT_BYTES = 64  # the length of a text's content fingerprint (its folded text's digest), one column a byte
-_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def fold_text(text: str) -> str:
+    """`text` with case folded, punctuation (Unicode category P: . , ; : ! ? ' " - ( ) % # ...) replaced by spaces
+    and spaces collapsed. Symbols (category S: emoji, + = $ ...) are kept: "great 😀" and "great 😡" stay apart.
+    Texts that differ only in punctuation (":)" against ":(") fold alike; where their labels differ the audit lists
+    them as conflicting and its clean table keeps both."""
+    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in text.casefold()).split())
 
 
 class _Texts(torch.utils.data.Dataset):
@@ -65,7 +72,7 @@ class TextModality(Modality):
 
     def content_fingerprints(self, items: Sequence) -> np.ndarray:
         """Unit rows, equal for texts that are equal once case is folded, punctuation dropped and spaces collapsed,
-        and nearly orthogonal otherwise: each row is the folded text's 64-byte BLAKE2 digest, centred, as a unit
+        (`fold_text`) and nearly orthogonal otherwise: each row is the folded text's 64-byte BLAKE2 digest, centred, as a unit
         vector (two different texts reach the audit's 0.99 with a chance far below 1e-20); a text with no words is
         a zero row and matches nothing. A copy with other case or punctuation is then found whatever the backbone
         (benchmarks/RESULTS.md, issue 24: at the embeddings' 0.9, minilm found 98% of such SST-2 copies, mpnet 90%).
@@ -73,7 +80,7 @@ class TextModality(Modality):
         hundreds of templated texts that differ in one number (benchmarks/audit_speed.py's items)."""
         rows = np.zeros((len(items), FINGERPRINT_BYTES), dtype=np.float32)
         for i, text in enumerate(items):
-            folded = " ".join(_PUNCTUATION.sub(" ", str(text).casefold()).split())
+            folded = fold_text(str(text))
             if folded:
                 digest = hashlib.blake2b(folded.encode("utf-8"), digest_size=FINGERPRINT_BYTES).digest()
                 rows[i] = np.frombuffer(digest, dtype=np.uint8) - 127.5
