@@ -18,9 +18,9 @@ audit_quality.py) is fitted on the labeled items and scored on the test set. Met
 The table gives mean accuracy per labels-per-class, and for each suggest budget the labels random needs to reach the
 same accuracy (interpolated on random's mean curve) divided by suggest's labels: the issue asks for at least 1.5.
 
-  PYTHONPATH=src python benchmarks/suggest_curves.py --sets cifar10              # 10 rounds: ~25 min on 2 loaded cores
-  PYTHONPATH=src python benchmarks/suggest_curves.py --sets banking77 --rounds 3  # k-means into up to 77 x rounds
-                                                                                  # clusters of 8,003 items each round
+  PYTHONPATH=src python benchmarks/suggest_curves.py --sets cifar10     # 10 rounds, 3 seeds
+  PYTHONPATH=src python benchmarks/suggest_curves.py --sets banking77   # k-means into 77 x round clusters of the
+                                                                        # 8,003 items each round: 3-6 s a round
   PYTHONPATH=src python benchmarks/suggest_curves.py --smoke
 """
 
