@@ -2,10 +2,10 @@
 
 - Without a model (cold start, few or no labels): TypiClust (Hacohen, Dekel and Weinshall, "Active Learning on a
   Budget", ICML 2022). The embeddings are split by k-means into as many clusters as there will be labeled items
-  (labeled + budget); in each cluster that holds no labeled item yet, largest first, the most typical item is
-  chosen: the one with the highest inverse mean distance to its nearest neighbours within the cluster (20, as in
-  the paper). Typical items of distinct clusters label the dense regions first, which is what helps when labels
-  are few.
+  (labeled + budget; the best of up to 10 seeded runs when clusters are few); in each cluster that holds no
+  labeled item yet, largest first, the most typical item is chosen: the one with the highest inverse mean distance
+  to its nearest neighbours within the cluster (20, as in the paper). Typical items of distinct clusters label
+  the dense regions first, which is what helps when labels are few.
 - With a trained model: margin uncertainty within clusters (cluster-margin in the spirit of BADGE, Ash et al.
   2020: uncertain *and* diverse): k-means into `budget` clusters of the candidates, and in each the item whose
   two most probable classes are closest.
