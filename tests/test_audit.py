@@ -17,7 +17,7 @@ from headstart.auditing.data_audit import items_to_keep
 from headstart.auditing.label_errors import find_label_errors
 from headstart.auditing.outliers import find_outliers, outlier_scores
 from headstart.auditing.similarity import scan, unit_rows
-from headstart.auditing.suggestions import margin_within_clusters, typiclust
+from headstart.auditing.suggestions import kmeans, margin_within_clusters, typiclust
 from headstart.cli import app
 from headstart.data import load_data
 
@@ -116,6 +116,15 @@ def test_typiclust_takes_one_item_of_each_uncovered_cluster():
     probabilities[[5, 50, 130]] = [0.55, 0.45]  # uncertain items in three blobs
     chosen, reasons, _ = margin_within_clusters(unit, probabilities, np.ones(len(x), bool), 6, ["p", "q"], seed=0)
     assert {5, 50, 130} <= set(chosen) and len(set(blob[chosen])) == 6 and "margin 0.100" in reasons[0]
+
+
+def test_few_clusters_keep_the_best_of_several_kmeans_runs_and_find_every_blob():
+    rng = np.random.default_rng(0)  # one k-means++ run splits a blob and merges two others for 2 of these 20 seeds
+    blob = np.repeat(np.arange(8), 25)
+    x = (rng.standard_normal((8, 16)) * 3)[blob] + rng.standard_normal((len(blob), 16))
+    for seed in range(20):
+        ids = kmeans(x, 8, seed)
+        assert all(len(set(ids[blob == b])) == 1 for b in range(8)) and len(set(ids)) == 8, seed
 
 
 def test_the_clean_table_keeps_the_first_kept_copy_of_each_duplicate():
