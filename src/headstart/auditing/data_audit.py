@@ -279,7 +279,7 @@ def audit(
     seconds["label_errors"] = time.perf_counter() - t
     t = time.perf_counter()
     found, neighbour_sims, fingerprinted = _duplicate_records(audited, rows, embeddings, other, other_embedded,
-                                                       near_threshold)
+                                                              near_threshold)
     records += found + _outlier_records(audited, rows, neighbour_sims)
     records += [_item_record("unreadable", audited, i, reason=reason) for i, reason in failures]
     seconds["duplicates_outliers"] = time.perf_counter() - t
