@@ -212,6 +212,17 @@ def select(
 
 
 @app.command()
+def _audit_groups() -> list[FieldGroup]:
+    """The option objects' fields that apply to an audit: as `fit` reads, splits and embeds the data."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("data_options", (DataOptions,), "Data (as fit reads and splits it)",
+                       only=("text_column", "label_column", "val_size", "test_size")),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
+
+
+@app.command(cls=generated_command(_audit_groups))
 @friendly
 def audit(
     data: str = typer.Argument(..., help="Labeled data, as `fit` takes it."),
@@ -224,24 +235,16 @@ def audit(
     near_threshold: float | None = typer.Option(None, help="Cosine similarity of the (mean-centred) embeddings "
                                                           "from which two items count as near duplicates (default "
                                                           "0.9, measured: README)."),
-    val_size: str = typer.Option("0.1", help="Validation split `fit` would cut (for the leak check)."),
-    test_size: str = typer.Option("0.2", help="Test split `fit` would cut (for the leak check)."),
-    seed: int = typer.Option(0, help="The seed `fit` would split with."),
-    text_column: str | None = typer.Option(None),
-    label_column: str | None = typer.Option(None),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
 ) -> None:
     """Find likely label errors, duplicates, leaks across fit's splits, outliers and overlapping classes in DATA."""
     from .auditing import audit as audit_data
+    from .options import BackboneOptions, DataOptions, RunOptions
 
+    given = generated_values()
     threshold = {"near_threshold": near_threshold} if near_threshold is not None else {}
-    result = audit_data(data, backbone, against=against, val_size=_size(val_size),
-                        test_size=_size(test_size), seed=seed, text_column=text_column, label_column=label_column,
-                        image_size=image_size, max_length=max_length, precision=precision, cache=cache, out=out,
-                        write_clean=write_clean, **threshold)
+    result = audit_data(data, BackboneOptions(name=backbone, **given["backbone"]), against=against, out=out,
+                        write_clean=write_clean, data_options=DataOptions(**given["data_options"]),
+                        run_options=RunOptions(**given["run_options"]), **threshold)
     if json_output:
         sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
         return
@@ -263,7 +266,16 @@ def audit(
         out_console.print(f"wrote {', '.join(wrote)}", highlight=False, soft_wrap=True)
 
 
-@app.command()
+def _suggest_groups() -> list[FieldGroup]:
+    """The option objects' fields that apply to choosing items: how the unlabeled data are read and embedded."""
+    from .options import BackboneOptions, DataOptions, RunOptions
+
+    return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column",)),
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
+
+
+@app.command(cls=generated_command(_suggest_groups))
 @friendly
 def suggest(
     unlabeled: str = typer.Argument(..., help="Unlabeled items: an image or audio folder, a table's text column, a "
@@ -275,19 +287,16 @@ def suggest(
     labeled: str | None = typer.Option(None, help="Labeled data so far (as `fit` takes it): never suggested again; "
                                                   "clusters they cover are skipped."),
     out: Path = typer.Option(Path("to_label.csv"), help="Table to fill in: the item, an empty label, the reason."),
-    seed: int = typer.Option(0),
-    text_column: str | None = typer.Option(None),
-    image_size: int | None = typer.Option(None, help="Input size for image backbones (default: backbone's)."),
-    max_length: int | None = typer.Option(None, help="Token limit for text backbones (default 128)."),
-    precision: str = typer.Option("auto", help="auto (bfloat16 where fast), fp32 or bf16."),
-    cache: bool = typer.Option(True, help="Read and write the embedding cache that `fit` uses."),
 ) -> None:
     """Choose which unlabeled items to label next; writes a table to fill in that `fit` reads with the labeled data."""
     from .auditing import suggest as suggest_items
+    from .options import BackboneOptions, DataOptions, RunOptions
 
-    result = suggest_items(unlabeled, budget, model=model, backbone=backbone, labeled=labeled, out=out, seed=seed,
-                           text_column=text_column, image_size=image_size, max_length=max_length,
-                           precision=precision, cache=cache)
+    given = generated_values()
+    net = BackboneOptions(name=backbone, **given["backbone"]) if backbone is not None else None
+    result = suggest_items(unlabeled, budget, model=model, backbone=net, labeled=labeled, out=out,
+                           data_options=DataOptions(**given["data_options"]),
+                           run_options=RunOptions(**given["run_options"]))
     for item, reason in zip(result.to_dict()["items"], result.reasons):
         out_console.print(f"{item[:80]}  [dim]{reason}[/]", highlight=False, soft_wrap=True)
     out_console.print(f"wrote {len(result.items)} items ({result.method}, of {result.candidates:,} candidates) to "

@@ -25,7 +25,6 @@ import numpy as np
 
 from .._util import atomic_write_bytes, check_writable
 from ..api import prepare_splits
-from ..backbones import resolve_backbone
 from ..data import Dataset, Splits, load_data
 from ..data.frames import InMemoryData
 from ..data.unlabeled import read_unlabeled
@@ -33,7 +32,8 @@ from ..embedding_cache import backbone_cache
 from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
-from ..settings import PRECISIONS, check_choice, check_range
+from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, sorted_into
+from ..settings import check_range
 from .duplicates import CONTENT_THRESHOLD, NEAR_THRESHOLD, duplicate_pairs
 from .findings import KINDS
 from .label_errors import REPEATS, find_label_errors
@@ -236,23 +236,18 @@ def _check_out_files(paths: list[Path | None], inputs: list[Any]) -> None:
 
 def audit(
     data: str | Path | Dataset | Splits | InMemoryData,
-    backbone: str,
+    backbone: str | BackboneOptions,
     *,
     against: str | Path | Splits | None = None,
     near_threshold: float = NEAR_THRESHOLD,
-    val_size: float | int = 0.1,
-    test_size: float | int = 0.2,
-    seed: int = 0,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    image_size: int | None = None,
-    max_length: int | None = None,
-    precision: str = "auto",
-    cache: bool = True,
     out: str | Path | None = None,
     write_clean: str | Path | None = None,
+    data_options: DataOptions | None = None,
+    run_options: RunOptions | None = None,
+    **options: Any,
 ) -> AuditResult:
-    """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone`.
+    """Audit labeled `data` (anything `fit` takes) with the embeddings of `backbone` (a name, or `fit`'s backbone
+    options: `image_size`, `max_length`, `weights` apply).
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
     similarity of the mean-centred embeddings at least `near_threshold`; images and texts also by their content, see
@@ -263,14 +258,22 @@ def audit(
     `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
     duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
     but right), which `fit` reads.
+    The option objects are `fit`'s: `data_options` (`text_column`, `label_column`, and `val_size`, `test_size` for
+    the splits leaks are judged by), `run_options` (`seed`, the splits' as in `fit`; `precision`, `cache`); as in
+    `fit`, their fields may be given as keywords (`seed=1`, `image_size=64`).
     """
-    clean_path, page_path, list_path = _check_audit_settings(data, against, near_threshold, seed, image_size,
-                                                             max_length, precision, out, write_clean)
+    loose = dict(options)
+    net_options = sorted_into(backbone_options(backbone), BackboneOptions, loose)
+    data_options = sorted_into(data_options, DataOptions, loose)
+    run = sorted_into(run_options, RunOptions, loose)
+    if loose:
+        raise SettingsError(f"audit has no option {', '.join(sorted(loose))}")
+    seed = run.seed
+    clean_path, page_path, list_path = _check_audit_settings(data, against, near_threshold, out, write_clean)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     audited, source, (embeddings, readable, failures), other, other_embedded = _load_and_embed(
-        data, backbone, against, text_column, label_column, val_size, test_size, seed, image_size, max_length,
-        precision, cache, seconds)
+        data, net_options, data_options, run, against, seconds)
     rows = np.flatnonzero(readable)
     if len(rows) < 2:
         raise DataError(f"{source}: fewer than two readable items to audit")
@@ -285,11 +288,11 @@ def audit(
     seconds["duplicates_outliers"] = time.perf_counter() - t
     keep = items_to_keep(readable, records)
     _rank_within_kinds(records)
-    notes.append(_duplicates_note(near_threshold, fingerprinted, get_modality(audited.modality), seed, val_size,
-                                 test_size))
+    notes.append(_duplicates_note(near_threshold, fingerprinted, get_modality(audited.modality), seed,
+                                  data_options.val_size, data_options.test_size))
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
-    result = AuditResult(source, audited.modality, backbone, audited.classes, len(audited), sizes, near_threshold,
+    result = AuditResult(source, audited.modality, net_options.name, audited.classes, len(audited), sizes, near_threshold,
                          records, overlapping, keep, audited, str(against) if against is not None else None,
                          {k: round(v, 2) for k, v in seconds.items()}, notes)
     log.info("audit: %s", ", ".join(f"{n} {KINDS[k]}" for k, n in result.counts().items() if n) or "nothing found")
@@ -297,18 +300,19 @@ def audit(
     return result
 
 
-def _load_and_embed(data: Any, backbone: str, against: Any, text_column: str | None, label_column: str | None,
-                    val_size: float | int, test_size: float | int, seed: int, image_size: int | None,
-                    max_length: int | None, precision: str, cache: bool, seconds: dict[str, float]) -> tuple:
+def _load_and_embed(data: Any, net_options: BackboneOptions, data_options: DataOptions, run: RunOptions, against: Any,
+                    seconds: dict[str, float]) -> tuple:
     """The audited items (with fit's splits) and the data's name, their `_embed` result, the `against` items
     (None without) and theirs; the seconds of loading and embedding go into `seconds`."""
     started = time.perf_counter()
-    audited, source = fit_split_items(data, text_column, label_column, val_size, test_size, seed)
-    net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=audited.modality)
-    ensure_same_modality(net.modality, audited.modality, f"backbone '{backbone}'", "the data are",
+    columns = (data_options.text_column, data_options.label_column)
+    audited, source = fit_split_items(data, *columns, data_options.val_size, data_options.test_size, run.seed)
+    net = net_options.resolve(audited.modality)
+    ensure_same_modality(net.modality, audited.modality, f"backbone '{net_options.name}'", "the data are",
                          f"try --backbone {get_modality(audited.modality).suggested_backbone}", HeadstartError)
-    store = backbone_cache(net, precision, cache)
-    other = _against_items(against, text_column, label_column, audited.modality) if against is not None else None
+    precision = run.precision
+    store = backbone_cache(net, precision, run.cache)
+    other = _against_items(against, *columns, audited.modality) if against is not None else None
     seconds["load"] = time.perf_counter() - started
     t = time.perf_counter()
     embedded = _embed(net, audited.items, store, precision, source)
@@ -317,16 +321,11 @@ def _load_and_embed(data: Any, backbone: str, against: Any, text_column: str | N
     return audited, source, embedded, other, other_embedded
 
 
-def _check_audit_settings(data: Any, against: Any, near_threshold: float, seed: int, image_size: int | None,
-                          max_length: int | None, precision: str, out: str | Path | None,
+def _check_audit_settings(data: Any, against: Any, near_threshold: float, out: str | Path | None,
                           write_clean: str | Path | None) -> tuple[Path | None, Path | None, Path | None]:
-    """Refuse settings `audit` cannot run with and outputs it must not or cannot write (one-line errors); the
-    paths of the clean table, the page and the list beside the page."""
+    """Refuse settings `audit` cannot run with and outputs it must not or cannot write (one-line errors; the
+    option objects check their own fields); the paths of the clean table, the page and the list beside the page."""
     check_range("near_threshold", near_threshold, low=0, high=1, low_open=True)
-    check_range("seed", seed, low=0, integer=True)
-    check_range("image_size", image_size, low=1, integer=True)
-    check_range("max_length", max_length, low=1, integer=True)
-    check_choice("precision", precision, PRECISIONS)
     clean_path = Path(write_clean) if write_clean is not None else None
     page_path = Path(out) if out is not None else None
     list_path = page_path.with_suffix(".csv") if page_path is not None else None

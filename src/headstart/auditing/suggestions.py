@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..backbones import resolve_backbone
 from ..data import Dataset, Splits, load_data
 from ..data.unlabeled import UnlabeledData, read_unlabeled
 from ..embedding_cache import backbone_cache
@@ -34,7 +33,8 @@ from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..model import TrainedModel, model_folder
-from ..settings import PRECISIONS, check_choice, check_range
+from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, sorted_into
+from ..settings import check_range
 from .similarity import scan, unit_rows
 
 log = logging.getLogger("headstart")
@@ -182,26 +182,33 @@ def suggest(
     budget: int,
     *,
     model: str | Path | TrainedModel | None = None,
-    backbone: str | None = None,
+    backbone: str | BackboneOptions | None = None,
     labeled: str | Path | Dataset | Splits | None = None,
     out: str | Path | None = None,
-    seed: int = 0,
-    text_column: str | None = None,
-    image_size: int | None = None,
-    max_length: int | None = None,
-    precision: str = "auto",
-    cache: bool = True,
+    data_options: DataOptions | None = None,
+    run_options: RunOptions | None = None,
+    **options: Any,
 ) -> Suggestion:
     """Choose `budget` items of `unlabeled` (a folder of images or audio, a table's text column, a .txt file) to
     label next: TypiClust on the embeddings of `backbone` (cold start), or with `model` (a trained model or its
     folder) the most uncertain item of each of `budget` clusters. `labeled` (data as `fit` takes them): items
     already labeled, never suggested again; TypiClust skips the clusters they cover. `out`: write the table to
-    fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`)."""
-    out_path = _check_suggest_settings(unlabeled, budget, model, backbone, out, seed, precision)
+    fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`). The option objects are `fit`'s: `backbone` may be its
+    backbone options (`image_size`, `max_length`, `weights`), `data_options` (`text_column`), `run_options` (`seed`,
+    `precision`, `cache`); as in `fit`, their fields may be given as keywords (`seed=1`)."""
+    loose = dict(options)
+    net_options = sorted_into(backbone_options(backbone) if backbone is not None else None, BackboneOptions, loose)
+    text_column = sorted_into(data_options, DataOptions, loose).text_column
+    run = sorted_into(run_options, RunOptions, loose)
+    if loose:
+        raise SettingsError(f"suggest has no option {', '.join(sorted(loose))}")
+    seed = run.seed
+    out_path = _check_suggest_settings(unlabeled, budget, model, backbone, out)
     started = time.perf_counter()
     data = unlabeled if isinstance(unlabeled, UnlabeledData) else read_unlabeled(unlabeled, text_column)
-    trained, net, precision = _suggest_network(data, model, backbone, image_size, max_length, precision)
-    pool = _embed_pool(data, net, _labeled_items(labeled, data.modality), precision, cache, budget)
+    trained, net, precision = _suggest_network(data, model, net_options if backbone is not None else None,
+                                               run.precision)
+    pool = _embed_pool(data, net, _labeled_items(labeled, data.modality), precision, run.cache, budget)
     t = time.perf_counter()
     unit = unit_rows(pool.embeddings, pool.embeddings.mean(axis=0))
     if trained is None:
@@ -223,12 +230,11 @@ def suggest(
     return result
 
 
-def _check_suggest_settings(unlabeled: Any, budget: int, model: Any, backbone: str | None, out: str | Path | None,
-                            seed: int, precision: str) -> Path | None:
-    """Refuse settings `suggest` cannot run with (one-line errors); the output path, if any."""
+def _check_suggest_settings(unlabeled: Any, budget: int, model: Any, backbone: Any, out: str | Path | None
+                            ) -> Path | None:
+    """Refuse settings `suggest` cannot run with (one-line errors; the option objects check their own fields); the
+    output path, if any."""
     check_range("budget", budget, low=1, integer=True)
-    check_range("seed", seed, low=0, integer=True)
-    check_choice("precision", precision, PRECISIONS)
     if (model is None) == (backbone is None):
         raise SettingsError("give either a backbone (--backbone NAME, cold start) or a trained model (--model RUN), "
                             "not both" if model is not None else "give a backbone (--backbone NAME) for a cold start, "
@@ -240,10 +246,11 @@ def _check_suggest_settings(unlabeled: Any, budget: int, model: Any, backbone: s
     return out_path
 
 
-def _suggest_network(data: UnlabeledData, model: Any, backbone: str | None, image_size: int | None,
-                     max_length: int | None, precision: str) -> tuple[TrainedModel | None, Any, str]:
-    """The trained model (None for a cold start), the network whose embeddings choose, and its precision; refuses
-    a model that is not a classifier and a network of another modality than the data."""
+def _suggest_network(data: UnlabeledData, model: Any, net_options: BackboneOptions | None, precision: str
+                     ) -> tuple[TrainedModel | None, Any, str]:
+    """The trained model (None for a cold start with the backbone `net_options` name), the network whose
+    embeddings choose, and its precision; refuses a model that is not a classifier and a network of another
+    modality than the data."""
     trained = None
     if model is not None:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model_folder(model))
@@ -252,8 +259,8 @@ def _suggest_network(data: UnlabeledData, model: Any, backbone: str | None, imag
         net, precision = trained.backbone, trained.precision
         what = "the model"
     else:
-        net = resolve_backbone(backbone, image_size=image_size, max_length=max_length, modality=data.modality)
-        what = f"backbone '{backbone}'"
+        net = net_options.resolve(data.modality)
+        what = f"backbone '{net_options.name}'"
     ensure_same_modality(net.modality, data.modality, what, f"the unlabeled data ({data.source}) are",
                          f"give unlabeled {net.modality} data", HeadstartError)
     return trained, net, precision
