@@ -79,14 +79,6 @@ def friendly(command: Callable) -> Callable:
     return wrapper
 
 
-def _size(value: str) -> float | int:
-    """'0.2' is a fraction, '500' a count."""
-    try:
-        return float(value) if "." in value else int(value)
-    except ValueError:
-        raise HeadstartError(f"split size must be a fraction like 0.2 or a count like 500, got '{value}'") from None
-
-
 def _file_safe(backbone: str) -> str:
     """A backbone name (`hf:org/model`, a folder path) as part of a default run-folder name."""
     return backbone.replace(":", "_").replace("/", "_")
@@ -211,7 +203,6 @@ def select(
                       "(its embeddings of these items are cached)", highlight=False, soft_wrap=True)
 
 
-@app.command()
 def _audit_groups() -> list[FieldGroup]:
     """The option objects' fields that apply to an audit: as `fit` reads, splits and embeds the data."""
     from .options import BackboneOptions, DataOptions, RunOptions
