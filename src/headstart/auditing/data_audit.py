@@ -167,12 +167,10 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
     found = find_label_errors(embeddings[rows], a.labels[rows], a.classes, seed)
     if found is None:
         return [], [], ["label errors not checked: every class needs at least two readable items"]
-    records = [_item_record("label_error", a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
-               for rank, (i, s, q) in enumerate(zip(found.flagged, found.suggested, found.label_quality), 1)]
-    records += [_item_record("ambiguous_label", a, rows[i], rank=rank, suggested=a.classes[s],
-                             score=round(float(q), 4))
-                for rank, (i, s, q) in enumerate(zip(found.ambiguous, found.ambiguous_suggested,
-                                                     found.ambiguous_quality), 1)]
+    kinds = np.where(found.below_chance, "label_error", "ambiguous_label")  # ranks renumbered within each kind
+    records = [_item_record(str(kind), a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
+               for rank, (kind, i, s, q) in enumerate(zip(kinds, found.issues, found.issue_suggested,
+                                                          found.issue_quality), 1)]
     note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, {REPEATS} "
             f"seeded splits averaged, C "
             f"{found.strength:g} by cross-validated log loss), "

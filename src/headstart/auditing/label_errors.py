@@ -44,22 +44,46 @@ CHOOSE_C_ITEMS = 5_000  # the strength is chosen on at most this many items (sec
 
 @dataclass
 class LabelFindings:
-    """Flagged items (indices into the audited items, most likely wrong first), the class each is likely to be,
-    its given label's out-of-fold probability; the same three for the ambiguous items (issues whose label the
-    probe rates at or above chance); the out-of-fold probabilities of every item, and class pairs that overlap
-    (joint probability of confusing them, most first)."""
+    """Confident learning's issues (indices into the audited items, least likely label first), the class each is
+    likely to be and its given label's out-of-fold probability; the out-of-fold probabilities of every item, and
+    class pairs that overlap (joint probability of confusing them, most first). An issue whose label is below
+    chance is a likely error (`flagged`), the others are ambiguous."""
 
     classes_present: int  # the classes with items: chance is 1 / this
-    flagged: np.ndarray
-    suggested: np.ndarray
-    label_quality: np.ndarray
-    ambiguous: np.ndarray
-    ambiguous_suggested: np.ndarray
-    ambiguous_quality: np.ndarray
+    issues: np.ndarray
+    issue_suggested: np.ndarray
+    issue_quality: np.ndarray
     probabilities: np.ndarray
     overlapping: list[dict]
     folds: int
     strength: float  # the probe's C
+
+    @property
+    def below_chance(self) -> np.ndarray:
+        """Per issue: is its given label's probability below chance (a likely error)."""
+        return self.issue_quality < 1.0 / self.classes_present
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.issues[self.below_chance]
+
+    @property
+    def suggested(self) -> np.ndarray:
+        """The class each flagged item is likely to be."""
+        return self.issue_suggested[self.below_chance]
+
+    @property
+    def label_quality(self) -> np.ndarray:
+        """Each flagged item's given label's out-of-fold probability."""
+        return self.issue_quality[self.below_chance]
+
+    @property
+    def ambiguous(self) -> np.ndarray:
+        return self.issues[~self.below_chance]
+
+    @property
+    def ambiguous_quality(self) -> np.ndarray:
+        return self.issue_quality[~self.below_chance]
 
 
 MAX_ITERATIONS = 300  # L-BFGS iterations per fit (the scikit-learn probe's max_iter before)
@@ -181,8 +205,6 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
     probs, strength = out_of_fold_probabilities(embeddings, dense, len(present), seed, folds)
     issues = np.asarray(cleanlab.filter.find_label_issues(dense, probs, return_indices_ranked_by="self_confidence",
                                                          n_jobs=1), dtype=np.int64)
-    quality = probs[issues, dense[issues]]
-    below_chance = quality < 1.0 / len(present)
     full = np.zeros((len(labels), len(classes)))
     full[:, present] = probs
     names = [classes[c] for c in present]
@@ -190,7 +212,5 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
     overlapping = [{"class_a": row["Class Name A"], "class_b": row["Class Name B"],
                     "items": int(row["Num Overlapping Examples"]), "joint_probability": float(row["Joint Probability"])}
                    for _, row in overlap.iterrows() if row["Num Overlapping Examples"] > 0]
-    suggested = present[probs[issues].argmax(1)]
-    return LabelFindings(len(present), issues[below_chance], suggested[below_chance], quality[below_chance],
-                         issues[~below_chance], suggested[~below_chance], quality[~below_chance], full,
+    return LabelFindings(len(present), issues, present[probs[issues].argmax(1)], probs[issues, dense[issues]], full,
                          overlapping, folds, strength)
