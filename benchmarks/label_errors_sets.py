@@ -31,19 +31,12 @@ COLUMNS = ["set", "backbone", "classes", "items", "noise", "flipped", "issues", 
            "likely errors", "precision", "recall", "best cut precision"]
 
 
-def folder_items(root: Path) -> tuple[list[str], np.ndarray]:
-    """(files, class names) of a folder of class folders."""
-    pairs = [(str(p), c.name) for c in sorted(root.iterdir()) if c.is_dir() for p in sorted(c.iterdir())]
-    return [p for p, _ in pairs], np.array([c for _, c in pairs])
+def labeled_items(path: Path) -> tuple[list[str], np.ndarray]:
+    """(items, class names) of labeled data as `fit` and `audit` read it (a folder of class folders, a table)."""
+    from headstart.data import load_data
 
-
-def table_items(path: Path) -> tuple[list[str], np.ndarray]:
-    """(texts, labels) of a text table; the label column is the one that is not `text`."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, keep_default_na=False)
-    label = next(c for c in frame.columns if c != "text")
-    return list(frame.text), frame[label].astype(str).to_numpy()
+    train = load_data(path).train
+    return [str(item) for item in train.items], np.asarray(train.classes)[train.labels]
 
 
 def subsample(items: list, labels: np.ndarray, limit: int, seed: int) -> tuple[list, np.ndarray]:
@@ -89,14 +82,14 @@ def sets(args: argparse.Namespace, folder: Path | None) -> list[tuple[str, str, 
     if args.smoke:
         table_path, bert = _common.smoke_text(folder / "text", per_class=40)
         images = _common.smoke_images(folder / "images", per_class=20)
-        return [("smoke text", str(bert), *table_items(table_path), "text"),
-                ("smoke images", "smallcnn", *folder_items(images), "image")]
-    return [("CIFAR-10", "efficientnet_lite0", *folder_items(shared("images/cifar10/train")), "image"),
-            ("hymenoptera", "efficientnet_lite0", *folder_items(shared("images/hymenoptera/train")), "image"),
-            ("SST-2", "minilm", *table_items(shared("text/sst2/train.csv")), "text"),
-            ("TREC-6", "minilm", *table_items(shared("text/trec6/train.csv")), "text"),
-            ("Banking77", "minilm", *table_items(shared("text/banking77/train.csv")), "text"),
-            ("FSDD", "speech_embedding", *folder_items(shared("audio/fsdd/train")), "audio")]
+        return [("smoke text", str(bert), *labeled_items(table_path), "text"),
+                ("smoke images", "smallcnn", *labeled_items(images), "image")]
+    return [("CIFAR-10", "efficientnet_lite0", *labeled_items(shared("images/cifar10/train")), "image"),
+            ("hymenoptera", "efficientnet_lite0", *labeled_items(shared("images/hymenoptera/train")), "image"),
+            ("SST-2", "minilm", *labeled_items(shared("text/sst2/train.csv")), "text"),
+            ("TREC-6", "minilm", *labeled_items(shared("text/trec6/train.csv")), "text"),
+            ("Banking77", "minilm", *labeled_items(shared("text/banking77/train.csv")), "text"),
+            ("FSDD", "speech_embedding", *labeled_items(shared("audio/fsdd/train")), "audio")]
 
 
 def main() -> None:
