@@ -26,8 +26,10 @@ from .test_distributed import OneProcessOnly, _environment, _free_port, headstar
 from .test_shards import write_shards
 
 COMMANDS = """
+import atexit
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +39,16 @@ from headstart.cli import app
 from tests.test_ddp_commands import commands
 
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def record_threads(path):
+    # Registered before headstart joins the group, so run after its exit handler, which leaves it.
+    tasks = Path("/proc/self/task")
+    names = [(task / "comm").read_text().strip() for task in tasks.iterdir()] if tasks.exists() else None
+    path.write_text(json.dumps(names))
+
+
+atexit.register(record_threads, out.parent / f"{out.name}-threads.rank{os.environ['RANK']}.json")
 rank = distributed.rank()
 codes = {}
 for name, args in commands(root, out).items():
@@ -180,6 +192,19 @@ def test_a_probe_on_tar_shards_and_its_predictions_on_two_ranks_are_those_of_one
     assert [r["input"] for r in ranked] == members  # one record per member, in shard and member order
     assert [r["label"] for r in ranked] == [r["label"] for r in single]
     assert [r["score"] for r in ranked] == pytest.approx([r["score"] for r in single], abs=1e-6)
+
+
+@needs_gloo
+@needs_minilm
+def test_the_ranks_end_the_group_and_its_threads_before_the_interpreter_shuts_down(runs):
+    # The commands imported transformers after joining the group, and with it FSDP, whose default arguments would
+    # keep the group alive past headstart's exit handler: its threads would then still run while the interpreter
+    # shuts down, where one of them now and then aborted a rank that had done all its work.
+    for rank in range(2):
+        threads = json.loads((runs / f"two-threads.rank{rank}.json").read_text())
+        if threads is None:
+            pytest.skip("this system lists no process's threads (/proc/self/task)")
+        assert "pt_gloo_runloop" not in threads and "gloo_tcp_loop" not in threads, threads
 
 
 def test_a_shard_folder_or_a_tar_file_names_its_members_in_order(tmp_path):

@@ -21,6 +21,10 @@ from .errors import HeadstartError
 
 T = TypeVar("T")
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# PyTorch's modules with functions whose default argument is the default process group (`group=group.WORLD`, taken
+# when the module is imported): see `_import_before_joining`.
+HOLD_THE_GROUP_ON_IMPORT = ("torch.distributed.nn.functional", "torch.distributed.fsdp.sharded_grad_scaler",
+                            "torch.distributed.optim.zero_redundancy_optimizer")
 
 
 class FailedOnMain(HeadstartError):
@@ -61,6 +65,7 @@ def _join_group(backend: str) -> None:
     keeps its keys under a prefix of its own, as PyTorch once did itself; the first attempt is left as it is."""
     import torch.distributed as dist
 
+    _import_before_joining()
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
     if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         dist.init_process_group(backend)
@@ -69,6 +74,25 @@ def _join_group(backend: str) -> None:
                                 int(os.environ["WORLD_SIZE"]), is_master=False)
     dist.init_process_group(backend, store=dist.PrefixStore(f"headstart/attempt_{attempt}", agent_store),
                             rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+
+
+def _import_before_joining() -> None:
+    """Import the modules of `HOLD_THE_GROUP_ON_IMPORT` while no group exists, so that their default arguments
+    hold None (the default group, looked up when called) rather than this run's group.
+
+    Hand-written around a PyTorch trap: imported after the group is joined (transformers imports FSDP with its
+    models), those defaults keep the group alive past `destroy_process_group`, and with it its threads (gloo's
+    workers and transport loop), which then still run while the interpreter shuts down. Now and then one of them
+    aborts the process there, "terminate called without an active exception" (SIGABRT) on a rank that had done
+    all its work, and torchrun fails the run (pytorch/pytorch#179291 and #190489 describe the same abort of gloo's
+    threads outliving the interpreter). A module this PyTorch lacks holds nothing."""
+    import importlib
+
+    for module in HOLD_THE_GROUP_ON_IMPORT:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
 
 
 def gpu_per_process() -> bool:
