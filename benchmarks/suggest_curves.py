@@ -9,12 +9,15 @@ Two sets, each embedded once through headstart's cache:
 
 Rounds of one label per class on average (10 items per round for CIFAR-10, 77 for Banking77) up to 10 per class;
 after each round a logistic-regression probe (scikit-learn, standardised embeddings, C 0.1: the evaluator of
-audit_quality.py) is fitted on the labeled items and scored on the test set. Methods, each over `--seeds` seeds:
+audit_quality.py) is fitted on the labeled items and scored on the test set. Methods, each over `--seeds` seeds
+(random over `--random-seeds`, 10 by default: its mean curve is the yardstick every saving is read off, and with 3
+seeds its noise moved the 1.5x point by up to a round; its draws cost no clustering, so 10 take seconds):
 - random: the next items drawn uniformly from the unlabeled pool;
 - typiclust: `suggest --backbone` every round (TypiClust with the items labeled so far as `--labeled`), the
   library's own function on the cached embeddings;
-- typiclust+margin: TypiClust for the first round, then `suggest --model` (margin within clusters) with the
-  probe of the round before standing in for the trained model.
+- typiclust+badge: TypiClust for the first `--badge-from` rounds (the same picks as typiclust: they are taken
+  from its run), then `suggest --model` (BADGE) with the probe of the round before standing in for the trained
+  model (its last layer reads the standardised embeddings).
 The table gives mean accuracy per labels-per-class, and for each suggest budget the labels random needs to reach the
 same accuracy (interpolated on random's mean curve) divided by suggest's labels: the issue asks for at least 1.5.
 Random runs `--random-rounds` (1.5x `--rounds`, rounded up, by default), so that the saving is measured, not only
@@ -38,12 +41,13 @@ import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
 from audit_images import cifar_sets
 
-METHODS = ("random", "typiclust", "typiclust+margin")
+METHODS = ("random", "typiclust", "typiclust+badge")
+BADGE_FROM = 7  # docs/audit.md's advice: `suggest --backbone` to about 7 labels per class, then `--model`
 COLUMNS = ["set", "labels per class", "labels", *METHODS, *(f"{m} saving" for m in METHODS[1:])]
 
 
 def evaluator(x: np.ndarray, y: np.ndarray) -> Any:
-    """The probe each round's labels are scored with (and, for margin rounds, the stand-in trained model)."""
+    """The probe each round's labels are scored with (and, for BADGE rounds, the stand-in trained model)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -64,34 +68,36 @@ def embedded(backbone: str, items: list, modality: str, image_size: int | None =
     return x
 
 
-def choose(method: str, round_index: int, unit: np.ndarray, pool_x: np.ndarray, labeled: np.ndarray,
-           probe: Any, budget: int, rng: np.random.Generator, seed: int) -> list[int]:
+def choose(method: str, unit: np.ndarray, pool_x: np.ndarray, labeled: np.ndarray, probe: Any, budget: int,
+           rng: np.random.Generator, seed: int) -> list[int]:
     """The next `budget` pool rows by `method` (the rows in `labeled` are never chosen again)."""
-    from headstart.auditing.suggestions import margin_within_clusters, typiclust
+    from headstart.auditing.suggestions import badge, typiclust
 
     candidate = np.ones(len(unit), dtype=bool)
     candidate[labeled] = False
     if method == "random":
         return rng.choice(np.flatnonzero(candidate), budget, replace=False).tolist()
-    if method == "typiclust" or round_index == 0 or probe is None:
+    if method == "typiclust" or probe is None:
         return typiclust(unit, candidate, budget, seed)[0]
     probabilities = probe.predict_proba(pool_x)
     classes = [str(c) for c in probe.classes_]
-    return margin_within_clusters(unit, probabilities, candidate, budget, classes, seed)[0]
+    return badge(probe[0].transform(pool_x), probabilities, candidate, budget, classes, seed)[0]
 
 
 def curve(method: str, pool_x: np.ndarray, pool_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-          rounds: int, per_round: int, seed: int) -> list[float]:
-    """Test accuracy after each round of `per_round` labels chosen by `method`."""
+          rounds: int, per_round: int, seed: int, start: list[int] | None = None) -> tuple[list[float], list[list[int]]]:
+    """Test accuracy after each round of `per_round` labels chosen by `method`, from the labeled rows `start`
+    (none: from zero labels), and the rows labeled after each round."""
     from headstart.auditing.similarity import unit_rows
 
     unit = unit_rows(pool_x, pool_x.mean(axis=0))
     rng = np.random.default_rng(seed)
-    labeled: list[int] = []
-    probe, accuracies = None, []
-    for r in range(rounds):
-        chosen = choose(method, r, unit, pool_x, np.asarray(labeled, dtype=np.int64), probe, per_round, rng, seed)
-        assert not set(chosen) & set(labeled) and len(chosen) == per_round, (method, r, len(chosen))
+    labeled: list[int] = list(start or [])
+    probe = evaluator(pool_x[labeled], pool_y[labeled]) if len(set(pool_y[labeled])) > 1 else None
+    accuracies, history = [], []
+    for _ in range(rounds):
+        chosen = choose(method, unit, pool_x, np.asarray(labeled, dtype=np.int64), probe, per_round, rng, seed)
+        assert not set(chosen) & set(labeled) and len(chosen) == per_round, (method, len(labeled), len(chosen))
         labeled += [int(i) for i in chosen]
         if len(set(pool_y[labeled])) < 2:
             probe, accuracy = None, float(np.mean(test_y == pool_y[labeled][0]))
@@ -99,7 +105,8 @@ def curve(method: str, pool_x: np.ndarray, pool_y: np.ndarray, test_x: np.ndarra
             probe = evaluator(pool_x[labeled], pool_y[labeled])
             accuracy = float((probe.predict(test_x) == test_y).mean())
         accuracies.append(accuracy)
-    return accuracies
+        history.append(list(labeled))
+    return accuracies, history
 
 
 def labels_random_needs(random_mean: np.ndarray, labels: np.ndarray, accuracy: float) -> float | None:
@@ -123,11 +130,24 @@ def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[s
     random_rounds = max(args.rounds, args.random_rounds or int(np.ceil(1.5 * args.rounds)))
     random_labels = np.arange(1, random_rounds + 1) * per_round
     results: dict[str, list[list[float]]] = {}
+    arrays = data["pool_x"], data["pool_y"], data["test_x"], data["test_y"]
+    histories = {}
     for method in METHODS:
         started = time.perf_counter()
-        rounds = random_rounds if method == "random" else args.rounds
-        results[method] = [curve(method, data["pool_x"], data["pool_y"], data["test_x"], data["test_y"],
-                                 rounds, per_round, seed) for seed in range(args.seeds)]
+        results[method] = []
+        for seed in range(args.random_seeds if method == "random" else args.seeds):
+            if method == "typiclust+badge":  # TypiClust's first rounds, then BADGE from where they left off
+                switch = min(args.badge_from, args.rounds)
+                prefix = results["typiclust"][seed][:switch]
+                accuracies, _ = curve(method, *arrays, args.rounds - switch, per_round, seed,
+                                      start=histories[seed][switch - 1] if switch else None)
+                results[method].append(prefix + accuracies)
+                continue
+            accuracies, history = curve(method, *arrays, random_rounds if method == "random" else args.rounds,
+                                        per_round, seed)
+            results[method].append(accuracies)
+            if method == "typiclust":
+                histories[seed] = history
         print(f"{name} {method}: {time.perf_counter() - started:.0f} s", flush=True)
     means = {m: np.mean(results[m], axis=0) for m in METHODS}
     stds = {m: np.std(results[m], axis=0) for m in METHODS}
@@ -154,7 +174,7 @@ def plot(sets: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 3.8), squeeze=False)
-    styles = {"random": ("grey", "o"), "typiclust": ("tab:blue", "s"), "typiclust+margin": ("tab:orange", "^")}
+    styles = {"random": ("grey", "o"), "typiclust": ("tab:blue", "s"), "typiclust+badge": ("tab:orange", "^")}
     for ax, s in zip(axes[0], sets):
         for m in METHODS:
             per_class = np.asarray(s["random_labels" if m == "random" else "labels"]) / s["classes"]
@@ -167,7 +187,8 @@ def plot(sets: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("test accuracy (logistic-regression probe)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"suggest vs random, mean of {len(sets[0]['accuracy']['random'])} seeds (band: +-1 sd)", fontsize=10)
+    fig.suptitle(f"suggest vs random, mean of {len(sets[0]['accuracy']['typiclust'])} seeds (random: "
+                 f"{len(sets[0]['accuracy']['random'])}; band: +-1 sd)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -214,11 +235,14 @@ def main() -> None:
                         help="rounds of random choice (default 1.5x --rounds, rounded up): its curve must reach "
                              "1.5x suggest's labels to measure the saving")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--badge-from", type=int, default=BADGE_FROM,
+                        help="typiclust+badge: the rounds of TypiClust before BADGE takes over")
+    parser.add_argument("--random-seeds", type=int, default=10, help="seeds of random choice, the yardstick")
     add_smoke_option(parser)
     args = parser.parse_args()
     if args.smoke:
         folder = start_smoke()
-        args.rounds, args.seeds = 3, 2
+        args.rounds, args.seeds, args.random_seeds, args.badge_from = 3, 2, 2, 1
     else:
         folder = None
         quiet_fits(_common.OUT / "cache")

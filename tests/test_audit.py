@@ -17,7 +17,7 @@ from headstart.auditing.data_audit import items_to_keep
 from headstart.auditing.label_errors import find_label_errors
 from headstart.auditing.outliers import find_outliers, outlier_scores
 from headstart.auditing.similarity import scan, unit_rows
-from headstart.auditing.suggestions import kmeans, margin_within_clusters, typiclust
+from headstart.auditing.suggestions import badge, kmeans, typiclust
 from headstart.cli import app
 from headstart.data import load_data
 
@@ -112,10 +112,23 @@ def test_typiclust_takes_one_item_of_each_uncovered_cluster():
     candidate[np.flatnonzero(blob == 0)[1:]] = candidate[np.flatnonzero(blob == 1)[1:]] = True
     chosen, _, clusters = typiclust(unit, candidate, 4, seed=0)
     assert clusters == 6 and sorted(blob[chosen].tolist()) == [2, 3, 4, 5]
-    probabilities = np.tile([0.9, 0.1], (len(x), 1))
-    probabilities[[5, 50, 130]] = [0.55, 0.45]  # uncertain items in three blobs
-    chosen, reasons, _ = margin_within_clusters(unit, probabilities, np.ones(len(x), bool), 6, ["p", "q"], seed=0)
-    assert {5, 50, 130} <= set(chosen) and len(set(blob[chosen])) == 6 and "margin 0.100" in reasons[0]
+
+
+def test_badge_picks_uncertain_items_across_the_data_the_longest_gradient_first_and_no_copy_twice():
+    x, blob = _blobs(40, 6, 8, 0.5, seed=3)
+    probabilities = np.tile([0.99, 0.01], (len(x), 1))
+    uncertain = np.flatnonzero(np.arange(len(x)) % 10 == 0)  # 24 items, four in each blob
+    probabilities[uncertain] = [0.55, 0.45]
+    x[uncertain[1:4]] = x[uncertain[0]]  # three copies of one uncertain item
+    x[uncertain[5]] *= 1.5  # the longest gradient: uncertain, with the largest features
+    candidate = np.ones(len(x), dtype=bool)
+    candidate[uncertain[-1]] = False  # labeled already
+    chosen, reasons, _ = badge(x, probabilities, candidate, 8, ["p", "q"], seed=0)
+    assert chosen[0] == uncertain[5] and len(set(chosen)) == 8
+    # confident items have gradients near zero, alike: one of them at most stands for them all
+    assert uncertain[-1] not in chosen and len(set(chosen) - set(uncertain.tolist())) <= 1
+    assert len(set(chosen) & set(uncertain[:4].tolist())) <= 1  # a copy of a chosen item is never chosen again
+    assert len(set(blob[chosen])) >= 5 and "BADGE" in reasons[0] and "p 0.55, q 0.45" in reasons[0]
 
 
 def test_few_clusters_keep_the_best_of_several_kmeans_runs_and_find_every_blob():
@@ -243,7 +256,7 @@ def test_suggest_writes_a_table_to_fill_in_that_fit_reads_with_the_labeled_rows(
     data = load_data(root / "merged.csv").train  # as fit reads it: the rows without a label left out
     assert len(data) == len(pd.read_csv(root / "clean.csv")) + 2
     uncertain = headstart.suggest(pool, 3, model=tiny_text_run, out=root / "uncertain.csv")
-    assert uncertain.method == "margin" and len(uncertain.items) == 3 and "margin" in uncertain.reasons[0]
+    assert uncertain.method == "badge" and len(uncertain.items) == 3 and "BADGE" in uncertain.reasons[0]
 
 
 def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_path):

@@ -111,6 +111,13 @@ class ClassificationHead(nn.Module, ABC):
         return record
 
     @torch.no_grad()
+    def last_layer_inputs(self, embeddings: np.ndarray) -> np.ndarray:
+        """What the last (linear) layer reads for each of the float32 embeddings: the features a loss gradient on
+        that layer is an outer product with (BADGE's gradient embeddings)."""
+        self.eval()
+        return self.layers[:-1](self.standardize(torch.from_numpy(embeddings))).float().numpy()
+
+    @torch.no_grad()
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """The task's scores (items x outputs; class probabilities for classification) of float32 embeddings."""
         self.eval()

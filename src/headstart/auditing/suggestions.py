@@ -6,9 +6,9 @@
   labeled item yet, largest first, the most typical item is chosen: the one with the highest inverse mean distance
   to its nearest neighbours within the cluster (20, as in the paper). Typical items of distinct clusters label
   the dense regions first, which is what helps when labels are few.
-- With a trained model: margin uncertainty within clusters (cluster-margin in the spirit of BADGE, Ash et al.
-  2020: uncertain *and* diverse): k-means into `budget` clusters of the candidates, and in each the item whose
-  two most probable classes are closest.
+- With a trained model: BADGE (Ash et al., ICLR 2020): k-means++ seeding on the gradient embeddings of the model's
+  last layer, uncertain *and* diverse items. Measured on CIFAR-10 (lite0) from 80 TypiClust labels on, it beat
+  margin-within-clusters, which it replaces (RESULTS.md, "Issue 24, fourth round").
 
 The result is a table to fill in (the item, an empty `label` column, and why it was chosen), which `fit` reads
 together with the labeled data once the rows are joined: rows whose label is still empty are left out (with a
@@ -51,7 +51,7 @@ class Suggestion:
 
     source: str
     modality: str
-    method: str  # "typiclust" or "margin"
+    method: str  # "typiclust" or "badge"
     items: list
     indices: list[int]  # into the unlabeled items
     reasons: list[str]
@@ -143,27 +143,44 @@ def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -
     return chosen, reasons, clusters
 
 
-def margin_within_clusters(unit: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray, budget: int,
-                           classes: list[str], seed: int) -> tuple[list[int], list[str], int]:
-    """In each of `budget` k-means clusters of the candidates, the candidate whose two most probable classes are
-    closest (smallest margin)."""
+def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray, budget: int, classes: list[str],
+          seed: int) -> tuple[list[int], list[str], int]:
+    """BADGE's choice of `budget` rows among the `candidate` rows (Ash, Zhang, Krishnamurthy, Langford and Agarwal,
+    "Deep Batch Active Learning by Diverse, Uncertain Gradient Lower Bounds", ICLR 2020): k-means++ seeding on each
+    row's gradient embedding, the gradient of the loss on the last layer's weights had the predicted class been the
+    label, (p - onehot(argmax p)) x h for class probabilities p and last-layer inputs h (`features`). Its length
+    grows with uncertainty and with |h|, and D^2 sampling spreads the choice: uncertain *and* diverse. The first row
+    is the longest gradient, as in the authors' code.
+
+    Hand-written because the gradient embeddings are outer products (8,003 Banking77 items x 77 classes x 384
+    features: 0.95 GB of float32); the squared distance |a_i h_i - a_j h_j|^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2
+    - 2 (a_i . a_j)(h_i . h_j) needs only the factors, so seeding runs in items x (classes + features) memory."""
     rows = np.flatnonzero(candidate)
-    ids = kmeans(unit[rows], budget, seed)
-    top2 = np.sort(probabilities[rows], axis=1)[:, -2:]
-    margins = top2[:, 1] - top2[:, 0] if probabilities.shape[1] > 1 else 1.0 - top2[:, -1]
-    chosen, reasons, scored = [], [], []
-    for c in range(budget):
-        members = np.flatnonzero(ids == c)
-        if len(members) == 0:
-            continue
-        best = members[np.argmin(margins[members])]
-        scored.append((margins[best], int(rows[best]), len(members)))
-    for margin, row, size in sorted(scored):
-        first, second = np.argsort(-probabilities[row])[:2]
-        chosen.append(row)
-        reasons.append(f"uncertain: margin {margin:.3f} between {classes[first]} and {classes[second]}, the least "
-                       f"of a cluster of {_items(size)}")
-    return chosen, reasons, budget
+    h = np.asarray(features[rows], dtype=np.float64)
+    p = np.asarray(probabilities[rows], dtype=np.float64)
+    a = p.copy()
+    a[np.arange(len(rows)), p.argmax(axis=1)] -= 1.0
+    a_sq, h_sq = (a * a).sum(axis=1), (h * h).sum(axis=1)
+    lengths = a_sq * h_sq
+    rng = np.random.default_rng(seed)
+    picked = [int(np.argmax(lengths))]
+    nearest = np.full(len(rows), np.inf)
+    while len(picked) < budget:
+        c = picked[-1]
+        distance = lengths + lengths[c] - 2.0 * (a @ a[c]) * (h @ h[c])
+        nearest = np.minimum(nearest, np.clip(distance, 0.0, None))
+        nearest[picked] = 0.0
+        total = nearest.sum()
+        if total > 0:
+            picked.append(int(rng.choice(len(rows), p=nearest / total)))
+        else:  # every candidate left is a copy of one chosen: any of them
+            picked.append(int(rng.choice(np.setdiff1d(np.arange(len(rows)), picked))))
+    reasons = []
+    for i in picked:
+        first, second = np.argsort(-p[i])[:2]
+        reasons.append(f"uncertain and unlike the others chosen (BADGE): {classes[first]} {p[i, first]:.2f}, "
+                       f"{classes[second]} {p[i, second]:.2f}, gradient length {np.sqrt(lengths[i]):.3g}")
+    return [int(rows[i]) for i in picked], reasons, budget
 
 
 def _labeled_items(labeled: Any, modality: str) -> list:
@@ -191,7 +208,7 @@ def suggest(
 ) -> Suggestion:
     """Choose `budget` items of `unlabeled` (a folder of images or audio, a table's text column, a .txt file) to
     label next: TypiClust on the embeddings of `backbone` (cold start), or with `model` (a trained model or its
-    folder) the most uncertain item of each of `budget` clusters. `labeled` (data as `fit` takes them): items
+    folder) uncertain and diverse items by BADGE. `labeled` (data as `fit` takes them): items
     already labeled, never suggested again; TypiClust skips the clusters they cover. `out`: write the table to
     fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`). The option objects are `fit`'s: `backbone` may be its
     backbone options (`image_size`, `max_length`, `weights`), `data_options` (`text_column`), `run_options` (`seed`,
@@ -210,15 +227,15 @@ def suggest(
                                                run.precision)
     pool = _embed_pool(data, net, _labeled_items(labeled, data.modality), precision, run.cache, budget)
     t = time.perf_counter()
-    unit = unit_rows(pool.embeddings, pool.embeddings.mean(axis=0))
     if trained is None:
+        unit = unit_rows(pool.embeddings, pool.embeddings.mean(axis=0))
         chosen, reasons, clusters = typiclust(unit, pool.candidate, budget, seed)
         method = "typiclust"
     else:
-        probabilities = trained.classifier.head.probabilities(pool.embeddings)
-        chosen, reasons, clusters = margin_within_clusters(unit, probabilities, pool.candidate, budget,
-                                                           trained.classes, seed)
-        method = "margin"
+        head = trained.classifier.head
+        chosen, reasons, clusters = badge(head.last_layer_inputs(pool.embeddings), head.probabilities(pool.embeddings),
+                                          pool.candidate, budget, trained.classes, seed)
+        method = "badge"
     indices = [pool.fresh[int(pool.rows[r])] for r in chosen]
     result = Suggestion(data.source, data.modality, method, [data.items[i] for i in indices], indices, reasons,
                         int(pool.candidate.sum()), clusters,
@@ -255,7 +272,7 @@ def _suggest_network(data: UnlabeledData, model: Any, net_options: BackboneOptio
     if model is not None:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model_folder(model))
         if not trained.task.one_class_per_item:
-            raise SettingsError(f"--model: margin uncertainty needs a classifier, this model is {trained.task_name}")
+            raise SettingsError(f"--model: BADGE needs a classifier, this model is {trained.task_name}")
         net, precision = trained.backbone, trained.precision
         what = "the model"
     else:
