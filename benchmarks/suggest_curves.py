@@ -247,6 +247,8 @@ def main() -> None:
         folder = None
         quiet_fits(_common.OUT / "cache")
     name = "suggest_curves" if len(args.sets) == 2 else f"suggest_curves_{args.sets[0]}"
+    if args.seeds != 3:  # the 3 seeds keep the plain name; a run with more is kept beside it
+        name += f"_{args.seeds}seeds"
     figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
     sets = []
     for data in load_sets(args, folder):

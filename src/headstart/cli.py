@@ -272,7 +272,8 @@ def suggest(
     unlabeled: str = typer.Argument(..., help="Unlabeled items: an image or audio folder, a table's text column, a "
                                               ".txt file (one text a line)."),
     budget: int = typer.Option(..., help="How many items to label next."),
-    model: Path | None = typer.Option(None, help="A trained model (RUN or RUN/model): pick uncertain items."),
+    model: Path | None = typer.Option(None, help="A trained model (RUN or RUN/model): pick uncertain, diverse "
+                                                 "items (BADGE)."),
     backbone: str | None = typer.Option(None, help="Cold start without a model: pick typical, diverse items "
                                                    "(TypiClust) on this backbone's embeddings."),
     labeled: str | None = typer.Option(None, help="Labeled data so far (as `fit` takes it): never suggested again; "
