@@ -177,10 +177,11 @@ def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray
         else:  # every candidate left is a copy of one chosen: any of them
             picked.append(int(rng.choice(np.setdiff1d(np.arange(len(rows)), picked))))
     reasons = []
-    for i in picked:
+    for i in picked:  # D^2 sampling also takes a sure item now and then, to stand for the many sure ones
         first, second = np.argsort(-p[i])[:2]
-        reasons.append(f"uncertain and unlike the others chosen (BADGE): {classes[first]} {p[i, first]:.2f}, "
-                       f"{classes[second]} {p[i, second]:.2f}, gradient length {np.sqrt(lengths[i]):.3g}")
+        why = "uncertain and" if lengths[i] >= lengths.mean() else "the model is fairly sure, but it is"
+        reasons.append(f"{why} unlike the others chosen (BADGE): {classes[first]} {p[i, first]:.2f}, "
+                       f"{classes[second]} {p[i, second]:.2f}")
     return [int(rows[i]) for i in picked], reasons, budget
 
 
