@@ -157,12 +157,11 @@ def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray
     features: 0.95 GB of float32); the squared distance |a_i h_i - a_j h_j|^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2
     - 2 (a_i . a_j)(h_i . h_j) needs only the factors, so seeding runs in items x (classes + features) memory."""
     rows = np.flatnonzero(candidate)
-    h = np.asarray(features[rows], dtype=np.float64)
+    h = np.asarray(features[rows], dtype=np.float32)  # items x features: the large factor stays float32
     p = np.asarray(probabilities[rows], dtype=np.float64)
     a = p.copy()
     a[np.arange(len(rows)), p.argmax(axis=1)] -= 1.0
-    a_sq, h_sq = (a * a).sum(axis=1), (h * h).sum(axis=1)
-    lengths = a_sq * h_sq
+    lengths = (a * a).sum(axis=1) * (h * h).sum(axis=1, dtype=np.float64)
     rng = np.random.default_rng(seed)
     picked = [int(np.argmax(lengths))]
     nearest = np.full(len(rows), np.inf)
