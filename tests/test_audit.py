@@ -323,3 +323,12 @@ def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pix
         [("copy.jpg", "1.png", True)]
     assert not found.of_kind("duplicate") and not found.of_kind("leak")
     assert "thumbnails" in " ".join(found.notes)
+
+
+def test_an_option_the_command_does_not_have_is_named_in_one_error(tmp_path):
+    from headstart.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=r"^audit has no option bogus, epochs$"):
+        headstart.audit(tmp_path / "data.csv", "minilm", bogus=1, epochs=3)
+    with pytest.raises(SettingsError, match=r"^suggest has no option bogus$"):
+        headstart.suggest(tmp_path / "pool.csv", 3, backbone="minilm", bogus=1, seed=2)

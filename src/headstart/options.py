@@ -190,6 +190,12 @@ def sorted_into(options: Options | None, cls: type[Options], loose: dict[str, An
     return dataclasses.replace(base, **given) if given else base  # type: ignore[type-var]
 
 
+def refuse_unknown(command: str, loose: dict[str, Any]) -> None:
+    """A one-line error naming the keywords `sorted_into` left in `loose`: no option of `command`."""
+    if loose:
+        raise SettingsError(f"{command} has no option {', '.join(sorted(loose))}")
+
+
 def backbone_options(backbone: str | BackboneOptions) -> BackboneOptions:
     """Backbone options from a name, or the options themselves."""
     return backbone if isinstance(backbone, BackboneOptions) else BackboneOptions(name=backbone)

@@ -31,7 +31,7 @@ from .evaluation.knn import knn_accuracy
 from .evaluation.logme import logme
 from .extraction_engines import cache_precision, choose_engine, using_engine
 from .modalities import ensure_same_modality, get_modality
-from .options import BackboneOptions, DataOptions, RunOptions, sorted_into
+from .options import BackboneOptions, DataOptions, RunOptions, refuse_unknown, sorted_into
 from .settings import check_range
 
 log = logging.getLogger("headstart")
@@ -153,8 +153,7 @@ def select(
     shared = sorted_into(backbone_options, BackboneOptions, loose)
     data_options = sorted_into(data_options, DataOptions, loose)
     run = sorted_into(run_options, RunOptions, loose)
-    if loose:
-        raise SettingsError(f"select has no option {', '.join(sorted(loose))}")
+    refuse_unknown("select", loose)
     text_column, label_column, strict = data_options.text_column, data_options.label_column, data_options.strict
     seed, precision, cache = run.seed, run.precision, run.cache
     started = time.perf_counter()

@@ -32,7 +32,7 @@ from ..embedding_cache import backbone_cache
 from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
-from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, sorted_into
+from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, refuse_unknown, sorted_into
 from ..settings import check_range
 from .duplicates import CONTENT_THRESHOLD, NEAR_THRESHOLD, duplicate_pairs
 from .findings import KINDS
@@ -264,8 +264,7 @@ def audit(
     net_options = sorted_into(backbone_options(backbone), BackboneOptions, loose)
     data_options = sorted_into(data_options, DataOptions, loose)
     run = sorted_into(run_options, RunOptions, loose)
-    if loose:
-        raise SettingsError(f"audit has no option {', '.join(sorted(loose))}")
+    refuse_unknown("audit", loose)
     seed = run.seed
     clean_path, page_path, list_path = _check_audit_settings(data, against, near_threshold, out, write_clean)
     seconds: dict[str, float] = {}

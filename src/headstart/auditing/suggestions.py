@@ -34,7 +34,7 @@ from ..embeddings import embed_items
 from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..model import TrainedModel, model_folder
-from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, sorted_into
+from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, refuse_unknown, sorted_into
 from ..settings import check_range
 from .similarity import scan, unit_rows
 
@@ -218,8 +218,7 @@ def suggest(
     net_options = sorted_into(backbone_options(backbone) if backbone is not None else None, BackboneOptions, loose)
     text_column = sorted_into(data_options, DataOptions, loose).text_column
     run = sorted_into(run_options, RunOptions, loose)
-    if loose:
-        raise SettingsError(f"suggest has no option {', '.join(sorted(loose))}")
+    refuse_unknown("suggest", loose)
     seed = run.seed
     out_path = _check_suggest_settings(unlabeled, budget, model, backbone, out)
     started = time.perf_counter()
