@@ -206,7 +206,7 @@ def load_sets(args: argparse.Namespace, folder: Path | None) -> list[dict[str, A
         frame = pd.read_csv(table_path).rename(columns={"label": "category"})
         text_backbone, max_length, test_rows = str(bert), 32, 10
     else:
-        pool, test = cifar_sets(shared("images/cifar10/train"), 500, 100, 0)
+        pool, test = cifar_sets(shared("images/cifar10/train"), args.pool_per_class, 100, 0)
         image_backbone, image_size = "efficientnet_lite0", None
         frame = pd.read_csv(shared("text/banking77/train.csv"), keep_default_na=False)
         text_backbone, max_length, test_rows = "minilm", None, 2000
@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--badge-from", type=int, default=BADGE_FROM,
                         help="typiclust+badge: the rounds of TypiClust before BADGE takes over")
     parser.add_argument("--random-seeds", type=int, default=10, help="seeds of random choice, the yardstick")
+    parser.add_argument("--pool-per-class", type=int, default=500,
+                        help="CIFAR-10: unlabeled images per class in the pool (500: the 5,000 audit_images.py "
+                             "audits; up to 4,900, the test set takes 100 per class of the 5,000)")
     add_smoke_option(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -249,6 +252,8 @@ def main() -> None:
     name = "suggest_curves" if len(args.sets) == 2 else f"suggest_curves_{args.sets[0]}"
     if args.seeds != 3:  # the 3 seeds keep the plain name; a run with more is kept beside it
         name += f"_{args.seeds}seeds"
+    if args.pool_per_class != 500 and "cifar10" in args.sets:
+        name += f"_pool{args.pool_per_class * 10}"
     figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
     sets = []
     for data in load_sets(args, folder):
