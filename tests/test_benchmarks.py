@@ -115,11 +115,12 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
     assert "usage:" in result["stdout"]
 
 
-# Every script has a smoke mode: its whole path in seconds on generated data. Three need something outside the
-# project; where it is absent here their smoke run says so (_common.skip_smoke) and the test skips with that reason,
-# and where it is present they run for real. The side install of setfit counts when it is on PYTHONPATH.
+# Every script has a smoke mode: its whole path in seconds on generated data. Two of those run here need something
+# outside the project; where it is absent here their smoke run says so (_common.skip_smoke) and the test skips with
+# that reason, and where it is present they run for real. The side install of setfit counts when it is on PYTHONPATH.
 # A script whose whole path another test module already runs is left out of the smoke runs here (its smoke mode
-# would only repeat that run, smaller, for most of a minute of the suite's time).
+# would only repeat that run, smaller, for most of a minute of the suite's time): two_nodes, which also needs
+# network namespaces.
 RUN_BY_OTHER_TESTS = {"two_nodes": "tests/test_two_nodes.py"}
 SMOKE = sorted(p.stem for p in SCRIPTS if p.stem not in RUN_BY_OTHER_TESTS)
 NEEDS_OUTSIDE = {
@@ -140,7 +141,7 @@ def test_a_script_left_out_of_the_smoke_runs_is_run_by_its_own_test_module(name)
 
 @pytest.fixture(scope="module")
 def smoke_results(request, tmp_path_factory) -> tuple[dict[str, dict[str, str]], float]:
-    # Only the scripts this session runs the smoke test of (`-k two_nodes` runs one script, not all of them).
+    # Only the scripts this session runs the smoke test of (`-k serve_load` runs one script, not all of them).
     chosen = {item.callspec.params["name"] for item in request.session.items
               if getattr(item, "originalname", "") == "test_every_benchmark_runs_in_its_smoke_mode"} or set(SMOKE)
     out = BENCHMARKS / "out"
