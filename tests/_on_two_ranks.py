@@ -1,4 +1,4 @@
-"""What test_ddp.py runs on two ranks: each scenario is a function here, so that the torchrun
+"""What test_ddp.py and test_distributed.py run on two ranks: each scenario is a function here, so that the torchrun
 launch (this file as its script, `python -m torch.distributed.run ... _on_two_ranks.py SET ROOT`, SET one of
 `SCENARIOS`) and the pytest process (where a test computes a one-process reference) run the very same code.
 
@@ -138,7 +138,46 @@ def ddp(root: Path) -> None:
     pretraining(bert, texts, root / "pretrain-two", batch_size=4)
 
 
-SCENARIOS = {"ddp": ddp}
+EMBEDDED_TEXTS = [f"text number {i}" for i in range(7)]
+
+
+def embed_every_way(folder: Path) -> None:
+    """minilm embeddings of 7 texts with a shared cache, with one that rank 1 cannot write to, and without one;
+    writes each rank's rows as MODE-rankR.npy."""
+    import numpy as np
+
+    from headstart.backbones import resolve_backbone
+    from headstart.embedding_cache import EmbeddingCache
+    from headstart.embeddings import embed_items
+
+    backbone = resolve_backbone("minilm")
+    for mode in ("shared", "unwritable", "none"):
+        cache = None if mode == "none" else EmbeddingCache(mode, root=folder / "cache")
+        if mode == "unwritable" and rank() == 1:
+            cache.disabled = True  # as after a failed write: its rows must reach rank 0 another way
+        out, failures = embed_items(backbone, EMBEDDED_TEXTS, cache, "fp32")
+        assert failures == []
+        np.save(folder / f"{mode}-rank{rank()}.npy", out)
+
+
+def probe_command(table: Path, out: Path) -> tuple[object, ...]:
+    # fp32: a row's numbers do not depend on which other items share its batch (bfloat16's rounding can).
+    return ("fit", table, "--backbone", "minilm", "--strategy", "probe", "--precision", "fp32", "--out", out)
+
+
+def distributed(root: Path) -> None:
+    """test_distributed.py's scenarios; ROOT holds the inputs the test made (test_distributed.ranks_root)."""
+    inputs = json.loads((root / "inputs.json").read_text())
+    table = Path(inputs["table"])
+    command("fit", root, *probe_command(table, root / "two"))
+    command("evaluate", root, "evaluate", root / "two", table, "--json", cache="fit")  # the fit's cache
+    (root / "embedded").mkdir(exist_ok=True)  # by both ranks
+    embed_every_way(root / "embedded")
+    # Last, as nothing is meant to run after a failed command: rank 0 fails (the run folder is a file).
+    command("taken", root, "fit", inputs["small_table"], "--backbone", "minilm", "--out", inputs["taken"])
+
+
+SCENARIOS = {"ddp": ddp, "distributed": distributed}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](Path(sys.argv[2]))
