@@ -18,40 +18,58 @@ import headstart
 from .conftest import HANG_GUARD_S, make_image_folder
 
 SAVE_CHILD = r"""
-import os, shutil, sys
+import json, os, shutil, sys, traceback
 from pathlib import Path
+import timm  # noqa: F401  (what loading the run's efficientnet imports: once, here, before the forks)
 import headstart
+import headstart.backbones.efficientnet_lite  # noqa: F401
 from headstart import _util, artifact
 
-run, point = Path(sys.argv[1]), sys.argv[2]
-model = headstart.load(run / "model")
-model.manifest = model.manifest.model_copy(update={"metrics": {**model.metrics, "accuracy": 0.123456}})
+def save_killed_at(run, point):
+    # In a process of its own (a fork): save the model with new metrics, killed (kill -9) at `point`.
+    model = headstart.load(run / "model")
+    model.manifest = model.manifest.model_copy(update={"metrics": {**model.metrics, "accuracy": 0.123456}})
 
-def die():
-    os.kill(os.getpid(), 9)
+    def die():
+        os.kill(os.getpid(), 9)
 
-calls = {"replace": 0}
-real_replace, real_rmtree, real_save = os.replace, shutil.rmtree, artifact.save_weights
+    calls = {"replace": 0}
+    real_replace, real_rmtree, real_save = os.replace, shutil.rmtree, artifact.save_weights
 
-def replace(a, b):
-    calls["replace"] += 1
-    if point == f"before rename {calls['replace']}":
-        die()
-    real_replace(a, b)
+    def replace(a, b):
+        calls["replace"] += 1
+        if point == f"before rename {calls['replace']}":
+            die()
+        real_replace(a, b)
 
-def rmtree(path, *args, **kwargs):
-    if point == "before deleting the old model" and ".old-" in str(path):
-        die()
-    real_rmtree(path, *args, **kwargs)
+    def rmtree(path, *args, **kwargs):
+        if point == "before deleting the old model" and ".old-" in str(path):
+            die()
+        real_rmtree(path, *args, **kwargs)
 
-def save_weights(module, file):
-    real_save(module, file)
-    if point == "after writing the weights":
-        die()
+    def save_weights(module, file):
+        real_save(module, file)
+        if point == "after writing the weights":
+            die()
 
-os.replace, shutil.rmtree, artifact.save_weights = replace, rmtree, save_weights
-model.save(run / "model")
-_util.atomic_symlink(run / "metrics.json", "model/metrics.json")
+    os.replace, shutil.rmtree, artifact.save_weights = replace, rmtree, save_weights
+    model.save(run / "model")
+    _util.atomic_symlink(run / "metrics.json", "model/metrics.json")
+
+# One run folder and one point a process: each save in a fork of this process, which has paid the imports once.
+ended = {}
+for run, point in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            save_killed_at(Path(run), point)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    ended[point] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)  # as Popen's returncode
+print(json.dumps(ended))
 """
 
 POINTS = ["after writing the weights", "before rename 1", "before rename 2", "before deleting the old model",
@@ -66,14 +84,29 @@ def trained_run(tmp_path_factory):
     return root / "run"
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_kill_during_save_leaves_a_whole_model(point, trained_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(trained_run, run, symlinks=True)
-    previous = headstart.load(run / "model").metrics["accuracy"]
-    child = subprocess.run([sys.executable, "-c", SAVE_CHILD, str(run), point], capture_output=True, text=True,
+@pytest.fixture(scope="module")
+def saves_killed(trained_run, tmp_path_factory):
+    """A copy of the run per point, and a save into it killed (kill -9) at that point: each save in a process of its
+    own, forked from one child that imports headstart once. {point: (run folder, the accuracy it had before, the
+    save's exit code as Popen's returncode, the child's stderr)}."""
+    root = tmp_path_factory.mktemp("killed-saves")
+    runs = {point: root / f"run-{i}" for i, point in enumerate(POINTS)}
+    before = {}
+    for point, run in runs.items():
+        shutil.copytree(trained_run, run, symlinks=True)
+        before[point] = headstart.load(run / "model").metrics["accuracy"]
+    plan = json.dumps([(str(run), point) for point, run in runs.items()])
+    child = subprocess.run([sys.executable, "-c", SAVE_CHILD, plan], capture_output=True, text=True,
                            timeout=HANG_GUARD_S)
-    assert child.returncode == (0 if point == "never" else -signal.SIGKILL), child.stderr[-2000:]
+    assert child.returncode == 0, child.stderr[-2000:]
+    ended = json.loads(child.stdout.splitlines()[-1])
+    return {point: (runs[point], before[point], ended[point], child.stderr) for point in POINTS}
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_during_save_leaves_a_whole_model(point, saves_killed):
+    run, previous, returncode, stderr = saves_killed[point]
+    assert returncode == (0 if point == "never" else -signal.SIGKILL), stderr[-2000:]
     model = headstart.load(run / "model")  # recovers a save killed between its renames
     accuracy = model.metrics["accuracy"]
     expected = 0.123456 if point in ("before deleting the old model", "before rename 3", "never") else previous
@@ -89,12 +122,13 @@ def test_kill_during_save_leaves_a_whole_model(point, trained_run, tmp_path):
 
 
 RESUME_CHILD = r"""
-import os, sys
+import json, os, sys
 import headstart
 from headstart.strategies.finetune_trainer import FineTuneModule
 
-out, kill_epoch, resume, backbone = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume", sys.argv[5]
+data, backbone, fits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 step = FineTuneModule.training_step
+kill_epoch = -1
 
 def training_step(self, batch, i):
     if self.current_epoch == kill_epoch and i == 2:
@@ -103,23 +137,31 @@ def training_step(self, batch, i):
 
 FineTuneModule.training_step = training_step
 options = {"image_size": 16} if backbone == "smallcnn" else {"max_length": 16}
-headstart.fit(sys.argv[4], backbone, "finetune", out=out, epochs=3, batch_size=16, seed=3, resume=resume, **options)
+for out, kill_epoch, resume in fits:  # one after the other in this process; a kill ends it
+    headstart.fit(data, backbone, "finetune", out=out, epochs=3, batch_size=16, seed=3, resume=resume, **options)
 """
 
 
-def _finetune(out: Path, data: Path, kill_epoch: int = -1, resume: bool = False, backbone: str = "smallcnn") -> int:
+def _finetune(data: Path, backbone: str, *fits: tuple[Path, int, bool]) -> int:
+    """A child process that runs `fits` (run folder, epoch to be killed in or -1, whether to --resume) one after the
+    other, each as `headstart.fit` with the same data and settings; returns its exit code."""
     env = {**os.environ, "HEADSTART_PROGRESS": "0"}
-    args = [sys.executable, "-c", RESUME_CHILD, str(out), str(kill_epoch), "resume" if resume else "fresh", str(data),
-            backbone]
+    args = [sys.executable, "-c", RESUME_CHILD, str(data), backbone,
+            json.dumps([(str(out), kill_epoch, resume) for out, kill_epoch, resume in fits])]
     return subprocess.run(args, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env).returncode
 
+
+# Each test below runs two children, not one per run: the first runs the uninterrupted fit, then the one killed
+# (kill -9) in epoch 2; the second resumes the killed run. The uninterrupted fit thus still runs in a process that
+# has run nothing else, and the kill and the resume are still real process ends and starts.
 
 @pytest.mark.slow
 def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     data = make_image_folder(tmp_path / "images", per_class=20, size=16)
-    assert _finetune(tmp_path / "whole", data) == 0
-    assert _finetune(tmp_path / "killed", data, kill_epoch=1) == -signal.SIGKILL
-    assert _finetune(tmp_path / "killed", data, resume=True) == 0
+    assert _finetune(data, "smallcnn", (tmp_path / "whole", -1, False), (tmp_path / "killed", 1, False)) \
+        == -signal.SIGKILL
+    assert (tmp_path / "whole" / "model").is_dir()  # the uninterrupted run ended before the killed one started
+    assert _finetune(data, "smallcnn", (tmp_path / "killed", -1, True)) == 0
     whole = headstart.load(tmp_path / "whole" / "model")
     resumed = headstart.load(tmp_path / "killed" / "model")
     assert resumed.metrics["confusion_matrix"] == whole.metrics["confusion_matrix"]
@@ -133,14 +175,14 @@ def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(tmp_pat
 def test_text_finetune_resumes_exactly_too(tmp_path):
     """The text path: a pre-trained encoder from a folder (head stage first), length-grouped batches, dropout in the
     encoder. A tiny BERT takes the same path as minilm (the same Hugging Face loader and trainer); the test's time
-    is mostly its three child processes' imports either way (35 s against 38 s with minilm)."""
+    is mostly its child processes' imports either way (35 s against 38 s with minilm, when it ran three)."""
     from .conftest import make_tiny_bert, write_text_table
 
     data = write_text_table(tmp_path / "reviews.csv", n_per_class=40)
     bert = str(make_tiny_bert(tmp_path / "tiny-bert", dropout=0.1))
-    assert _finetune(tmp_path / "whole", data, backbone=bert) == 0
-    assert _finetune(tmp_path / "killed", data, kill_epoch=1, backbone=bert) == -signal.SIGKILL
-    assert _finetune(tmp_path / "killed", data, resume=True, backbone=bert) == 0
+    assert _finetune(data, bert, (tmp_path / "whole", -1, False), (tmp_path / "killed", 1, False)) == -signal.SIGKILL
+    assert (tmp_path / "whole" / "model").is_dir()  # the uninterrupted run ended before the killed one started
+    assert _finetune(data, bert, (tmp_path / "killed", -1, True)) == 0
     whole = headstart.load(tmp_path / "whole" / "model")
     resumed = headstart.load(tmp_path / "killed" / "model")
     texts = ["a wonderful and moving film", "a dull and painful film", "a film"]
