@@ -1,6 +1,7 @@
-"""What test_ddp.py and test_distributed.py run on two ranks: each scenario is a function here, so that the torchrun
-launch (this file as its script, `python -m torch.distributed.run ... _on_two_ranks.py SET ROOT`, SET one of
-`SCENARIOS`) and the pytest process (where a test computes a one-process reference) run the very same code.
+"""What test_ddp.py, test_distributed.py and test_predict_out.py run on two ranks: each scenario is a function here,
+so that the torchrun launch (this file as its script, `python -m torch.distributed.run ... _on_two_ranks.py SET
+ROOT`, SET one of `SCENARIOS`) and the pytest process (where a test computes a one-process reference) run the very
+same code.
 
 One launch runs a test module's scenarios in turn in the same two ranks: the ranks' start-up (torch, Lightning,
 transformers, gloo's rendezvous) is most of each scenario's time, so paying it once instead of once per test saves
@@ -177,7 +178,40 @@ def distributed(root: Path) -> None:
     command("taken", root, "fit", inputs["small_table"], "--backbone", "minilm", "--out", inputs["taken"])
 
 
-SCENARIOS = {"ddp": ddp, "distributed": distributed}
+def write_predictions_on_ranks(folder: Path) -> None:
+    """write_prediction_file on 23 items with each rank's records from across_ranks (fake records, test_predict_out's):
+    rank 0 writes folder/p.jsonl; each rank writes the items it was asked for, seen-R.json."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: the fake records are a test's
+    from headstart.runtime.prediction_files import across_ranks, write_prediction_file
+    from tests.test_predict_out import fake_records
+
+    seen = []
+
+    def records_for(chunk):
+        seen.extend(chunk)
+        return fake_records(chunk)
+
+    write_prediction_file(folder / "p.jsonl", [str(i) for i in range(23)], across_ranks(records_for), settings={},
+                          chunk_items=5)
+    (folder / f"seen-{rank()}.json").write_text(json.dumps(seen))
+
+
+def predict_command(model: Path, inputs: Path, *out: object) -> tuple[object, ...]:
+    return ("predict", model, inputs, "--chunk-size", "4", *out)
+
+
+def predict(root: Path) -> None:
+    """test_predict_out.py's scenarios; ROOT holds the inputs the test made (test_predict_out.ranks_root)."""
+    inputs = json.loads((root / "inputs.json").read_text())
+    model, texts = Path(inputs["model"]), Path(inputs["inputs"])
+    (root / "writer").mkdir(exist_ok=True)  # by both ranks
+    write_predictions_on_ranks(root / "writer")
+    # The embedding cache the one-process run filled before the launch, as one after the other would share it.
+    command("predict-out", root, *predict_command(model, texts, "--out", root / "out" / "two.jsonl"), cache="predict")
+    command("predict-stdout", root, *predict_command(model, texts), cache="predict")
+
+
+SCENARIOS = {"ddp": ddp, "distributed": distributed, "predict": predict}
 
 if __name__ == "__main__":
     SCENARIOS[sys.argv[1]](Path(sys.argv[2]))
