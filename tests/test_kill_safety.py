@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import headstart
 
@@ -80,7 +81,12 @@ POINTS = ["after writing the weights", "before rename 1", "before rename 2", "be
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     data = make_image_folder(root / "images", per_class=6, size=16)
-    headstart.fit(data, "efficientnet_lite0", "probe", out=root / "run", image_size=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see _finetune: the probe's 600 tiny head steps wait for a second core otherwise
+    try:
+        headstart.fit(data, "efficientnet_lite0", "probe", out=root / "run", image_size=32)
+    finally:
+        torch.set_num_threads(threads)
     return root / "run"
 
 
@@ -97,7 +103,7 @@ def saves_killed(trained_run, tmp_path_factory):
         before[point] = headstart.load(run / "model").metrics["accuracy"]
     plan = json.dumps([(str(run), point) for point, run in runs.items()])
     child = subprocess.run([sys.executable, "-c", SAVE_CHILD, plan], capture_output=True, text=True,
-                           timeout=HANG_GUARD_S)
+                           timeout=HANG_GUARD_S, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert child.returncode == 0, child.stderr[-2000:]
     ended = json.loads(child.stdout.splitlines()[-1])
     return {point: (runs[point], before[point], ended[point], child.stderr) for point in POINTS}
@@ -145,7 +151,10 @@ for out, kill_epoch, resume in fits:  # one after the other in this process; a k
 def _finetune(data: Path, backbone: str, *fits: tuple[Path, int, bool]) -> int:
     """A child process that runs `fits` (run folder, epoch to be killed in or -1, whether to --resume) one after the
     other, each as `headstart.fit` with the same data and settings; returns its exit code."""
-    env = {**os.environ, "HEADSTART_PROGRESS": "0"}
+    # One thread, as torchrun's ranks have: on a 2-core machine shared with other processes, torch's second thread
+    # makes each of the head stage's tiny steps wait for a core (a text fit took 69 s with two threads at load 5,
+    # 25 s with one). Every run compared here has it, so the comparison is as exact as before.
+    env = {**os.environ, "HEADSTART_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-c", RESUME_CHILD, str(data), backbone,
             json.dumps([(str(out), kill_epoch, resume) for out, kill_epoch, resume in fits])]
     return subprocess.run(args, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env).returncode
