@@ -26,6 +26,23 @@ LOOP_TEXTS = [f"a {'very ' * (i % 4)}{(GOOD if i % 2 else BAD)[i % 6]} film, num
 PRETRAIN_TEXTS = "".join(f"a {'very ' * (i % 4)}good or bad film, number {i}\n" for i in range(26))
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One thread for torch and the BLAS and OpenMP pools in this process, as each rank has (OMP_NUM_THREADS=1): a
+    one-process reference is then computed as a launched process of its own would compute it. It is faster, too, on
+    a 2-core machine shared with other processes, where a second thread makes each tiny step wait for a core."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def rank() -> int:
     from headstart import distributed
 

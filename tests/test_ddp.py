@@ -6,7 +6,6 @@ one-process references they are compared with run in this process: each child's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -92,18 +91,6 @@ def _launched(root: Path, *commands: str) -> None:
             assert (root / f"{name}.rank{rank}.code").read_text() == "0", scenarios.printed(root, name, "stderr")
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """One intra-op thread in this process while it computes a one-process reference, as each rank has
-    (OMP_NUM_THREADS=1), so that the reference is computed as a launched process of its own would compute it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @needs_gloo
 @needs_minilm
 def test_two_ranks_with_batch_b_end_with_the_weights_of_one_process_with_batch_2b(ranks_root, tmp_path):
@@ -111,7 +98,7 @@ def test_two_ranks_with_batch_b_end_with_the_weights_of_one_process_with_batch_2
     with batch 8: the same weights on both ranks, the same summary, and rank 0's run files alone."""
     _launched(ranks_root)
     bert = ranks_root / "tiny-bert"
-    with _one_thread():
+    with scenarios.one_thread():
         scenarios.finetune_loop(bert, tmp_path / "one", batch_size=8)
     two_ranks = ranks_root / "loop-two"
 
@@ -231,7 +218,7 @@ def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     _launched(ranks_root, "contrastive")
     inputs = json.loads((ranks_root / "inputs.json").read_text())
     bert = Path(inputs["bert"])
-    with _one_thread():
+    with scenarios.one_thread():
         alone = scenarios.command("contrastive-one", tmp_path,
                                   *scenarios.contrastive_command(inputs["table"], bert, 8, tmp_path / "one"))
     assert alone == 0, scenarios.printed(tmp_path, "contrastive-one", "stderr")
@@ -267,7 +254,7 @@ def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
 
     _launched(ranks_root)
     bert = ranks_root / "tiny-bert"
-    with _one_thread():  # 26 texts: three whole global batches of 8 an epoch (the last 2 texts sit it out)
+    with scenarios.one_thread():  # 26 texts: three whole global batches of 8 an epoch (the last 2 texts sit it out)
         scenarios.pretraining(bert, ranks_root / "texts.txt", tmp_path / "one", batch_size=8)
     runs = {"one": tmp_path / "one", "two": ranks_root / "pretrain-two"}
 

@@ -3,7 +3,6 @@ numbers as one process, one set of run files written by rank 0; and the shard ar
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -142,22 +141,6 @@ def _launched(root: Path, *commands: str) -> None:
             assert (root / f"{name}.rank{rank}.code").read_text() == "0", on_two_ranks.printed(root, name, "stderr")
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """One thread for torch and the BLAS and OpenMP pools in this process while it computes a one-process reference,
-    as each rank has (OMP_NUM_THREADS=1): the reference is computed as a launched process of its own would."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @needs_gloo
 @needs_minilm
 def test_two_processes_fit_and_evaluate_as_one(ranks_root, tmp_path):
@@ -165,7 +148,7 @@ def test_two_processes_fit_and_evaluate_as_one(ranks_root, tmp_path):
     into the shared cache, one set of run files and one output, rank 0's; then `evaluate` on two ranks."""
     _launched(ranks_root, "fit", "evaluate")
     table = Path(json.loads((ranks_root / "inputs.json").read_text())["table"])
-    with _one_thread():
+    with on_two_ranks.one_thread():
         single = on_two_ranks.command("fit", tmp_path, *on_two_ranks.probe_command(table, tmp_path / "one"))
     assert single == 0, on_two_ranks.printed(tmp_path, "fit", "stderr")
     runs = {"one": tmp_path / "one", "two": ranks_root / "two"}
