@@ -129,10 +129,11 @@ def test_kill_during_save_leaves_a_whole_model(point, saves_killed):
 
 RESUME_CHILD = r"""
 import json, os, sys
+from pathlib import Path
 import headstart
 from headstart.strategies.finetune_trainer import FineTuneModule
 
-data, backbone, fits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+ended, fits = Path(sys.argv[1]), json.loads(sys.argv[2])
 step = FineTuneModule.training_step
 kill_epoch = -1
 
@@ -142,58 +143,73 @@ def training_step(self, batch, i):
     return step(self, batch, i)
 
 FineTuneModule.training_step = training_step
-options = {"image_size": 16} if backbone == "smallcnn" else {"max_length": 16}
-for out, kill_epoch, resume in fits:  # one after the other in this process; a kill ends it
+for out, data, backbone, kill_epoch, resume in fits:  # one after the other in this process; a kill ends it
+    options = {"image_size": 16} if backbone == "smallcnn" else {"max_length": 16}
     headstart.fit(data, backbone, "finetune", out=out, epochs=3, batch_size=16, seed=3, resume=resume, **options)
+    with open(ended, "a") as log:
+        log.write(json.dumps([Path(out).name, "resumed" if resume else "fresh"]) + "\n")
 """
 
 
-def _finetune(data: Path, backbone: str, *fits: tuple[Path, int, bool]) -> int:
-    """A child process that runs `fits` (run folder, epoch to be killed in or -1, whether to --resume) one after the
-    other, each as `headstart.fit` with the same data and settings; returns its exit code."""
+def _finetune(ended: Path, *fits: tuple[Path, object, str, int, bool]) -> int:
+    """A child process that runs `fits` (run folder, data, backbone, epoch to be killed in or -1, whether to
+    --resume) one after the other, each as `headstart.fit` with the same settings, and notes each fit that ended in
+    `ended`; returns its exit code."""
     # One thread, as torchrun's ranks have: on a 2-core machine shared with other processes, torch's second thread
     # makes each of the head stage's tiny steps wait for a core (a text fit took 69 s with two threads at load 5,
     # 25 s with one). Every run compared here has it, so the comparison is as exact as before.
     env = {**os.environ, "HEADSTART_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-c", RESUME_CHILD, str(data), backbone,
-            json.dumps([(str(out), kill_epoch, resume) for out, kill_epoch, resume in fits])]
+    plan = [(str(out), str(data), backbone, kill_epoch, resume) for out, data, backbone, kill_epoch, resume in fits]
+    args = [sys.executable, "-c", RESUME_CHILD, str(ended), json.dumps(plan)]
     return subprocess.run(args, capture_output=True, text=True, timeout=HANG_GUARD_S, env=env).returncode
 
 
-# Each test below runs two children, not one per run: the first runs the uninterrupted fit, then the one killed
-# (kill -9) in epoch 2; the second resumes the killed run. The uninterrupted fit thus still runs in a process that
-# has run nothing else, and the kill and the resume are still real process ends and starts.
+@pytest.fixture(scope="module")
+def resume_runs(tmp_path_factory):
+    """Both resume tests' runs (image: smallcnn on colour images; text: a tiny BERT with dropout), in three
+    children rather than one per run: the first runs both uninterrupted fits, then the image fit killed (kill -9)
+    in epoch 2; the second resumes the image fit, then runs the text fit killed in epoch 2; the third resumes the
+    text fit. A kill ends its process, and a resume starts a new one, as before. Returns ROOT, the children's exit
+    codes and the fits that ended ([run folder name, "fresh" or "resumed"])."""
+    from .conftest import make_tiny_bert, write_text_table
+
+    root = tmp_path_factory.mktemp("resume")
+    image = (make_image_folder(root / "images", per_class=20, size=16), "smallcnn")
+    text = (write_text_table(root / "reviews.csv", n_per_class=40), str(make_tiny_bert(root / "tiny-bert", dropout=0.1)))
+    ended = root / "ended.jsonl"
+    codes = [_finetune(ended, (root / "image-whole", *image, -1, False), (root / "text-whole", *text, -1, False),
+                       (root / "image-killed", *image, 1, False)),
+             _finetune(ended, (root / "image-killed", *image, -1, True), (root / "text-killed", *text, 1, False)),
+             _finetune(ended, (root / "text-killed", *text, -1, True))]
+    return root, codes, [tuple(json.loads(line)) for line in ended.read_text().splitlines()]
+
 
 @pytest.mark.slow
-def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(tmp_path):
-    data = make_image_folder(tmp_path / "images", per_class=20, size=16)
-    assert _finetune(data, "smallcnn", (tmp_path / "whole", -1, False), (tmp_path / "killed", 1, False)) \
-        == -signal.SIGKILL
-    assert (tmp_path / "whole" / "model").is_dir()  # the uninterrupted run ended before the killed one started
-    assert _finetune(data, "smallcnn", (tmp_path / "killed", -1, True)) == 0
-    whole = headstart.load(tmp_path / "whole" / "model")
-    resumed = headstart.load(tmp_path / "killed" / "model")
+def test_kill_during_finetune_then_resume_ends_like_an_uninterrupted_run(resume_runs):
+    root, codes, ended = resume_runs
+    assert ("image-whole", "fresh") in ended and ("image-killed", "fresh") not in ended
+    assert codes[0] == -signal.SIGKILL  # the image fit killed in epoch 2, the first child's last fit
+    assert ("image-killed", "resumed") in ended  # the resume, the second child's first fit, ended well
+    whole = headstart.load(root / "image-whole" / "model")
+    resumed = headstart.load(root / "image-killed" / "model")
     assert resumed.metrics["confusion_matrix"] == whole.metrics["confusion_matrix"]
     assert resumed.manifest.training["finetune"]["best_val_score"] == whole.manifest.training["finetune"][
         "best_val_score"]
-    files = sorted((data / "red").glob("*.png"))
+    files = sorted((root / "images" / "red").glob("*.png"))
     assert resumed.predict_proba(files).tolist() == whole.predict_proba(files).tolist()  # the same weights
 
 
 @pytest.mark.slow
-def test_text_finetune_resumes_exactly_too(tmp_path):
+def test_text_finetune_resumes_exactly_too(resume_runs):
     """The text path: a pre-trained encoder from a folder (head stage first), length-grouped batches, dropout in the
     encoder. A tiny BERT takes the same path as minilm (the same Hugging Face loader and trainer); the test's time
-    is mostly its child processes' imports either way (35 s against 38 s with minilm, when it ran three)."""
-    from .conftest import make_tiny_bert, write_text_table
-
-    data = write_text_table(tmp_path / "reviews.csv", n_per_class=40)
-    bert = str(make_tiny_bert(tmp_path / "tiny-bert", dropout=0.1))
-    assert _finetune(data, bert, (tmp_path / "whole", -1, False), (tmp_path / "killed", 1, False)) == -signal.SIGKILL
-    assert (tmp_path / "whole" / "model").is_dir()  # the uninterrupted run ended before the killed one started
-    assert _finetune(data, bert, (tmp_path / "killed", -1, True)) == 0
-    whole = headstart.load(tmp_path / "whole" / "model")
-    resumed = headstart.load(tmp_path / "killed" / "model")
+    is mostly its child processes' imports either way (35 s against 38 s with minilm, when each run had a child)."""
+    root, codes, ended = resume_runs
+    assert ("text-whole", "fresh") in ended and ("text-killed", "fresh") not in ended
+    assert codes[1:] == [-signal.SIGKILL, 0]  # killed in epoch 2 (the second child's last fit), then resumed
+    assert ("text-killed", "resumed") in ended
+    whole = headstart.load(root / "text-whole" / "model")
+    resumed = headstart.load(root / "text-killed" / "model")
     texts = ["a wonderful and moving film", "a dull and painful film", "a film"]
     assert resumed.predict_proba(texts).tolist() == whole.predict_proba(texts).tolist()
     assert resumed.metrics["confusion_matrix"] == whole.metrics["confusion_matrix"]
