@@ -156,7 +156,7 @@ def _finetune(ended: Path, *fits: tuple[Path, object, str, int, bool]) -> int:
     --resume) one after the other, each as `headstart.fit` with the same settings, and notes each fit that ended in
     `ended`; returns its exit code."""
     # One thread, as torchrun's ranks have: on a 2-core machine shared with other processes, torch's second thread
-    # makes each of the head stage's tiny steps wait for a core (a text fit took 69 s with two threads at load 5,
+    # makes each of the head stage's tiny steps wait for a core (the text test took 69 s with two threads at load 5,
     # 25 s with one). Every run compared here has it, so the comparison is as exact as before.
     env = {**os.environ, "HEADSTART_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     plan = [(str(out), str(data), backbone, kill_epoch, resume) for out, data, backbone, kill_epoch, resume in fits]
