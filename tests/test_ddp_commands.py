@@ -21,6 +21,7 @@ from headstart.runtime.codec_base import expand_files
 from headstart.runtime.image_codec import IMAGE_EXTENSIONS
 from headstart.runtime.members import ShardMember
 
+from ._on_two_ranks import one_thread
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 from .test_distributed import OneProcessOnly, _environment, _free_port, headstart, needs_gloo, needs_minilm
 from .test_shards import write_shards
@@ -89,22 +90,16 @@ def _launch_two_ranks(root: Path) -> subprocess.CompletedProcess:
 def _run_in_this_process(root: Path) -> None:
     """The single-process run, here rather than in a child (one process start less), on one thread as the
     ranks are, with a cache of its own."""
-    import torch
     from typer.testing import CliRunner
 
     from headstart.cli import app
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("HEADSTART_CACHE", str(root / "cache-one"))
-            for name, args in commands(root, root / "one").items():
-                result = CliRunner().invoke(app, args)
-                assert result.exit_code == 0, (name, result.output)
-                (root / f"one-{name}.rank0.out").write_text(result.stdout)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEADSTART_CACHE", str(root / "cache-one"))
+        for name, args in commands(root, root / "one").items():
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, (name, result.output)
+            (root / f"one-{name}.rank0.out").write_text(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +114,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp-commands")
     table = write_text_table(root / "reviews.csv", n_per_class=12)
     bert = make_tiny_bert(root / "bert")
-    headstart.fit(table, str(bert), "probe", out=root / "teacher", precision="fp32", cache=False, seed=0)
+    with one_thread():  # faster on a shared 2-core machine (the probe's 600 tiny head steps)
+        headstart.fit(table, str(bert), "probe", out=root / "teacher", precision="fp32", cache=False, seed=0)
     (root / "unlabeled.txt").write_text("\n".join(UNLABELED) + "\n")
     write_shards(root / "shards", n_shards=3, per_shard=11)  # 33 items: one rank takes one more
     save_model(SmallCNN(), str(root / "smallcnn.safetensors"))

@@ -19,6 +19,7 @@ from headstart import distributed
 from headstart.errors import HeadstartError
 from headstart.strategies import Strategy
 
+from . import _on_two_ranks as on_two_ranks
 from .conftest import HANG_GUARD_S, write_text_table
 
 
@@ -113,104 +114,102 @@ def _cached_digests(cache: Path) -> dict[str, list[bytes]]:
             for folder in sorted((cache / "embeddings").iterdir())}
 
 
+@pytest.fixture(scope="module")
+def ranks_root(tmp_path_factory) -> Path:
+    """This module's two-rank scenarios (_on_two_ranks.distributed) in one torchrun launch: ROOT with their folders,
+    their printed output, and launch.json (the launch's exit code and stderr). Each test below checks its own part."""
+    root = tmp_path_factory.mktemp("ranks")
+    inputs = {"table": write_text_table(root / "reviews.csv", n_per_class=20),
+              "small_table": write_text_table(root / "small.csv", n_per_class=5), "taken": root / "taken"}
+    inputs["taken"].write_text("not a folder")
+    (root / "inputs.json").write_text(json.dumps({k: str(v) for k, v in inputs.items()}))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+              "--master-port", str(_free_port()), on_two_ranks.__file__, "distributed", str(root)]
+    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
+    done = subprocess.run(launch, env=_environment(root / "cache"), capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    (root / "launch.json").write_text(json.dumps({"returncode": done.returncode, "stderr": done.stderr}))
+    return root
+
+
+def _launched(root: Path, *commands: str) -> None:
+    """The launch ran to its end, and each named command returned 0 on both ranks."""
+    launch = json.loads((root / "launch.json").read_text())
+    assert launch["returncode"] == 0, launch["stderr"]
+    for name in commands:
+        for rank in (0, 1):
+            assert (root / f"{name}.rank{rank}.code").read_text() == "0", on_two_ranks.printed(root, name, "stderr")
+
+
 @needs_gloo
 @needs_minilm
-def test_two_processes_fit_and_evaluate_as_one(tmp_path):
-    table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
-    # fp32: a row's numbers do not depend on which other items share its batch (bfloat16's rounding can).
-    fit = ("fit", table, "--backbone", "minilm", "--strategy", "probe", "--precision", "fp32")
-    single = headstart(*fit, "--out", tmp_path / "one", cache=tmp_path / "cache-one")
-    assert single.returncode == 0, single.stderr
-    both = headstart(*fit, "--out", tmp_path / "two", cache=tmp_path / "cache-two", processes=2)
-    assert both.returncode == 0, both.stderr
+def test_two_processes_fit_and_evaluate_as_one(ranks_root, tmp_path):
+    """`fit` on two ranks (the module's launch) and here, in one process: the same numbers, each item embedded once
+    into the shared cache, one set of run files and one output, rank 0's; then `evaluate` on two ranks."""
+    _launched(ranks_root, "fit", "evaluate")
+    table = Path(json.loads((ranks_root / "inputs.json").read_text())["table"])
+    with on_two_ranks.one_thread():
+        single = on_two_ranks.command("fit", tmp_path, *on_two_ranks.probe_command(table, tmp_path / "one"))
+    assert single == 0, on_two_ranks.printed(tmp_path, "fit", "stderr")
+    runs = {"one": tmp_path / "one", "two": ranks_root / "two"}
 
-    one, two = (json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two"))
+    one, two = (json.loads((runs[run] / "metrics.json").read_text()) for run in ("one", "two"))
     one.pop("timings"), two.pop("timings")
     assert two == one and two["n"] == 8  # the same test items, the same numbers
-    manifests = [json.loads((tmp_path / run / "model" / "headstart.json").read_text()) for run in ("one", "two")]
+    manifests = [json.loads((runs[run] / "model" / "headstart.json").read_text()) for run in ("one", "two")]
     assert manifests[1]["data"]["splits"] == manifests[0]["data"]["splits"] == {"train": 28, "val": 4, "test": 8}
     assert manifests[1]["embedding_cache"] == manifests[0]["embedding_cache"] == {"hits": 0, "misses": 40}
 
     # Each item embedded once: the two ranks' shards hold every item of the single run's cache, none twice.
-    alone, shared = _cached_digests(tmp_path / "cache-one"), _cached_digests(tmp_path / "cache-two")
+    alone, shared = _cached_digests(tmp_path / "cache-fit"), _cached_digests(ranks_root / "cache-fit")
     assert shared.keys() == alone.keys()
     for key, digests in shared.items():
         assert len(digests) == len(set(digests)) == len(alone[key]) and set(digests) == set(alone[key])
     assert sum(map(len, shared.values())) == 40
 
     # One run folder, written once, by rank 0; one process's output.
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["config.yaml", "headstart-run.json", "logs",
-                                                                    "metrics.json", "model"]
-    assert len(list(((tmp_path / "two") / "logs").iterdir())) == 1  # one log, rank 0's
-    assert both.stdout.count("saved model to") == 1
-    assert both.stderr.count("the test split has only 8 items") == 1
+    assert sorted(p.name for p in runs["two"].iterdir()) == ["config.yaml", "headstart-run.json", "logs",
+                                                             "metrics.json", "model"]
+    assert len(list((runs["two"] / "logs").iterdir())) == 1  # one log, rank 0's
+    assert on_two_ranks.printed(ranks_root, "fit", "stdout").count("saved model to") == 1
+    assert on_two_ranks.printed(ranks_root, "fit", "stderr").count("the test split has only 8 items") == 1
 
-    evaluated = headstart("evaluate", tmp_path / "two", table, "--json", cache=tmp_path / "cache-two", processes=2)
-    assert evaluated.returncode == 0, evaluated.stderr
-    lines = evaluated.stdout.splitlines()
+    lines = on_two_ranks.printed(ranks_root, "evaluate", "stdout").splitlines()  # evaluate RUN TABLE --json
     assert len(lines) == 1  # rank 0's JSON alone
     metrics = json.loads(lines[0])
     assert {k: metrics[k] for k in ("n", "accuracy", "nll", "ece", "confusion_matrix")} == \
         {k: two[k] for k in ("n", "accuracy", "nll", "ece", "confusion_matrix")}
 
 
-EMBED_ON_RANKS = """
-import sys
-from pathlib import Path
-
-import numpy as np
-
-from headstart import distributed
-from headstart.backbones import resolve_backbone
-from headstart.embedding_cache import EmbeddingCache
-from headstart.embeddings import embed_items
-
-folder = Path(sys.argv[1])
-backbone = resolve_backbone("minilm")
-texts = [f"text number {i}" for i in range(7)]
-for mode in ("shared", "unwritable", "none"):
-    cache = None if mode == "none" else EmbeddingCache(mode, root=folder / "cache")
-    if mode == "unwritable" and distributed.rank() == 1:
-        cache.disabled = True  # as after a failed write: its rows must reach rank 0 another way
-    out, failures = embed_items(backbone, texts, cache, "fp32")
-    assert failures == []
-    np.save(folder / f"{mode}-rank{distributed.rank()}.npy", out)
-"""
-
-
 @needs_gloo
 @needs_minilm
-def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cannot_write(tmp_path):
+def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cannot_write(ranks_root):
     from headstart.backbones import resolve_backbone
     from headstart.embeddings import compute_embeddings
 
-    (tmp_path / "embed.py").write_text(EMBED_ON_RANKS)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), str(tmp_path / "embed.py"), str(tmp_path)]
-    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
-    result = subprocess.run(launch, env=_environment(tmp_path / "unused"), capture_output=True, text=True,
-                            timeout=HANG_GUARD_S)
-    assert result.returncode == 0, result.stderr
-    expected, _ = compute_embeddings(resolve_backbone("minilm"), [f"text number {i}" for i in range(7)],
-                                     precision="fp32")
+    _launched(ranks_root)
+    folder = ranks_root / "embedded"  # on_two_ranks.embed_every_way
+    expected, _ = compute_embeddings(resolve_backbone("minilm"), on_two_ranks.EMBEDDED_TEXTS, precision="fp32")
     for mode in ("shared", "unwritable", "none"):
         for rank in (0, 1):
-            np.testing.assert_allclose(np.load(tmp_path / f"{mode}-rank{rank}.npy"), expected, atol=1e-5)
-    stored = {mode: [bytes(d) for shard in (tmp_path / "cache" / mode).glob("*.safetensors")
+            np.testing.assert_allclose(np.load(folder / f"{mode}-rank{rank}.npy"), expected, atol=1e-5)
+    stored = {mode: [bytes(d) for shard in (folder / "cache" / mode).glob("*.safetensors")
                      for d in load_file(shard)["digests"]] for mode in ("shared", "unwritable")}
     assert len(stored["shared"]) == len(set(stored["shared"])) == 7  # each text once, by one rank
     assert len(stored["unwritable"]) == 4  # rank 0's share (the first 4 of 7); rank 1's travelled directly
 
 
 @needs_gloo
-def test_an_error_on_rank_0_stops_every_rank_with_one_message(tmp_path):
-    table = write_text_table(tmp_path / "reviews.csv", n_per_class=5)
-    (tmp_path / "taken").write_text("not a folder")
-    result = headstart("fit", table, "--backbone", "minilm", "--out", tmp_path / "taken", cache=tmp_path / "cache",
-                       processes=2)
-    assert result.returncode != 0
-    assert result.stderr.count("error:") == 1 and "is a file" in result.stderr
-    assert (tmp_path / "taken").read_text() == "not a folder"
+@needs_minilm
+def test_an_error_on_rank_0_stops_every_rank_with_one_message(ranks_root):
+    """`fit --out FILE` on two ranks (the last command of the module's launch): rank 0 cannot make the run folder,
+    and both ranks end the command with a non-zero code, one `error:` line in all and the file untouched."""
+    _launched(ranks_root)
+    codes = [int((ranks_root / f"taken.rank{rank}.code").read_text()) for rank in (0, 1)]
+    assert all(code != 0 for code in codes), codes
+    stderr = on_two_ranks.printed(ranks_root, "taken", "stderr")
+    assert stderr.count("error:") == 1 and "is a file" in stderr
+    assert (ranks_root / "taken").read_text() == "not a folder"
 
 
 def test_on_main_reports_a_failure_as_it_was(monkeypatch):

@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -17,9 +18,9 @@ from headstart.errors import HeadstartError
 from headstart.runtime import prediction_files
 from headstart.runtime.prediction_files import across_ranks, journal_path, write_prediction_file
 
+from . import _on_two_ranks as on_two_ranks
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
 from .test_distributed import _environment, _free_port, needs_gloo, needs_minilm
-from .test_distributed import headstart as headstart_process
 
 SETTINGS = {"model": "m", "top_k": 2}
 
@@ -153,38 +154,16 @@ result = pyarrow.parquet.read_metadata(folder / "p.parquet").num_rows
     assert large < 1.2 * small + 5, f"peak memory grew by {small:.0f} MB for 20,000 records, {large:.0f} MB for 100,000"
 
 
-RANKS_WRITE = """
-import json, sys
-from pathlib import Path
-from headstart import distributed
-from headstart.runtime.prediction_files import across_ranks, write_prediction_file
-
-FAKE_RECORDS
-
-folder = Path(sys.argv[1])
-seen = []
-def records_for(chunk):
-    seen.extend(chunk)
-    return fake_records(chunk)
-write_prediction_file(folder / "p.jsonl", [str(i) for i in range(23)], across_ranks(records_for),
-                      settings={}, chunk_items=5)
-(folder / f"seen-{distributed.rank()}.json").write_text(json.dumps(seen))
-"""
-
-
 @needs_gloo
-def test_two_ranks_each_predict_a_share_and_rank_0_writes_the_whole_file(tmp_path):
-    import inspect
-
-    (tmp_path / "write.py").write_text(RANKS_WRITE.replace("FAKE_RECORDS", inspect.getsource(fake_records)))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), str(tmp_path / "write.py"), str(tmp_path)]
-    result = subprocess.run(launch, env=_environment(tmp_path / "cache"), capture_output=True, text=True,
-                            timeout=HANG_GUARD_S)
-    assert result.returncode == 0, result.stderr
-    seen = [json.loads((tmp_path / f"seen-{rank}.json").read_text()) for rank in (0, 1)]
+@needs_minilm
+def test_two_ranks_each_predict_a_share_and_rank_0_writes_the_whole_file(ranks_root):
+    """write_prediction_file with across_ranks on two ranks (the module's launch, on fake records): each item is
+    predicted once, by one rank, and rank 0's file holds them all in order."""
+    _launched(ranks_root)
+    folder = ranks_root / "writer"  # on_two_ranks.write_predictions_on_ranks
+    seen = [json.loads((folder / f"seen-{rank}.json").read_text()) for rank in (0, 1)]
     assert seen[0] and seen[1] and sorted(seen[0] + seen[1], key=int) == [str(i) for i in range(23)]  # each once
-    assert _lines(tmp_path / "p.jsonl") == fake_records([str(i) for i in range(23)])
+    assert _lines(folder / "p.jsonl") == fake_records([str(i) for i in range(23)])
 
 
 def test_across_ranks_is_the_function_itself_on_one_process():
@@ -201,8 +180,9 @@ TEXTS = [f"a {word} film, take {i}" for i, word in enumerate(["wonderful", "dull
 def text_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict-out")
     table = write_text_table(root / "reviews.csv", n_per_class=10)
-    headstart.fit(table, str(make_tiny_bert(root / "bert")), "probe", out=root / "run", max_length=32, cache=False,
-                  seed=0)
+    with on_two_ranks.one_thread():  # faster on a shared 2-core machine (the probe's 600 tiny head steps)
+        headstart.fit(table, str(make_tiny_bert(root / "bert")), "probe", out=root / "run", max_length=32,
+                      cache=False, seed=0)
     (root / "inputs.txt").write_text("\n".join(TEXTS) + "\n")
     return {"model": root / "run" / "model", "inputs": root / "inputs.txt"}
 
@@ -253,23 +233,52 @@ def test_predict_out_parquet_round_trips(text_model, tmp_path):
     assert str(table.schema.field("top_k").type) == "list<element: struct<label: string, score: double>>"
 
 
+@pytest.fixture(scope="module")
+def ranks_root(text_model, tmp_path_factory) -> Path:
+    """`predict --out` of the module's text model in this process (out/one.jsonl), then this module's two-rank
+    scenarios (_on_two_ranks.predict) in one torchrun launch, with the embedding cache the first filled: ROOT with
+    their files, their printed output, and launch.json (the launch's exit code and stderr)."""
+    root = tmp_path_factory.mktemp("ranks")
+    (root / "inputs.json").write_text(json.dumps({k: str(v) for k, v in text_model.items()}))
+    (root / "out").mkdir()
+    with on_two_ranks.one_thread(), pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HEADSTART_CACHE", str(root / "cache-predict"))
+        one = _predict(text_model, root / "out" / "one.jsonl", "--chunk-size", 4)
+    (root / "one.json").write_text(json.dumps({"exit_code": one.exit_code, "output": one.output}))
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+              "--master-port", str(_free_port()), on_two_ranks.__file__, "predict", str(root)]
+    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
+    done = subprocess.run(launch, env=_environment(root / "cache"), capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    (root / "launch.json").write_text(json.dumps({"returncode": done.returncode, "stderr": done.stderr}))
+    return root
+
+
+def _launched(root: Path, *commands: str) -> None:
+    """The launch ran to its end, and each named command returned 0 on both ranks."""
+    launch = json.loads((root / "launch.json").read_text())
+    assert launch["returncode"] == 0, launch["stderr"]
+    for name in commands:
+        for rank in (0, 1):
+            assert (root / f"{name}.rank{rank}.code").read_text() == "0", on_two_ranks.printed(root, name, "stderr")
+
+
 @needs_gloo
 @needs_minilm
-def test_predict_on_two_ranks_gives_the_single_process_file_and_lines(text_model, tmp_path):
-    args = ("predict", text_model["model"], text_model["inputs"], "--chunk-size", 4, "--out")
-    one = headstart_process(*args, tmp_path / "one.jsonl", cache=tmp_path / "cache")
-    assert one.returncode == 0, one.stderr
-    two = headstart_process(*args, tmp_path / "two.jsonl", cache=tmp_path / "cache", processes=2)
-    assert two.returncode == 0, two.stderr
-    single, ranks = _lines(tmp_path / "one.jsonl"), _lines(tmp_path / "two.jsonl")
+def test_predict_on_two_ranks_gives_the_single_process_file_and_lines(ranks_root):
+    """`predict --out` here in one process and on two ranks (the module's launch): the same records, each item once
+    in input order, one report and no file besides the two outputs; without --out, rank 0's lines alone."""
+    one = json.loads((ranks_root / "one.json").read_text())
+    assert one["exit_code"] == 0, one["output"]
+    _launched(ranks_root, "predict-out", "predict-stdout")
+    single, ranks = _lines(ranks_root / "out" / "one.jsonl"), _lines(ranks_root / "out" / "two.jsonl")
     assert [r["input"] for r in ranks] == TEXTS  # each item once, in input order
     assert [r["label"] for r in ranks] == [r["label"] for r in single]
     assert [r["score"] for r in ranks] == pytest.approx([r["score"] for r in single], abs=1e-5)
-    assert two.stderr.count("wrote 15 predictions") == 1  # rank 0 alone reports
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["one.jsonl", "two.jsonl"]
-    printed = headstart_process(*args[:-1], cache=tmp_path / "cache", processes=2)  # no --out: stdout
-    assert printed.returncode == 0, printed.stderr
-    assert [json.loads(line)["input"] for line in printed.stdout.splitlines()] == TEXTS  # rank 0's lines alone
+    assert on_two_ranks.printed(ranks_root, "predict-out", "stderr").count("wrote 15 predictions") == 1  # rank 0
+    assert sorted(p.name for p in (ranks_root / "out").iterdir() if p.is_file()) == ["one.jsonl", "two.jsonl"]
+    printed = on_two_ranks.printed(ranks_root, "predict-stdout", "stdout")  # no --out: stdout
+    assert [json.loads(line)["input"] for line in printed.splitlines()] == TEXTS  # rank 0's lines alone
 
 
 def test_a_bad_chunk_size_or_out_type_is_refused_before_any_work(tmp_path):
