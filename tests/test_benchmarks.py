@@ -55,16 +55,19 @@ def test_every_headstart_name_a_benchmark_imports_exists(script):
 
 # One interpreter per process for its scripts (each would otherwise pay torch's import again): run each script as
 # __main__ with the given option. With --help that executes its top-level imports and builds its parser (argparse
-# then exits 0); with --smoke it runs the script's whole path on tiny generated data. The processes take the scripts
-# from one list as they come free (a script is theirs once they create its claim file): dealt out in advance, one
-# process got 110 s of smoke runs and the other 84.
+# then exits 0); with --smoke it runs the script's whole path on tiny generated data. The processes take the runs
+# from one list as they come free (a run is theirs once they create its claim file): dealt out in advance, one
+# process got 110 s of smoke runs and the other 84. (A process per script forked from one that has imported
+# everything once was tried and saved nothing: each process here already imports once, the forking one would
+# import alone on one core while the other waits, and each fork repeats the lazy imports and first-call set-ups
+# that runs in one process share. What remains is the scripts' own fresh processes, `headstart fit` and servers.)
 RUNNER = r"""
 import contextlib, io, json, os, runpy, sys, traceback
-option, claims, scripts = sys.argv[1], sys.argv[2], sys.argv[3:]
+claims, jobs = sys.argv[1], list(zip(sys.argv[2::2], sys.argv[3::2]))
 results = {}
-for script in scripts:
+for option, script in jobs:
     try:
-        os.close(os.open(os.path.join(claims, os.path.basename(script)), os.O_CREAT | os.O_EXCL))
+        os.close(os.open(os.path.join(claims, option + os.path.basename(script)), os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         continue  # the other process took it
     sys.argv = [script, option]
@@ -72,28 +75,29 @@ for script in scripts:
     try:
         with contextlib.redirect_stdout(out):
             runpy.run_path(script, run_name="__main__")
-        results[script] = {"outcome": "returned", "stdout": out.getvalue()}
+        results[f"{option} {script}"] = {"outcome": "returned", "stdout": out.getvalue()}
     except SystemExit as e:
-        results[script] = {"outcome": f"exit {e.code}", "stdout": out.getvalue()}
+        results[f"{option} {script}"] = {"outcome": f"exit {e.code}", "stdout": out.getvalue()}
     except BaseException:
-        results[script] = {"outcome": traceback.format_exc(limit=-4), "stdout": out.getvalue()[-2000:]}
+        results[f"{option} {script}"] = {"outcome": traceback.format_exc(limit=-4), "stdout": out.getvalue()[-2000:]}
 print("RESULTS " + json.dumps(results))
 """
 
 
-def run_benchmarks(option: str, scripts: list[Path], workdir: Path, processes: int = 2) -> dict[str, dict[str, str]]:
-    """{script: {"outcome": "returned" | "exit CODE" | traceback, "stdout": ...}} of each script run with `option`;
-    temporary folders (the smoke runs' results) go under `workdir`. `processes` interpreters run side by side, one
-    thread each, and share out the scripts: tiny runs are mostly Python overhead, which a second thread does not
-    speed up and a second process does."""
+def run_benchmarks(jobs: list[tuple[str, Path]], workdir: Path, processes: int = 2) -> dict[str, dict[str, str]]:
+    """{"OPTION SCRIPT": {"outcome": "returned" | "exit CODE" | traceback, "stdout": ...}} of each (option, script)
+    job, run in the order given; temporary folders (the smoke runs' results) go under `workdir`. `processes`
+    interpreters run side by side, one thread each, and share out the jobs: tiny runs are mostly Python overhead,
+    which a second thread does not speed up and a second process does."""
     paths = [str(BENCHMARKS.parent / "src"), str(BENCHMARKS), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths),
            "TMPDIR": str(workdir), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     claims = workdir / "claimed"
     claims.mkdir()
-    running = [subprocess.Popen([sys.executable, "-c", RUNNER, option, str(claims), *map(str, scripts)],
+    arguments = [str(x) for job in jobs for x in job]
+    running = [subprocess.Popen([sys.executable, "-c", RUNNER, str(claims), *arguments],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir, env=env)
-               for _ in range(min(processes, len(scripts)))]
+               for _ in range(min(processes, len(jobs)))]
     results: dict[str, dict[str, str]] = {}
     for process in running:
         stdout, stderr = process.communicate()
@@ -104,8 +108,36 @@ def run_benchmarks(option: str, scripts: list[Path], workdir: Path, processes: i
 
 
 @pytest.fixture(scope="module")
-def help_results(tmp_path_factory) -> dict[str, dict[str, str]]:
-    return run_benchmarks("--help", SCRIPTS, tmp_path_factory.mktemp("bench-help"))
+def benchmark_runs(request, tmp_path_factory) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The --help runs and the smoke runs of the scripts this session tests, in the same two processes (each pays
+    its imports once, not once per option), and the files under benchmarks/out they changed. The --help runs go
+    first, so that each reads a script before any smoke run has changed the process's state."""
+    items = request.session.items
+    wanted = {name for item in items for name in ("help_results", "smoke_results")
+              if name in getattr(item, "fixturenames", ())}
+    # Only the scripts this session runs the smoke test of (`-k serve_load` runs one script, not all of them).
+    chosen = {item.callspec.params["name"] for item in items
+              if getattr(item, "originalname", "") == "test_every_benchmark_runs_in_its_smoke_mode"} or set(SMOKE)
+    smoke = sorted((name for name in SMOKE if name in chosen), key=lambda name: (
+        LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), name))
+    jobs = [("--help", script) for script in SCRIPTS if "help_results" in wanted]
+    jobs += [("--smoke", BENCHMARKS / f"{name}.py") for name in smoke if "smoke_results" in wanted]
+    out = BENCHMARKS / "out"
+    before = {p: p.stat().st_mtime for p in out.rglob("*")} if out.is_dir() else {}
+    results = run_benchmarks(jobs, tmp_path_factory.mktemp("bench-runs"))
+    after = {p: p.stat().st_mtime for p in out.rglob("*")} if out.is_dir() else {}
+    return results, [str(p) for p in after if before.get(p) != after[p]]
+
+
+@pytest.fixture(scope="module")
+def help_results(benchmark_runs) -> dict[str, dict[str, str]]:
+    return {key.removeprefix("--help "): result for key, result in benchmark_runs[0].items() if key.startswith("--help ")}
+
+
+@pytest.fixture(scope="module")
+def smoke_results(benchmark_runs) -> tuple[dict[str, dict[str, str]], list[str]]:
+    results, touched = benchmark_runs
+    return {key.removeprefix("--smoke "): result for key, result in results.items() if key.startswith("--smoke ")}, touched
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
@@ -123,6 +155,10 @@ def test_every_benchmark_imports_and_prints_its_help(help_results, script):
 # network namespaces.
 RUN_BY_OTHER_TESTS = {"two_nodes": "tests/test_two_nodes.py"}
 SMOKE = sorted(p.stem for p in SCRIPTS if p.stem not in RUN_BY_OTHER_TESTS)
+# The smoke runs that take longest (most start processes of their own), started first so that the two processes
+# end together: in order of name the last one started could run on alone for a quarter of a minute. Order only.
+LONGEST_FIRST = ["probe_scaling", "classic_recipe", "extraction_processes", "serve_load", "tasks_accuracy",
+                 "lora_vs_finetune", "audio_label_efficiency", "serve_soak", "shards_memory", "startup_latency"]
 NEEDS_OUTSIDE = {
     "setfit_reference": "the setfit package, installed in a side folder, not in the test environment",
     "report_screenshots": "playwright and a chromium browser",
@@ -137,19 +173,6 @@ def test_every_benchmark_has_a_smoke_mode(help_results):
 def test_a_script_left_out_of_the_smoke_runs_is_run_by_its_own_test_module(name):
     module = BENCHMARKS.parent / RUN_BY_OTHER_TESTS[name]
     assert (BENCHMARKS / f"{name}.py").is_file() and f'"{name}.py"' in module.read_text()
-
-
-@pytest.fixture(scope="module")
-def smoke_results(request, tmp_path_factory) -> tuple[dict[str, dict[str, str]], float]:
-    # Only the scripts this session runs the smoke test of (`-k serve_load` runs one script, not all of them).
-    chosen = {item.callspec.params["name"] for item in request.session.items
-              if getattr(item, "originalname", "") == "test_every_benchmark_runs_in_its_smoke_mode"} or set(SMOKE)
-    out = BENCHMARKS / "out"
-    before = {p: p.stat().st_mtime for p in out.rglob("*")} if out.is_dir() else {}
-    results = run_benchmarks("--smoke", [BENCHMARKS / f"{name}.py" for name in SMOKE if name in chosen],
-                             tmp_path_factory.mktemp("bench-smoke"))
-    after = {p: p.stat().st_mtime for p in out.rglob("*")} if out.is_dir() else {}
-    return results, [str(p) for p in after if before.get(p) != after[p]]
 
 
 @pytest.mark.parametrize("name", SMOKE)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError, SettingsError
 from ..modalities import ensure_same_modality
@@ -165,6 +164,10 @@ def read_test_data(source: str | Path | Dataset, classes: list[str], modality: s
 def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split keeping the proportions of the task's groups (classes; each item's rarest label; quintiles of a
     target); a held-out part gets at least one example per group."""
+    # Imported here, not at the top: scikit-learn brings SciPy, about a second that `predict`, `export` and a
+    # command refused on its options (a one-line usage error) would otherwise pay without splitting anything.
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(data))
     groups = data.task.stratify(data.labels)
     counts = np.unique(groups, return_counts=True)[1] if groups is not None else np.zeros(0, np.int64)
