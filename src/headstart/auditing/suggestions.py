@@ -43,11 +43,13 @@ log = logging.getLogger("headstart")
 __all__ = ["Suggestion", "suggest"]
 
 TYPICALITY_NEIGHBOURS = 20  # TypiClust's k
-# k-means fits its centres on a seeded sample of at most this many items and then assigns every item to its nearest
-# centre: the cost stops growing with the pool, and the clusters keep full k-means' quality. CIFAR-10 (lite0), 3
-# seeds, labels random choice needs for TypiClust's accuracy, 1-10 labels per class: pool 20,000 (all items fitted)
-# 1.66-2.40x; pool 49,000 with mini-batch k-means on every item (the method before) 1.46-1.91x, with its seed-to-seed
-# spread 2-4 times larger (RESULTS.md, "Issue 24, fifth and sixth rounds").
+# TypiClust runs on at most this many unlabeled items, drawn at random: more did worse, and cost more. CIFAR-10
+# (lite0), 3 seeds, labels random choice needs for TypiClust's accuracy, 1-10 labels per class, by pool: 5,000
+# 1.36-2.36x, 20,000 1.66-2.40x, all 49,000 1.46-1.91x (k-means on mini-batches) or 1.25-1.80x (k-means fitted
+# on 20,000 of them, then every item assigned) (RESULTS.md, "Issue 24, fifth and sixth rounds").
+TYPICLUST_CANDIDATES = 20_000
+# k-means fits its centres on a seeded sample of at most this many rows and then assigns every row to its nearest
+# centre, so that its cost stops growing with the rows (labeled ones included).
 KMEANS_SAMPLE = 20_000
 
 
@@ -131,7 +133,19 @@ def typicality(unit: np.ndarray, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
 
 def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[str], int]:
     """TypiClust's choice of `budget` rows among the `candidate` rows (the others are labeled): rows, reasons, and
-    the number of clusters."""
+    the number of clusters. With more than `TYPICLUST_CANDIDATES` candidates it runs on a seeded random sample of
+    that many (and every labeled row)."""
+    considered = np.arange(len(unit))
+    if candidate.sum() > max(TYPICLUST_CANDIDATES, budget):
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(np.flatnonzero(candidate), max(TYPICLUST_CANDIDATES, budget), replace=False)
+        considered = np.sort(np.concatenate([np.flatnonzero(~candidate), sample]))
+        log.info("TypiClust runs on %d of the %d unlabeled items, drawn at random", len(sample), candidate.sum())
+    chosen, reasons, clusters = _typiclust(unit[considered], candidate[considered], budget, seed)
+    return [int(considered[i]) for i in chosen], reasons, clusters
+
+
+def _typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[str], int]:
     labeled = int((~candidate).sum())
     clusters = min(labeled + budget, len(unit))
     ids = kmeans(unit, clusters, seed)
