@@ -19,7 +19,7 @@ from headstart.training import RankShare
 
 from . import _on_two_ranks as scenarios
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
-from .test_distributed import _environment, _free_port, needs_gloo, needs_minilm
+from .test_distributed import _environment, _free_port, launch_scenarios, launched, needs_gloo, needs_minilm
 
 
 class Order(torch.utils.data.Sampler):
@@ -73,22 +73,7 @@ def ranks_root(tmp_path_factory) -> Path:
               "table": write_text_table(root / "reviews.csv", n_per_class=20), "texts": root / "texts.txt"}
     inputs["texts"].write_text(scenarios.PRETRAIN_TEXTS)
     (root / "inputs.json").write_text(json.dumps({k: str(v) for k, v in inputs.items()}))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), scenarios.__file__, "ddp", str(root)]
-    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
-    done = subprocess.run(launch, env=_environment(root / "cache"), capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)
-    (root / "launch.json").write_text(json.dumps({"returncode": done.returncode, "stderr": done.stderr}))
-    return root
-
-
-def _launched(root: Path, *commands: str) -> None:
-    """The launch ran to its end, and each named command returned 0 on both ranks."""
-    launch = json.loads((root / "launch.json").read_text())
-    assert launch["returncode"] == 0, launch["stderr"]
-    for name in commands:
-        for rank in (0, 1):
-            assert (root / f"{name}.rank{rank}.code").read_text() == "0", scenarios.printed(root, name, "stderr")
+    return launch_scenarios("ddp", root)
 
 
 @needs_gloo
@@ -96,7 +81,7 @@ def _launched(root: Path, *commands: str) -> None:
 def test_two_ranks_with_batch_b_end_with_the_weights_of_one_process_with_batch_2b(ranks_root, tmp_path):
     """The same training loop, once in two ranks with batch 4 (the module's launch) and once here, in one process
     with batch 8: the same weights on both ranks, the same summary, and rank 0's run files alone."""
-    _launched(ranks_root)
+    launched(ranks_root)
     bert = ranks_root / "tiny-bert"
     with scenarios.one_thread():
         scenarios.finetune_loop(bert, tmp_path / "one", batch_size=8)
@@ -133,7 +118,7 @@ def starting_weights(bert: Path) -> dict[str, torch.Tensor]:
 @needs_gloo
 @needs_minilm
 def test_lora_under_torchrun_writes_one_run_from_rank_0(ranks_root):
-    _launched(ranks_root, "lora")
+    launched(ranks_root, "lora")
     run = ranks_root / "lora"
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "headstart-run.json", "logs",
                                                       "metrics.json", "model"]
@@ -176,7 +161,7 @@ main()
 def test_a_rank_killed_in_epoch_2_restarts_from_the_last_checkpoint_and_ends_as_if_uninterrupted(ranks_root, tmp_path):
     """A launch whose rank 1 is killed in epoch 2 (torchrun restarts both ranks) against the same fit on two ranks
     uninterrupted (the module's launch, "keep", the first thing its ranks run): the same metrics and training record."""
-    _launched(ranks_root, "keep")
+    launched(ranks_root, "keep")
     inputs = json.loads((ranks_root / "inputs.json").read_text())
     script = tmp_path / "fit.py"
     script.write_text(FIT_KILLING_RANK_1)
@@ -215,7 +200,7 @@ def _weights(model_dir: Path) -> dict[str, np.ndarray]:
 def test_contrastive_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b(ranks_root, tmp_path):
     """`headstart fit --strategy contrastive` on two ranks with batch 4 (the module's launch) and here, in one process
     with batch 8: the same pairs, losses and weights, and one set of run files, rank 0's."""
-    _launched(ranks_root, "contrastive")
+    launched(ranks_root, "contrastive")
     inputs = json.loads((ranks_root / "inputs.json").read_text())
     bert = Path(inputs["bert"])
     with scenarios.one_thread():
@@ -252,7 +237,7 @@ def test_pretraining_on_two_ranks_with_batch_b_ends_as_one_process_with_batch_2b
     batch 8: the same backbone and loss curve, one backbone folder and run folder written by rank 0."""
     from safetensors.numpy import load_file
 
-    _launched(ranks_root)
+    launched(ranks_root)
     bert = ranks_root / "tiny-bert"
     with scenarios.one_thread():  # 26 texts: three whole global batches of 8 an epoch (the last 2 texts sit it out)
         scenarios.pretraining(bert, ranks_root / "texts.txt", tmp_path / "one", batch_size=8)

@@ -123,8 +123,14 @@ def ranks_root(tmp_path_factory) -> Path:
               "small_table": write_text_table(root / "small.csv", n_per_class=5), "taken": root / "taken"}
     inputs["taken"].write_text("not a folder")
     (root / "inputs.json").write_text(json.dumps({k: str(v) for k, v in inputs.items()}))
+    return launch_scenarios("distributed", root)
+
+
+def launch_scenarios(scenario_set: str, root: Path) -> Path:
+    """One torchrun launch of two ranks running the scenarios `scenario_set` of _on_two_ranks.py on ROOT (its
+    inputs.json), with launch.json (the launch's exit code and stderr) written there. Returns ROOT."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), on_two_ranks.__file__, "distributed", str(root)]
+              "--master-port", str(_free_port()), on_two_ranks.__file__, scenario_set, str(root)]
     # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
     done = subprocess.run(launch, env=_environment(root / "cache"), capture_output=True, text=True,
                           timeout=HANG_GUARD_S)
@@ -132,7 +138,7 @@ def ranks_root(tmp_path_factory) -> Path:
     return root
 
 
-def _launched(root: Path, *commands: str) -> None:
+def launched(root: Path, *commands: str) -> None:
     """The launch ran to its end, and each named command returned 0 on both ranks."""
     launch = json.loads((root / "launch.json").read_text())
     assert launch["returncode"] == 0, launch["stderr"]
@@ -146,7 +152,7 @@ def _launched(root: Path, *commands: str) -> None:
 def test_two_processes_fit_and_evaluate_as_one(ranks_root, tmp_path):
     """`fit` on two ranks (the module's launch) and here, in one process: the same numbers, each item embedded once
     into the shared cache, one set of run files and one output, rank 0's; then `evaluate` on two ranks."""
-    _launched(ranks_root, "fit", "evaluate")
+    launched(ranks_root, "fit", "evaluate")
     table = Path(json.loads((ranks_root / "inputs.json").read_text())["table"])
     with on_two_ranks.one_thread():
         single = on_two_ranks.command("fit", tmp_path, *on_two_ranks.probe_command(table, tmp_path / "one"))
@@ -187,7 +193,7 @@ def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cann
     from headstart.backbones import resolve_backbone
     from headstart.embeddings import compute_embeddings
 
-    _launched(ranks_root)
+    launched(ranks_root)
     folder = ranks_root / "embedded"  # on_two_ranks.embed_every_way
     expected, _ = compute_embeddings(resolve_backbone("minilm"), on_two_ranks.EMBEDDED_TEXTS, precision="fp32")
     for mode in ("shared", "unwritable", "none"):
@@ -204,7 +210,7 @@ def test_every_rank_gets_every_row_with_a_cache_without_one_and_when_a_rank_cann
 def test_an_error_on_rank_0_stops_every_rank_with_one_message(ranks_root):
     """`fit --out FILE` on two ranks (the last command of the module's launch): rank 0 cannot make the run folder,
     and both ranks end the command with a non-zero code, one `error:` line in all and the file untouched."""
-    _launched(ranks_root)
+    launched(ranks_root)
     codes = [int((ranks_root / f"taken.rank{rank}.code").read_text()) for rank in (0, 1)]
     assert all(code != 0 for code in codes), codes
     stderr = on_two_ranks.printed(ranks_root, "taken", "stderr")

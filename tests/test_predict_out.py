@@ -20,7 +20,7 @@ from headstart.runtime.prediction_files import across_ranks, journal_path, write
 
 from . import _on_two_ranks as on_two_ranks
 from .conftest import HANG_GUARD_S, make_tiny_bert, write_text_table
-from .test_distributed import _environment, _free_port, needs_gloo, needs_minilm
+from .test_distributed import launch_scenarios, launched, needs_gloo, needs_minilm
 
 SETTINGS = {"model": "m", "top_k": 2}
 
@@ -159,7 +159,7 @@ result = pyarrow.parquet.read_metadata(folder / "p.parquet").num_rows
 def test_two_ranks_each_predict_a_share_and_rank_0_writes_the_whole_file(ranks_root):
     """write_prediction_file with across_ranks on two ranks (the module's launch, on fake records): each item is
     predicted once, by one rank, and rank 0's file holds them all in order."""
-    _launched(ranks_root)
+    launched(ranks_root)
     folder = ranks_root / "writer"  # on_two_ranks.write_predictions_on_ranks
     seen = [json.loads((folder / f"seen-{rank}.json").read_text()) for rank in (0, 1)]
     assert seen[0] and seen[1] and sorted(seen[0] + seen[1], key=int) == [str(i) for i in range(23)]  # each once
@@ -245,22 +245,7 @@ def ranks_root(text_model, tmp_path_factory) -> Path:
         patch.setenv("HEADSTART_CACHE", str(root / "cache-predict"))
         one = _predict(text_model, root / "out" / "one.jsonl", "--chunk-size", 4)
     (root / "one.json").write_text(json.dumps({"exit_code": one.exit_code, "output": one.output}))
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(_free_port()), on_two_ranks.__file__, "predict", str(root)]
-    # A generous limit, far above the seconds this takes, only so that a hung rendezvous cannot hang the suite.
-    done = subprocess.run(launch, env=_environment(root / "cache"), capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)
-    (root / "launch.json").write_text(json.dumps({"returncode": done.returncode, "stderr": done.stderr}))
-    return root
-
-
-def _launched(root: Path, *commands: str) -> None:
-    """The launch ran to its end, and each named command returned 0 on both ranks."""
-    launch = json.loads((root / "launch.json").read_text())
-    assert launch["returncode"] == 0, launch["stderr"]
-    for name in commands:
-        for rank in (0, 1):
-            assert (root / f"{name}.rank{rank}.code").read_text() == "0", on_two_ranks.printed(root, name, "stderr")
+    return launch_scenarios("predict", root)
 
 
 @needs_gloo
@@ -270,7 +255,7 @@ def test_predict_on_two_ranks_gives_the_single_process_file_and_lines(ranks_root
     in input order, one report and no file besides the two outputs; without --out, rank 0's lines alone."""
     one = json.loads((ranks_root / "one.json").read_text())
     assert one["exit_code"] == 0, one["output"]
-    _launched(ranks_root, "predict-out", "predict-stdout")
+    launched(ranks_root, "predict-out", "predict-stdout")
     single, ranks = _lines(ranks_root / "out" / "one.jsonl"), _lines(ranks_root / "out" / "two.jsonl")
     assert [r["input"] for r in ranks] == TEXTS  # each item once, in input order
     assert [r["label"] for r in ranks] == [r["label"] for r in single]
