@@ -141,41 +141,6 @@ def test_few_clusters_keep_the_best_of_several_kmeans_runs_and_find_every_blob()
         assert all(len(set(ids[blob == b])) == 1 for b in range(8)) and len(set(ids)) == 8, seed
 
 
-def test_a_pool_larger_than_the_kmeans_sample_is_clustered_on_a_sample_and_every_item_is_assigned(monkeypatch):
-    from headstart.auditing import suggestions
-
-    rng = np.random.default_rng(1)
-    blob = np.repeat(np.arange(8), 100)
-    x = (rng.standard_normal((8, 16)) * 3)[blob] + rng.standard_normal((len(blob), 16))
-    monkeypatch.setattr(suggestions, "KMEANS_SAMPLE", 120)  # 800 items: fitted on 120, all 800 assigned
-    fitted = []
-    from sklearn.cluster import KMeans
-
-    real_fit = KMeans.fit
-    monkeypatch.setattr(KMeans, "fit", lambda self, rows, *a, **k: fitted.append(len(rows)) or real_fit(self, rows))
-    ids = kmeans(x, 8, seed=0)
-    assert fitted == [120] and len(ids) == len(x)
-    assert all(len(set(ids[blob == b])) == 1 for b in range(8)) and len(set(ids)) == 8
-    ids = kmeans(x, 150, seed=0)  # more clusters than the sample holds: the sample grows to one item per cluster
-    assert fitted[-1] == 150 and len(set(ids)) == 150
-
-
-def test_typiclust_on_a_pool_larger_than_its_sample_picks_candidates_of_the_uncovered_blobs(monkeypatch):
-    from headstart.auditing import suggestions
-
-    x, blob = _blobs(60, 6, 8, 0.5, seed=4)
-    unit = unit_rows(x, x.mean(axis=0))
-    candidate = np.ones(len(x), dtype=bool)
-    candidate[np.flatnonzero(blob == 0)[0]] = candidate[np.flatnonzero(blob == 1)[0]] = False
-    monkeypatch.setattr(suggestions, "TYPICLUST_CANDIDATES", 90)  # 358 candidates: 90 of them and the 2 labeled
-    clustered = []
-    real_kmeans = suggestions.kmeans
-    monkeypatch.setattr(suggestions, "kmeans", lambda rows, *a: clustered.append(len(rows)) or real_kmeans(rows, *a))
-    chosen, _, clusters = typiclust(unit, candidate, 4, seed=0)
-    assert clustered == [92] and clusters == 6
-    assert all(candidate[chosen]) and sorted(blob[chosen].tolist()) == [2, 3, 4, 5]
-
-
 def test_the_clean_table_keeps_the_first_kept_copy_of_each_duplicate():
     pair = [("duplicate", 1, 2), ("leak", 3, 2), ("duplicate", 4, 5), ("conflicting", 6, 5), ("conflicting", 9, 10)]
     records = [{"kind": "label_error", "index": 2}, {"kind": "against", "index": 7},

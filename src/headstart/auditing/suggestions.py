@@ -43,14 +43,12 @@ log = logging.getLogger("headstart")
 __all__ = ["Suggestion", "suggest"]
 
 TYPICALITY_NEIGHBOURS = 20  # TypiClust's k
-# TypiClust runs on at most this many unlabeled items, drawn at random: more did worse, and cost more. CIFAR-10
-# (lite0), 3 seeds, labels random choice needs for TypiClust's accuracy, 1-10 labels per class, by pool: 5,000
-# 1.36-2.36x, 20,000 1.66-2.40x, all 49,000 1.46-1.91x (k-means on mini-batches) or 1.25-1.80x (k-means fitted
-# on 20,000 of them, then every item assigned) (RESULTS.md, "Issue 24, fifth and sixth rounds").
-TYPICLUST_CANDIDATES = 20_000
-# k-means fits its centres on a seeded sample of at most this many rows and then assigns every row to its nearest
-# centre, so that its cost stops growing with the rows (labeled ones included).
-KMEANS_SAMPLE = 20_000
+# Items beyond which k-means runs on mini-batches: seconds, not minutes. On all 49,000 CIFAR-10 images (lite0, 3
+# seeds, labels random choice needs for TypiClust's accuracy at 1-10 labels per class) it did as well as the
+# slower choices tried (mini-batches 1.46-1.91x in 340 s of TypiClust rounds; full k-means fitted on 20,000 of
+# them, all assigned, 1.25-1.80x in 3,263 s; TypiClust on 20,000 drawn at random 1.17-2.03x in 1,860 s; RESULTS.md,
+# "Issue 24, sixth round").
+MINIBATCH_ABOVE = 20_000
 
 
 @dataclass
@@ -105,20 +103,19 @@ def kmeans_runs(clusters: int) -> int:
 
 
 def kmeans(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
-    """Cluster ids of the rows: k-means++ (seeded, the best of `kmeans_runs`) fitted on at most `KMEANS_SAMPLE`
-    rows drawn at random, then every row assigned to its nearest centre. On one thread: where other processes hold
-    the cores, scikit-learn's OpenMP threads wait for each other (measured on the shared 2-core Xeon at load 4.5:
-    770 clusters of Banking77's 8,003 x 384 took 38 s on the default threads, 4.2 s on one)."""
-    from sklearn.cluster import KMeans
+    """Cluster ids of the rows (k-means++, seeded, the best of `kmeans_runs`; mini-batches for large data), on one
+    thread: where other processes hold the cores, scikit-learn's OpenMP threads wait for each other (measured on
+    the shared 2-core Xeon at load 4.5: 770 clusters of Banking77's 8,003 x 384 took 38 s on the default threads,
+    4.2 s on one)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
     from threadpoolctl import threadpool_limits
 
-    model = KMeans(clusters, random_state=seed, n_init=kmeans_runs(clusters))
+    if len(x) > MINIBATCH_ABOVE:
+        model = MiniBatchKMeans(clusters, random_state=seed, n_init=3, batch_size=4096)
+    else:
+        model = KMeans(clusters, random_state=seed, n_init=kmeans_runs(clusters))
     with threadpool_limits(1):
-        if len(x) <= max(KMEANS_SAMPLE, clusters):
-            return model.fit_predict(x)
-        sample = np.random.default_rng(seed).choice(len(x), max(KMEANS_SAMPLE, clusters), replace=False)
-        model.fit(x[np.sort(sample)])
-        return model.predict(x)
+        return model.fit_predict(x)
 
 
 def typicality(unit: np.ndarray, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
@@ -133,19 +130,7 @@ def typicality(unit: np.ndarray, k: int = TYPICALITY_NEIGHBOURS) -> np.ndarray:
 
 def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[str], int]:
     """TypiClust's choice of `budget` rows among the `candidate` rows (the others are labeled): rows, reasons, and
-    the number of clusters. With more than `TYPICLUST_CANDIDATES` candidates it runs on a seeded random sample of
-    that many (and every labeled row)."""
-    considered = np.arange(len(unit))
-    if candidate.sum() > max(TYPICLUST_CANDIDATES, budget):
-        rng = np.random.default_rng(seed)
-        sample = rng.choice(np.flatnonzero(candidate), max(TYPICLUST_CANDIDATES, budget), replace=False)
-        considered = np.sort(np.concatenate([np.flatnonzero(~candidate), sample]))
-        log.info("TypiClust runs on %d of the %d unlabeled items, drawn at random", len(sample), candidate.sum())
-    chosen, reasons, clusters = _typiclust(unit[considered], candidate[considered], budget, seed)
-    return [int(considered[i]) for i in chosen], reasons, clusters
-
-
-def _typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[str], int]:
+    the number of clusters."""
     labeled = int((~candidate).sum())
     clusters = min(labeled + budget, len(unit))
     ids = kmeans(unit, clusters, seed)
