@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import headstart
 
+from ._on_two_ranks import one_thread
 from .conftest import HANG_GUARD_S, make_image_folder
 
 SAVE_CHILD = r"""
@@ -81,12 +81,8 @@ POINTS = ["after writing the weights", "before rename 1", "before rename 2", "be
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     data = make_image_folder(root / "images", per_class=6, size=16)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see _finetune: the probe's 600 tiny head steps wait for a second core otherwise
-    try:
+    with one_thread():  # see _finetune: the probe's 600 tiny head steps wait for a second core otherwise
         headstart.fit(data, "efficientnet_lite0", "probe", out=root / "run", image_size=32)
-    finally:
-        torch.set_num_threads(threads)
     return root / "run"
 
 
