@@ -42,6 +42,7 @@ from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
 from audit_images import cifar_sets
 
 METHODS = ("random", "typiclust", "typiclust+badge")
+MAX_PER_CLASS = 4900  # CIFAR-10's shared train folder: 5,000 per class, 100 of them the test set
 BADGE_FROM = 7  # docs/audit.md's advice: `suggest --backbone` to about 7 labels per class, then `--model`
 COLUMNS = ["set", "labels per class", "labels", *METHODS, *(f"{m} saving" for m in METHODS[1:])]
 
@@ -123,6 +124,16 @@ def labels_random_needs(random_mean: np.ndarray, labels: np.ndarray, accuracy: f
     return float(labels[i - 1] + (labels[i] - labels[i - 1]) * (accuracy - low) / (high - low))
 
 
+def pool_of(data: dict[str, Any], seed: int, seeds: int) -> tuple[np.ndarray, ...]:
+    """The pool and test arrays a seed's run uses: the one pool, or with `--resample-pools` seed s's own random
+    subset of it (random choice's seed r uses suggest's pool r mod `seeds`, so its curve is read on the same pools)."""
+    x, y = data["pool_x"], data["pool_y"]
+    if "pools" in data:
+        rows = data["pools"][seed % seeds]
+        x, y = x[rows], y[rows]
+    return x, y, data["test_x"], data["test_y"]
+
+
 def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     classes = len(set(data["pool_y"]) | set(data["test_y"]))
     per_round = classes  # one label per class on average
@@ -130,12 +141,12 @@ def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[s
     random_rounds = max(args.rounds, args.random_rounds or int(np.ceil(1.5 * args.rounds)))
     random_labels = np.arange(1, random_rounds + 1) * per_round
     results: dict[str, list[list[float]]] = {}
-    arrays = data["pool_x"], data["pool_y"], data["test_x"], data["test_y"]
     histories = {}
     for method in METHODS:
         started = time.perf_counter()
         results[method] = []
         for seed in range(args.random_seeds if method == "random" else args.seeds):
+            arrays = pool_of(data, seed, args.seeds)
             if method == "typiclust+badge":  # TypiClust's first rounds, then BADGE from where they left off
                 switch = min(args.badge_from, args.rounds)
                 prefix = results["typiclust"][seed][:switch]
@@ -160,7 +171,8 @@ def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[s
             needed = labels_random_needs(means["random"], random_labels, float(means[m][r]))
             row[f"{m} saving"] = round(needed / n, 2) if needed is not None else f">{random_labels[-1] / n:.2f}"
         rows.append(row)
-    return {"name": name, "backbone": data["backbone"], "pool": len(data["pool_y"]), "test": len(data["test_y"]),
+    pool = len(data["pools"][0]) if "pools" in data else len(data["pool_y"])
+    return {"name": name, "backbone": data["backbone"], "pool": pool, "test": len(data["test_y"]),
             "classes": classes, "labels": labels.tolist(),
             "random_labels": random_labels.tolist(), "accuracy": results,
             "mean": {m: means[m].tolist() for m in METHODS}, "std": {m: stds[m].tolist() for m in METHODS},
@@ -206,7 +218,8 @@ def load_sets(args: argparse.Namespace, folder: Path | None) -> list[dict[str, A
         frame = pd.read_csv(table_path).rename(columns={"label": "category"})
         text_backbone, max_length, test_rows = str(bert), 32, 10
     else:
-        pool, test = cifar_sets(shared("images/cifar10/train"), args.pool_per_class, 100, 0)
+        per_class = MAX_PER_CLASS if args.resample_pools else args.pool_per_class
+        pool, test = cifar_sets(shared("images/cifar10/train"), per_class, 100, 0)
         image_backbone, image_size = "efficientnet_lite0", None
         frame = pd.read_csv(shared("text/banking77/train.csv"), keep_default_na=False)
         text_backbone, max_length, test_rows = "minilm", None, 2000
@@ -217,6 +230,10 @@ def load_sets(args: argparse.Namespace, folder: Path | None) -> list[dict[str, A
                      "pool_y": np.array([c for _, c in pool]),
                      "test_x": embedded(image_backbone, [p for p, _ in test], "image", image_size=image_size),
                      "test_y": np.array([c for _, c in test])})
+        if args.resample_pools:  # each seed its own random pool of the 49,000 (test: their 1,000 others)
+            size = args.pool_per_class * 10
+            sets[-1]["pools"] = [np.random.default_rng(100 + s).choice(len(pool), size, replace=False)
+                                 for s in range(args.seeds)]
     if "banking77" in args.sets:
         held_out = np.zeros(len(frame), dtype=bool)
         held_out[np.random.default_rng(0).choice(len(frame), test_rows, replace=False)] = True
@@ -241,8 +258,15 @@ def main() -> None:
     parser.add_argument("--pool-per-class", type=int, default=500,
                         help="CIFAR-10: unlabeled images per class in the pool (500: the 5,000 audit_images.py "
                              "audits; up to 4,900, the test set takes 100 per class of the 5,000)")
+    parser.add_argument("--resample-pools", action="store_true",
+                        help="CIFAR-10: each seed draws its own pool (--pool-per-class x 10 images, not class "
+                             "balanced) from the 49,000 images outside the test set: the saving over many pools, "
+                             "not one")
     add_smoke_option(parser)
     args = parser.parse_args()
+    if args.resample_pools and not 0 < args.pool_per_class < MAX_PER_CLASS:
+        parser.error(f"--resample-pools draws pools smaller than the {MAX_PER_CLASS * 10:,} images: "
+                     f"--pool-per-class must be under {MAX_PER_CLASS}")
     if args.smoke:
         folder = start_smoke()
         args.rounds, args.seeds, args.random_seeds, args.badge_from = 3, 2, 2, 1
@@ -252,8 +276,8 @@ def main() -> None:
     name = "suggest_curves" if len(args.sets) == 2 else f"suggest_curves_{args.sets[0]}"
     if args.seeds != 3:  # the issue's 3 seeds keep the plain name; a run with more is kept beside it
         name += f"_{args.seeds}seeds"
-    if args.pool_per_class != 500 and "cifar10" in args.sets:
-        name += f"_pool{args.pool_per_class * 10}"
+    if (args.pool_per_class != 500 or args.resample_pools) and "cifar10" in args.sets:
+        name += f"_pool{args.pool_per_class * 10}" + ("_resampled" if args.resample_pools else "")
     figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
     sets = []
     for data in load_sets(args, folder):
