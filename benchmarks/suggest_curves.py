@@ -278,6 +278,8 @@ def main() -> None:
         name += f"_{args.seeds}seeds"
     if (args.pool_per_class != 500 or args.resample_pools) and "cifar10" in args.sets:
         name += f"_pool{args.pool_per_class * 10}" + ("_resampled" if args.resample_pools else "")
+    if args.badge_from != BADGE_FROM and not args.smoke:
+        name += f"_badge{args.badge_from}"
     figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
     sets = []
     for data in load_sets(args, folder):
