@@ -13,8 +13,8 @@ audit_quality.py) is fitted on the labeled items and scored on the test set. Met
 (random over `--random-seeds`, 10 by default: its mean curve is the yardstick every saving is read off, and with 3
 seeds its noise moved the 1.5x point by up to a round; its draws cost no clustering, so 10 take seconds):
 - random: the next items drawn uniformly from the unlabeled pool;
-- typiclust: `suggest --backbone` every round (TypiClust with the items labeled so far as `--labeled`), the
-  library's own function on the cached embeddings;
+- typiclust: `suggest --backbone` every round (TypiClust with the items labeled so far as `--labeled`, whose
+  labels make its choice class-balanced), the library's own function on the cached embeddings;
 - typiclust+badge: TypiClust for the first `--badge-from` rounds (the same picks as typiclust: they are taken
   from its run), then `suggest --model` (BADGE) with the probe of the round before standing in for the trained
   model (its last layer reads the standardised embeddings).
@@ -69,9 +69,10 @@ def embedded(backbone: str, items: list, modality: str, image_size: int | None =
     return x
 
 
-def choose(method: str, unit: np.ndarray, pool_x: np.ndarray, labeled: np.ndarray, probe: Any, budget: int,
-           rng: np.random.Generator, seed: int) -> list[int]:
-    """The next `budget` pool rows by `method` (the rows in `labeled` are never chosen again)."""
+def choose(method: str, unit: np.ndarray, pool_x: np.ndarray, pool_y: np.ndarray, labeled: np.ndarray, probe: Any,
+           budget: int, rng: np.random.Generator, seed: int) -> list[int]:
+    """The next `budget` pool rows by `method` (the rows in `labeled` are never chosen again; TypiClust knows
+    their labels, as `suggest --labeled` does)."""
     from headstart.auditing.suggestions import badge, typiclust
 
     candidate = np.ones(len(unit), dtype=bool)
@@ -79,7 +80,7 @@ def choose(method: str, unit: np.ndarray, pool_x: np.ndarray, labeled: np.ndarra
     if method == "random":
         return rng.choice(np.flatnonzero(candidate), budget, replace=False).tolist()
     if method == "typiclust" or probe is None:
-        return typiclust(unit, candidate, budget, seed)[0]
+        return typiclust(unit, candidate, budget, seed, pool_y[~candidate])[0]
     probabilities = probe.predict_proba(pool_x)
     classes = [str(c) for c in probe.classes_]
     return badge(probe[0].transform(pool_x), probabilities, candidate, budget, classes, seed)[0]
@@ -97,7 +98,8 @@ def curve(method: str, pool_x: np.ndarray, pool_y: np.ndarray, test_x: np.ndarra
     probe = evaluator(pool_x[labeled], pool_y[labeled]) if len(set(pool_y[labeled])) > 1 else None
     accuracies, history = [], []
     for _ in range(rounds):
-        chosen = choose(method, unit, pool_x, np.asarray(labeled, dtype=np.int64), probe, per_round, rng, seed)
+        chosen = choose(method, unit, pool_x, pool_y, np.asarray(labeled, dtype=np.int64), probe, per_round, rng,
+                        seed)
         assert not set(chosen) & set(labeled) and len(chosen) == per_round, (method, len(labeled), len(chosen))
         labeled += [int(i) for i in chosen]
         if len(set(pool_y[labeled])) < 2:

@@ -17,7 +17,7 @@ from headstart.auditing.data_audit import items_to_keep
 from headstart.auditing.label_errors import find_label_errors
 from headstart.auditing.outliers import find_outliers, outlier_scores
 from headstart.auditing.similarity import scan, unit_rows
-from headstart.auditing.suggestions import badge, kmeans, typiclust
+from headstart.auditing.suggestions import badge, balanced_order, kmeans, typiclust
 from headstart.cli import app
 from headstart.data import load_data
 
@@ -112,6 +112,22 @@ def test_typiclust_takes_one_item_of_each_uncovered_cluster():
     candidate[np.flatnonzero(blob == 0)[1:]] = candidate[np.flatnonzero(blob == 1)[1:]] = True
     chosen, _, clusters = typiclust(unit, candidate, 4, seed=0)
     assert clusters == 6 and sorted(blob[chosen].tolist()) == [2, 3, 4, 5]
+
+
+def test_with_known_labels_the_least_labeled_classes_are_taken_first_largest_cluster_first_on_ties():
+    x, blob = _blobs(20, 3, 8, 0.5, seed=4)
+    labeled = np.concatenate([np.flatnonzero(blob == 0)[:5], np.flatnonzero(blob == 1)[:2], np.flatnonzero(blob == 2)[:1]])
+    labels = np.array(["a"] * 5 + ["b"] * 2 + ["c"])
+    options = x[[np.flatnonzero(blob == b)[10] for b in (0, 0, 1, 2, 1)]]  # TypiClust's order: largest cluster first
+    picks, likely = balanced_order(x[labeled], labels, options, 4)
+    assert picks == [3, 2, 4, 0] and likely == ["c", "b", "b", "a"]  # c (1 label), b (2), b (3) ties c (2): b first
+    candidate = np.ones(len(x), dtype=bool)
+    candidate[labeled] = False
+    plain, _, _ = typiclust(x, candidate, 3, seed=0)
+    balanced, reasons, _ = typiclust(x, candidate, 3, seed=0, labels=labels)
+    assert len(set(balanced)) == 3 and not set(balanced) & set(labeled.tolist())
+    assert blob[balanced[0]] == 2 and all("a class with few labels" in r for r in reasons)
+    assert typiclust(x, candidate, 3, seed=0, labels=np.array(["a"] * len(labels)))[0] == plain  # one class: as before
 
 
 def test_badge_picks_uncertain_items_across_the_data_the_longest_gradient_first_and_no_copy_twice():
@@ -251,6 +267,8 @@ def test_suggest_writes_a_table_to_fill_in_that_fit_reads_with_the_labeled_rows(
     to_label = pd.read_csv(root / "to_label.csv", keep_default_na=False)
     assert list(to_label.columns) == ["text", "label", "reason"] and len(to_label) == 4
     assert (to_label.label == "").all() and len(set(to_label.text)) == 4 and result.method == "typiclust"
+    labeled_classes = set(pd.read_csv(root / "clean.csv").label)  # the labeled rows' classes balance the choice
+    assert all(r.split("; likely ")[1].split(",")[0] in labeled_classes for r in to_label.reason)
     to_label.loc[:1, "label"] = "positive"  # two filled in, two not yet
     merged = pd.concat([pd.read_csv(root / "clean.csv"), to_label[["text", "label"]]], ignore_index=True)
     merged.to_csv(root / "merged.csv", index=False)

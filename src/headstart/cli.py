@@ -277,7 +277,8 @@ def suggest(
     backbone: str | None = typer.Option(None, help="Cold start without a model: pick typical, diverse items "
                                                    "(TypiClust) on this backbone's embeddings."),
     labeled: str | None = typer.Option(None, help="Labeled data so far (as `fit` takes it): never suggested again; "
-                                                  "clusters they cover are skipped."),
+                                                  "clusters they cover are skipped, and the classes with "
+                                                  "the fewest labels come first."),
     out: Path = typer.Option(Path("to_label.csv"), help="Table to fill in: the item, an empty label, the reason."),
 ) -> None:
     """Choose which unlabeled items to label next; writes a table to fill in that `fit` reads with the labeled data."""
