@@ -120,13 +120,14 @@ def test_with_known_labels_the_least_labeled_classes_are_taken_first_largest_clu
     labels = np.array(["a"] * 5 + ["b"] * 2 + ["c"])
     options = x[[np.flatnonzero(blob == b)[10] for b in (0, 0, 1, 2, 1)]]  # TypiClust's order: largest cluster first
     picks, likely = balanced_order(x[labeled], labels, options, 4)
-    assert picks == [3, 2, 4, 0] and likely == ["c", "b", "b", "a"]  # c (1 label), b (2), b (3) ties c (2): b first
+    assert picks == [3, 2, 4, 0]  # c (1 label), b (2), b again (3), then a (5): the larger of its clusters
+    assert likely == ["c, which had 1 label", "b, which had 2 labels", "b, which had 3 labels", "a, which had 5 labels"]
     candidate = np.ones(len(x), dtype=bool)
     candidate[labeled] = False
     plain, _, _ = typiclust(x, candidate, 3, seed=0)
     balanced, reasons, _ = typiclust(x, candidate, 3, seed=0, labels=labels)
     assert len(set(balanced)) == 3 and not set(balanced) & set(labeled.tolist())
-    assert blob[balanced[0]] == 2 and all("a class with few labels" in r for r in reasons)
+    assert blob[balanced[0]] == 2 and reasons[0].endswith("(TypiClust); likely c, which had 1 label")
     assert typiclust(x, candidate, 3, seed=0, labels=np.array(["a"] * len(labels)))[0] == plain  # one class: as before
 
 

@@ -150,14 +150,15 @@ def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int,
         return typical, reasons[:budget], clusters
     picks, likely = balanced_order(unit[~candidate], np.asarray(labels), unit[typical], budget)
     return ([typical[i] for i in picks],
-            [f"{reasons[i]}; likely {cls}, a class with few labels" for i, cls in zip(picks, likely)], clusters)
+            [f"{reasons[i]}; likely {why}" for i, why in zip(picks, likely)], clusters)
 
 
 def balanced_order(labeled: np.ndarray, labels: np.ndarray, options: np.ndarray, budget: int
                    ) -> tuple[list[int], list[str]]:
     """`budget` of the `options` (TypiClust's typical items, largest cluster first), the class each is likely to be
     (a logistic-regression probe on the `labeled` rows) taken least labeled first, so that a round does not
-    spend its labels on the classes that already have most: which options, and the class each was taken for.
+    spend its labels on the classes that already have most: which options, and for each the class it was taken for
+    with the labels that class had then ("cat, which had 2 labels").
 
     Class-balanced selection in the spirit of Bengar et al., "Class-Balanced Active Learning for Image
     Classification" (WACV 2022). TypiClust's clusters follow the embedding's dense regions, not the classes. On
@@ -174,13 +175,14 @@ def balanced_order(labeled: np.ndarray, labels: np.ndarray, options: np.ndarray,
         probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(labeled, labels)
         likely = probe.predict(options)
     counts = {c: int((labels == c).sum()) for c in probe.classes_}
-    left, picks = list(range(len(options))), []
+    left, picks, why = list(range(len(options))), [], []
     while len(picks) < budget and left:
         i = min(left, key=lambda j: counts[likely[j]])  # ties: the larger cluster (`left` keeps TypiClust's order)
         left.remove(i)
-        counts[likely[i]] += 1
         picks.append(i)
-    return picks, [str(likely[i]) for i in picks]
+        why.append(f"{likely[i]}, which had {counts[likely[i]]} label{'' if counts[likely[i]] == 1 else 's'}")
+        counts[likely[i]] += 1
+    return picks, why
 
 
 def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray, budget: int, classes: list[str],
