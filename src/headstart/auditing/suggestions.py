@@ -143,11 +143,14 @@ def typiclust(unit: np.ndarray, candidate: np.ndarray, budget: int, seed: int,
     covered = set(ids[~candidate].tolist())
     order = [c for c in np.argsort(-sizes, kind="stable") if c not in covered]  # they hold candidates only
     balance = labels is not None and len(set(labels)) > 1
-    typical = [int(members[np.argmax(typicality(unit[members]))])
-               for members in (np.flatnonzero(ids == c) for c in (order if balance else order[:budget]))]
-    reasons = [f"the most typical item of an unlabeled cluster of {_items(sizes[c])} (TypiClust)" for c in order]
+    considered = order if balance else order[:budget]  # balancing chooses among every uncovered cluster
+    typical = []
+    for c in considered:
+        members = np.flatnonzero(ids == c)
+        typical.append(int(members[np.argmax(typicality(unit[members]))]))
+    reasons = [f"the most typical item of an unlabeled cluster of {_items(sizes[c])} (TypiClust)" for c in considered]
     if not balance:
-        return typical, reasons[:budget], clusters
+        return typical, reasons, clusters
     picks, likely = balanced_order(unit[~candidate], np.asarray(labels), unit[typical], budget)
     return ([typical[i] for i in picks],
             [f"{reasons[i]}; likely {why}" for i, why in zip(picks, likely)], clusters)
@@ -277,8 +280,7 @@ def suggest(
     t = time.perf_counter()
     if trained is None:
         unit = unit_rows(pool.embeddings, pool.embeddings.mean(axis=0))
-        labels = None if known_classes is None else \
-            np.array([known_classes[int(r) - len(pool.fresh)] for r in pool.rows[~pool.candidate]])
+        labels = None if known_classes is None else pool.of_labeled(known_classes)
         chosen, reasons, clusters = typiclust(unit, pool.candidate, budget, seed, labels)
         method = "typiclust"
     else:
@@ -344,6 +346,11 @@ class EmbeddedPool:
     rows: np.ndarray
     fresh: list[int]
     seconds: float
+
+    def of_labeled(self, values: list) -> np.ndarray:
+        """`values` given per labeled item (in the order `_embed_pool` was given them), for the labeled rows of
+        the pool in row order: an unreadable item has no row."""
+        return np.array([values[int(r) - len(self.fresh)] for r in self.rows[~self.candidate]])
 
 
 def _embed_pool(data: UnlabeledData, net: Any, known: list, precision: str, cache: bool, budget: int
