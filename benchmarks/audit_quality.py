@@ -229,6 +229,9 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.1, help="share of training labels flipped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--strategy", default=None, help="judge the labels by this fit strategy fitted on the other "
+                                                         "folds (audit's strategy=); default: audit's probe")
+    parser.add_argument("--epochs", type=int, default=None, help="the --strategy's epochs (default: its own)")
     add_smoke_option(parser)
     args = parser.parse_args()
     if args.smoke:
@@ -249,14 +252,18 @@ def main() -> None:
 
     data = build_tables(args, folder)
     started = time.perf_counter()
+    judge = {"strategy": args.strategy} if args.strategy else {}
+    judge.update({"epochs": args.epochs} if args.epochs else {})
     result = headstart.audit(data["table"], args.backbone, against=data["dev_table"], seed=args.seed,
                              max_length=args.max_length, out=folder / "audit.html",
-                             write_clean=folder / "clean.csv")
+                             write_clean=folder / "clean.csv", **judge)
     seconds = time.perf_counter() - started
     profile = similarity_profile(args.backbone, data, args.max_length)
     clean = pd.read_csv(folder / "clean.csv", keep_default_na=False)
     row, reference = score_and_print(result, data, profile, len(clean), seconds, args.seed, held_out="dev")
     name = "audit_quality" if args.backbone == "minilm" or args.smoke else f"audit_quality_{args.backbone}"
+    name += "".join(f"_{part}" for part in (args.strategy, args.epochs and f"{args.epochs}epochs",
+                                            args.items != 1500 and f"{args.items}items") if part)
     _common.write_results(name, {"settings": {k: v for k, v in vars(args).items() if k != "smoke_tables"},
                                  "result": row, "cleanlab_reference": reference, "similarity": profile,
                                  "audit_seconds": result.seconds, "overlapping_classes": result.overlapping_classes})

@@ -73,6 +73,21 @@ def test_labels_between_two_overlapping_classes_are_ambiguous_not_errors():
     assert not flagged & ambiguous
 
 
+def test_a_strategy_fitted_on_the_other_folds_judges_the_labels(tmp_path, planted):
+    """strategy='probe': fit's probe on each four folds predicts the fifth; the flipped sentences are found as
+    the class they really are, and the notes say what judged them."""
+    table = pd.read_csv(write_text_table(tmp_path / "all.csv", n_per_class=40))
+    flipped = [3, 10, 25, 50, 61, 77]
+    true = table.label[flipped].tolist()
+    table.loc[flipped, "label"] = ["negative" if label == "positive" else "positive" for label in true]
+    table.to_csv(tmp_path / "noisy.csv", index=False)
+    found = headstart.audit(tmp_path / "noisy.csv", str(planted["bert"]), strategy="probe", epochs=20, lr=1e-2, max_length=32)
+    errors = {r["index"]: r["suggested"] for r in found.of_kind("label_error")}
+    assert len(set(errors) & set(flipped)) >= 4
+    assert all(errors[i] == label for i, label in zip(flipped, true) if i in errors)
+    assert any("probe of" in note and "fitted on the other folds (5 folds)" in note for note in found.notes)
+
+
 @pytest.mark.parametrize("screen", [None, "bfloat16"])
 def test_the_blocked_scan_finds_what_the_full_matrix_shows(screen):
     import torch
@@ -294,6 +309,8 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
         (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--write-clean",
           str(planted["data"] / "train.csv")], "never changes the data"),
         (["audit", str(tmp_path / "missing.csv"), "--backbone", bert], "does not exist"),
+        (["audit", data, "--backbone", bert, "--epochs", "3"], "--strategy finetune"),
+        (["audit", data, "--backbone", bert, "--strategy", "nope"], "nope"),
         (["suggest", data + "/train.csv", "--budget", "0", "--backbone", bert], "budget"),
         (["suggest", data + "/train.csv", "--budget", "2"], "--backbone"),
         (["suggest", data + "/train.csv", "--budget", "2", "--backbone", bert, "--model", str(tmp_path)], "not both"),
@@ -347,7 +364,12 @@ def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pix
 def test_an_option_the_command_does_not_have_is_named_in_one_error(tmp_path):
     from headstart.errors import SettingsError
 
-    with pytest.raises(SettingsError, match=r"^audit has no option bogus, epochs$"):
-        headstart.audit(tmp_path / "data.csv", "minilm", bogus=1, epochs=3)
+    with pytest.raises(SettingsError, match=r"^audit has no option bogus$"):
+        headstart.audit(tmp_path / "data.csv", "minilm", bogus=1)
+    # a strategy's settings are checked before the (missing) data are read; without a strategy they have no use
+    with pytest.raises(SettingsError, match=r"^audit: epochs set how a strategy .*\(--strategy finetune"):
+        headstart.audit(tmp_path / "data.csv", "minilm", epochs=3)
+    with pytest.raises(SettingsError, match=r"^strategy 'finetune' has no setting bogus"):
+        headstart.audit(tmp_path / "data.csv", "minilm", strategy="finetune", epochs=3, bogus=1)
     with pytest.raises(SettingsError, match=r"^suggest has no option bogus$"):
         headstart.suggest(tmp_path / "pool.csv", 3, backbone="minilm", bogus=1, seed=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -89,6 +90,18 @@ def recover_directory(target: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
     for p in dead_old:
         shutil.rmtree(p, ignore_errors=True)
+
+
+@contextmanager
+def headstart_log_at(level: int) -> Iterator[None]:
+    """headstart's log shows only messages at `level` or above inside the block (then its level before)."""
+    logger = logging.getLogger("headstart")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 @contextmanager

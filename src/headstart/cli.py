@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from ._util import headstart_log_at
 from .cli_options import CONFIG_FILE, CONFIG_HELP, FieldGroup, generated_command, generated_values, write_run_config
 from .distributed import FailedOnMain
 from .errors import HeadstartError
@@ -48,14 +49,8 @@ def _rank_output() -> Iterator[None]:
     if is_main():
         yield
         return
-    logger = logging.getLogger("headstart")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            yield
-    finally:
-        logger.setLevel(level)
+    with headstart_log_at(logging.ERROR), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def friendly(command: Callable) -> Callable:
@@ -204,13 +199,17 @@ def select(
 
 
 def _audit_groups() -> list[FieldGroup]:
-    """The option objects' fields that apply to an audit: as `fit` reads, splits and embeds the data."""
+    """The option objects' fields that apply to an audit: as `fit` reads, splits and embeds the data; and the
+    strategies' settings, for a judge of the labels fitted on the other folds (--strategy finetune)."""
     from .options import BackboneOptions, DataOptions, RunOptions
+    from .strategies import STRATEGIES
 
     return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
             FieldGroup("data_options", (DataOptions,), "Data (as fit reads and splits it)",
                        only=("text_column", "label_column", "val_size", "test_size")),
-            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
+            FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache")),
+            FieldGroup("settings", tuple(STRATEGIES.values()), "Strategy settings (with --strategy)",
+                       defaults=False)]
 
 
 @app.command(cls=generated_command(_audit_groups))
@@ -226,6 +225,10 @@ def audit(
     near_threshold: float | None = typer.Option(None, help="Cosine similarity of the (mean-centred) embeddings "
                                                           "from which two items count as near duplicates (default "
                                                           "0.9, measured: README)."),
+    strategy: str | None = typer.Option(None, help="Judge the labels by this fit strategy (finetune, lora, probe, "
+                                                   "...) fitted on the other folds, one fit per fold: finetune "
+                                                   "costs minutes and is more precise where the frozen features are "
+                                                   "weak. Default: a probe on the cached embeddings (seconds)."),
 ) -> None:
     """Find likely label errors, duplicates, leaks across fit's splits, outliers and overlapping classes in DATA."""
     from .auditing import audit as audit_data
@@ -235,7 +238,8 @@ def audit(
     threshold = {"near_threshold": near_threshold} if near_threshold is not None else {}
     result = audit_data(data, BackboneOptions(name=backbone, **given["backbone"]), against=against, out=out,
                         write_clean=write_clean, data_options=DataOptions(**given["data_options"]),
-                        run_options=RunOptions(**given["run_options"]), **threshold)
+                        strategy=strategy, run_options=RunOptions(**given["run_options"]), **threshold,
+                        **given["settings"])
     if json_output:
         sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
         return

@@ -36,7 +36,8 @@ from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options
 from ..settings import check_range
 from .duplicates import CONTENT_THRESHOLD, NEAR_THRESHOLD, duplicate_pairs
 from .findings import KINDS
-from .label_errors import REPEATS, find_label_errors
+from .fitted_judgement import fitted_judgement
+from .label_errors import classes_too_small, confident_learning, probe_judgement
 from .outliers import NEIGHBOURS, find_outliers, outlier_scores
 from .similarity import unit_rows
 
@@ -161,22 +162,38 @@ def _item_record(kind: str, a: AuditedItems, i: int, **extra: Any) -> dict[str, 
             "label": a.classes[a.labels[i]], **extra}
 
 
-def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray, seed: int
+@dataclass(frozen=True)
+class Judge:
+    """What gives the out-of-fold probabilities that label errors are found by: without a `strategy` (the default)
+    the logistic-regression probe on the cached embeddings (seconds); with one, that `fit` strategy fitted on the
+    other folds with `settings` (one fit per fold: `fitted_judgement`)."""
+
+    strategy: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray, judge: Judge,
+                   net_options: BackboneOptions, run: RunOptions
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     rows = np.flatnonzero(readable)
-    found = find_label_errors(embeddings[rows], a.labels[rows], a.classes, seed)
-    if found is None:
-        return [], [], ["label errors not checked: every class needs at least two readable items"]
+    labels = a.labels[rows]
+    reason = classes_too_small(labels, a.classes)
+    if reason:
+        log.warning("%s", reason)
+        return [], [], [reason]
+    if judge.strategy is None:
+        probs, judged_by = probe_judgement(embeddings[rows], labels, run.seed)
+    else:
+        probs, judged_by = fitted_judgement([a.items[i] for i in rows], labels, a.classes, net_options,
+                                            judge.strategy, judge.settings, run)
+    found = confident_learning(labels, probs, a.classes, judged_by)
     kinds = np.where(found.below_chance, "label_error", "ambiguous_label")  # ranks renumbered within each kind
     records = [_item_record(str(kind), a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
                for rank, (kind, i, s, q) in enumerate(zip(kinds, found.issues, found.issue_suggested,
                                                           found.issue_quality), 1)]
-    note = (f"label errors: out-of-fold probabilities of a logistic-regression probe ({found.folds} folds, {REPEATS} "
-            f"seeded splits averaged, C "
-            f"{found.strength:g} by cross-validated log loss), "
-            "confident learning (cleanlab); score = the probability of the given label; an issue whose label the "
-            f"probe still rates at or above chance (1/{found.classes_present}) is listed as ambiguous and "
-            "kept in the clean table")
+    note = (f"label errors: out-of-fold probabilities of {found.judged_by}, confident learning (cleanlab); score = "
+            "the probability of the given label; an issue whose label is still rated at or above chance "
+            f"(1/{found.classes_present}) is listed as ambiguous and kept in the clean table")
     return records, found.overlapping, [note]
 
 
@@ -240,6 +257,7 @@ def audit(
     near_threshold: float = NEAR_THRESHOLD,
     out: str | Path | None = None,
     write_clean: str | Path | None = None,
+    strategy: str | None = None,
     data_options: DataOptions | None = None,
     run_options: RunOptions | None = None,
     **options: Any,
@@ -256,6 +274,10 @@ def audit(
     `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
     duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
     but right), which `fit` reads.
+    `strategy`: what judges the labels. None (default): audit's own logistic-regression probe on the cached
+    embeddings (seconds). A `fit` strategy ("finetune", "lora", "probe", ...): that strategy fitted on the other
+    folds, one `fit` per fold, with its settings as keywords (`epochs=3`); finetune costs minutes, and is more
+    precise where the frozen features separate the classes poorly (SST-2 with minilm: docs/audit.md).
     The option objects are `fit`'s: `data_options` (`text_column`, `label_column`, and `val_size`, `test_size` for
     the splits leaks are judged by), `run_options` (`seed`, the splits' as in `fit`; `precision`, `cache`); as in
     `fit`, their fields may be given as keywords (`seed=1`, `image_size=64`).
@@ -264,7 +286,7 @@ def audit(
     net_options = sorted_into(backbone_options(backbone), BackboneOptions, loose)
     data_options = sorted_into(data_options, DataOptions, loose)
     run = sorted_into(run_options, RunOptions, loose)
-    refuse_unknown("audit", loose)
+    judge = _judge(strategy, loose)
     seed = run.seed
     clean_path, page_path, list_path = _check_audit_settings(data, against, near_threshold, out, write_clean)
     seconds: dict[str, float] = {}
@@ -275,7 +297,7 @@ def audit(
     if len(rows) < 2:
         raise DataError(f"{source}: fewer than two readable items to audit")
     t = time.perf_counter()
-    records, overlapping, notes = _label_records(audited, readable, embeddings, seed)
+    records, overlapping, notes = _label_records(audited, readable, embeddings, judge, net_options, run)
     seconds["label_errors"] = time.perf_counter() - t
     t = time.perf_counter()
     found, neighbour_sims, fingerprinted = _duplicate_records(audited, rows, embeddings, other, other_embedded,
@@ -295,6 +317,24 @@ def audit(
     log.info("audit: %s", ", ".join(f"{n} {KINDS[k]}" for k, n in result.counts().items() if n) or "nothing found")
     _write_outputs(result, clean_path, page_path, list_path)
     return result
+
+
+def _judge(strategy: str | None, loose: dict[str, Any]) -> Judge:
+    """The judge of labels `strategy` names, with the keywords left in `loose` as its settings; checked now (a
+    strategy that does not exist, a setting it does not have), before any work."""
+    from ..strategies import STRATEGIES, make_strategy
+
+    if strategy is None:
+        settings = sorted(k for k in loose if any(k in {f.name for f in dataclasses.fields(c)}
+                                                  for c in STRATEGIES.values()))
+        if settings:
+            raise SettingsError(f"audit: {', '.join(settings)} set how a strategy fitted on the other folds judges "
+                                "the labels; the default judge (a probe on the cached embeddings) has no settings: "
+                                "pass the strategy too (--strategy finetune, strategy='finetune' in Python)")
+        refuse_unknown("audit", loose)
+        return Judge()
+    make_strategy(strategy, dict(loose))
+    return Judge(strategy, dict(loose))
 
 
 def _load_and_embed(data: Any, net_options: BackboneOptions, data_options: DataOptions, run: RunOptions, against: Any,

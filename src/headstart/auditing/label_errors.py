@@ -55,8 +55,7 @@ class LabelFindings:
     issue_quality: np.ndarray
     probabilities: np.ndarray
     overlapping: list[dict]
-    folds: int
-    strength: float  # the probe's C
+    judged_by: str  # what gave the out-of-fold probabilities, for the audit's notes
 
     @property
     def below_chance(self) -> np.ndarray:
@@ -188,21 +187,35 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, n_clas
     return probs / probs.sum(axis=1, keepdims=True), strength
 
 
-def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[str], seed: int = 0
-                      ) -> LabelFindings | None:
-    """Confident learning on out-of-fold probe probabilities; None (with the reason logged) when a class has
-    fewer than two items, too few to hold one out."""
+def classes_too_small(labels: np.ndarray, classes: list[str]) -> str | None:
+    """Why label errors cannot be checked (a class with fewer than two items, too few to hold one out), or None."""
+    present, counts = np.unique(labels, return_counts=True)
+    if len(present) < 2:
+        return "label errors not checked: the labels name fewer than two classes"
+    if counts.min() < 2:
+        return (f"label errors not checked: every class needs at least two items ({classes[present[counts.argmin()]]} "
+                f"has {counts.min()})")
+    return None
+
+
+def probe_judgement(embeddings: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
+    """Out-of-fold probabilities of the classes present in `labels` (columns in sorted class order) from the
+    logistic-regression probe on the embeddings, and a line saying how they were made."""
+    present, counts = np.unique(labels, return_counts=True)
+    folds = int(min(FOLDS, counts.min()))
+    probs, strength = out_of_fold_probabilities(embeddings, np.searchsorted(present, labels), len(present), seed, folds)
+    return probs, (f"a logistic-regression probe on the embeddings ({folds} folds, {REPEATS} seeded splits averaged, "
+                   f"C {strength:g} by cross-validated log loss)")
+
+
+def confident_learning(labels: np.ndarray, probs: np.ndarray, classes: list[str], judged_by: str) -> LabelFindings:
+    """Confident learning (cleanlab) on out-of-fold probabilities `probs` of the classes present in `labels`
+    (indices into `classes`; columns in sorted class order): the issues, least likely label first."""
     import cleanlab.dataset
     import cleanlab.filter
 
-    present, counts = np.unique(labels, return_counts=True)
-    if len(present) < 2 or counts.min() < 2:
-        log.warning("label errors not checked: every class needs at least two items (%s has %d)",
-                    classes[present[counts.argmin()]], counts.min())
-        return None
-    folds = int(min(FOLDS, counts.min()))
+    present = np.unique(labels)
     dense = np.searchsorted(present, labels)  # cleanlab wants every class column to have items: classes present
-    probs, strength = out_of_fold_probabilities(embeddings, dense, len(present), seed, folds)
     issues = np.asarray(cleanlab.filter.find_label_issues(dense, probs, return_indices_ranked_by="self_confidence",
                                                          n_jobs=1), dtype=np.int64)
     full = np.zeros((len(labels), len(classes)))
@@ -213,4 +226,15 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
                     "items": int(row["Num Overlapping Examples"]), "joint_probability": float(row["Joint Probability"])}
                    for _, row in overlap.iterrows() if row["Num Overlapping Examples"] > 0]
     return LabelFindings(len(present), issues, present[probs[issues].argmax(1)], probs[issues, dense[issues]], full,
-                         overlapping, folds, strength)
+                         overlapping, judged_by)
+
+
+def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[str], seed: int = 0
+                      ) -> LabelFindings | None:
+    """Confident learning on out-of-fold probe probabilities; None (with the reason logged) when a class has
+    fewer than two items, too few to hold one out."""
+    reason = classes_too_small(labels, classes)
+    if reason:
+        log.warning("%s", reason)
+        return None
+    return confident_learning(labels, *probe_judgement(embeddings, labels, seed), classes)
