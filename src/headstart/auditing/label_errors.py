@@ -237,4 +237,5 @@ def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[
     if reason:
         log.warning("%s", reason)
         return None
-    return confident_learning(labels, *probe_judgement(embeddings, labels, seed), classes)
+    probs, judged_by = probe_judgement(embeddings, labels, seed)
+    return confident_learning(labels, probs, classes, judged_by)
