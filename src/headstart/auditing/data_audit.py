@@ -191,9 +191,11 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
     records = [_item_record(str(kind), a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
                for rank, (kind, i, s, q) in enumerate(zip(kinds, found.issues, found.issue_suggested,
                                                           found.issue_quality), 1)]
-    note = (f"label errors: out-of-fold probabilities of {found.judged_by}, confident learning (cleanlab); score = "
-            "the probability of the given label; an issue whose label is still rated at or above chance "
-            f"(1/{found.classes_present}) is listed as ambiguous and kept in the clean table")
+    agreement = float((found.probabilities.argmax(1) == labels).mean())
+    note = (f"label errors: out-of-fold probabilities of {found.judged_by}, which agree with {agreement:.1%} of the "
+            "given labels; confident learning (cleanlab); score = the probability of the given label; an issue whose "
+            f"label is still rated at or above chance (1/{found.classes_present}) is listed as ambiguous and kept in "
+            "the clean table")
     return records, found.overlapping, [note]
 
 
