@@ -12,7 +12,11 @@ precision and recall of:
 Sets (shared data; at most `--items` rows each, seeded): CIFAR-10 train (efficientnet_lite0), hymenoptera train
 (efficientnet_lite0), SST-2 train (minilm), TREC-6 (minilm), Banking77 (minilm), FSDD (speech_embedding).
 
+With `--strategy NAME` each set and noise also gets a row judged by that `fit` strategy fitted on the other folds
+(audit's `strategy=`; `--epochs` its epochs), beside the probe's row: one fit per fold, so minutes per row.
+
   PYTHONPATH=src python benchmarks/label_errors_sets.py          # embeddings cached after the first run
+  PYTHONPATH=src python benchmarks/label_errors_sets.py --sets TREC-6 --noise 0.1 --strategy finetune --epochs 3
   PYTHONPATH=src python benchmarks/label_errors_sets.py --smoke
 """
 
@@ -27,7 +31,7 @@ import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
 from audit_quality import best_cut, ranking_curve
 
-COLUMNS = ["set", "backbone", "classes", "items", "noise", "flipped", "issues", "issues precision", "issues recall",
+COLUMNS = ["set", "backbone", "judge", "classes", "items", "noise", "flipped", "issues", "issues precision", "issues recall",
            "likely errors", "precision", "recall", "best cut precision"]
 
 
@@ -61,17 +65,29 @@ def score(found: set[int], flipped: set[int]) -> tuple[int, float, float]:
     return len(found), round(hits / max(len(found), 1), 3), round(hits / max(len(flipped), 1), 3)
 
 
-def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: float, seed: int) -> dict[str, Any]:
-    from headstart.auditing.label_errors import find_label_errors
+def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: float, seed: int,
+            judge: tuple[str, dict[str, Any], list] | None = None) -> dict[str, Any]:
+    """One row: the flipped labels found by audit's probe on the embeddings `x`, or with `judge` (strategy,
+    settings, the items) by that strategy fitted on the other folds."""
+    from headstart.auditing.fitted_judgement import fitted_judgement
+    from headstart.auditing.label_errors import confident_learning, find_label_errors
+    from headstart.options import BackboneOptions, RunOptions
 
     noisy, flipped = flip(labels, noise, seed)
     classes = sorted(set(labels))
     given = np.searchsorted(classes, noisy)
-    found = find_label_errors(x, given, classes, seed=seed)
+    if judge is None:
+        found = find_label_errors(x, given, classes, seed=seed)
+    else:
+        strategy, settings, items = judge
+        probs, judged_by = fitted_judgement(items, given, classes, BackboneOptions(name=backbone), strategy, settings,
+                                            RunOptions(seed=seed))
+        found = confident_learning(given, probs, classes, judged_by)
     issues = set(found.flagged.tolist()) | set(found.ambiguous.tolist())
     n_issues, issue_p, issue_r = score(issues, flipped)
     n_likely, p, r = score(set(found.flagged.tolist()), flipped)
-    return {"set": name, "backbone": backbone, "classes": len(classes), "items": len(labels), "noise": noise,
+    return {"set": name, "backbone": backbone, "judge": judge[0] if judge else "probe (audit's default)",
+            "classes": len(classes), "items": len(labels), "noise": noise,
             "flipped": len(flipped), "issues": n_issues, "issues precision": issue_p, "issues recall": issue_r,
             "likely errors": n_likely, "precision": p, "recall": r,
             "best cut precision": best_cut(*ranking_curve(found.probabilities, given, flipped))}
@@ -97,6 +113,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000, help="rows per set at most (seeded sample)")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sets", nargs="+", default=None, help="only these sets (by name, e.g. TREC-6 SST-2)")
+    parser.add_argument("--strategy", default=None, help="also judge by this fit strategy on the other folds")
+    parser.add_argument("--epochs", type=int, default=None, help="the --strategy's epochs (default: its own)")
     add_smoke_option(parser)
     args = parser.parse_args()
     folder = start_smoke() if args.smoke else None
@@ -105,15 +124,22 @@ def main() -> None:
     from suggest_curves import embedded
 
     rows = []
+    settings = {"epochs": args.epochs} if args.epochs else {}
     for name, backbone, items, labels, modality in sets(args, folder):
+        if args.sets and name not in args.sets:
+            continue
         items, labels = subsample(items, labels, args.items, args.seed)
         size = {"image_size": 32} if args.smoke and modality == "image" else {}
         x = embedded(backbone, items, modality, **size)
         for noise in args.noise:
             rows.append(run_set(name, backbone, x, labels, noise, args.seed))
-            print(table(rows[-1:], COLUMNS), flush=True)
+            if args.strategy:
+                rows.append(run_set(name, backbone, x, labels, noise, args.seed,
+                                    (args.strategy, {**settings, **size}, items)))
+            print(table(rows[-1 - bool(args.strategy):], COLUMNS), flush=True)
     print(table(rows, COLUMNS))
-    _common.write_results("label_errors_sets", {"settings": vars(args), "rows": rows})
+    name = "label_errors_sets" + "".join(f"_{part}" for part in (args.strategy, *(args.sets or ())) if part)
+    _common.write_results(name.replace("-", "").lower(), {"settings": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
