@@ -171,6 +171,14 @@ class Judge:
     strategy: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def probabilities(self, items: list, labels: np.ndarray, classes: list[str], embeddings: np.ndarray,
+                      backbone: BackboneOptions, run: RunOptions) -> tuple[np.ndarray, str]:
+        """Out-of-fold probabilities of the classes present in `labels` (indices into `classes`) for `items` (whose
+        embeddings are `embeddings`), and a line saying how they were made."""
+        if self.strategy is None:
+            return probe_judgement(embeddings, labels, run.seed)
+        return fitted_judgement(items, labels, classes, backbone, self.strategy, self.settings, run)
+
 
 def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray, judge: Judge,
                    net_options: BackboneOptions, run: RunOptions
@@ -181,11 +189,8 @@ def _label_records(a: AuditedItems, readable: np.ndarray, embeddings: np.ndarray
     if reason:
         log.warning("%s", reason)
         return [], [], [reason]
-    if judge.strategy is None:
-        probs, judged_by = probe_judgement(embeddings[rows], labels, run.seed)
-    else:
-        probs, judged_by = fitted_judgement([a.items[i] for i in rows], labels, a.classes, net_options,
-                                            judge.strategy, judge.settings, run)
+    probs, judged_by = judge.probabilities([a.items[i] for i in rows], labels, a.classes, embeddings[rows],
+                                           net_options, run)
     found = confident_learning(labels, probs, a.classes, judged_by)
     kinds = np.where(found.below_chance, "label_error", "ambiguous_label")  # ranks renumbered within each kind
     records = [_item_record(str(kind), a, rows[i], rank=rank, suggested=a.classes[s], score=round(float(q), 4))
