@@ -69,20 +69,17 @@ def run_set(name: str, backbone: str, x: np.ndarray, labels: np.ndarray, noise: 
             judge: tuple[str, dict[str, Any], list] | None = None) -> dict[str, Any]:
     """One row: the flipped labels found by audit's probe on the embeddings `x`, or with `judge` (strategy,
     settings, the items) by that strategy fitted on the other folds."""
-    from headstart.auditing.fitted_judgement import fitted_judgement
-    from headstart.auditing.label_errors import confident_learning, find_label_errors
+    from headstart.auditing.data_audit import Judge
+    from headstart.auditing.label_errors import confident_learning
     from headstart.options import BackboneOptions, RunOptions
 
     noisy, flipped = flip(labels, noise, seed)
     classes = sorted(set(labels))
     given = np.searchsorted(classes, noisy)
-    if judge is None:
-        found = find_label_errors(x, given, classes, seed=seed)
-    else:
-        strategy, settings, items = judge
-        probs, judged_by = fitted_judgement(items, given, classes, BackboneOptions(name=backbone), strategy, settings,
-                                            RunOptions(seed=seed))
-        found = confident_learning(given, probs, classes, judged_by)
+    strategy, settings, items = judge or (None, {}, [])
+    probs, judged_by = Judge(strategy, settings).probabilities(items, given, classes, x, BackboneOptions(name=backbone),
+                                                               RunOptions(seed=seed))
+    found = confident_learning(given, probs, classes, judged_by)
     issues = set(found.flagged.tolist()) | set(found.ambiguous.tolist())
     n_issues, issue_p, issue_r = score(issues, flipped)
     n_likely, p, r = score(set(found.flagged.tolist()), flipped)
