@@ -1,8 +1,8 @@
 """Issue 24, label errors beyond the acceptance sets: does `audit`'s rule hold on data it was not tuned on?
 
 For each data set, a seeded share of the labels (`--noise`, default 5%, 10% and 20%) is flipped, each to another
-class at random; `find_label_errors` (audit's label-error step) runs on the cached embeddings, and the table compares
-precision and recall of:
+class at random; audit's label-error step (`probe_judgement`, then `confident_learning`) runs on the cached
+embeddings, and the table compares precision and recall of:
 - `issues`: everything confident learning (cleanlab) flags: what audit reported as label errors before;
 - `likely errors`: the issues whose given label the probe rates below chance (1 / the number of classes): what audit
   reports as likely label errors now (the others are listed as ambiguous);

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import headstart
 from headstart.api import prepare_splits
 from headstart.auditing.data_audit import items_to_keep
-from headstart.auditing.label_errors import find_label_errors
+from headstart.auditing.label_errors import classes_too_small, confident_learning, probe_judgement
 from headstart.auditing.outliers import find_outliers, outlier_scores
 from headstart.auditing.similarity import scan, unit_rows
 from headstart.auditing.suggestions import badge, balanced_order, kmeans, typiclust
@@ -33,13 +33,27 @@ def _blobs(n_per: int, centers: int, d: int, spread: float, seed: int = 0) -> tu
     return means[labels] + spread * rng.standard_normal((len(labels), d)), labels
 
 
+def find_label_errors(x: np.ndarray, given: np.ndarray, classes: list[str]):
+    """audit's default judgement: confident learning on the probe's out-of-fold probabilities."""
+    probs, judged_by = probe_judgement(x, given, seed=0)
+    return confident_learning(given, probs, classes, judged_by)
+
+
+def test_classes_too_small_to_hold_one_out_say_which():
+    assert classes_too_small(np.array([0, 0, 0]), ["a", "b"]) == \
+        "label errors not checked: the labels name fewer than two classes"
+    assert classes_too_small(np.array([0, 0, 1, 0]), ["a", "b"]) == \
+        "label errors not checked: every class needs at least two items (b has 1)"
+    assert classes_too_small(np.array([0, 1, 1, 0]), ["a", "b"]) is None
+
+
 def test_flipped_labels_are_found_with_their_true_class():
     x, true = _blobs(80, 3, 16, 1.0)
     rng = np.random.default_rng(1)
     flipped = rng.choice(len(true), 24, replace=False)
     given = true.copy()
     given[flipped] = (true[flipped] + rng.integers(1, 3, len(flipped))) % 3
-    found = find_label_errors(x, given, ["a", "b", "c"], seed=0)
+    found = find_label_errors(x, given, ["a", "b", "c"])
     flagged = set(found.flagged.tolist())
     assert len(flagged & set(flipped.tolist())) >= 0.9 * len(flipped)  # recall
     assert len(flagged - set(flipped.tolist())) <= 0.1 * len(flagged)  # precision
@@ -63,7 +77,7 @@ def test_labels_between_two_overlapping_classes_are_ambiguous_not_errors():
     given = np.repeat(np.arange(4), 100)
     errors = np.concatenate([np.arange(200, 210), np.arange(300, 310)])
     given[errors] = 5 - given[errors]  # c <-> d
-    found = find_label_errors(x, given, ["a", "b", "c", "d"], seed=0)
+    found = find_label_errors(x, given, ["a", "b", "c", "d"])
     flagged, ambiguous = set(found.flagged.tolist()), set(found.ambiguous.tolist())
     assert len(flagged & set(errors.tolist())) >= 15
     assert len(ambiguous) >= 5 and ambiguous <= set(range(200))  # only a/b items are ambiguous

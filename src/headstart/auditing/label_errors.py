@@ -18,15 +18,12 @@ not the probe's first choice, which with two classes is below one half).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .similarity import one_thread
-
-log = logging.getLogger("headstart")
 
 FOLDS = 5
 # Inverse L2 strengths tried on standardised embeddings; the one with the best cross-validated log loss is used.
@@ -228,14 +225,3 @@ def confident_learning(labels: np.ndarray, probs: np.ndarray, classes: list[str]
     return LabelFindings(len(present), issues, present[probs[issues].argmax(1)], probs[issues, dense[issues]], full,
                          overlapping, judged_by)
 
-
-def find_label_errors(embeddings: np.ndarray, labels: np.ndarray, classes: list[str], seed: int = 0
-                      ) -> LabelFindings | None:
-    """Confident learning on out-of-fold probe probabilities; None (with the reason logged) when a class has
-    fewer than two items, too few to hold one out."""
-    reason = classes_too_small(labels, classes)
-    if reason:
-        log.warning("%s", reason)
-        return None
-    probs, judged_by = probe_judgement(embeddings, labels, seed)
-    return confident_learning(labels, probs, classes, judged_by)
