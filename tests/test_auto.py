@@ -25,6 +25,7 @@ def tiny_bert(tmp_path_factory):
 def test_the_rule(tiny_bert, monkeypatch):
     text = resolve_backbone(str(tiny_bert))
     assert choose_strategy(text, 8, 2)[0] == "probe"  # a plain encoder, few labels
+    assert choose_strategy(text, 5, 2)[0] == "prototypes" and choose_strategy(text, 5.5, 9)[0] == "probe"
     assert choose_strategy(text, 500, 2)[0] == "finetune"
     text.sentence_encoder = True
     assert choose_strategy(text, 8, 2) == ("contrastive", "text, 8 labels/class <= 64, 2 classes <= 6, "

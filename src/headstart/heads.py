@@ -1,5 +1,5 @@
-"""Heads placed on top of a backbone's embeddings, small classes registered by kind (linear, mlp): their outputs,
-loss and scores are the task's."""
+"""Heads placed on top of a backbone's embeddings, small classes registered by kind (linear, mlp, prototype): their
+outputs, loss and scores are the task's."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ class ClassificationHead(nn.Module, ABC):
 
     kind: ClassVar[str]
     probe_lr: ClassVar[float]  # the probe's learning rate for this head unless the user gives one
+    trained_by_gradient: ClassVar[bool] = True  # False: set in closed form by its own strategy, not a --head choice
 
     def __init__(self, in_dim: int, n_classes: int, hidden: int = 1024, dropout: float = 0.1,
                  temperature: float = 1.0, task: str = "classification", task_settings: dict[str, Any] | None = None,
@@ -128,6 +129,11 @@ HEADS: dict[str, type[ClassificationHead]] = {}
 H = TypeVar("H", bound=type[ClassificationHead])
 
 
+def trainable_head_kinds() -> tuple[str, ...]:
+    """The kinds `--head` offers to strategies that train a head by gradient (probe, finetune)."""
+    return tuple(kind for kind, cls in HEADS.items() if cls.trained_by_gradient)
+
+
 def register_head(cls: H) -> H:
     """Class decorator: make a head known by its `kind` to `--head` and to loading."""
     HEADS[cls.kind] = cls
@@ -164,6 +170,41 @@ class MLPHead(ClassificationHead):
     def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                              nn.Linear(hidden, n_classes))
+
+
+class UnitRows(nn.Module):
+    """Each row divided by its Euclidean length: the (centred) embeddings onto the unit sphere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+@register_head
+class PrototypeHead(ClassificationHead):
+    """centre -> unit rows -> cosine to each class's prototype, times a fixed logit scale: nearest class mean on
+    centred, L2-normalised embeddings ("CL2N", SimpleShot, Wang et al. 2019). Its weights are set in closed form by
+    the `prototypes` strategy (`set_prototypes`), not trained; centring uses `standardize` with unit scale."""
+
+    kind = "prototype"
+    probe_lr = 1e-3  # unused: nothing trains it by gradient; required of every head kind
+    trained_by_gradient = False
+
+    @staticmethod
+    def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+        return nn.Sequential(UnitRows(), nn.Linear(in_dim, n_classes, bias=False))
+
+    @torch.no_grad()
+    def set_prototypes(self, embeddings: np.ndarray, labels: np.ndarray, logit_scale: float) -> None:
+        """Centre on the mean of `embeddings`, then make each class's weight row its mean unit row (normalised
+        again) times `logit_scale`, so that logits are scaled cosines to the class means."""
+        x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+        y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.standardize.mean.copy_(x.mean(0))
+        self.standardize.scale.fill_(1.0)
+        rows = self.layers[0](self.standardize(x))
+        n_classes = self.layers[-1].out_features
+        sums = torch.zeros(n_classes, rows.shape[1]).index_add_(0, y, rows)
+        self.layers[-1].weight.copy_(logit_scale * self.layers[0](sums))
 
 
 class Classifier(nn.Module):

@@ -32,7 +32,7 @@ def register_structure(*names: str) -> Callable[[Rebuild], Rebuild]:
     return register
 
 
-@register_structure("probe", "finetune")
+@register_structure("probe", "prototypes", "finetune")
 def unchanged(classifier: Classifier, settings: dict[str, Any]) -> Classifier:
     """The network as built: the backbone and the head."""
     return classifier

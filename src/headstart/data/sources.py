@@ -176,11 +176,30 @@ def _stratified_split(data: Dataset, size: float | int, seed: int) -> tuple[np.n
     held = math.ceil(size * len(data)) if isinstance(size, float) else int(size)
     if stratify is not None:
         held = max(held, n_classes)
+    elif groups is not None:  # too few to stratify: each class keeps one example for training, drawn at random
+        return _split_keeping_one_per_class(data.name, groups, held, seed)
     try:
         keep, held_idx = train_test_split(idx, test_size=held, random_state=seed, stratify=stratify)
     except ValueError as e:
         raise DataError(f"cannot split {len(data)} examples of {data.name} ({e}): give more data or a smaller split") from e
     return np.sort(keep), np.sort(held_idx)
+
+
+def _split_keeping_one_per_class(name: str, groups: np.ndarray, held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random held-out cut of `held` items that never takes a class's last example (a class with one
+    example cannot be stratified, and a plain random cut could leave it out of training)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(groups))
+    _, first = np.unique(groups[order], return_index=True)
+    candidates = np.setdiff1d(order, order[first])  # all but one random example of each class
+    if len(candidates) < held:
+        single = len(first) - len(np.unique(groups[candidates]))
+        raise DataError(f"cannot cut a {held}-item held-out split from {name}: {single} of its {len(first)} classes "
+                        f"have a single example, which training needs, and {len(candidates)} others are left: label "
+                        "at least 2 examples per class, or give the held-out data yourself (--test, or a val/ folder "
+                        "beside train/)")
+    held_idx = rng.choice(candidates, held, replace=False)
+    return np.setdiff1d(np.arange(len(groups)), held_idx), np.sort(held_idx)
 
 
 def per_class_subset(data: Dataset, n: int, seed: int, warn: bool = True) -> Dataset:

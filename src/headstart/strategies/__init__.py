@@ -2,6 +2,7 @@
 
 # Registration, in the order `headstart fit --help` and "unknown strategy" list them: simplest first.
 from . import probe  # noqa: F401  # isort: skip
+from . import prototypes  # noqa: F401  # isort: skip
 from . import finetune  # noqa: F401  # isort: skip
 from . import lora  # noqa: F401  # isort: skip
 from . import contrastive  # noqa: F401  # isort: skip
@@ -14,6 +15,7 @@ from .contrastive import Contrastive
 from .finetune import FineTune
 from .lora import LoRA
 from .probe import Probe
+from .prototypes import Prototypes
 
-__all__ = ["STRATEGIES", "Auto", "Contrastive", "FineTune", "LoRA", "Probe", "Strategy", "TrainingRun",
+__all__ = ["STRATEGIES", "Auto", "Contrastive", "FineTune", "LoRA", "Probe", "Prototypes", "Strategy", "TrainingRun",
            "make_strategy", "register_strategy", "strategy_class"]

@@ -1,4 +1,4 @@
-"""`auto`: choose probe, finetune, lora or contrastive from the data and the backbone, say why, then run it.
+"""`auto`: choose prototypes, probe, finetune, lora or contrastive from the data and the backbone, say why, then run it.
 
 The rule, first match wins (the figures behind each threshold are in benchmarks/RESULTS.md):
 
@@ -10,24 +10,28 @@ The rule, first match wins (the figures behind each threshold are in benchmarks/
    10 of its intents, 75.4% against 81.0% on all 77 (after 18 minutes of pairs against the probe's seconds).
    SetFit's 20 negative pairs per example spread over more classes, and a sentence encoder's probe is strong
    on intents. 6 is the most classes contrastive was measured to help with.
-3. Fewer than 100 labels per class -> **probe**. Fashion-MNIST: the probe is level with or above finetune with
+3. At most 5 labels per class -> **prototypes** (nearest class mean on centred unit embeddings). Real `fit`s on six
+   shared sets at 1-20 labels per class (benchmarks/few_labels.py; RESULTS.md, "Few labels: prototypes against the
+   probe"): prototypes scored above the probe at 1 to 5 per class on images and audio and on most text (CIFAR-10 at
+   one per class 0.40 against 0.26), and the probe's learned weights overtook it from about 10 per class.
+4. Fewer than 100 labels per class -> **probe**. Fashion-MNIST: the probe is level with or above finetune with
    1 and 10 labels per class and below it from 100 on (issue 4); FSDD: the speech embedding's probe matches or
    beats its finetune at every count (issue 10); a probe costs one forward pass per item.
-4. A backbone of more than 60M parameters -> **lora**: end-to-end adaptation, but with about 1.5% of the
+5. A backbone of more than 60M parameters -> **lora**: end-to-end adaptation, but with about 1.5% of the
    parameters learning (optimizer state and gradients for those only), for encoders such as mpnet (110M).
-5. Otherwise -> **finetune** (SST-2, all labels: 88.1% against the probe's 80.5%; issue 2).
+6. Otherwise -> **finetune** (SST-2, all labels: 88.1% against the probe's 80.5%; issue 2).
 
 "Labels per class" is the median number of training examples per class, after `--labels-per-class`; the
 modality and the sentence-encoder mark come from the backbone. The choice and its reason are logged as one
 line (`auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder)`) and stored in the
 manifest; the chosen strategy runs with its own defaults and the class weighting asked for (`class_weight`, which
-every strategy above takes).
+every strategy above but prototypes takes: class means weigh every class alike).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -43,6 +47,7 @@ log = logging.getLogger("headstart")
 
 CONTRASTIVE_MAX_LABELS = 64  # per class, text with a sentence encoder
 CONTRASTIVE_MAX_CLASSES = 6
+PROTOTYPES_MAX_LABELS = 5  # per class
 PROBE_MAX_LABELS = 99  # per class: fewer than 100
 LORA_MIN_PARAMETERS = 60_000_000
 
@@ -58,6 +63,9 @@ def choose_strategy(backbone: Backbone, labels_per_class: float, n_classes: int)
     if backbone.sentence_encoder and few_for_pairs:  # sentence encoders are text's
         return "contrastive", (f"{backbone.modality}, {n} <= {CONTRASTIVE_MAX_LABELS}, {n_classes} classes <= "
                                f"{CONTRASTIVE_MAX_CLASSES}, sentence encoder")
+    if labels_per_class <= PROTOTYPES_MAX_LABELS:
+        return "prototypes", (f"{backbone.modality}, {n} <= {PROTOTYPES_MAX_LABELS}: too few to learn weights from, "
+                              "class means instead")
     if labels_per_class <= PROBE_MAX_LABELS:
         return "probe", f"{backbone.modality}, {n} < {PROBE_MAX_LABELS + 1}: fine-tuning would overfit"
     if size > LORA_MIN_PARAMETERS:
@@ -100,7 +108,10 @@ class Auto(Strategy):
         labels_per_class = float(np.median(counts)) if counts else 0.0
         name, reason = choose_strategy(run.backbone, labels_per_class, len(run.classes))
         log.info("auto: %s (%s)", name, reason)
-        chosen = strategy_class(name)(class_weight=self.class_weight)
+        cls = strategy_class(name)
+        # Class means weigh every class alike by construction: a strategy without the setting is not given it.
+        weighting = {"class_weight": self.class_weight} if "class_weight" in {f.name for f in fields(cls)} else {}
+        chosen = cls(**weighting)
         if chosen.needs_run_dir and run.run_dir is None:
             raise HeadstartError(f"auto chose {name} ({reason}), which writes checkpoints: pass out=... (--out)")
         self._chosen, self._reason = chosen, reason

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import distributed
 from ..backbones.base import Backbone
-from ..heads import HEADS, ClassificationHead, Classifier
+from ..heads import ClassificationHead, Classifier, trainable_head_kinds
 from ..settings import check_choice, check_range, setting
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from .base import Strategy, TrainingRun, register_strategy
@@ -73,7 +73,7 @@ class FineTune(Strategy):
         check_range("batch_size", self.batch_size, low=1, integer=True)
         check_range("patience", self.patience, low=1, integer=True)
         check_range("label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
-        check_choice("head", self.head, tuple(HEADS))
+        check_choice("head", self.head, trainable_head_kinds())
         check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
 
     def learning_rate(self, backbone: Backbone) -> float:

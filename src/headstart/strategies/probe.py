@@ -18,7 +18,7 @@ import torch
 
 from ..data.dataset import Dataset
 from ..errors import HeadstartError
-from ..heads import HEADS, ClassificationHead, Classifier
+from ..heads import HEADS, ClassificationHead, Classifier, trainable_head_kinds
 from ..settings import check_choice, check_range, setting
 from ..tasks.class_weights import CLASS_WEIGHT_CHOICES
 from ..training import CurveLog
@@ -49,7 +49,7 @@ class Probe(Strategy):
                                         "over 5x the smallest).")
 
     def __post_init__(self) -> None:
-        check_choice("head", self.head, tuple(HEADS))
+        check_choice("head", self.head, trainable_head_kinds())
         check_choice("class_weight", self.class_weight, CLASS_WEIGHT_CHOICES)
         check_range("epochs", self.epochs, low=1, integer=True)
         check_range("lr", self.lr, low=0, low_open=True, high=10)
