@@ -8,10 +8,12 @@ Two sets, each embedded once through headstart's cache:
   other 8,003 rows the pool.
 
 Rounds of one label per class on average (10 items per round for CIFAR-10, 77 for Banking77) up to 10 per class;
-after each round a logistic-regression probe (scikit-learn, standardised embeddings, C 0.1: the evaluator of
-audit_quality.py) is fitted on the labeled items and scored on the test set. Methods, each over `--seeds` seeds
-(random over `--random-seeds`, 10 by default: its mean curve is the yardstick every saving is read off, and with 3
-seeds its noise moved the 1.5x point by up to a round; its draws cost no clustering, so 10 take seconds):
+after each round a model is fitted on the labeled items and scored on the test set: by default (`--evaluator
+probe`) a logistic-regression probe (scikit-learn, standardised embeddings, C 0.1: the evaluator of
+audit_quality.py), with `--evaluator prototypes` the nearest-class-mean head of `fit --strategy prototypes`.
+Methods, each over `--seeds` seeds (random over `--random-seeds`, 10 by default: its mean curve is the yardstick
+every saving is read off, and with 3 seeds its noise moved the 1.5x point by up to a round; its draws cost no
+clustering, so 10 take seconds):
 - random: the next items drawn uniformly from the unlabeled pool;
 - typiclust: `suggest --backbone` every round (TypiClust with the items labeled so far as `--labeled`, whose
   labels make its choice class-balanced), the library's own function on the cached embeddings;
@@ -47,13 +49,47 @@ BADGE_FROM = 7  # docs/audit.md's advice: `suggest --backbone` to about 7 labels
 COLUMNS = ["set", "labels per class", "labels", *METHODS, *(f"{m} saving" for m in METHODS[1:])]
 
 
-def evaluator(x: np.ndarray, y: np.ndarray) -> Any:
-    """The probe each round's labels are scored with (and, for BADGE rounds, the stand-in trained model)."""
+def probe_evaluator(x: np.ndarray, y: np.ndarray) -> Any:
+    """A standardised logistic regression (C 0.1): what `fit --strategy probe` trains, within a point or two at
+    2-10 labels per class on CIFAR-10 (RESULTS.md, "Few labels"), in milliseconds."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)).fit(x, y)
+
+
+class PrototypesEvaluator:
+    """What `fit --strategy prototypes` trains (the library's own head, set on the labeled items' embeddings),
+    with the part of a scikit-learn classifier's interface that the rounds use."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        from headstart.heads import ClassificationHead
+        from headstart.tasks import task_of
+
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        self.head = ClassificationHead.for_task(task_of({"task": "classification"}), x.shape[1],
+                                                [str(c) for c in self.classes_], codes, "prototype")
+        self.head.set_prototypes(x, codes, logit_scale=10.0)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.classes_[self.head.logits(x).argmax(1)]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.head.probabilities(x)
+
+    def last_layer_inputs(self, x: np.ndarray) -> np.ndarray:
+        return self.head.last_layer_inputs(x)
+
+
+EVALUATORS = {"probe": probe_evaluator, "prototypes": PrototypesEvaluator}
+
+
+def last_layer_inputs(model: Any, x: np.ndarray) -> np.ndarray:
+    """What the stand-in model's last layer reads (BADGE's gradient embeddings are outer products with it)."""
+    if isinstance(model, PrototypesEvaluator):
+        return model.last_layer_inputs(x)
+    return model[0].transform(x)
 
 
 def embedded(backbone: str, items: list, modality: str, image_size: int | None = None,
@@ -83,13 +119,14 @@ def choose(method: str, unit: np.ndarray, pool_x: np.ndarray, pool_y: np.ndarray
         return typiclust(unit, candidate, budget, seed, pool_y[~candidate])[0]
     probabilities = probe.predict_proba(pool_x)
     classes = [str(c) for c in probe.classes_]
-    return badge(probe[0].transform(pool_x), probabilities, candidate, budget, classes, seed)[0]
+    return badge(last_layer_inputs(probe, pool_x), probabilities, candidate, budget, classes, seed)[0]
 
 
 def curve(method: str, pool_x: np.ndarray, pool_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-          rounds: int, per_round: int, seed: int, start: list[int] | None = None) -> tuple[list[float], list[list[int]]]:
-    """Test accuracy after each round of `per_round` labels chosen by `method`, from the labeled rows `start`
-    (none: from zero labels), and the rows labeled after each round."""
+          rounds: int, per_round: int, seed: int, start: list[int] | None = None, evaluator: Any = probe_evaluator
+          ) -> tuple[list[float], list[list[int]]]:
+    """Test accuracy of `evaluator` (one of EVALUATORS) after each round of `per_round` labels chosen by `method`,
+    from the labeled rows `start` (none: from zero labels), and the rows labeled after each round."""
     from headstart.auditing.similarity import unit_rows
 
     unit = unit_rows(pool_x, pool_x.mean(axis=0))
@@ -153,11 +190,12 @@ def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[s
                 switch = min(args.badge_from, args.rounds)
                 prefix = results["typiclust"][seed][:switch]
                 accuracies, _ = curve(method, *arrays, args.rounds - switch, per_round, seed,
-                                      start=histories[seed][switch - 1] if switch else None)
+                                      start=histories[seed][switch - 1] if switch else None,
+                                      evaluator=EVALUATORS[args.evaluator])
                 results[method].append(prefix + accuracies)
                 continue
             accuracies, history = curve(method, *arrays, random_rounds if method == "random" else args.rounds,
-                                        per_round, seed)
+                                        per_round, seed, evaluator=EVALUATORS[args.evaluator])
             results[method].append(accuracies)
             if method == "typiclust":
                 histories[seed] = history
@@ -174,7 +212,7 @@ def run_set(name: str, data: dict[str, Any], args: argparse.Namespace) -> dict[s
             row[f"{m} saving"] = round(needed / n, 2) if needed is not None else f">{random_labels[-1] / n:.2f}"
         rows.append(row)
     pool = len(data["pools"][0]) if "pools" in data else len(data["pool_y"])
-    return {"name": name, "backbone": data["backbone"], "pool": pool, "test": len(data["test_y"]),
+    return {"name": name, "backbone": data["backbone"], "evaluator": args.evaluator, "pool": pool, "test": len(data["test_y"]),
             "classes": classes, "labels": labels.tolist(),
             "random_labels": random_labels.tolist(), "accuracy": results,
             "mean": {m: means[m].tolist() for m in METHODS}, "std": {m: stds[m].tolist() for m in METHODS},
@@ -198,7 +236,7 @@ def plot(sets: list[dict[str, Any]], path: Path) -> None:
             ax.fill_between(per_class, mean - std, mean + std, color=color, alpha=0.15)
         ax.set_title(f"{s['name']} ({s['backbone']}, pool {s['pool']:,}, test {s['test']:,})", fontsize=9)
         ax.set_xlabel("labels per class (on average)")
-        ax.set_ylabel("test accuracy (logistic-regression probe)")
+        ax.set_ylabel(f"test accuracy ({s.get('evaluator', 'probe')})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"suggest vs random, mean of {len(sets[0]['accuracy']['typiclust'])} seeds (random: "
@@ -257,6 +295,10 @@ def main() -> None:
     parser.add_argument("--badge-from", type=int, default=BADGE_FROM,
                         help="typiclust+badge: the rounds of TypiClust before BADGE takes over")
     parser.add_argument("--random-seeds", type=int, default=10, help="seeds of random choice, the yardstick")
+    parser.add_argument("--evaluator", choices=tuple(EVALUATORS), default="probe",
+                        help="what each round's labels train and are scored with: probe (a standardised logistic "
+                             "regression, as `fit --strategy probe`) or prototypes (`fit --strategy prototypes`, "
+                             "nearest class mean, what `auto` fits with up to 5 labels per class)")
     parser.add_argument("--pool-per-class", type=int, default=500,
                         help="CIFAR-10: unlabeled images per class in the pool (500: the 5,000 audit_images.py "
                              "audits; up to 4,900, the test set takes 100 per class of the 5,000)")
@@ -282,6 +324,8 @@ def main() -> None:
         name += f"_pool{args.pool_per_class * 10}" + ("_resampled" if args.resample_pools else "")
     if args.badge_from != BADGE_FROM and not args.smoke:
         name += f"_badge{args.badge_from}"
+    if args.evaluator != "probe":
+        name += f"_{args.evaluator}"
     figure = (folder if args.smoke else _common.ROOT / "figures") / f"{name}.png"
     sets = []
     for data in load_sets(args, folder):
