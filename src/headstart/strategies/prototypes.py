@@ -4,10 +4,10 @@ unit rows, and an item's logits are its cosines to those means times a fixed sca
 a temperature, as for every head).
 
 Why it exists: with a handful of labels per class the probe's per-feature standardisation is estimated from those
-few items and its head overfits them. On six shared sets (benchmarks/few_labels.py; RESULTS.md, "Few labels")
-nearest class mean scored above the probe at 1 to 5 labels per class on every set but Banking77 from 3 on (CIFAR-10
-with efficientnet_lite0 at one per class: 0.40 against 0.26), and below it from 10-20 per class on, where the
-probe's learned weights pay. `auto` picks it up to `auto.PROTOTYPES_MAX_LABELS` per class.
+few items and its head overfits them. Real fits on six shared sets, 3 draws each (benchmarks/few_labels.py;
+RESULTS.md, "Issue 24, tenth round"): nearest class mean scored above the probe in 21 of 24 cells at 1-5 labels per
+class (CIFAR-10 with efficientnet_lite0 at one per class 0.438 against 0.374) and below it in 3; from 10-20 per class
+the probe's learned weights catch up. `auto` picks it up to `auto.PROTOTYPES_MAX_LABELS` per class.
 """
 
 from __future__ import annotations
