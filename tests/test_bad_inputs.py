@@ -97,7 +97,7 @@ OPTION_CASES = {
     "--val-size abc": (["--val-size", "abc"], "split size must be a fraction like 0.2"),
     "--labels-per-class 0": (["--labels-per-class", "0"], "--labels-per-class) must be a whole number >= 1"),
     "--precision fp8": (["--precision", "fp8"], "--precision) must be one of auto, fp32, bf16"),
-    "--strategy magic": (["--strategy", "magic"], "unknown strategy 'magic': use one of probe, finetune"),
+    "--strategy magic": (["--strategy", "magic"], "unknown strategy 'magic': use one of probe, prototypes, finetune"),
     "--seed -3": (["--seed", "-3"], "--seed) must be a whole number >= 0"),
 }
 
