@@ -65,13 +65,13 @@ class PrototypesEvaluator:
     with the part of a scikit-learn classifier's interface that the rounds use."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
-        from headstart.heads import ClassificationHead
+        from headstart.heads import PrototypeHead
+        from headstart.strategies import Prototypes
         from headstart.tasks import task_of
 
         self.classes_, codes = np.unique(y, return_inverse=True)
-        self.head = ClassificationHead.for_task(task_of({"task": "classification"}), x.shape[1],
-                                                [str(c) for c in self.classes_], codes, "prototype")
-        self.head.set_prototypes(x, codes, logit_scale=10.0)
+        self.head = PrototypeHead.from_class_means(task_of({"task": "classification"}), x, codes,
+                                                   [str(c) for c in self.classes_], Prototypes().logit_scale)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.classes_[self.head.logits(x).argmax(1)]

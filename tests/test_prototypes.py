@@ -11,7 +11,7 @@ import pytest
 import headstart
 from headstart.data import load_data, make_splits
 from headstart.errors import DataError, SettingsError
-from headstart.heads import ClassificationHead, PrototypeHead, trainable_head_kinds
+from headstart.heads import PrototypeHead, trainable_head_kinds
 from headstart.tasks import task_of
 
 from .conftest import make_tiny_bert, write_text_table
@@ -40,8 +40,8 @@ def test_the_head_gives_scaled_cosines_to_the_class_means():
     train_x = rng.normal(size=(30, 8)).astype(np.float32) + 3.0  # off-centre, as pooled activations are
     labels = np.repeat(np.arange(3), 10)
     test_x = rng.normal(size=(12, 8)).astype(np.float32) + 3.0
-    head = ClassificationHead.for_task(task_of({"task": "classification"}), 8, ["a", "b", "c"], labels, "prototype")
-    head.set_prototypes(train_x, labels, logit_scale=10.0)
+    head = PrototypeHead.from_class_means(task_of({"task": "classification"}), train_x, labels, ["a", "b", "c"],
+                                          logit_scale=10.0)
     np.testing.assert_allclose(head.logits(test_x), 10.0 * nearest_class_mean(train_x, labels, test_x), atol=1e-5)
     np.testing.assert_allclose(head.probabilities(test_x).sum(1), 1.0, atol=1e-6)
 

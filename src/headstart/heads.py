@@ -183,7 +183,7 @@ class UnitRows(nn.Module):
 class PrototypeHead(ClassificationHead):
     """centre -> unit rows -> cosine to each class's prototype, times a fixed logit scale: nearest class mean on
     centred, L2-normalised embeddings ("CL2N", SimpleShot, Wang et al. 2019). Its weights are set in closed form by
-    the `prototypes` strategy (`set_prototypes`), not trained; centring uses `standardize` with unit scale."""
+    the `prototypes` strategy (`from_class_means`), not trained; centring uses `standardize` with unit scale."""
 
     kind = "prototype"
     probe_lr = 1e-3  # unused: nothing trains it by gradient; required of every head kind
@@ -192,6 +192,17 @@ class PrototypeHead(ClassificationHead):
     @staticmethod
     def build_layers(in_dim: int, n_classes: int, hidden: int, dropout: float) -> nn.Sequential:
         return nn.Sequential(UnitRows(), nn.Linear(in_dim, n_classes, bias=False))
+
+    @classmethod
+    def from_class_means(cls, task: Task, embeddings: np.ndarray, labels: np.ndarray, names: list[str],
+                         logit_scale: float) -> PrototypeHead:
+        """A head for `task` over the classes `names` whose prototypes are the class means of `embeddings`
+        (`labels`: indices into `names`), in eval mode: what the `prototypes` strategy fits."""
+        head = ClassificationHead.for_task(task, embeddings.shape[-1], names, labels, cls.kind)
+        assert isinstance(head, PrototypeHead)
+        head.set_prototypes(embeddings, labels, logit_scale)
+        head.eval()
+        return head
 
     @torch.no_grad()
     def set_prototypes(self, embeddings: np.ndarray, labels: np.ndarray, logit_scale: float) -> None:

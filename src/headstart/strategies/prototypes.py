@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import HeadstartError
-from ..heads import ClassificationHead, Classifier, PrototypeHead
+from ..heads import Classifier, PrototypeHead
 from ..settings import check_range, setting
 from .base import Strategy, TrainingRun, register_strategy
 
@@ -42,10 +42,6 @@ class Prototypes(Strategy):
                                  "would mean nothing: use --strategy finetune to train it from scratch")
         train_x, _ = run.embed_splits()
         started = time.perf_counter()
-        head = ClassificationHead.for_task(run.task, train_x.shape[-1], run.classes, run.train.labels,
-                                           PrototypeHead.kind)
-        assert isinstance(head, PrototypeHead)
-        head.set_prototypes(train_x, run.train.labels, self.logit_scale)
-        head.eval()
+        head = PrototypeHead.from_class_means(run.task, train_x, run.train.labels, run.classes, self.logit_scale)
         return Classifier(run.backbone, head), {"prototypes": {"classes": len(run.classes), "items": len(train_x),
                                                                 "seconds": round(time.perf_counter() - started, 4)}}
