@@ -66,9 +66,10 @@ def choice(name: str) -> dict:
     splits = make_splits(load_data(data_path(data)), labels_per_class=n, seed=0)
     net = resolve_backbone(backbone, modality=splits.modality)
     median = float(np.median(list(splits.train.class_counts().values())))
-    strategy, reason = choose_strategy(net, median, len(splits.classes))
+    strategies, reason = choose_strategy(net, median, len(splits.classes), len(splits.train))
     return {"set": name, "backbone": backbone, "labels_per_class": n, "median_labels": median,
-            "choice": strategy, "reason": reason}
+            "choice": " or ".join(strategies) + (" (the better on validation)" if len(strategies) > 1 else ""),
+            "reason": reason}
 
 
 def fit_all(name: str, out: Path) -> dict:

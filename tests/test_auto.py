@@ -24,21 +24,27 @@ def tiny_bert(tmp_path_factory):
 
 def test_the_rule(tiny_bert, monkeypatch):
     text = resolve_backbone(str(tiny_bert))
-    assert choose_strategy(text, 8, 2)[0] == "probe"  # a plain encoder, few labels
-    assert choose_strategy(text, 5, 2)[0] == "prototypes" and choose_strategy(text, 5.5, 9)[0] == "probe"
-    assert choose_strategy(text, 500, 2)[0] == "finetune"
+    # A plain encoder with fewer than 100 labels per class: both frozen-backbone heads, the prior's guess first.
+    assert choose_strategy(text, 60, 2, 120) == (("probe", "prototypes"), "text, 60 labels/class < 100: "
+                                                                          "fine-tuning would overfit")
+    assert choose_strategy(text, 50, 2, 100)[0] == ("prototypes", "probe")  # 100 labels in all
+    assert choose_strategy(text, 2, 77, 154)[0] == ("prototypes", "probe")  # 2 per class
+    assert choose_strategy(text, 3, 77, 231)[0] == ("probe", "prototypes")  # many classes: the total decides
+    assert choose_strategy(text, 500, 2, 1000)[0] == ("finetune",)
     text.sentence_encoder = True
-    assert choose_strategy(text, 8, 2) == ("contrastive", "text, 8 labels/class <= 64, 2 classes <= 6, "
-                                                          "sentence encoder")
-    assert choose_strategy(text, 64, 6)[0] == "contrastive" and choose_strategy(text, 65, 2)[0] == "probe"
-    assert choose_strategy(text, 8, 7)[0] == "probe"  # more classes: the probe (Banking77)
+    assert choose_strategy(text, 8, 2, 16) == (("contrastive",), "text, 8 labels/class <= 64, 2 classes <= 6, "
+                                                                 "sentence encoder")
+    assert choose_strategy(text, 64, 6, 384)[0] == ("contrastive",)
+    assert choose_strategy(text, 65, 2, 130)[0] == ("probe", "prototypes")
+    assert choose_strategy(text, 8, 77, 616)[0] == ("probe", "prototypes")  # more classes (Banking77)
     scratch = TimmBackbone.create("efficientnet_lite0", pretrained=False, image_size=32)
-    assert choose_strategy(scratch, 5, 3)[0] == "finetune"
+    assert choose_strategy(scratch, 5, 3, 15)[0] == ("finetune",)
     scratch.is_pretrained = True
-    assert choose_strategy(scratch, 99, 3)[0] == "probe" and choose_strategy(scratch, 100, 3)[0] == "finetune"
+    assert choose_strategy(scratch, 99, 3, 297)[0] == ("probe", "prototypes")
+    assert choose_strategy(scratch, 100, 3, 300)[0] == ("finetune",)
     monkeypatch.setattr(auto, "LORA_MIN_PARAMETERS", 1_000_000)
-    name, reason = choose_strategy(scratch, 100, 3)
-    assert name == "lora" and reason == "image, 100 labels/class, 3M parameters > 1M"
+    names, reason = choose_strategy(scratch, 100, 3, 300)
+    assert names == ("lora",) and reason == "image, 100 labels/class, 3M parameters > 1M"
 
 
 def test_auto_says_why_and_reloads(tiny_bert, tmp_path, caplog):
@@ -59,8 +65,8 @@ def test_auto_says_why_and_reloads(tiny_bert, tmp_path, caplog):
 
 
 def test_a_chosen_lora_reloads_with_its_adapters(tiny_bert, tmp_path, monkeypatch):
-    monkeypatch.setattr(auto, "PROBE_MAX_LABELS", 0)
-    monkeypatch.setattr(auto, "LORA_MIN_PARAMETERS", 0)
+    for rule in ("PROTOTYPES_MAX_PER_CLASS", "PROTOTYPES_MAX_TOTAL", "PROBE_MAX_LABELS", "LORA_MIN_PARAMETERS"):
+        monkeypatch.setattr(auto, rule, 0)
     table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
     model = headstart.fit(table, str(tiny_bert), "auto", max_length=32, out=tmp_path / "run")
     assert model.manifest.strategy.settings["chosen"] == "lora"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -77,18 +78,38 @@ def test_prototypes_refuse_a_backbone_without_pretrained_weights(tmp_path):
         headstart.fit(images, "smallcnn", "prototypes", cache=False)
 
 
-def test_auto_takes_class_means_with_a_few_labels_per_class(tiny_bert, tmp_path, caplog):
+def test_auto_keeps_the_better_of_class_means_and_the_probe_on_validation(tiny_bert, tmp_path, caplog):
     table = write_text_table(tmp_path / "reviews.csv", n_per_class=20)
     with caplog.at_level(logging.INFO, logger="headstart"):
         model = headstart.fit(table, str(tiny_bert), "auto", max_length=32, labels_per_class=3, cache=False,
                               out=tmp_path / "run")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
-    assert lines == ["auto: prototypes (text, 3 labels/class <= 5: too few to learn weights from, class means "
-                     "instead)"]
-    assert model.manifest.strategy.settings["chosen"] == "prototypes"
+    assert len(lines) == 1, lines
+    found = re.fullmatch(r"auto: (\w+) \(text, 3 labels/class < 100: fine-tuning would overfit; val_accuracy: "
+                         r"(\w+) ([\d.]+), (\w+) ([\d.]+), a switch needs > \+([\d.]+)\)", lines[0])
+    assert found, lines[0]
+    kept, guess, guess_score, other, other_score, margin = found.groups()
+    assert guess == "prototypes" and other == "probe"  # 6 labels in all: class means are the prior's guess
+    assert float(margin) == pytest.approx(0.5 / len(model.recorded_splits(table).val) ** 0.5, abs=1e-3)
+    assert kept == (other if float(other_score) - float(guess_score) > float(margin) else guess)
+    assert model.manifest.strategy.settings["chosen"] == kept
     texts = ["a lovely film", "an awful film"]
     np.testing.assert_allclose(headstart.load(tmp_path / "run" / "model").predict_proba(texts),
                                model.predict_proba(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize("few", [True, False])
+def test_on_a_validation_tie_auto_takes_the_prior_guess(few, tiny_bert, tmp_path, monkeypatch):
+    from headstart.strategies import auto
+    from headstart.tasks.classification import Classification
+
+    monkeypatch.setattr(Classification, "validation_score", lambda self, logits, labels, params: 0.5)
+    if not few:  # the prior's thresholds at zero: the probe is the guess
+        monkeypatch.setattr(auto, "PROTOTYPES_MAX_PER_CLASS", 0)
+        monkeypatch.setattr(auto, "PROTOTYPES_MAX_TOTAL", 0)
+    table = write_text_table(tmp_path / "reviews.csv", n_per_class=12)
+    model = headstart.fit(table, str(tiny_bert), "auto", max_length=32, labels_per_class=3, cache=False)
+    assert model.manifest.strategy.settings["chosen"] == ("prototypes" if few else "probe")
 
 
 def test_a_class_with_one_example_keeps_it_for_training(tmp_path):

@@ -10,22 +10,27 @@ The rule, first match wins (the figures behind each threshold are in benchmarks/
    10 of its intents, 75.4% against 81.0% on all 77 (after 18 minutes of pairs against the probe's seconds).
    SetFit's 20 negative pairs per example spread over more classes, and a sentence encoder's probe is strong
    on intents. 6 is the most classes contrastive was measured to help with.
-3. At most 5 labels per class -> **prototypes** (nearest class mean on centred unit embeddings). Real `fit`s on six
-   shared sets at 1-20 labels per class, 3 draws each (benchmarks/few_labels.py; RESULTS.md, "Issue 24, tenth
-   round"): above the probe in 21 of the 24 cells at 1-5 per class (CIFAR-10 with lite0 at one per class 0.438
-   against 0.374), below it in 3 by 1.6-4.6 points; from 10-20 per class the probe's learned weights catch up.
-4. Fewer than 100 labels per class -> **probe**. Fashion-MNIST: the probe is level with or above finetune with
-   1 and 10 labels per class and below it from 100 on (issue 4); FSDD: the speech embedding's probe matches or
-   beats its finetune at every count (issue 10); a probe costs one forward pass per item.
-5. A backbone of more than 60M parameters -> **lora**: end-to-end adaptation, but with about 1.5% of the
+3. Fewer than 100 labels per class -> **probe** and **prototypes** (nearest class mean on centred unit
+   embeddings), both fitted on the cached embeddings (seconds), **the better on validation kept**. Which one wins
+   depends on the data: real `fit`s on six shared sets at 1-50 labels per class, 3 draws each
+   (benchmarks/few_labels.py; RESULTS.md, "Issue 24, eleventh round"), class means won below 60-300 labels in all
+   (CIFAR-10 with lite0 at 10 per class 64.9% against 63.8%, hymenoptera at 8 per class 94.1% against 81.7%), but
+   on scikit-learn's digits (ImageNet features of 8x8 images) the probe won at every count, by up to 18 points: no
+   rule on counts alone chose well on all seven. On a validation tie the prior decides: class means at up to 2
+   labels per class or 100 labels in all (`prefers_class_means`), the probe above. Why not fine-tuning below 100
+   per class: on Fashion-MNIST the probe is level with or above finetune with 1 and 10 labels per class and below
+   it from 100 on (issue 4); on FSDD the speech embedding's probe matches or beats its finetune at every count
+   (issue 10).
+4. A backbone of more than 60M parameters -> **lora**: end-to-end adaptation, but with about 1.5% of the
    parameters learning (optimizer state and gradients for those only), for encoders such as mpnet (110M).
-6. Otherwise -> **finetune** (SST-2, all labels: 88.1% against the probe's 80.5%; issue 2).
+5. Otherwise -> **finetune** (SST-2, all labels: 88.1% against the probe's 80.5%; issue 2).
 
 "Labels per class" is the median number of training examples per class, after `--labels-per-class`; the
 modality and the sentence-encoder mark come from the backbone. The choice and its reason are logged as one
-line (`auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder)`) and stored in the
-manifest; the chosen strategy runs with its own defaults and the class weighting asked for (`class_weight`, which
-every strategy above but prototypes takes: class means weigh every class alike).
+line (`auto: contrastive (text, 8 labels/class <= 64, 2 classes <= 6, sentence encoder)`; with two candidates,
+their validation scores too) and stored in the manifest; the chosen strategy runs with its own defaults and the
+class weighting asked for (`class_weight`, which every strategy above but prototypes takes: class means weigh every
+class alike).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
@@ -47,30 +53,36 @@ log = logging.getLogger("headstart")
 
 CONTRASTIVE_MAX_LABELS = 64  # per class, text with a sentence encoder
 CONTRASTIVE_MAX_CLASSES = 6
-PROTOTYPES_MAX_LABELS = 5  # per class
+PROTOTYPES_MAX_PER_CLASS = 2  # labels per class, whatever their total
+PROTOTYPES_MAX_TOTAL = 100  # labeled items in all, whatever the number of classes
 PROBE_MAX_LABELS = 99  # per class: fewer than 100
 LORA_MIN_PARAMETERS = 60_000_000
 
 
-def choose_strategy(backbone: Backbone, labels_per_class: float, n_classes: int) -> tuple[str, str]:
-    """The strategy `auto` runs for this backbone, training-set size and number of classes, and the one-line
-    reason."""
+def prefers_class_means(labels_per_class: float, n_labels: int) -> bool:
+    """Whether class means are the better guess before validation has spoken (rule 3's tie-break): at most
+    `PROTOTYPES_MAX_PER_CLASS` labels per class or `PROTOTYPES_MAX_TOTAL` in all."""
+    return labels_per_class <= PROTOTYPES_MAX_PER_CLASS or n_labels <= PROTOTYPES_MAX_TOTAL
+
+
+def choose_strategy(backbone: Backbone, labels_per_class: float, n_classes: int, n_labels: int
+                    ) -> tuple[tuple[str, ...], str]:
+    """The strategies `auto` fits for this backbone, labels per class (median), number of classes and of training
+    items (one, or two whose better on validation is kept, the first winning ties), and the one-line reason."""
     n = f"{labels_per_class:g} labels/class"
     size = sum(p.numel() for p in backbone.parameters())
     if not backbone.is_pretrained:
-        return "finetune", f"{backbone.modality}, no pre-trained weights to probe"
+        return ("finetune",), f"{backbone.modality}, no pre-trained weights to probe"
     few_for_pairs = labels_per_class <= CONTRASTIVE_MAX_LABELS and n_classes <= CONTRASTIVE_MAX_CLASSES
     if backbone.sentence_encoder and few_for_pairs:  # sentence encoders are text's
-        return "contrastive", (f"{backbone.modality}, {n} <= {CONTRASTIVE_MAX_LABELS}, {n_classes} classes <= "
-                               f"{CONTRASTIVE_MAX_CLASSES}, sentence encoder")
-    if labels_per_class <= PROTOTYPES_MAX_LABELS:
-        return "prototypes", (f"{backbone.modality}, {n} <= {PROTOTYPES_MAX_LABELS}: too few to learn weights from, "
-                              "class means instead")
+        return ("contrastive",), (f"{backbone.modality}, {n} <= {CONTRASTIVE_MAX_LABELS}, {n_classes} classes <= "
+                                  f"{CONTRASTIVE_MAX_CLASSES}, sentence encoder")
     if labels_per_class <= PROBE_MAX_LABELS:
-        return "probe", f"{backbone.modality}, {n} < {PROBE_MAX_LABELS + 1}: fine-tuning would overfit"
+        pair = ("prototypes", "probe") if prefers_class_means(labels_per_class, n_labels) else ("probe", "prototypes")
+        return pair, f"{backbone.modality}, {n} < {PROBE_MAX_LABELS + 1}: fine-tuning would overfit"
     if size > LORA_MIN_PARAMETERS:
-        return "lora", f"{backbone.modality}, {n}, {size / 1e6:.0f}M parameters > {LORA_MIN_PARAMETERS // 10**6}M"
-    return "finetune", f"{backbone.modality}, {n} >= {PROBE_MAX_LABELS + 1}, {size / 1e6:.0f}M parameters"
+        return ("lora",), f"{backbone.modality}, {n}, {size / 1e6:.0f}M parameters > {LORA_MIN_PARAMETERS // 10**6}M"
+    return ("finetune",), f"{backbone.modality}, {n} >= {PROBE_MAX_LABELS + 1}, {size / 1e6:.0f}M parameters"
 
 
 @register_strategy
@@ -106,15 +118,44 @@ class Auto(Strategy):
     def train(self, run: TrainingRun) -> tuple[Classifier, dict[str, Any]]:
         counts = list(run.train.class_counts().values())
         labels_per_class = float(np.median(counts)) if counts else 0.0
-        name, reason = choose_strategy(run.backbone, labels_per_class, len(run.classes))
-        log.info("auto: %s (%s)", name, reason)
+        names, reason = choose_strategy(run.backbone, labels_per_class, len(run.classes), len(run.train))
+        fitted = [self._fit(name, reason, run) for name in names]
+        if len(fitted) > 1:
+            fitted, reason = self._better_on_validation(fitted, reason, run)
+        chosen, classifier, record, _ = fitted[0]
+        log.info("auto: %s (%s)", chosen.name, reason)
+        self._chosen, self._reason = chosen, reason
+        return classifier, {"auto": {"chosen": chosen.name, "reason": reason, "labels_per_class": labels_per_class},
+                            **record}
+
+    @staticmethod
+    def _better_on_validation(fitted: list, reason: str, run: TrainingRun) -> tuple[list, str]:
+        """`fitted` (the prior's guess first) reordered so that the one to keep comes first, and the reason with
+        the validation scores. The guess is kept unless the other beats it by more than one standard error of an
+        accuracy on this validation split, 0.5 / sqrt(items): a few validation items decide little (on eight sets,
+        switching on any gap lost 0.47 points against the better of the two on average, switching past the margin
+        0.29, never switching 0.81; RESULTS.md, "Issue 24, eleventh round")."""
+        guess, other = fitted
+        margin = 0.5 / max(len(run.val), 1) ** 0.5
+        if other[3] - guess[3] > margin:  # False when either score is missing (NaN)
+            fitted = [other, guess]
+        scores = ", ".join(f"{f[0].name} {f[3]:.3f}" for f in (guess, other))
+        return fitted, f"{reason}; {run.task.val_metric}: {scores}, a switch needs > +{margin:.3f}"
+
+    def _fit(self, name: str, reason: str, run: TrainingRun) -> tuple[Strategy, Classifier, dict[str, Any], float]:
+        """Train strategy `name` with its defaults (and the class weighting, where it takes one); with its
+        validation score, for choosing between candidates (frozen-backbone strategies: the cached embeddings)."""
         cls = strategy_class(name)
         # Class means weigh every class alike by construction: a strategy without the setting is not given it.
         weighting = {"class_weight": self.class_weight} if "class_weight" in {f.name for f in fields(cls)} else {}
-        chosen = cls(**weighting)
-        if chosen.needs_run_dir and run.run_dir is None:
+        strategy = cls(**weighting)
+        if strategy.needs_run_dir and run.run_dir is None:
             raise HeadstartError(f"auto chose {name} ({reason}), which writes checkpoints: pass out=... (--out)")
-        self._chosen, self._reason = chosen, reason
-        classifier, record = chosen.train(run)
-        return classifier, {"auto": {"chosen": name, "reason": reason, "labels_per_class": labels_per_class},
-                            **record}
+        classifier, record = strategy.train(run)
+        score = float("nan")
+        if run.val_embeddings is not None and strategy.freezes_backbone:
+            head = classifier.head
+            with torch.no_grad():
+                logits = head(torch.from_numpy(run.val_embeddings)).double().numpy()
+            score = run.task.validation_score(logits, run.val.labels, head.params)
+        return strategy, classifier, record, score

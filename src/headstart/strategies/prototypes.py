@@ -5,9 +5,9 @@ a temperature, as for every head).
 
 Why it exists: with a handful of labels per class the probe's per-feature standardisation is estimated from those
 few items and its head overfits them. Real fits on six shared sets, 3 draws each (benchmarks/few_labels.py;
-RESULTS.md, "Issue 24, tenth round"): nearest class mean scored above the probe in 21 of 24 cells at 1-5 labels per
-class (CIFAR-10 with efficientnet_lite0 at one per class 0.438 against 0.374) and below it in 3; from 10-20 per class
-the probe's learned weights catch up. `auto` picks it up to `auto.PROTOTYPES_MAX_LABELS` per class.
+RESULTS.md, "Issue 24, tenth and eleventh rounds"): nearest class mean scored above the probe in 21 of 24 cells at
+1-5 labels per class (CIFAR-10 with efficientnet_lite0 at one per class 0.438 against 0.374), and the probe's learned
+weights catch up at 60-300 labels in all. `auto` picks it by `auto.prefers_class_means`.
 """
 
 from __future__ import annotations
