@@ -10,8 +10,7 @@ Two sets, each embedded once through headstart's cache:
 Rounds of one label per class on average (10 items per round for CIFAR-10, 77 for Banking77) up to 10 per class;
 after each round a model is fitted on the labeled items and scored on the test set: by default (`--evaluator
 probe`) a logistic-regression probe (scikit-learn, standardised embeddings, C 0.1: the evaluator of
-audit_quality.py), with `--evaluator prototypes` the nearest-class-mean head of `fit --strategy prototypes`, with
-`--evaluator auto` whichever of the two `fit --strategy auto` would train on the round's labels.
+audit_quality.py), with `--evaluator prototypes` the nearest-class-mean head of `fit --strategy prototypes`.
 Methods, each over `--seeds` seeds (random over `--random-seeds`, 10 by default: its mean curve is the yardstick
 every saving is read off, and with 3 seeds its noise moved the 1.5x point by up to a round; its draws cost no
 clustering, so 10 take seconds):
@@ -84,21 +83,7 @@ class PrototypesEvaluator:
         return self.head.last_layer_inputs(x)
 
 
-def auto_evaluator(x: np.ndarray, y: np.ndarray) -> Any:
-    """What `fit --strategy auto` trains on these labels before its validation check: class means where its prior
-    guesses them (`prefers_class_means`: up to 2 labels per class or 100 in all), the probe above. `auto` then
-    switches only when the other is ahead on validation by more than a standard error, which the rounds here (no
-    validation split) leave out. Its contrastive rule never applies (CIFAR-10's backbone is not a sentence encoder;
-    Banking77 has more than 6 classes), nor do its fine-tuning rules (100 labels per class)."""
-    from headstart.strategies.auto import prefers_class_means
-
-    _, counts = np.unique(y, return_counts=True)
-    if prefers_class_means(float(np.median(counts)), len(y)):
-        return PrototypesEvaluator(x, y)
-    return probe_evaluator(x, y)
-
-
-EVALUATORS = {"probe": probe_evaluator, "prototypes": PrototypesEvaluator, "auto": auto_evaluator}
+EVALUATORS = {"probe": probe_evaluator, "prototypes": PrototypesEvaluator}
 
 
 def last_layer_inputs(model: Any, x: np.ndarray) -> np.ndarray:
@@ -313,9 +298,8 @@ def main() -> None:
     parser.add_argument("--random-seeds", type=int, default=10, help="seeds of random choice, the yardstick")
     parser.add_argument("--evaluator", choices=tuple(EVALUATORS), default="probe",
                         help="what each round's labels train and are scored with: probe (a standardised logistic "
-                             "regression, as `fit --strategy probe`), prototypes (`fit --strategy prototypes`, "
-                             "nearest class mean) or auto (the one of the two that `fit --strategy auto` trains: "
-                             "class means up to 2 labels per class or 100 labels in all)")
+                             "regression, as `fit --strategy probe`) or prototypes (`fit --strategy prototypes`, "
+                             "nearest class mean, what `auto` guesses with up to 2 labels per class or 100 in all)")
     parser.add_argument("--pool-per-class", type=int, default=500,
                         help="CIFAR-10: unlabeled images per class in the pool (500: the 5,000 audit_images.py "
                              "audits; up to 4,900, the test set takes 100 per class of the 5,000)")
