@@ -240,12 +240,13 @@ class OneProcessOnly(Strategy):
 def test_strategies_without_ddp_refuse_several_processes(monkeypatch, tmp_path):
     """A strategy that does not say it runs distributed (a plug-in's default) would train on each rank alone and
     write checkpoints from each: refused before any work (nothing written), naming those that do run (all the
-    built-in ones: finetune, lora and contrastive train under DDP, test_ddp.py)."""
+    built-in ones: finetune, lora and contrastive train under DDP, test_ddp.py; probe and prototypes share the
+    embedding pass)."""
     import headstart
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
     with pytest.raises(HeadstartError, match=r"one-process-only does not run on several processes yet.*--strategy "
-                                             r"probe, finetune, lora, contrastive, auto"):
+                                             r"probe, prototypes, finetune, lora, contrastive, auto"):
         headstart.fit(write_text_table(tmp_path / "t.csv", n_per_class=5), "minilm", OneProcessOnly(),
                       out=tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -29,6 +29,9 @@ class Prototypes(Strategy):
 
     name = "prototypes"
     tasks = ("classification",)  # one class per item: a class's mean is over the items labeled with it
+    # Under torchrun the embedding pass is sharded and gathered (`embed_splits`), and the class means that follow
+    # are the same on every rank; nothing is written but rank 0's model. `auto` fits it on every rank too.
+    runs_distributed = True
 
     logit_scale: float = setting(10.0, "Cosine-to-class-mean times this is the logit (before the temperature that "
                                        "validation tunes): 10 puts a 0.1 cosine gap at e:1 odds.")
