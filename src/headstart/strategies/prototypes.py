@@ -7,7 +7,8 @@ Why it exists: with a handful of labels per class the probe's per-feature standa
 few items and its head overfits them. Real fits on six shared sets, 3 draws each (benchmarks/few_labels.py;
 RESULTS.md, "Issue 24, tenth and eleventh rounds"): nearest class mean scored above the probe in 21 of 24 cells at
 1-5 labels per class (CIFAR-10 with efficientnet_lite0 at one per class 0.438 against 0.374), and the probe's learned
-weights catch up at 60-300 labels in all. `auto` picks it by `auto.prefers_class_means`.
+weights catch up at 60-300 labels in all. `auto` fits it beside the probe with few labels and keeps the better on
+validation.
 """
 
 from __future__ import annotations
