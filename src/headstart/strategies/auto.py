@@ -62,7 +62,7 @@ LORA_MIN_PARAMETERS = 60_000_000
 
 
 def prefers_class_means(labels_per_class: float, n_labels: int) -> bool:
-    """Whether class means are the better guess before validation has spoken (rule 3's tie-break): at most
+    """Whether class means are the better guess before validation has spoken (rule 3's guess): at most
     `PROTOTYPES_MAX_PER_CLASS` labels per class or `PROTOTYPES_MAX_TOTAL` in all."""
     return labels_per_class <= PROTOTYPES_MAX_PER_CLASS or n_labels <= PROTOTYPES_MAX_TOTAL
 
