@@ -140,3 +140,16 @@ def test_a_prototypes_model_exports_to_onnx_and_passes_its_parity_check(tiny_ber
     report = export_onnx(tmp_path / "run" / "model")
     assert report.graph.exists()
     assert report.parity["top1_agreement"] == 1.0 and report.parity["max_abs_diff"] <= report.parity["max_abs_diff_allowed"]
+
+
+def test_auto_embeds_each_split_once_for_both_candidates(tiny_bert, tmp_path, monkeypatch):
+    """Class means and the probe share one embedding pass, even with the cache off."""
+    from headstart.strategies import base
+
+    calls = []
+    embed = base.embed_dataset
+    monkeypatch.setattr(base, "embed_dataset", lambda backbone, data, *args, **kw: calls.append(len(data.items))
+                        or embed(backbone, data, *args, **kw))
+    table = write_text_table(tmp_path / "reviews.csv", n_per_class=12)
+    headstart.fit(table, str(tiny_bert), "auto", max_length=32, labels_per_class=3, cache=False)
+    assert len(calls) == 2, calls  # train and val, once each (the test split is embedded by evaluation)

@@ -52,6 +52,9 @@ class TrainingRun:
     val_embeddings: np.ndarray | None = None  # the frozen backbone's, kept by embed_splits for calibration
     logger: str = "csv"
     _metrics_logger: Any = dataclasses.field(default=None, init=False, repr=False)
+    # The frozen backbone's train and val embeddings once made: `auto` fits two strategies on them, and the second
+    # must not pay the embedding pass again (nor read the disk cache, nor embed again where caching is off).
+    _frozen_splits: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def metrics_logger(self) -> Any:
         """The Lightning logger that every stage of this run writes its curves to (one per run, made on first use,
@@ -80,7 +83,9 @@ class TrainingRun:
         """Embeddings of train and val (or the task's own frozen features: a vector per word for token tagging),
         unreadable items dropped from both splits. `cached`: look embeddings up in (and add them to) the run's
         cache, which is keyed by the backbone as loaded: a strategy that has already changed the backbone's weights
-        passes False."""
+        passes False. The unchanged backbone's embeddings are made once per run and then reused."""
+        if cached and self._frozen_splits is not None:
+            return self._frozen_splits
         started = time.perf_counter()
         cache = self.cache if cached else None
         self.train, train_x = self._frozen_features(self.train, cache)
@@ -88,6 +93,8 @@ class TrainingRun:
         self.check_classes_usable()
         self.timings["embed"] = time.perf_counter() - started
         self.val_embeddings = val_x
+        if cached:
+            self._frozen_splits = train_x, val_x
         return train_x, val_x
 
     def _frozen_features(self, data: Dataset, cache: EmbeddingCache | None) -> tuple[Dataset, np.ndarray]:
