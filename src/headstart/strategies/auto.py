@@ -42,7 +42,6 @@ from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from ..backbones.base import Backbone
 from ..errors import HeadstartError
@@ -167,7 +166,5 @@ class Auto(Strategy):
         score = float("nan")
         if run.val_embeddings is not None and strategy.freezes_backbone:
             head = classifier.head
-            with torch.no_grad():
-                logits = head(torch.from_numpy(run.val_embeddings)).double().numpy()
-            score = run.task.validation_score(logits, run.val.labels, head.params)
+            score = run.task.validation_score(head.logits(run.val_embeddings), run.val.labels, head.params)
         return Candidate(strategy, classifier, record, score)
