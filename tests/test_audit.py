@@ -309,6 +309,19 @@ def test_suggest_writes_a_table_to_fill_in_that_fit_reads_with_the_labeled_rows(
     assert uncertain.method == "badge" and len(uncertain.items) == 3 and "BADGE" in uncertain.reasons[0]
 
 
+def test_suggest_reads_the_labeled_tables_label_column_by_the_name_given(planted, tmp_path):
+    pool = write_text_table(tmp_path / "pool.csv", n_per_class=10, seed=6)
+    labeled = planted["train"].rename(columns={"label": "sentiment_tag"})
+    labeled.to_csv(tmp_path / "labeled.csv", index=False)
+    args = ["suggest", str(pool), "--budget", "2", "--backbone", str(planted["bert"]), "--max-length", "32",
+            "--labeled", str(tmp_path / "labeled.csv"), "--out", str(tmp_path / "to_label.csv")]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "name it with --label-column" in refused.output
+    done = CliRunner().invoke(app, [*args, "--label-column", "sentiment_tag"])
+    assert done.exit_code == 0, done.output
+    assert len(pd.read_csv(tmp_path / "to_label.csv")) == 2
+
+
 def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_path):
     runner = CliRunner()
     data, bert = str(planted["data"]), str(planted["bert"])
@@ -321,6 +334,8 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
     assert record["counts"]["leak"] == 2 and record["counts"]["against"] == 1 and (tmp_path / "a.csv").is_file()
     bad = [
         (["audit", data, "--backbone", bert, "--near-threshold", "1.5"], "near_threshold"),
+        (["audit", data, "--backbone", bert, "--write-clean", str(tmp_path / "audit.csv"), "--out",
+          str(tmp_path / "audit.html")], "give the clean table another name"),
         (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--write-clean",
           str(planted["data"] / "train.csv")], "never changes the data"),
         (["audit", str(tmp_path / "missing.csv"), "--backbone", bert], "does not exist"),
@@ -374,6 +389,68 @@ def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pix
         [("copy.jpg", "1.png", True)]
     assert not found.of_kind("duplicate") and not found.of_kind("leak")
     assert "thumbnails" in " ".join(found.notes)
+
+
+def _speech_like(rate: int, seed: int) -> np.ndarray:
+    """A distinct half-second "word": three noise bursts through random resonances, between silences."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    pieces = [np.zeros(int(rate * rng.uniform(0.05, 0.15)))]
+    for _ in range(3):
+        burst = rng.standard_normal(int(rate * rng.uniform(0.08, 0.2)))
+        r, theta = 0.97, rng.uniform(0.1, 2.5)
+        pieces += [lfilter([1.0], [1.0, -2 * r * np.cos(theta), r * r], burst) * np.hanning(len(burst)),
+                   np.zeros(int(rate * 0.03))]
+    wave = np.concatenate(pieces)
+    return (0.5 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+def test_a_clip_copied_with_silence_in_front_or_resampled_is_found_and_distinct_clips_are_not(tmp_path):
+    import soundfile
+    from scipy.signal import resample_poly
+
+    from headstart.auditing.duplicates import CONTENT_THRESHOLD
+    from headstart.modalities import get_modality
+
+    rate = 8000
+    for name, seed in (("a", 0), ("b", 100)):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for i in range(6):
+            soundfile.write(tmp_path / "train" / name / f"{i}.wav", _speech_like(rate, seed + i), rate)
+    (tmp_path / "test" / "a").mkdir(parents=True)
+    test = [tmp_path / "test" / "a" / f"{i}.wav" for i in range(3)]
+    for i, path in enumerate(test):
+        soundfile.write(path, _speech_like(rate, 200 + i), rate)
+    original = _speech_like(rate, 201)
+    shifted = tmp_path / "train" / "b" / "shifted.wav"  # the leaks: 30 ms of silence in front, and 16 kHz at 0.8 gain
+    soundfile.write(shifted, np.concatenate([np.zeros(240, np.float32), original]), rate)
+    soundfile.write(tmp_path / "train" / "a" / "resampled.flac", resample_poly(original, 2, 1) * 0.8, 2 * rate)
+    audio = get_modality("audio")
+    prints = audio.content_fingerprints([shifted, *test, tmp_path / "train" / "a" / "0.wav"])
+    assert prints[0] @ prints[2] >= CONTENT_THRESHOLD
+    assert max(prints[0] @ prints[1], prints[0] @ prints[3], prints[1] @ prints[4]) < 0.9
+
+    found = headstart.audit(tmp_path / "train", "smallcnn", against=tmp_path / "test")
+    assert found.near_threshold == audio.near_duplicate_threshold == 0.99  # audio's own default
+    leaks = sorted((r["item"].split("/")[-1], r["other_item"].split("/")[-1]) for r in found.of_kind("against"))
+    assert leaks == [("resampled.flac", "1.wav"), ("shifted.wav", "1.wav")]
+    # the two copies, labeled differently, are one conflicting pair; none of the twelve distinct clips is flagged
+    pairs = [{r["item"].split("/")[-1], r["other_item"].split("/")[-1]} for r in found.records
+             if r["kind"] in ("duplicate", "leak", "conflicting")]
+    assert pairs == [{"resampled.flac", "shifted.wav"}]
+    assert "silent ends trimmed" in " ".join(found.notes)
+
+
+def test_data_too_small_for_fits_splits_are_audited_without_leaks_across_splits(tmp_path):
+    """A first round of labels (one or two per class): fit cannot cut its splits, audit still runs and says why
+    it judged no leaks across splits."""
+    rows = [{"text": f"sentence number {i} about topic {i % 5}", "label": f"class{i % 5}"} for i in range(7)]
+    pd.DataFrame(rows).to_csv(tmp_path / "few.csv", index=False)
+    bert = make_tiny_bert(tmp_path / "bert")
+    found = headstart.audit(tmp_path / "few.csv", str(bert), max_length=16)
+    assert set(found.audited.splits) == {"train"} and not found.of_kind("leak")
+    assert "no leaks across splits judged, since `fit` could not split these data" in " ".join(found.notes)
 
 
 def test_an_option_the_command_does_not_have_is_named_in_one_error(tmp_path):

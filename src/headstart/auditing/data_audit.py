@@ -34,7 +34,7 @@ from ..errors import DataError, HeadstartError, SettingsError
 from ..modalities import ensure_same_modality, get_modality
 from ..options import BackboneOptions, DataOptions, RunOptions, backbone_options, refuse_unknown, sorted_into
 from ..settings import check_range
-from .duplicates import CONTENT_THRESHOLD, NEAR_THRESHOLD, duplicate_pairs
+from .duplicates import CONTENT_THRESHOLD, duplicate_pairs
 from .findings import KINDS
 from .fitted_judgement import fitted_judgement
 from .label_errors import classes_too_small, confident_learning, probe_judgement
@@ -58,6 +58,7 @@ class AuditedItems:
     labels: np.ndarray
     classes: list[str]
     splits: np.ndarray  # "train" | "val" | "test" per item
+    unsplit: str = ""  # why `fit` could not split the data (every item is then "train"), or ""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -130,19 +131,24 @@ def fit_split_items(data: Any, text_column: str | None, label_column: str | None
     if not raw.task.one_class_per_item:
         raise SettingsError(f"audit checks classification labels; these data hold {raw.task.name} labels")
     tagged, parts = _with_positions(raw)
-    splits = prepare_splits(tagged, None, None, val_size, test_size, None, seed, task=raw.task)
     offsets, total = {}, 0
     for name, part in parts:
         offsets[name] = total
         total += len(part)
     where = np.empty(total, dtype=object)
-    for name, part in zip(SPLIT_ORDER, (splits.train, splits.val, splits.test)):
-        for origin, i in part.items:
-            where[offsets[origin] + i] = name
+    unsplit = ""
+    try:
+        splits = prepare_splits(tagged, None, None, val_size, test_size, None, seed, task=raw.task)
+    except DataError as e:  # too few labels to split (a first round of `suggest`): still worth auditing
+        where[:], unsplit = "train", str(e)
+    else:
+        for name, part in zip(SPLIT_ORDER, (splits.train, splits.val, splits.test)):
+            for origin, i in part.items:
+                where[offsets[origin] + i] = name
     items = [item for _, part in parts for item in part.items]
     labels = np.concatenate([part.labels for _, part in parts])
     source = str(data) if not isinstance(data, (Dataset, Splits)) and isinstance(data, (str, Path)) else raw.train.name
-    return AuditedItems(raw.modality, items, labels, raw.classes, where), source
+    return AuditedItems(raw.modality, items, labels, raw.classes, where, unsplit), source
 
 
 def _embed(net: Any, items: list, cache: Any, precision: str, what: str) -> tuple[np.ndarray, np.ndarray, list]:
@@ -261,7 +267,7 @@ def audit(
     backbone: str | BackboneOptions,
     *,
     against: str | Path | Splits | None = None,
-    near_threshold: float = NEAR_THRESHOLD,
+    near_threshold: float | None = None,
     out: str | Path | None = None,
     write_clean: str | Path | None = None,
     strategy: str | None = None,
@@ -273,10 +279,11 @@ def audit(
     options: `image_size`, `max_length`, `weights` apply).
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
-    similarity of the mean-centred embeddings at least `near_threshold`; images and texts also by their content, see
-    `duplicates.CONTENT_THRESHOLD`) within one split, across the splits `fit` makes with `val_size`,
-    `test_size` and `seed` (leaks), and against a second data set `against`, duplicates whose labels differ,
-    outliers and overlapping classes. The user's files are only read.
+    similarity of the mean-centred embeddings at least `near_threshold`, by default the modality's
+    `near_duplicate_threshold`: 0.9, audio 0.99; also by their content, see `duplicates.CONTENT_THRESHOLD`) within
+    one split, across the splits `fit` makes with `val_size`, `test_size` and `seed` (leaks; none where the data are
+    too few to split), and against a second data set `against`, duplicates whose labels differ, outliers and
+    overlapping classes. The user's files are only read.
     `out`: write the findings as an HTML page there (thumbnails, texts, players) and a list beside it (.csv).
     `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
     duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
@@ -300,6 +307,8 @@ def audit(
     started = time.perf_counter()
     audited, source, (embeddings, readable, failures), other, other_embedded = _load_and_embed(
         data, net_options, data_options, run, against, seconds)
+    if near_threshold is None:
+        near_threshold = get_modality(audited.modality).near_duplicate_threshold
     rows = np.flatnonzero(readable)
     if len(rows) < 2:
         raise DataError(f"{source}: fewer than two readable items to audit")
@@ -315,7 +324,7 @@ def audit(
     keep = items_to_keep(readable, records)
     _rank_within_kinds(records)
     notes.append(_duplicates_note(near_threshold, fingerprinted, get_modality(audited.modality), seed,
-                                  data_options.val_size, data_options.test_size))
+                                  data_options.val_size, data_options.test_size, audited.unsplit))
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
     result = AuditResult(source, audited.modality, net_options.name, audited.classes, len(audited), sizes, near_threshold,
@@ -365,15 +374,20 @@ def _load_and_embed(data: Any, net_options: BackboneOptions, data_options: DataO
     return audited, source, embedded, other, other_embedded
 
 
-def _check_audit_settings(data: Any, against: Any, near_threshold: float, out: str | Path | None,
+def _check_audit_settings(data: Any, against: Any, near_threshold: float | None, out: str | Path | None,
                           write_clean: str | Path | None) -> tuple[Path | None, Path | None, Path | None]:
     """Refuse settings `audit` cannot run with and outputs it must not or cannot write (one-line errors; the
     option objects check their own fields); the paths of the clean table, the page and the list beside the page."""
-    check_range("near_threshold", near_threshold, low=0, high=1, low_open=True)
+    if near_threshold is not None:
+        check_range("near_threshold", near_threshold, low=0, high=1, low_open=True)
     clean_path = Path(write_clean) if write_clean is not None else None
     page_path = Path(out) if out is not None else None
     list_path = page_path.with_suffix(".csv") if page_path is not None else None
     _check_out_files([clean_path, page_path, list_path], [data, against])
+    if clean_path is not None and page_path is not None and clean_path.expanduser().resolve() in {
+            page_path.expanduser().resolve(), list_path.expanduser().resolve()}:
+        raise SettingsError(f"--write-clean {clean_path} is where the findings go (--out {page_path} writes the page "
+                            f"and {list_path.name} beside it): give the clean table another name")
     for path, option in ((clean_path, "--write-clean"), (page_path, "--out")):
         if path is not None:
             check_writable(path.expanduser().parent, f"{option} {path}")
@@ -425,12 +439,13 @@ def _rank_within_kinds(records: list[dict[str, Any]]) -> None:
 
 
 def _duplicates_note(near_threshold: float, fingerprinted: bool, modality: Any, seed: int, val_size: float | int,
-                     test_size: float | int) -> str:
-    """What counted as a duplicate, and the splits leaks were judged by."""
+                     test_size: float | int, unsplit: str) -> str:
+    """What counted as a duplicate, and the splits leaks were judged by (or why there were none)."""
+    splits = (f"no leaks across splits judged, since `fit` could not split these data ({unsplit})" if unsplit else
+              f"splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
     return (f"duplicates: same content (file bytes or text), or cosine similarity of mean-centred embeddings "
             f">= {near_threshold:g}" + (f", or of {modality.content_fingerprint_note} >= "
-                                        f"{CONTENT_THRESHOLD:g}" if fingerprinted else "") +
-            f"; splits as `fit` makes them (seed {seed}, val {val_size}, test {test_size})")
+                                        f"{CONTENT_THRESHOLD:g}" if fingerprinted else "") + f"; {splits}")
 
 
 def _write_outputs(result: AuditResult, clean_path: Path | None, page_path: Path | None,

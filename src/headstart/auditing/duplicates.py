@@ -1,6 +1,7 @@
 """Exact duplicates (the same content: the modality's digest, a hash of a file's bytes or a text's characters) and
 near duplicates (cosine similarity of the backbone's embeddings at or above a threshold: the same sentence with
-other case or punctuation; for images also a pixel fingerprint: the same photo re-encoded or resized)."""
+other case or punctuation; also the modality's content fingerprints: the same photo re-encoded or resized, the same
+clip with silence in front)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ import numpy as np
 
 from .similarity import scan
 
-# Cosine similarity of mean-centred embeddings above which two items count as near duplicates. Measured in
-# benchmarks/audit_quality.py (RESULTS.md, "Audit"): SST-2 sentences copied with other case and punctuation score
-# at least this with minilm, while distinct sentences' nearest neighbours almost never do.
-NEAR_THRESHOLD = 0.9
-
 # Items are also compared by their content where the modality has fingerprints (`Modality.content_fingerprints`): a
 # pair whose fingerprints are at least this alike is a near duplicate whatever the embeddings say.
 # - Images: a 16 x 16 grayscale thumbnail, mean removed, as a unit vector, because embeddings alone miss re-encoded
@@ -24,6 +20,8 @@ NEAR_THRESHOLD = 0.9
 #   found at 0.9; no threshold finds 95% while flagging under 1% of the others), while their thumbnails correlate at
 #   least 0.999 in 95 of 100 and distinct CIFAR-10 images' nearest at most 0.968.
 # - Texts: the text with case, punctuation and spacing folded (equal folded texts score 1, others about 0).
+# - Audio: a log spectrogram of the clip with its silent ends trimmed (`audio_fingerprint`); FSDD copies with silence
+#   in front score at least 0.95 (98% at 0.99) and distinct recordings at most 0.88 (benchmarks/audit_audio.py).
 CONTENT_THRESHOLD = 0.99
 
 

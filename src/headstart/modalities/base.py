@@ -50,6 +50,10 @@ class Modality(ABC):
     suggested_backbone: ClassVar[str]
     default_batch_size: ClassVar[int] = 64
     content_fingerprint_note: ClassVar[str] = ""  # what `content_fingerprints` compares, for the audit's notes
+    # The audit's default: cosine similarity of mean-centred embeddings from which two items are near duplicates.
+    # Measured in benchmarks/audit_quality.py (RESULTS.md, "Audit"): SST-2 sentences copied with other case and
+    # punctuation score at least this with minilm, while distinct sentences' nearest neighbours almost never do.
+    near_duplicate_threshold: ClassVar[float] = 0.9
     # An embedding graph takes this modality's batches channels-last (images: the decode worker stacks them so,
     # which makes the graph's input a view instead of a copy).
     graph_inputs_channels_last: ClassVar[bool] = False
@@ -91,9 +95,9 @@ class Modality(ABC):
 
     def content_fingerprints(self, items: Sequence) -> np.ndarray | None:
         """Unit rows (one per item) that compare items by their content itself, as a second near-duplicate test
-        beside the embeddings (auditing); None where the embeddings alone decide (audio). Images and texts override
-        it: re-encoded copies drift in embedding space but not in their pixels, and how far a re-cased copy of a
-        sentence drifts depends on the backbone."""
+        beside the embeddings (auditing); None where the embeddings alone decide. Each modality overrides it:
+        re-encoded copies drift in embedding space but not in their pixels, how far a re-cased copy of a sentence
+        drifts depends on the backbone, and a clip with silence in front embeds like another recording."""
         return None
 
     @abstractmethod
