@@ -224,11 +224,12 @@ def audit(
     json_output: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
     near_threshold: float | None = typer.Option(None, help="Cosine similarity of the (mean-centred) embeddings "
                                                           "from which two items count as near duplicates (default "
-                                                          "0.9, measured: README)."),
+                                                          "0.9, audio 0.99: measured, docs/audit.md)."),
     strategy: str | None = typer.Option(None, help="Judge the labels by this fit strategy (finetune, lora, probe, "
                                                    "...) fitted on the other folds, one fit per fold: finetune "
                                                    "costs minutes and is more precise where the frozen features are "
-                                                   "weak. Default: a probe on the cached embeddings (seconds)."),
+                                                   "weak. Default: audit's own logistic-regression probe, "
+                                                   "cross-validated on the cached embeddings (seconds)."),
 ) -> None:
     """Find likely label errors, duplicates, leaks across fit's splits, outliers and overlapping classes in DATA."""
     from .auditing import audit as audit_data
@@ -266,7 +267,7 @@ def _suggest_groups() -> list[FieldGroup]:
     from .options import BackboneOptions, DataOptions, RunOptions
 
     return [FieldGroup("backbone", (BackboneOptions,), "Backbone", only=("image_size", "max_length")),
-            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column",)),
+            FieldGroup("data_options", (DataOptions,), "Data", only=("text_column", "label_column")),
             FieldGroup("run_options", (RunOptions,), "Run", only=("seed", "precision", "cache"))]
 
 
@@ -285,7 +286,7 @@ def suggest(
                                                   "the fewest labels come first."),
     out: Path = typer.Option(Path("to_label.csv"), help="Table to fill in: the item, an empty label, the reason."),
 ) -> None:
-    """Choose which unlabeled items to label next; writes a table to fill in that `fit` reads with the labeled data."""
+    """Choose which unlabeled items to label next; writes a table to fill in: add its rows to your labeled table."""
     from .auditing import suggest as suggest_items
     from .options import BackboneOptions, DataOptions, RunOptions
 

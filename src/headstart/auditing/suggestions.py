@@ -228,15 +228,15 @@ def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray
     return [int(rows[i]) for i in picked], reasons, budget
 
 
-def _labeled_items(labeled: Any, modality: str) -> tuple[list, list[str] | None]:
-    """The labeled items, and their class names where each has one class (None otherwise: multi-label,
-    regression), which TypiClust balances its choice by."""
+def _labeled_items(labeled: Any, modality: str, label_column: str | None = None) -> tuple[list, list[str] | None]:
+    """The labeled items (a table's label column as given, or found by name), and their class names where each has
+    one class (None otherwise: multi-label, regression), which TypiClust balances its choice by."""
     if labeled is None:
         return [], None
     if isinstance(labeled, Dataset):
         parts = [labeled]
     else:
-        raw = labeled if isinstance(labeled, Splits) else load_data(labeled, modality=modality)
+        raw = labeled if isinstance(labeled, Splits) else load_data(labeled, None, label_column, modality=modality)
         parts = [p for p in (raw.train, raw.val, raw.test) if p is not None]
     items = [x for p in parts for x in p.items]
     if not all(p.task.one_class_per_item for p in parts):
@@ -262,11 +262,13 @@ def suggest(
     already labeled, never suggested again; TypiClust skips the clusters they cover and, with one class per item,
     takes first the clusters likely to be of the classes with the fewest labels. `out`: write the table to
     fill in (`.csv`, `.tsv`, `.jsonl` or `.parquet`). The option objects are `fit`'s: `backbone` may be its
-    backbone options (`image_size`, `max_length`, `weights`), `data_options` (`text_column`), `run_options` (`seed`,
-    `precision`, `cache`); as in `fit`, their fields may be given as keywords (`seed=1`)."""
+    backbone options (`image_size`, `max_length`, `weights`), `data_options` (`text_column` of the unlabeled
+    table, `label_column` of the labeled one), `run_options` (`seed`, `precision`, `cache`); as in `fit`, their fields may
+    be given as keywords (`seed=1`)."""
     loose = dict(options)
     net_options = sorted_into(backbone_options(backbone) if backbone is not None else None, BackboneOptions, loose)
-    text_column = sorted_into(data_options, DataOptions, loose).text_column
+    data_options = sorted_into(data_options, DataOptions, loose)
+    text_column = data_options.text_column
     run = sorted_into(run_options, RunOptions, loose)
     refuse_unknown("suggest", loose)
     seed = run.seed
@@ -275,7 +277,7 @@ def suggest(
     data = unlabeled if isinstance(unlabeled, UnlabeledData) else read_unlabeled(unlabeled, text_column)
     trained, net, precision = _suggest_network(data, model, net_options if backbone is not None else None,
                                                run.precision)
-    known, known_classes = _labeled_items(labeled, data.modality)
+    known, known_classes = _labeled_items(labeled, data.modality, data_options.label_column)
     pool = _embed_pool(data, net, known, precision, run.cache, budget)
     t = time.perf_counter()
     if trained is None:
