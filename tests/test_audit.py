@@ -21,7 +21,7 @@ from headstart.auditing.suggestions import badge, balanced_order, kmeans, typicl
 from headstart.cli import app
 from headstart.data import load_data
 
-from .conftest import make_tiny_bert, write_text_table
+from .conftest import make_image_folder, make_tiny_bert, write_text_table
 
 SCRIPT = "<script>alert('x')</script> a delightful and superb film"
 
@@ -332,6 +332,8 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
     assert done.exit_code == 0, done.output
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["counts"]["leak"] == 2 and record["counts"]["against"] == 1 and (tmp_path / "a.csv").is_file()
+    blank = tmp_path / "blank.csv"
+    blank.write_text("")
     bad = [
         (["audit", data, "--backbone", bert, "--near-threshold", "1.5"], "near_threshold"),
         (["audit", data, "--backbone", bert, "--write-clean", str(tmp_path / "audit.csv"), "--out",
@@ -345,7 +347,10 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
         (["suggest", data + "/train.csv", "--budget", "2"], "--backbone"),
         (["suggest", data + "/train.csv", "--budget", "2", "--backbone", bert, "--model", str(tmp_path)], "not both"),
         (["suggest", data + "/train.csv", "--budget", "1000", "--backbone", bert, "--max-length", "32",
-          "--out", str(tmp_path / "t.csv")], "more than"),
+          "--out", str(tmp_path / "t.csv")], "ask for at most"),
+        (["audit", data, "--backbone", bert, "--against", str(make_image_folder(tmp_path / "pictures", per_class=1))],
+         "compare against data of the same kind"),
+        (["audit", str(blank), "--backbone", bert], "is empty: a table needs a header row"),
     ]
     for args, words in bad:
         done = runner.invoke(app, args)

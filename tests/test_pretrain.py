@@ -199,7 +199,7 @@ def _bad_cases(tmp_path, images):
     table = write_text_table(tmp_path / "t.csv", n_per_class=2)
     return {
         "missing": (dict(data=tmp_path / "nope", objective="autoencoder"), DataError, "does not exist"),
-        "empty folder": (dict(data=tmp_path / "empty", objective="masked"), DataError, "no files to pretrain on"),
+        "empty folder": (dict(data=tmp_path / "empty", objective="masked"), DataError, "has no image or audio files"),
         "tables in folder": (dict(data=tmp_path / "texts", objective="mlm"), DataError, "point at the file"),
         "blank text file": (dict(data=tmp_path / "blank.txt", objective="mlm"), DataError, "no non-empty"),
         "no text column": (dict(data=tmp_path / "notes.csv", objective="mlm"), DataError, "--text-column"),

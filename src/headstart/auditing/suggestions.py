@@ -362,6 +362,7 @@ def _embed_pool(data: UnlabeledData, net: Any, known: list, precision: str, cach
     digest = get_modality(data.modality).digest
     known_digests = {digest(x) for x in known}
     fresh = [i for i, x in enumerate(data.items) if digest(x) not in known_digests]
+    _check_budget(budget, len(fresh), "")  # before the embedding pass: it can only make fewer readable
     items = [data.items[i] for i in fresh] + known
     store = backbone_cache(net, precision, cache)
     t = time.perf_counter()
@@ -373,7 +374,11 @@ def _embed_pool(data: UnlabeledData, net: Any, known: list, precision: str, cach
         log.warning("%s", get_modality(data.modality).failure_summary(items, failures))
     rows = np.flatnonzero(readable)
     candidate = (np.arange(len(items)) < len(fresh))[rows]
-    if budget > candidate.sum():
-        raise SettingsError(f"--budget {budget} is more than the {int(candidate.sum())} readable unlabeled items "
-                            "that are not labeled already")
+    _check_budget(budget, int(candidate.sum()), "readable ")
     return EmbeddedPool(embeddings[rows], candidate, rows, fresh, seconds)
+
+
+def _check_budget(budget: int, candidates: int, kind: str) -> None:
+    if budget > candidates:
+        raise SettingsError(f"--budget {budget} is more than the {candidates} {kind}unlabeled items that are not "
+                            f"labeled already: ask for at most {candidates}, or add unlabeled items")

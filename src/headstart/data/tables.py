@@ -89,6 +89,9 @@ def read_table(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path).astype(object)
     except DataError:
         raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: a table needs a header row (for example text,label) and a row per item"
+                        ) from None
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"cannot read table {path}: {first}") from None

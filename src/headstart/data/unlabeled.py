@@ -80,5 +80,5 @@ def read_unlabeled(source: str | Path, text_column: str | None = None) -> Unlabe
         tables = sorted(p.name for p in path.iterdir() if is_table_file(p) or p.suffix.lower() in TEXT_FILE_EXTENSIONS)
         hint = f"; for text, point at the file itself ({', '.join(tables[:3])})" if tables else ""
         known = ", ".join(sorted(e for m in MODALITIES.values() for e in m.file_extensions))
-        raise DataError(f"{path} has no files to pretrain on (looked recursively for {known}){hint}")
+        raise DataError(f"{path} has no image or audio files (looked recursively for {known}){hint}")
     return UnlabeledData(name, found[name], path.name, str(path))
