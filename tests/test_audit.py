@@ -392,6 +392,8 @@ def test_a_photo_resized_and_saved_as_jpeg_is_found_in_the_other_data_by_its_pix
     leaks = found.of_kind("against")
     assert [(r["item"].split("/")[-1], r["other_item"].split("/")[-1], r["same_content"]) for r in leaks] == \
         [("copy.jpg", "1.png", True)]
+    # the record says how alike the thumbnails are (what found it), beside the embeddings' similarity
+    assert leaks[0]["content_similarity"] == pytest.approx(float(prints[0] @ prints[2]), abs=1e-3)
     assert not found.of_kind("duplicate") and not found.of_kind("leak")
     assert "thumbnails" in " ".join(found.notes)
 

@@ -103,7 +103,7 @@ class AuditResult:
         import pandas as pd
 
         columns = ["kind", "rank", "index", "item", "split", "label", "suggested", "score", "other_index", "other_item",
-                   "other_split", "other_label", "similarity", "exact", "same_content"]
+                   "other_split", "other_label", "similarity", "exact", "same_content", "content_similarity"]
         frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in self.records], columns=columns)
         return write_frame(Path(path), frame)
 
@@ -228,7 +228,9 @@ def _pair_records(a: AuditedItems, rows: np.ndarray, pairs: list, other: Audited
         records.append(_item_record(kind, a, i, rank=rank, score=round(p.similarity, 4),
                                     other_index=int(j), other_item=_describe(target.modality, target.items[j], j),
                                     other_split=str(target.splits[j]), other_label=target.classes[target.labels[j]],
-                                    similarity=round(p.similarity, 4), exact=p.exact, same_content=p.same_content))
+                                    similarity=round(p.similarity, 4), exact=p.exact, same_content=p.same_content,
+                                    content_similarity=None if p.content_similarity is None else
+                                    round(p.content_similarity, 4)))
     return records
 
 

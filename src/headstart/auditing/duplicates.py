@@ -35,6 +35,7 @@ class DuplicatePair:
     similarity: float
     exact: bool
     same_content: bool = False  # found by the content fingerprints (CONTENT_THRESHOLD), whatever the embeddings say
+    content_similarity: float | None = None  # the fingerprints' similarity where it reached CONTENT_THRESHOLD
 
 
 def image_fingerprints(items: Sequence) -> np.ndarray:
@@ -86,10 +87,11 @@ def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float
     near = {(a, b): DuplicatePair(a, b, float(s), False)
             for (a, b), s in zip(found.pairs.tolist(), found.pair_similarity.tolist()) if digests[a] != other[b]}
     if fingerprints is not None:
-        same = scan(fingerprints, other_fingerprints if across else None, CONTENT_THRESHOLD).pairs.tolist()
-        for a, b in same:
+        same = scan(fingerprints, other_fingerprints if across else None, CONTENT_THRESHOLD)
+        for (a, b), content in zip(same.pairs.tolist(), same.pair_similarity.tolist()):
             if digests[a] != other[b]:
-                near.setdefault((a, b), DuplicatePair(a, b, float(unit[a] @ references[b]), False)).same_content = True
+                pair = near.setdefault((a, b), DuplicatePair(a, b, float(unit[a] @ references[b]), False))
+                pair.same_content, pair.content_similarity = True, float(content)
     pairs += near.values()
     pairs.sort(key=lambda p: (not p.exact, not p.same_content, -p.similarity, p.a, p.b))  # certain copies first
     return pairs, found.neighbours, found.neighbour_similarity

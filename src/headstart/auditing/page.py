@@ -73,8 +73,9 @@ def _cards(result: AuditResult, kinds: tuple[str, ...], empty: str) -> str:
             cards.append(_card(body, [("wrong", f"{r['label']} ({r['split']})"), ("note", detail),
                                       *([] if body and not named else [("note", r["item"])])]))
         else:
-            same = ("same content" if r["exact"] else "same content after folding (see the notes)"
-                    if r.get("same_content") else f"cosine {r['similarity']:.3f}")
+            same = ("same content" if r["exact"] else
+                    f"same content: fingerprints {r['content_similarity']:.3f} (see the notes), embeddings "
+                    f"{r['similarity']:.3f}" if r.get("same_content") else f"cosine {r['similarity']:.3f}")
             cards.append(_card(_text_or_preview(result, r) + _other_preview(result, r), [
                 ("wrong", f"{r['split']} / {r['other_split']}: {same}"),
                 ("note", f"labels {r['label']} / {r['other_label']}"), *names("item", "other_item", r=r)]))
