@@ -222,7 +222,8 @@ def badge(features: np.ndarray, probabilities: np.ndarray, candidate: np.ndarray
     reasons = []
     for i in picked:  # D^2 sampling also takes a sure item now and then, to stand for the many sure ones
         first, second = np.argsort(-p[i])[:2]
-        why = "uncertain and" if lengths[i] >= lengths.mean() else "the model is fairly sure, but it is"
+        # relative to this pool: where the model is sure of nearly everything, the least sure may still be at 0.94
+        why = "less sure than most and" if lengths[i] >= lengths.mean() else "the model is fairly sure, but it is"
         reasons.append(f"{why} unlike the others chosen (BADGE): {classes[first]} {p[i, first]:.2f}, "
                        f"{classes[second]} {p[i, second]:.2f}")
     return [int(rows[i]) for i in picked], reasons, budget
