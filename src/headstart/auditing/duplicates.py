@@ -20,8 +20,9 @@ from .similarity import scan
 #   found at 0.9; no threshold finds 95% while flagging under 1% of the others), while their thumbnails correlate at
 #   least 0.999 in 95 of 100 and distinct CIFAR-10 images' nearest at most 0.968.
 # - Texts: the text with case, punctuation and spacing folded (equal folded texts score 1, others about 0).
-# - Audio: a log spectrogram of the clip with its silent ends trimmed (`audio_fingerprint`); FSDD copies with silence
-#   in front score at least 0.95 (98% at 0.99) and distinct recordings at most 0.88 (benchmarks/audit_audio.py).
+# - Audio: a log spectrogram of the clip with its silent ends trimmed (`audio_fingerprint`): on FSDD, copies with
+#   silence in front score 1.0 and resampled ones at least 0.994, distinct recordings at most 0.914
+#   (benchmarks/audit_audio.py, RESULTS.md "Issue 24, twelfth round").
 CONTENT_THRESHOLD = 0.99
 
 
