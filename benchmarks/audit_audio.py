@@ -158,7 +158,7 @@ def main() -> None:
     if args.smoke:
         folder = start_smoke()
         root = _common.smoke_audio(folder / "audio", per_class=8)
-        args.per_class, args.test_per_class, args.leaks = 5, 3, 3
+        args.per_class, args.test_per_class, args.leaks = 5, 3, len(REENCODINGS)
     else:
         root = shared("audio/fsdd/train")
         folder = _common.OUT / "audit_audio"
