@@ -108,12 +108,12 @@ class _TrainingCollate(_Collate):
 def audio_fingerprint(samples: np.ndarray) -> np.ndarray:
     """A unit vector that a clip's copies share, whatever their file format, rate, gain or leading silence: the
     clip (at FINGERPRINT_RATE) from where a 5-ms envelope first reaches a tenth of its peak to where it last does,
-    its log magnitude spectrogram (FINGERPRINT_WINDOW-sample Hann windows, half overlapping; bins in pairs), each frequency's mean
-    over time removed (which cancels gain and the channel's colour), the first FINGERPRINT_FRAMES frames, zero-padded.
-    A silent clip gives a zero row, which matches nothing. Hand-written because no dependency compares short clips
-    (Chromaprint needs its own binary and seconds of music), and embeddings alone cannot tell a copy from another
-    take: a speech embedding puts FSDD's distinct recordings of one digit by one speaker up to 0.974 apart, and a
-    copy with 30 ms of silence in front as low as 0.78 (benchmarks/audit_audio.py)."""
+    its log magnitude spectrogram (FINGERPRINT_WINDOW-sample Hann windows, half overlapping; bins in pairs), each
+    frequency's mean over time removed (which cancels gain and the channel's colour), the first FINGERPRINT_FRAMES
+    frames, zero-padded: 3,072 numbers. A silent clip gives a zero row, which matches nothing. Hand-written because
+    no dependency compares short clips (Chromaprint needs its own binary and seconds of music), and embeddings alone
+    cannot tell a copy from another take: a speech embedding puts FSDD's distinct recordings of one digit by one
+    speaker up to 0.974 apart, and a copy with 30 ms of silence in front as low as 0.78 (benchmarks/audit_audio.py)."""
     window, hop, frames = FINGERPRINT_WINDOW, FINGERPRINT_WINDOW // 2, FINGERPRINT_FRAMES
     out = np.zeros((frames, window // 4), dtype=np.float32)
     x = np.asarray(samples, dtype=np.float32)
@@ -146,7 +146,7 @@ class AudioModality(Modality):
     content_fingerprint_note = "the log spectrogram of the clip with its silent ends trimmed"
     # A speech embedding puts distinct takes of one word by one speaker close: on FSDD, at 0.9 42% of the clips had
     # such a "duplicate", at most 0.974 apart, while copies resampled or re-saved score at least 0.998
-    # (benchmarks/audit_audio.py, RESULTS.md "Issue 24").
+    # (benchmarks/audit_audio.py, RESULTS.md "Issue 24, twelfth round").
     near_duplicate_threshold = 0.99
 
     def content_fingerprints(self, items: Sequence) -> np.ndarray:
