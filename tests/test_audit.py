@@ -207,8 +207,9 @@ def test_texts_equal_after_folding_case_and_punctuation_have_equal_fingerprints(
     from headstart.modalities import get_modality
 
     prints = get_modality("text").content_fingerprints(
-        ["Hello, World!", "hello   world", "item 1", "item 2", "!!!", "great 😀", "great 😡"])
-    assert prints[0] @ prints[1] == pytest.approx(1.0)
+        ["Hello, World!", "hello   world", "item 1", "item 2", "!!!", "great 😀", "great 😡", "I didn't top-up",
+         "i didnt top up"])
+    assert prints[0] @ prints[1] == pytest.approx(1.0) and prints[7] @ prints[8] == pytest.approx(1.0)
     assert abs(prints[2] @ prints[3]) < 0.5 and abs(prints[5] @ prints[6]) < 0.5  # one character apart: unrelated
     assert not prints[4].any()  # no words: matches nothing
     assert np.allclose(np.linalg.norm(prints[[0, 2, 3, 5]], axis=1), 1.0)
@@ -268,6 +269,14 @@ def test_a_sentence_copied_with_other_case_and_punctuation_is_found_by_its_chara
         [(source, recased, False, True)]
     assert not found.of_kind("duplicate") and not found.of_kind("leak")
     assert "punctuation and spacing folded" in " ".join(found.notes)
+
+
+def test_many_pairs_found_by_embeddings_alone_are_a_warning_not_a_silent_drop(audited, planted):
+    assert not any("only their embeddings found" in note for note in audited.notes)  # the defaults: two copies
+    loose = headstart.audit(planted["data"], str(planted["bert"]), near_threshold=0.05, max_length=32)
+    alike = [r for r in loose.records if r["kind"] in ("duplicate", "leak", "conflicting") and not r["same_content"]]
+    assert len(alike) > 10
+    assert any("only their embeddings found" in note and "raise --near-threshold" in note for note in loose.notes)
 
 
 def test_the_clean_table_drops_the_copies_and_fit_reads_it(audited, planted):
@@ -340,6 +349,8 @@ def test_the_commands_print_json_and_say_what_is_wrong_in_one_line(planted, tmp_
           str(tmp_path / "audit.html")], "give the clean table another name"),
         (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--write-clean",
           str(planted["data"] / "train.csv")], "never changes the data"),
+        (["audit", str(planted["data"] / "train.csv"), "--backbone", bert, "--out", str(planted["data"] / "train.html")],
+         "its list beside it) would write"),
         (["audit", str(tmp_path / "missing.csv"), "--backbone", bert], "does not exist"),
         (["audit", data, "--backbone", bert, "--epochs", "3"], "--strategy finetune"),
         (["audit", data, "--backbone", bert, "--strategy", "nope"], "nope"),

@@ -224,7 +224,7 @@ def audit(
     json_output: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
     near_threshold: float | None = typer.Option(None, help="Cosine similarity of the (mean-centred) embeddings "
                                                           "from which two items count as near duplicates (default "
-                                                          "0.9, audio 0.99: measured, docs/audit.md)."),
+                                                          "images 0.9, texts and audio 0.99: measured, docs/audit.md)."),
     strategy: str | None = typer.Option(None, help="Judge the labels by this fit strategy (finetune, lora, probe, "
                                                    "...) fitted on the other folds, one fit per fold: finetune "
                                                    "costs minutes and is more precise where the frozen features are "

@@ -257,13 +257,14 @@ def _against_items(against: Any, text_column: str | None, label_column: str | No
                                   for _ in range(len(p))], dtype=object))
 
 
-def _check_out_files(paths: list[Path | None], inputs: list[Any]) -> None:
-    """Refuse to write over the user's data: an output file that is one of the inputs."""
+def _check_out_files(outputs: list[tuple[Path | None, str]], inputs: list[Any]) -> None:
+    """Refuse to write over the user's data: an output file (with the option that names it) that is one of the
+    inputs."""
     given = {Path(x).expanduser().resolve() for x in inputs if isinstance(x, (str, Path)) and Path(x).exists()}
-    for path in paths:
+    for path, option in outputs:
         if path is not None and path.expanduser().resolve() in given:
-            raise SettingsError(f"{path} is the data being audited: audit never changes the data; write the clean "
-                                "table to a new file")
+            raise SettingsError(f"{option} would write {path}, which is data being audited: audit never changes the "
+                                "data; give it another name")
 
 
 def audit(
@@ -284,10 +285,10 @@ def audit(
 
     Finds likely label errors (each with the class it is likely to be), exact and near duplicates (cosine
     similarity of the mean-centred embeddings at least `near_threshold`, by default the modality's
-    `near_duplicate_threshold`: 0.9, audio 0.99; also by their content, see `duplicates.CONTENT_THRESHOLD`) within
-    one split, across the splits `fit` makes with `val_size`, `test_size` and `seed` (leaks; none where the data are
-    too few to split), and against a second data set `against`, duplicates whose labels differ, outliers and
-    overlapping classes. The user's files are only read.
+    `near_duplicate_threshold`: images 0.9, texts and audio 0.99; also by their content, see
+    `duplicates.CONTENT_THRESHOLD`) within one split, across the splits `fit` makes with `val_size`, `test_size`
+    and `seed` (leaks; none where the data are too few to split), and against a second data set `against`,
+    duplicates whose labels differ, outliers and overlapping classes. The user's files are only read.
     `out`: write the findings as an HTML page there (thumbnails, texts, players) and a list beside it (.csv).
     `write_clean`: write a table of the items to keep (all but likely label errors, the later copy of each
     duplicate pair, items duplicating one of `against`, and unreadable items; outliers are kept, they may be rare
@@ -329,6 +330,7 @@ def audit(
     _rank_within_kinds(records)
     notes.append(_duplicates_note(near_threshold, fingerprinted, get_modality(audited.modality), seed,
                                   data_options.val_size, data_options.test_size, audited.unsplit))
+    notes += _alike_warning(found, len(rows), near_threshold)
     seconds["total"] = time.perf_counter() - started
     sizes = {name: int((audited.splits == name).sum()) for name in SPLIT_ORDER}
     result = AuditResult(source, audited.modality, net_options.name, audited.classes, len(audited), sizes, near_threshold,
@@ -387,7 +389,8 @@ def _check_audit_settings(data: Any, against: Any, near_threshold: float | None,
     clean_path = Path(write_clean) if write_clean is not None else None
     page_path = Path(out) if out is not None else None
     list_path = page_path.with_suffix(".csv") if page_path is not None else None
-    _check_out_files([clean_path, page_path, list_path], [data, against])
+    _check_out_files([(clean_path, "--write-clean"), (page_path, "--out"),
+                      (list_path, f"--out {page_path} (its list beside it)")], [data, against])
     if clean_path is not None and page_path is not None and clean_path.expanduser().resolve() in {
             page_path.expanduser().resolve(), list_path.expanduser().resolve()}:
         raise SettingsError(f"--write-clean {clean_path} is where the findings go (--out {page_path} writes the page "
@@ -440,6 +443,25 @@ def _rank_within_kinds(records: list[dict[str, Any]]) -> None:
     for kind in KINDS:
         for rank, r in enumerate((r for r in records if r["kind"] == kind), 1):
             r["rank"] = rank
+
+
+# Above this share of the items in pairs that only the embeddings found, the audit warns that they may be distinct
+# items alike in meaning: at the defaults the shared sets stay under 0.6% (benchmarks/near_duplicates.py).
+ALIKE_WARNING_SHARE = 0.02
+
+
+def _alike_warning(pair_records: list[dict[str, Any]], items: int, near_threshold: float) -> list[str]:
+    """A warning (logged, and returned as a note) when many items are in pairs their embeddings alone found."""
+    alike = {r["index"] for r in pair_records if not r["same_content"]}
+    alike |= {r["other_index"] for r in pair_records if not r["same_content"] and r["kind"] != "against"}
+    if len(alike) <= ALIKE_WARNING_SHARE * items:
+        return []
+    warning = (f"{len(alike)} of {items} items ({len(alike) / items:.0%}) are in near pairs that only their embeddings "
+               f"found (cosine >= {near_threshold:g}, not the same content): items alike in meaning, not necessarily "
+               "copies; look at a few on the page, and if they are distinct raise --near-threshold (the clean table "
+               "drops the later of each pair)")
+    log.warning("%s", warning)
+    return [warning]
 
 
 def _duplicates_note(near_threshold: float, fingerprinted: bool, modality: Any, seed: int, val_size: float | int,

@@ -35,7 +35,8 @@ class DuplicatePair:
     b: int
     similarity: float
     exact: bool
-    same_content: bool = False  # found by the content fingerprints (CONTENT_THRESHOLD), whatever the embeddings say
+    same_content: bool = False  # exact, or found by the content fingerprints (CONTENT_THRESHOLD), whatever the
+    # embeddings say
     content_similarity: float | None = None  # the fingerprints' similarity where it reached CONTENT_THRESHOLD
 
 
@@ -83,7 +84,7 @@ def duplicate_pairs(digests: Sequence[bytes], unit: np.ndarray, threshold: float
         exact = exact_pairs_within(digests)
         found = scan(unit, None, threshold, k)
     references = other_unit if across else unit
-    pairs = [DuplicatePair(a, b, float(unit[a] @ references[b]), True) for a, b in exact]
+    pairs = [DuplicatePair(a, b, float(unit[a] @ references[b]), True, True) for a, b in exact]
     other = other_digests if across else digests
     near = {(a, b): DuplicatePair(a, b, float(s), False)
             for (a, b), s in zip(found.pairs.tolist(), found.pair_similarity.tolist()) if digests[a] != other[b]}
