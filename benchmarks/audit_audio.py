@@ -22,28 +22,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import _common
 import numpy as np
 from _common import add_smoke_option, quiet_fits, shared, start_smoke, table
+from audit_images import cifar_sets, timed_audit
 
 THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998)
 REENCODINGS = ("resampled 16 kHz, gain 0.8", "flac", "30 ms of silence in front", "ogg vorbis (lossy)")
-
-
-def clip_sets(root: Path, per_class: int, test_per_class: int, seed: int) -> tuple[list, list]:
-    """(path, class) pairs of a seeded class-balanced pool and a disjoint test set, from a folder of class folders."""
-    rng = np.random.default_rng(seed)
-    pool, test = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        files = sorted(folder.iterdir())
-        order = rng.permutation(len(files))
-        pool += [(str(files[i]), folder.name) for i in order[:per_class]]
-        test += [(str(files[i]), folder.name) for i in order[per_class:per_class + test_per_class]]
-    return pool, test
 
 
 def reencode(source: str, target_stem: Path, how: int) -> str:
@@ -70,7 +58,7 @@ def reencode(source: str, target_stem: Path, how: int) -> str:
 def build_tables(args: argparse.Namespace, root: Path, folder: Path) -> dict[str, Any]:
     import pandas as pd
 
-    pool, test = clip_sets(root, args.per_class, args.test_per_class, args.seed)
+    pool, test = cifar_sets(root, args.per_class, args.test_per_class, args.seed)  # any folder of class folders
     train, dev = pd.DataFrame(pool, columns=["path", "label"]), pd.DataFrame(test, columns=["path", "label"])
     rng = np.random.default_rng(args.seed + 1)
     copied = rng.choice(len(dev), min(args.leaks, len(dev)), replace=False)
@@ -166,15 +154,10 @@ def main() -> None:
         quiet_fits(_common.OUT / "cache")
     import pandas as pd
 
-    import headstart
 
     data = build_tables(args, root, folder)
-    options = {} if args.near_threshold is None else {"near_threshold": args.near_threshold}
     load_before = os.getloadavg()
-    started = time.perf_counter()
-    result = headstart.audit(data["table"], args.backbone, against=data["dev_table"], seed=args.seed,
-                             write_clean=folder / "clean.csv", **options)
-    seconds = time.perf_counter() - started
+    result, seconds = timed_audit(data, args, folder)
     profile = similarity_profile(args.backbone, data)
     row = audit_row(result, data, len(pd.read_csv(folder / "clean.csv")), seconds)
     print(table([row], list(row)))

@@ -119,6 +119,19 @@ def similarity_profile(backbone: str, data: dict[str, Any], image_size: int | No
             "thresholds": rows, "embeddings": (x, dev_x)}
 
 
+def timed_audit(data: dict[str, Any], args: argparse.Namespace, folder: Path, **options: Any) -> tuple[Any, float]:
+    """`audit` of the built training table against the test table (the clean table into `folder`), at
+    `--near-threshold` where given, and its wall seconds."""
+    import headstart
+
+    if args.near_threshold is not None:
+        options["near_threshold"] = args.near_threshold
+    started = time.perf_counter()
+    result = headstart.audit(data["table"], args.backbone, against=data["dev_table"], seed=args.seed,
+                             write_clean=folder / "clean.csv", **options)
+    return result, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -143,15 +156,10 @@ def main() -> None:
         quiet_fits(_common.OUT / "cache")
     import pandas as pd
 
-    import headstart
 
     data = build_tables(args, root, folder)
-    options = {} if args.near_threshold is None else {"near_threshold": args.near_threshold}
     load_before = os.getloadavg()
-    started = time.perf_counter()
-    result = headstart.audit(data["table"], args.backbone, against=data["dev_table"], seed=args.seed,
-                             image_size=args.image_size, write_clean=folder / "clean.csv", **options)
-    seconds = time.perf_counter() - started
+    result, seconds = timed_audit(data, args, folder, image_size=args.image_size)
     profile = similarity_profile(args.backbone, data, args.image_size)
     clean = pd.read_csv(folder / "clean.csv")
     row, reference = score_and_print(result, data, profile, len(clean), seconds, args.seed, held_out="test",
