@@ -245,9 +245,8 @@ def _against_items(against: Any, text_column: str | None, label_column: str | No
             unlabeled = read_unlabeled(against, text_column)
         except DataError:
             raise DataError(f"--against {against}: {e}") from None
-        if unlabeled.modality != modality:
-            raise DataError(f"--against {against}: these are {unlabeled.modality} items, but the audited data are "
-                            f"{modality}: compare against data of the same kind") from None
+        ensure_same_modality(modality, unlabeled.modality, "the audit of these data", f"--against {against} is",
+                             "compare against data of the same kind")
         return AuditedItems(unlabeled.modality, list(unlabeled.items), np.zeros(len(unlabeled), dtype=np.int64),
                             ["?"], np.array(["against"] * len(unlabeled), dtype=object))
     parts = [(name, p) for name, p in zip(SPLIT_ORDER, (raw.train, raw.val, raw.test)) if p is not None]
