@@ -15,6 +15,7 @@ items in such a distinct pair (what `--write-clean` may drop about half of), and
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,10 @@ def measure(name: str, modality_name: str, backbone: str, items: list) -> list[d
     prints = modality.content_fingerprints(items)
     digests = [modality.digest(item) for item in items]
     copies = scan(prints, None, CONTENT_THRESHOLD).pairs.tolist() if prints is not None else []
-    copies += [(a, b) for a in range(len(items)) for b in range(a + 1, len(items)) if digests[a] == digests[b]] \
-        if len(items) <= 5000 else []
+    same_digest: dict[bytes, list[int]] = {}
+    for i, digest in enumerate(digests):
+        same_digest.setdefault(digest, []).append(i)
+    copies += [pair for group in same_digest.values() for pair in itertools.combinations(group, 2)]
     same = {tuple(sorted(p)) for p in copies}
     rows = []
     for t in THRESHOLDS:
