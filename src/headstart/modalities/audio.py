@@ -33,6 +33,7 @@ from .image import file_digest
 FINGERPRINT_RATE = 8_000
 FINGERPRINT_WINDOW = 256
 FINGERPRINT_FRAMES = 48
+FINGERPRINT_BANDS = FINGERPRINT_WINDOW // 4  # the spectrum's bins (half the window) averaged in pairs
 PREFETCH_CLIPS = 8  # clips each DataLoader worker decodes ahead (one clip per worker call: no padded batches there)
 # Fine-tuning's window on a longer clip (the usual practice of audio tagging: AST and PANNs train on 10 s);
 # with a batch of 64 that bounds the activations kept for the backward pass.
@@ -115,7 +116,7 @@ def audio_fingerprint(samples: np.ndarray) -> np.ndarray:
     cannot tell a copy from another take: a speech embedding puts FSDD's distinct recordings of one digit by one
     speaker up to 0.974 apart, and a copy with 30 ms of silence in front as low as 0.78 (benchmarks/audit_audio.py)."""
     window, hop, frames = FINGERPRINT_WINDOW, FINGERPRINT_WINDOW // 2, FINGERPRINT_FRAMES
-    out = np.zeros((frames, window // 4), dtype=np.float32)
+    out = np.zeros((frames, FINGERPRINT_BANDS), dtype=np.float32)
     x = np.asarray(samples, dtype=np.float32)
     smooth = min(FINGERPRINT_RATE // 200, len(x))
     envelope = np.convolve(np.abs(x), np.ones(smooth, dtype=np.float32) / smooth, mode="same") if smooth else x
@@ -126,7 +127,7 @@ def audio_fingerprint(samples: np.ndarray) -> np.ndarray:
     x = np.pad(x, (0, max(0, window - len(x))))
     starts = hop * np.arange(min(frames, 1 + (len(x) - window) // hop))
     magnitude = np.abs(np.fft.rfft(x[starts[:, None] + np.arange(window)] * np.hanning(window), axis=1))
-    magnitude = magnitude[:, :window // 2].reshape(len(starts), window // 4, 2).mean(axis=2)  # bins in pairs
+    magnitude = magnitude[:, :window // 2].reshape(len(starts), FINGERPRINT_BANDS, 2).mean(axis=2)
     spectrum = np.log1p(magnitude / (magnitude.mean() + 1e-9))
     out[:len(spectrum)] = spectrum - spectrum.mean(axis=0, keepdims=True)
     row = out.ravel()
@@ -152,7 +153,7 @@ class AudioModality(Modality):
     def content_fingerprints(self, items: Sequence) -> np.ndarray:
         """`audio_fingerprint` of each clip (a zero row for one that cannot be decoded: the embedding pass reports
         it)."""
-        rows = np.zeros((len(items), FINGERPRINT_FRAMES * FINGERPRINT_WINDOW // 4), dtype=np.float32)
+        rows = np.zeros((len(items), FINGERPRINT_FRAMES * FINGERPRINT_BANDS), dtype=np.float32)
         for i, item in enumerate(items):
             try:
                 rows[i] = audio_fingerprint(load_audio(item, FINGERPRINT_RATE))
