@@ -202,8 +202,26 @@ def _export(backbone: Backbone, net: nn.Module, example: dict[str, np.ndarray], 
         Path(tmp).unlink(missing_ok=True)
 
 
+def _keep_forked_children_from_finalizing_sessions() -> None:
+    """In a process forked after a session was made (a DataLoader worker), never run the garbage collector over what
+    it inherited. A session's thread pool lives only in the parent: a worker that collected an unreachable session
+    hung for good in its destructor (ONNX Runtime's pthread_cond_destroy, seen in the suite under
+    test_extraction_engines). gc.freeze moves the inherited objects out of the collector's reach; what the child
+    allocates later is collected as usual. Registered once per process."""
+    import gc
+
+    global _FORK_HOOK_REGISTERED
+    if not _FORK_HOOK_REGISTERED:
+        os.register_at_fork(after_in_child=gc.freeze)
+        _FORK_HOOK_REGISTERED = True
+
+
+_FORK_HOOK_REGISTERED = False
+
+
 def _session(engine: str, file: Path, computes: str) -> Any:
     """A function from named numpy inputs to the embeddings, on this process's PyTorch thread count."""
+    _keep_forked_children_from_finalizing_sessions()
     threads = torch.get_num_threads()
     if engine == "onnx":
         try:
